@@ -1,0 +1,16 @@
+//! backupkit's archive formats and hashes.
+//!
+//! - [`TarFormat`] implements [`backup_core::archive::ArchiveFormat`] for
+//!   tar, tar.gz and tar.zst: GNU tar headers, gzip compressed on several
+//!   threads by [`pargz::ParallelGzEncoder`], multi-threaded zstd, and
+//!   unpacking with decompression on a thread of its own.
+//! - [`StdHashers`] implements [`backup_core::hash::Hashers`] with SHA-256
+//!   and BLAKE3.
+
+mod hashers;
+pub mod pargz;
+mod pipe;
+mod tar_format;
+
+pub use hashers::StdHashers;
+pub use tar_format::TarFormat;

@@ -1,0 +1,154 @@
+//! Command-line flags: restic's vocabulary where it exists.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// backupkit: verified, restorable backups of files and databases.
+#[derive(Debug, Parser)]
+#[command(name = "backupkit", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Repository location (a directory).
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "BACKUPKIT_REPOSITORY",
+        global = true
+    )]
+    pub repo: Option<String>,
+
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print only errors (and the final line of an incomplete backup).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more: each file as it is processed.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository.
+    Init,
+    /// Back up files and directories into a new snapshot.
+    Backup(BackupArgs),
+    /// List snapshots.
+    #[command(visible_alias = "list")]
+    Snapshots(SnapshotsArgs),
+    /// List the entries of a snapshot.
+    Ls(LsArgs),
+    /// Restore a snapshot into a directory.
+    Restore(RestoreArgs),
+    /// Check the repository; with --read-data, read and verify all data.
+    #[command(visible_alias = "verify")]
+    Check(CheckArgs),
+    /// Delete snapshots by id.
+    Forget(ForgetArgs),
+    /// Remove stale locks left by processes that are gone.
+    Unlock(UnlockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Files and directories to back up.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeat, or separate with commas).
+    #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Exclude paths matching a glob (`*.tmp`, `cache/`, `/abs/path`).
+    #[arg(short = 'e', long = "exclude", value_name = "GLOB")]
+    pub excludes: Vec<String>,
+    /// Read exclude globs from a file, one per line.
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Compression of the archive.
+    #[arg(long, value_name = "gzip|zstd|none", default_value = "gzip")]
+    pub compression: String,
+    /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
+    #[arg(long, value_name = "N")]
+    pub level: Option<i32>,
+    /// Show what would be backed up; write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Host name to record instead of this machine's.
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Only snapshots with this tag (repeat for any of several).
+    #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Only snapshots of this host.
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// Only snapshots that include this path.
+    #[arg(long = "path")]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Snapshot id, unique prefix, or `latest`.
+    pub snapshot: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id, unique prefix, or `latest`.
+    pub snapshot: String,
+    /// Directory to restore into (created if missing).
+    #[arg(short, long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// Restore only paths matching a glob, and what is below them.
+    #[arg(short, long = "include", value_name = "GLOB")]
+    pub includes: Vec<String>,
+    /// Replace files that already exist in the target.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Read all data and verify it against checksums and manifests.
+    #[arg(long)]
+    pub read_data: bool,
+    /// Read a subset of the data: `n/t` or `p%`.
+    #[arg(long, value_name = "n/t|p%", conflicts_with = "read_data")]
+    pub read_data_subset: Option<String>,
+    /// Check only these snapshots.
+    #[arg(value_name = "ID")]
+    pub snapshots: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Snapshots to delete (ids or unique prefixes).
+    #[arg(required = true, value_name = "ID")]
+    pub snapshots: Vec<String>,
+    /// Delete without asking.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Show what would be deleted.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Remove all locks, also those of running processes.
+    #[arg(long)]
+    pub remove_all: bool,
+    /// With --remove-all: do not ask.
+    #[arg(short, long)]
+    pub yes: bool,
+}

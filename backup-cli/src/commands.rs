@@ -1,0 +1,427 @@
+//! One function per command. Each turns flags into an options struct, calls
+//! the shared engine, and prints the result.
+
+use std::io;
+use std::sync::Arc;
+
+use backup_core::snapshot::SnapshotMeta;
+use backup_core::{
+    BackupOptions, Cancel, CheckOptions, Error, Registry, Repository, RestoreOptions, error_chain,
+};
+
+use crate::args::{
+    BackupArgs, CheckArgs, Cli, Command, ForgetArgs, LsArgs, RestoreArgs, SnapshotsArgs, UnlockArgs,
+};
+use crate::exit;
+use crate::output::{Reporter, Verbosity, confirm, human_bytes, json, out};
+
+/// Why a command did not exit 0.
+enum Failure {
+    Core(Error),
+    Io(io::Error),
+    /// A message and an exit code decided by the command.
+    Exit(i32, String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Core(e)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Io(e)
+    }
+}
+
+type Outcome = Result<i32, Failure>;
+
+struct Ctx<'a> {
+    cli: &'a Cli,
+    registry: &'a Arc<Registry>,
+    cancel: &'a Cancel,
+    v: Verbosity,
+}
+
+impl Ctx<'_> {
+    fn location(&self) -> Result<&str, Failure> {
+        self.cli.repo.as_deref().ok_or_else(|| {
+            Failure::Exit(
+                exit::USAGE,
+                "no repository given: pass -r/--repo or set BACKUPKIT_REPOSITORY".into(),
+            )
+        })
+    }
+
+    fn open(&self) -> Result<Repository, Failure> {
+        Ok(Repository::open(
+            Arc::clone(self.registry),
+            self.location()?,
+        )?)
+    }
+
+    fn say(&self, line: impl AsRef<str>) -> io::Result<()> {
+        if self.v.quiet { Ok(()) } else { out(line) }
+    }
+}
+
+/// Runs the parsed command; prints the error chain and maps it to an exit
+/// code. A closed stdout (`| head`) is not an error.
+pub fn dispatch(cli: &Cli, registry: &Arc<Registry>, cancel: &Cancel) -> i32 {
+    let ctx = Ctx {
+        cli,
+        registry,
+        cancel,
+        v: Verbosity {
+            quiet: cli.quiet,
+            verbose: cli.verbose,
+            json: cli.json,
+        },
+    };
+    let result = match &cli.command {
+        Command::Init => init(&ctx),
+        Command::Backup(a) => backup(&ctx, a),
+        Command::Snapshots(a) => snapshots(&ctx, a),
+        Command::Ls(a) => ls(&ctx, a),
+        Command::Restore(a) => restore(&ctx, a),
+        Command::Check(a) => check(&ctx, a),
+        Command::Forget(a) => forget(&ctx, a),
+        Command::Unlock(a) => unlock(&ctx, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => exit::OK,
+        Err(Failure::Io(e)) => {
+            eprintln!("backupkit: error: cannot write output: {e}");
+            exit::FAILURE
+        }
+        Err(Failure::Exit(code, msg)) => {
+            eprintln!("backupkit: error: {msg}");
+            code
+        }
+        Err(Failure::Core(e)) => {
+            eprintln!("backupkit: error: {}", error_chain(&e));
+            exit::code_for(&e)
+        }
+    }
+}
+
+fn init(ctx: &Ctx) -> Outcome {
+    let repo = Repository::init(Arc::clone(ctx.registry), ctx.location()?)?;
+    if ctx.v.json {
+        json(&serde_json::json!({ "initialized": true, "repository": repo.location() }))?;
+    } else {
+        ctx.say(format!(
+            "created backupkit repository at {}",
+            repo.location()
+        ))?;
+    }
+    Ok(exit::OK)
+}
+
+fn backup(ctx: &Ctx, a: &BackupArgs) -> Outcome {
+    let opts = BackupOptions {
+        paths: a.paths.clone(),
+        tags: a.tags.iter().map(|t| t.trim().to_owned()).collect(),
+        excludes: a.excludes.clone(),
+        exclude_files: a.exclude_files.clone(),
+        compression: a.compression.parse()?,
+        level: a.level,
+        dry_run: a.dry_run,
+        host: a.host.clone(),
+    };
+    let repo = ctx.open()?;
+    let reporter = Reporter::new(ctx.v);
+    let result = repo.backup(&opts, &reporter, ctx.cancel);
+    reporter.finish();
+    let summary = result?;
+    if ctx.v.json {
+        json(&summary)?;
+    } else if let Some(s) = &summary.snapshot {
+        let ratio = if s.source_bytes > 0 {
+            format!(
+                " ({:.1}%)",
+                100.0 * s.size_bytes as f64 / s.source_bytes as f64
+            )
+        } else {
+            String::new()
+        };
+        ctx.say(format!(
+            "snapshot {} saved: {} files, {} dirs, {} read, {} stored{ratio} in {:.1}s",
+            s.id,
+            s.file_count,
+            s.dir_count,
+            human_bytes(s.source_bytes),
+            human_bytes(s.size_bytes),
+            s.duration_seconds
+        ))?;
+    } else {
+        ctx.say(format!(
+            "dry run: would back up {} files, {} dirs, {}",
+            summary.files,
+            summary.dirs,
+            human_bytes(summary.bytes)
+        ))?;
+    }
+    if summary.is_incomplete() {
+        let what = summary
+            .snapshot
+            .as_ref()
+            .map_or_else(|| "dry run".to_owned(), |s| format!("snapshot {}", s.id));
+        eprintln!(
+            "backupkit: warning: {what} is incomplete: {} file(s) could not be stored as they were",
+            summary.warnings.len()
+        );
+        return Ok(exit::INCOMPLETE);
+    }
+    Ok(exit::OK)
+}
+
+fn matches_filters(s: &SnapshotMeta, a: &SnapshotsArgs) -> bool {
+    let tag_ok = a.tags.is_empty() || a.tags.iter().any(|t| s.tags.contains(t));
+    let host_ok = a.hosts.is_empty() || a.hosts.contains(&s.host);
+    let path_ok = a.paths.is_empty()
+        || a.paths.iter().any(|p| {
+            let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+            s.paths.iter().any(|sp| std::path::Path::new(sp) == abs)
+        });
+    tag_ok && host_ok && path_ok
+}
+
+fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Outcome {
+    let repo = ctx.open()?;
+    let list: Vec<SnapshotMeta> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|s| matches_filters(s, a))
+        .collect();
+    if ctx.v.json {
+        json(&list)?;
+        return Ok(exit::OK);
+    }
+    out(format!(
+        "{:<34} {:<19} {:<12} {:<10} {:>10} {:>8}  {}",
+        "ID", "Time", "Host", "Tags", "Size", "Files", "Paths"
+    ))?;
+    for s in &list {
+        let status = if s.status == backup_core::SnapshotStatus::Incomplete {
+            " (incomplete)"
+        } else {
+            ""
+        };
+        out(format!(
+            "{:<34} {:<19} {:<12} {:<10} {:>10} {:>8}  {}{status}",
+            s.id,
+            s.timestamp
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S"),
+            s.host,
+            s.tags.join(","),
+            human_bytes(s.size_bytes),
+            s.file_count,
+            s.paths.join(", ")
+        ))?;
+    }
+    out(format!("{} snapshot(s)", list.len()))?;
+    Ok(exit::OK)
+}
+
+fn ls(ctx: &Ctx, a: &LsArgs) -> Outcome {
+    let repo = ctx.open()?;
+    let meta = repo.find_snapshot(&a.snapshot)?;
+    let mut first = true;
+    if ctx.v.json {
+        out("[")?;
+    }
+    repo.list_entries(&meta, &mut |e| {
+        let line = if ctx.v.json {
+            let sep = if first { "" } else { "," };
+            format!(
+                "{sep}{}",
+                serde_json::to_string(e).expect("entry serializes")
+            )
+        } else {
+            let kind = match e.kind {
+                backup_core::archive::EntryKind::Dir => 'd',
+                backup_core::archive::EntryKind::Symlink => 'l',
+                backup_core::archive::EntryKind::Hardlink => 'h',
+                backup_core::archive::EntryKind::File => '-',
+            };
+            let link = e
+                .link
+                .as_ref()
+                .map(|l| format!(" -> {l}"))
+                .unwrap_or_default();
+            let time = chrono::DateTime::from_timestamp(e.mtime, 0)
+                .map(|t| {
+                    t.with_timezone(&chrono::Local)
+                        .format("%Y-%m-%d %H:%M:%S")
+                        .to_string()
+                })
+                .unwrap_or_default();
+            format!(
+                "{kind}{:04o} {:>12} {time} /{}{link}",
+                e.mode, e.size, e.path
+            )
+        };
+        first = false;
+        out(line).map_err(|e| Error::io("write", "stdout", e))
+    })
+    .map_err(|e| match e {
+        Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe => {
+            Failure::Io(source)
+        }
+        other => Failure::Core(other),
+    })?;
+    if ctx.v.json {
+        out("]")?;
+    }
+    Ok(exit::OK)
+}
+
+fn restore(ctx: &Ctx, a: &RestoreArgs) -> Outcome {
+    let repo = ctx.open()?;
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        includes: a.includes.clone(),
+        overwrite: a.overwrite,
+    };
+    let reporter = Reporter::new(ctx.v);
+    let result = repo.restore(&a.snapshot, &opts, &reporter, ctx.cancel);
+    reporter.finish();
+    let s = result?;
+    if ctx.v.json {
+        json(&s)?;
+    } else {
+        ctx.say(format!(
+            "restored snapshot {} to {}: {} files, {} dirs, {} links, {}",
+            s.snapshot,
+            s.target.display(),
+            s.files,
+            s.dirs,
+            s.links,
+            human_bytes(s.bytes)
+        ))?;
+    }
+    Ok(exit::OK)
+}
+
+fn check(ctx: &Ctx, a: &CheckArgs) -> Outcome {
+    let repo = ctx.open()?;
+    let opts = CheckOptions {
+        read_data: a.read_data,
+        read_data_subset: a.read_data_subset.clone(),
+        snapshots: a.snapshots.clone(),
+    };
+    let reporter = Reporter::new(Verbosity {
+        quiet: true,
+        ..ctx.v
+    });
+    let result = repo.check(&opts, &reporter, ctx.cancel);
+    reporter.finish();
+    let report = result?;
+    if ctx.v.json {
+        json(&report)?;
+    } else {
+        for p in &report.problems {
+            out(format!("error: snapshot {}: {}", p.snapshot, p.message))?;
+        }
+        if !report.unfinished.is_empty() {
+            ctx.say(format!(
+                "{} unfinished backup(s) left by interrupted runs (removed by the next backup): {}",
+                report.unfinished.len(),
+                report.unfinished.join(", ")
+            ))?;
+        }
+        let read = if report.snapshots_read > 0 {
+            format!(", data of {} read", report.snapshots_read)
+        } else {
+            String::new()
+        };
+        if report.is_ok() {
+            ctx.say(format!(
+                "checked {} snapshot(s){read}: no errors were found",
+                report.snapshots_checked
+            ))?;
+        } else {
+            out(format!(
+                "checked {} snapshot(s){read}: {} damaged",
+                report.snapshots_checked,
+                report.problems.len()
+            ))?;
+        }
+    }
+    if report.is_ok() {
+        Ok(exit::OK)
+    } else {
+        eprintln!(
+            "backupkit: error: integrity check failed for {} snapshot(s)",
+            report.problems.len()
+        );
+        Ok(exit::INTEGRITY)
+    }
+}
+
+fn forget(ctx: &Ctx, a: &ForgetArgs) -> Outcome {
+    let repo = ctx.open()?;
+    let ids = repo.forget(&a.snapshots, true)?;
+    if !a.dry_run && !a.yes {
+        let question = format!("Delete {} snapshot(s): {}?", ids.len(), ids.join(", "));
+        match confirm(&question, "yes") {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Failure::Exit(
+                    exit::USAGE,
+                    "not confirmed; nothing deleted".into(),
+                ));
+            }
+            Err(msg) => return Err(Failure::Exit(exit::USAGE, msg)),
+        }
+    }
+    let removed = if a.dry_run {
+        ids
+    } else {
+        repo.forget(&ids, false)?
+    };
+    if ctx.v.json {
+        json(&serde_json::json!({ "removed": removed, "dry_run": a.dry_run }))?;
+    } else {
+        let verb = if a.dry_run { "would remove" } else { "removed" };
+        for id in &removed {
+            ctx.say(format!("{verb} snapshot {id}"))?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn unlock(ctx: &Ctx, a: &UnlockArgs) -> Outcome {
+    let repo = ctx.open()?;
+    if a.remove_all && !a.yes {
+        let n = repo.locks()?.len();
+        match confirm(
+            &format!("Remove all {n} lock(s), also of running processes?"),
+            "yes",
+        ) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Failure::Exit(
+                    exit::USAGE,
+                    "not confirmed; nothing removed".into(),
+                ));
+            }
+            Err(msg) => return Err(Failure::Exit(exit::USAGE, msg)),
+        }
+    }
+    let removed = repo.unlock(a.remove_all)?;
+    if ctx.v.json {
+        let list: Vec<_> = removed.iter().map(|l| &l.info).collect();
+        json(&serde_json::json!({ "removed": list }))?;
+    } else {
+        for l in &removed {
+            ctx.say(format!("removed {}", l.info.describe()))?;
+        }
+        ctx.say(format!("{} lock(s) removed", removed.len()))?;
+    }
+    Ok(exit::OK)
+}

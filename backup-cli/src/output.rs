@@ -1,0 +1,132 @@
+//! Output: results on stdout (text or JSON), logs and progress on stderr,
+//! progress bars only on a terminal.
+
+use std::io::{self, IsTerminal, Write};
+use std::sync::Mutex;
+
+use backup_core::{Event, Progress};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// How much to say.
+#[derive(Debug, Clone, Copy)]
+pub struct Verbosity {
+    pub quiet: bool,
+    pub verbose: u8,
+    pub json: bool,
+}
+
+/// Shows progress events as a bar (terminal), as log lines (`-v`), or not.
+#[derive(Debug)]
+pub struct Reporter {
+    bar: Option<ProgressBar>,
+    v: Verbosity,
+    warnings: Mutex<u64>,
+}
+
+impl Reporter {
+    pub fn new(v: Verbosity) -> Self {
+        let bar = (!v.quiet && !v.json && v.verbose == 0 && io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        Self {
+            bar,
+            v,
+            warnings: Mutex::new(0),
+        }
+    }
+
+    fn log(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for Reporter {
+    fn event(&self, event: &Event) {
+        match event {
+            Event::Total { bytes, .. } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_length(*bytes);
+                }
+            }
+            Event::File { path, bytes } => {
+                if let Some(bar) = &self.bar {
+                    bar.inc(*bytes);
+                }
+                if self.v.verbose > 0 {
+                    self.log(path);
+                }
+            }
+            Event::Warning { path, message } => {
+                *self.warnings.lock().expect("counter") += 1;
+                if !self.v.quiet {
+                    self.log(&format!("warning: {path}: {message}"));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Writes a result line to stdout.
+pub fn out(line: impl AsRef<str>) -> io::Result<()> {
+    let mut o = io::stdout().lock();
+    o.write_all(line.as_ref().as_bytes())?;
+    o.write_all(b"\n")
+}
+
+/// Writes a value as JSON to stdout.
+pub fn json(value: &impl serde::Serialize) -> io::Result<()> {
+    let mut o = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut o, value)?;
+    o.write_all(b"\n")
+}
+
+/// Bytes in a human unit (binary, as restic shows them).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+/// Asks for a typed confirmation on a terminal; without a terminal, refuses
+/// (never blocks a cron job or script on a prompt).
+pub fn confirm(question: &str, word: &str) -> Result<bool, String> {
+    if !io::stdin().is_terminal() {
+        return Err(format!(
+            "{question}: refusing without confirmation because stdin is not a terminal; pass --yes"
+        ));
+    }
+    eprint!("{question}\nType {word:?} to confirm: ");
+    let _ = io::stderr().flush();
+    let mut answer = String::new();
+    io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| format!("cannot read confirmation: {e}"))?;
+    Ok(answer.trim() == word)
+}

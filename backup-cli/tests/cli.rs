@@ -1,0 +1,570 @@
+//! The `backupkit` binary, tested as users run it: exit codes, output
+//! streams, confirmations, and survival of `kill -9`.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_backupkit");
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn repo(&self) -> String {
+        self.path("repo").display().to_string()
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env_remove("BACKUPKIT_REPOSITORY")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+    fn bk(&self, args: &[&str]) -> Output {
+        let repo = self.repo();
+        let mut all = vec!["-r", repo.as_str()];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+    fn data(&self) -> PathBuf {
+        let d = self.path("data");
+        fs::create_dir_all(d.join("sub")).unwrap();
+        fs::write(d.join("a.csv"), "x,y\n1,2\n").unwrap();
+        fs::write(d.join("sub/b.json"), "{\"k\": 1}").unwrap();
+        d
+    }
+    fn init(&self) {
+        let o = self.bk(&["init"]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    fn snapshot_ids(&self) -> Vec<String> {
+        let o = self.bk(&["snapshots", "--json"]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// An error is one line on stderr, names the problem, and is no panic.
+fn assert_clean_error(o: &Output, code_want: i32, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(code(o), code_want, "stderr: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+}
+
+#[test]
+fn main_job_backs_up_lists_restores_and_checks() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    let o = env.bk(&["backup", data.to_str().unwrap(), "--tag", "nightly"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("saved"), "{}", stdout(&o));
+    let ids = env.snapshot_ids();
+    assert_eq!(ids.len(), 1);
+    // `list` is the seeds' name for `snapshots`.
+    assert!(stdout(&env.bk(&["list"])).contains(&ids[0]));
+    let out = env.path("out");
+    let o = env.bk(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let restored = out.join(data.strip_prefix("/").unwrap());
+    assert_eq!(fs::read(restored.join("a.csv")).unwrap(), b"x,y\n1,2\n");
+    assert_eq!(
+        fs::read(restored.join("sub/b.json")).unwrap(),
+        b"{\"k\": 1}"
+    );
+    let o = env.bk(&["check", "--read-data"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = env.bk(&["ls", &ids[0], "--json"]);
+    let entries: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"].as_str().unwrap().ends_with("sub/b.json"))
+    );
+}
+
+#[test]
+fn quiet_success_prints_nothing_and_env_names_the_repository() {
+    let env = Env::new();
+    let data = env.data();
+    let o = Command::new(BIN)
+        .args(["--quiet", "init"])
+        .env("BACKUPKIT_REPOSITORY", env.repo())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = Command::new(BIN)
+        .args(["-q", "backup", data.to_str().unwrap()])
+        .env("BACKUPKIT_REPOSITORY", env.repo())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{o:?}");
+}
+
+#[test]
+fn exit_codes_for_bad_input() {
+    let env = Env::new();
+    let data = env.data();
+    // 10: no repository there.
+    assert_clean_error(&env.bk(&["snapshots"]), 10, "no backupkit repository");
+    env.init();
+    // 1: init twice.
+    assert_clean_error(&env.bk(&["init"]), 1, "already exists");
+    // 2: usage errors.
+    assert_eq!(code(&env.run(&["backup"])), 2);
+    assert_eq!(code(&env.run(&["--no-such-flag"])), 2);
+    assert_clean_error(&env.run(&["snapshots"]), 2, "no repository given");
+    assert_clean_error(
+        &env.bk(&["backup", data.to_str().unwrap(), "--compression", "lz9"]),
+        2,
+        "unknown compression",
+    );
+    assert_clean_error(
+        &env.bk(&["backup", data.to_str().unwrap(), "--level", "42"]),
+        2,
+        "level",
+    );
+    // 4: missing source path, unknown snapshot.
+    assert_clean_error(
+        &env.bk(&["backup", env.path("nope").to_str().unwrap()]),
+        4,
+        "source path not found",
+    );
+    assert_clean_error(
+        &env.bk(&[
+            "restore",
+            "deadbeef",
+            "--target",
+            env.path("o").to_str().unwrap(),
+        ]),
+        4,
+        "no snapshot matches",
+    );
+    assert_clean_error(&env.bk(&["ls", "latest"]), 4, "no snapshot matches");
+    assert!(
+        env.snapshot_ids().is_empty(),
+        "a failed backup left a snapshot"
+    );
+    // 1: a restore target that cannot be created (under a regular file).
+    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    let blocker = env.path("file");
+    fs::write(&blocker, "x").unwrap();
+    assert_clean_error(
+        &env.bk(&[
+            "restore",
+            "latest",
+            "--target",
+            blocker.join("sub").to_str().unwrap(),
+        ]),
+        1,
+        "create restore target",
+    );
+}
+
+#[test]
+fn restore_does_not_overwrite_without_flag() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    let out = env.path("out");
+    let target = out.to_str().unwrap();
+    assert_eq!(code(&env.bk(&["restore", "latest", "--target", target])), 0);
+    let f = out.join(data.strip_prefix("/").unwrap()).join("a.csv");
+    fs::write(&f, "local edit").unwrap();
+    assert_clean_error(
+        &env.bk(&["restore", "latest", "--target", target]),
+        1,
+        "--overwrite",
+    );
+    assert_eq!(fs::read_to_string(&f).unwrap(), "local edit");
+    let o = env.bk(&["restore", "latest", "--target", target, "--overwrite"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read_to_string(&f).unwrap(), "x,y\n1,2\n");
+}
+
+#[test]
+fn forget_needs_confirmation_without_a_terminal() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    let id = env.snapshot_ids().remove(0);
+    assert_clean_error(&env.bk(&["forget", &id]), 2, "--yes");
+    assert_eq!(env.snapshot_ids(), vec![id.clone()]);
+    let o = env.bk(&["forget", &id, "--dry-run"]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("would remove"));
+    assert_eq!(env.snapshot_ids().len(), 1);
+    let o = env.bk(&["forget", &id, "--yes"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(env.snapshot_ids().is_empty());
+    assert!(!env.path("repo/snapshots").join(&id).exists());
+}
+
+#[test]
+fn damaged_data_gives_integrity_exit_code() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    fs::write(data.join("big.bin"), pseudo_random(300_000, 7)).unwrap();
+    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    let id = env.snapshot_ids().remove(0);
+    let obj = env.path("repo/snapshots").join(&id).join("files.tar.gz");
+    let mut bytes = fs::read(&obj).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&obj, &bytes).unwrap();
+    let o = env.bk(&["check", "--read-data"]);
+    assert_eq!(code(&o), 13, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&id) && stdout(&o).contains("files.tar.gz"),
+        "{}",
+        stdout(&o)
+    );
+    // Restoring damaged data fails the same way.
+    let o = env.bk(&[
+        "restore",
+        &id,
+        "--target",
+        env.path("out").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 13, "{}", stderr(&o));
+}
+
+#[test]
+fn an_exclusive_lock_of_a_live_process_gives_locked() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    let id = env.snapshot_ids().remove(0);
+    let mut holder = Command::new("sleep").arg("30").spawn().unwrap();
+    let lock = serde_json::json!({
+        "exclusive": true,
+        "host": hostname(),
+        "pid": holder.id(),
+        "time": chrono::Utc::now(),
+        "snapshot": null,
+    });
+    fs::create_dir_all(env.path("repo/locks")).unwrap();
+    fs::write(env.path("repo/locks/held.json"), lock.to_string()).unwrap();
+    assert_clean_error(&env.bk(&["backup", data.to_str().unwrap()]), 11, "locked");
+    assert_clean_error(&env.bk(&["forget", &id, "--yes"]), 11, "backupkit unlock");
+    // A live lock is not stale: plain unlock keeps it.
+    assert_eq!(code(&env.bk(&["unlock"])), 0);
+    assert!(env.path("repo/locks/held.json").exists());
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // Its process is gone: the lock is stale, blocks nothing, and unlock removes it.
+    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    let o = env.bk(&["unlock"]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("1 lock(s) removed"), "{}", stdout(&o));
+    assert!(!env.path("repo/locks/held.json").exists());
+}
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn unreadable_file_gives_a_warning_and_exit_3() {
+    let env = Env::new();
+    // The repository and tree must be usable by an unprivileged user.
+    let root = env.path("world");
+    fs::create_dir_all(root.join("data")).unwrap();
+    set_mode(env.dir.path(), 0o755);
+    set_mode(&root, 0o777);
+    set_mode(&root.join("data"), 0o777);
+    fs::write(root.join("data/ok.csv"), "1\n").unwrap();
+    fs::write(root.join("data/secret.csv"), "2\n").unwrap();
+    set_mode(&root.join("data/ok.csv"), 0o644);
+    set_mode(&root.join("data/secret.csv"), 0o000);
+    let repo = root.join("repo");
+    let as_user = |args: &[&str]| -> Output {
+        let mut c = if is_root() {
+            // root reads everything: run as `nobody` so the file is unreadable.
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+            c
+        } else {
+            Command::new(BIN)
+        };
+        c.arg("-r")
+            .arg(&repo)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = as_user(&["init"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = as_user(&["backup", root.join("data").to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 3, "{err}");
+    assert!(
+        err.contains("secret.csv") && err.contains("incomplete"),
+        "{err}"
+    );
+    let o = as_user(&["snapshots", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["status"], "incomplete");
+    assert_eq!(v[0]["file_count"], 1);
+    assert!(v[0]["warnings"][0].as_str().unwrap().contains("secret.csv"));
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn full_disk_fails_cleanly_and_leaves_nothing_visible() {
+    let env = Env::new();
+    let mnt = env.path("small");
+    fs::create_dir_all(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "tmpfs",
+            mnt.to_str().unwrap(),
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        require_or_skip("mounting a 1 MiB tmpfs (needs root)");
+        return;
+    }
+    let repo = mnt.join("repo");
+    let r = repo.to_str().unwrap();
+    let data = env.data();
+    fs::write(data.join("big.bin"), pseudo_random(3 << 20, 3)).unwrap();
+    assert_eq!(code(&env.run(&["-r", r, "init"])), 0);
+    let o = env.run(&[
+        "-r",
+        r,
+        "backup",
+        data.to_str().unwrap(),
+        "--compression",
+        "none",
+    ]);
+    let _ = Command::new("umount").arg("-l").arg(&mnt).status();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 1, "{err}");
+    assert!(
+        err.contains("No space left") || err.contains("space"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn require_or_skip(what: &str) {
+    if std::env::var("BACKUPKIT_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+        panic!("required for this test but unavailable: {what}");
+    }
+    eprintln!("skipped: {what} is not possible here");
+}
+
+#[test]
+fn kill_9_during_backup_leaves_earlier_snapshots_intact() {
+    let env = Env::new();
+    env.init();
+    let data = env.path("data");
+    fs::create_dir_all(&data).unwrap();
+    for i in 0..300 {
+        fs::write(
+            data.join(format!("r{i:03}.csv")),
+            format!("{i},{}\n", i * 7).repeat(50),
+        )
+        .unwrap();
+    }
+    for i in 0..4 {
+        fs::write(
+            data.join(format!("video{i}.bin")),
+            pseudo_random(8 << 20, i),
+        )
+        .unwrap();
+    }
+    let d = data.to_str().unwrap();
+    assert_eq!(code(&env.bk(&["backup", d])), 0);
+    let first = env.snapshot_ids();
+    let repo = env.repo();
+    let mut completed = 0;
+    for delay_ms in [5u64, 30, 80, 150, 300, 600] {
+        let mut child = Command::new(BIN)
+            .args(["-r", &repo, "-q", "backup", d])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = Command::new("kill")
+            .args(["-9", &child.id().to_string()])
+            .status();
+        let status = child.wait().unwrap();
+        if status.success() {
+            completed += 1;
+        }
+        let ids = env.snapshot_ids();
+        assert_eq!(
+            ids.len(),
+            first.len() + completed,
+            "a killed backup is visible: {ids:?}"
+        );
+        assert!(ids.starts_with(&first));
+        let o = env.bk(&["check", "--read-data"]);
+        assert_eq!(
+            code(&o),
+            0,
+            "after kill at {delay_ms} ms: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+    }
+    // Some kills landed mid-write (the test would prove nothing otherwise)
+    // and left an unfinished directory, which no command lists.
+    let o = env.bk(&["check", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        completed < 6 && !report["unfinished"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+    // The next backup succeeds and removes every leftover.
+    let o = env.bk(&["backup", d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = env.bk(&["check", "--read-data", "--json"]);
+    assert_eq!(code(&o), 0);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["unfinished"], serde_json::json!([]), "{report}");
+    let dirs = fs::read_dir(env.path("repo/snapshots")).unwrap().count();
+    assert_eq!(dirs, first.len() + completed + 1);
+    let tmp_left = walk_names(&env.path("repo/snapshots"))
+        .into_iter()
+        .filter(|n| n.contains(".tmp-"))
+        .count();
+    assert_eq!(tmp_left, 0);
+}
+
+fn walk_names(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        out.push(e.file_name().to_string_lossy().into_owned());
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk_names(&e.path()));
+        }
+    }
+    out
+}
+
+#[test]
+fn broken_pipe_is_not_an_error() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    for i in 0..2000 {
+        fs::write(data.join(format!("f{i}")), "x").unwrap();
+    }
+    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    let mut child = Command::new(BIN)
+        .args(["-r", &env.repo(), "ls", "latest"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one byte, then close the pipe like `| head -c1`.
+    let mut out = child.stdout.take().unwrap();
+    let mut one = [0u8; 1];
+    std::io::Read::read_exact(&mut out, &mut one).unwrap();
+    drop(out);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let _ = std::io::stderr().flush();
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    let o = env.bk(&[
+        "backup",
+        "--dry-run",
+        data.to_str().unwrap(),
+        "--exclude",
+        "*.json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("would back up 1 files"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(env.snapshot_ids().is_empty());
+}

@@ -1,0 +1,205 @@
+//! Repository locks, restic-style: a lock is an object under `locks/`.
+//!
+//! Backups take shared locks, so two backups into one repository both run
+//! (each writes its own snapshot directory). Commands that delete take an
+//! exclusive lock, which conflicts with every other live lock. A lock whose
+//! process is gone (same host, pid not running) or that has not been
+//! refreshed for [`STALE_AFTER`] is stale: it blocks nothing and `unlock`
+//! removes it.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::target::{Target, TargetExt};
+use crate::{Error, Result};
+
+/// A lock older than this without a refresh is stale.
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// How often a held lock is refreshed.
+const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+
+pub(crate) const LOCKS_PREFIX: &str = "locks/";
+
+/// The contents of a lock object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub exclusive: bool,
+    pub host: String,
+    pub pid: u32,
+    pub time: DateTime<Utc>,
+    /// The snapshot a backup is writing: its directory is not a leftover.
+    pub snapshot: Option<String>,
+}
+
+impl LockInfo {
+    /// Whether the lock no longer protects anything.
+    pub fn is_stale(&self, now: DateTime<Utc>, this_host: &str) -> bool {
+        let age = now.signed_duration_since(self.time);
+        if age.to_std().is_ok_and(|a| a > STALE_AFTER) {
+            return true;
+        }
+        self.host == this_host && !process_alive(self.pid)
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} lock of pid {} on host {} since {}",
+            if self.exclusive {
+                "an exclusive"
+            } else {
+                "a shared"
+            },
+            self.pid,
+            self.host,
+            self.time.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+}
+
+/// Whether a process with this pid runs on this host.
+fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    if cfg!(target_os = "linux") {
+        std::path::Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        // Without a cheap portable check, only age makes a lock stale.
+        true
+    }
+}
+
+pub(crate) fn this_host() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// A listed lock and its key.
+#[derive(Debug, Clone)]
+pub struct ListedLock {
+    pub key: String,
+    pub info: LockInfo,
+}
+
+/// Lists the locks of a repository. Unreadable lock objects are reported as
+/// exclusive locks of an unknown holder (the safe reading), unless they are
+/// older than [`STALE_AFTER`].
+pub fn list_locks(target: &dyn Target) -> Result<Vec<ListedLock>> {
+    let mut out = Vec::new();
+    for obj in target.list(LOCKS_PREFIX)? {
+        let info = match target.get_bytes(&obj.key) {
+            Ok(bytes) => serde_json::from_slice::<LockInfo>(&bytes).ok(),
+            Err(Error::NotFound { .. }) => continue, // released meanwhile
+            Err(e) => return Err(e),
+        };
+        let info = info.unwrap_or_else(|| LockInfo {
+            exclusive: true,
+            host: "unknown".into(),
+            pid: 0,
+            time: obj.modified.map_or_else(Utc::now, DateTime::<Utc>::from),
+            snapshot: None,
+        });
+        out.push(ListedLock { key: obj.key, info });
+    }
+    Ok(out)
+}
+
+/// A held lock; released on drop.
+#[derive(Debug)]
+pub struct LockGuard {
+    target: Arc<dyn Target>,
+    key: String,
+    stop: Option<mpsc::Sender<()>>,
+    refresher: Option<JoinHandle<()>>,
+}
+
+impl LockGuard {
+    /// Takes a lock, or fails with [`Error::Locked`] naming the holder of a
+    /// conflicting live lock.
+    pub fn acquire(
+        target: Arc<dyn Target>,
+        exclusive: bool,
+        snapshot: Option<String>,
+    ) -> Result<Self> {
+        let host = this_host();
+        let mut info = LockInfo {
+            exclusive,
+            host: host.clone(),
+            pid: std::process::id(),
+            time: Utc::now(),
+            snapshot,
+        };
+        let key = format!(
+            "{LOCKS_PREFIX}{}-{:016x}.json",
+            info.time.format("%Y%m%d%H%M%S"),
+            crate::snapshot::random_u64()
+        );
+        let body = serde_json::to_vec(&info).expect("lock info serializes");
+        target.create_new(&key, &body)?;
+
+        // Create first, then look: of two racing exclusive lockers at least
+        // one sees the other and backs off (restic's protocol).
+        let now = Utc::now();
+        let conflict = list_locks(target.as_ref())?.into_iter().find(|l| {
+            l.key != key && (exclusive || l.info.exclusive) && !l.info.is_stale(now, &host)
+        });
+        if let Some(other) = conflict {
+            let _ = target.delete(&key);
+            return Err(Error::Locked {
+                holder: other.info.describe(),
+            });
+        }
+
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let refresher = {
+            let target = Arc::clone(&target);
+            let key = key.clone();
+            std::thread::Builder::new()
+                .name("backupkit-lock".into())
+                .spawn(move || {
+                    while let Err(mpsc::RecvTimeoutError::Timeout) =
+                        stop_rx.recv_timeout(REFRESH_EVERY)
+                    {
+                        info.time = Utc::now();
+                        let body = serde_json::to_vec(&info).expect("lock info serializes");
+                        let _ = target.put_bytes(&key, &body);
+                    }
+                })
+                .map_err(|e| Error::io("start", "lock refresher", e))?
+        };
+        Ok(Self {
+            target,
+            key,
+            stop: Some(stop_tx),
+            refresher: Some(refresher),
+        })
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(h) = self.refresher.take() {
+            let _ = h.join();
+        }
+        let _ = self.target.delete(&self.key);
+    }
+}
+
+/// Removes stale locks (or all locks with `all`); returns the removed ones.
+pub fn unlock(target: &dyn Target, all: bool) -> Result<Vec<ListedLock>> {
+    let host = this_host();
+    let now = Utc::now();
+    let mut removed = Vec::new();
+    for l in list_locks(target)? {
+        if all || l.info.is_stale(now, &host) {
+            target.delete(&l.key)?;
+            removed.push(l);
+        }
+    }
+    Ok(removed)
+}

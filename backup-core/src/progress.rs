@@ -1,0 +1,81 @@
+//! One event stream for every frontend (bars, JSON lines, Python callbacks,
+//! logs), and cancellation flowing the other way.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+
+/// Something that happened while an operation ran.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// The operation started; `snapshot` is set once an id is known.
+    Started {
+        operation: &'static str,
+        snapshot: Option<String>,
+    },
+    /// The total amount of work, once known (a scan runs alongside backups).
+    Total { files: u64, bytes: u64 },
+    /// One entry was processed (`bytes` of content).
+    File { path: String, bytes: u64 },
+    /// Something the user must know about; the operation goes on.
+    Warning { path: String, message: String },
+    /// The operation ended successfully (possibly with warnings).
+    Finished {
+        operation: &'static str,
+        files: u64,
+        bytes: u64,
+        warnings: u64,
+        seconds: f64,
+    },
+}
+
+/// Receives events. Implementations must be cheap: they are called on the
+/// working thread for every file.
+pub trait Progress: Send + Sync {
+    fn event(&self, event: &Event);
+}
+
+/// A progress sink that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn event(&self, _event: &Event) {}
+}
+
+impl<F: Fn(&Event) + Send + Sync> Progress for F {
+    fn event(&self, event: &Event) {
+        self(event);
+    }
+}
+
+/// A shared flag that asks running work to stop. Cloning shares the flag.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the work to stop at its next check.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// `Err(Error::Cancelled)` once cancelled.
+    pub fn check(&self) -> crate::Result<()> {
+        if self.is_cancelled() {
+            Err(crate::Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! A repository: snapshots on a target, in a layout a person can read.
+//!
+//! ```text
+//! backupkit.json                       marker: format version
+//! snapshots/<id>/files.tar.gz          data object (or .tar / .tar.zst)
+//! snapshots/<id>/manifest.jsonl        every entry, one JSON object a line
+//! snapshots/<id>/SHA256SUMS            `sha256sum -c` of the objects
+//! snapshots/<id>/snapshot.json         metadata, written last: the commit
+//! locks/<lock>.json                    shared and exclusive locks
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::lock::{self, LockGuard};
+use crate::registry::Registry;
+use crate::snapshot::{SnapshotMeta, is_valid_id};
+use crate::target::{Target, TargetExt};
+use crate::{Error, Result};
+
+/// Name of the repository marker object.
+pub const MARKER: &str = "backupkit.json";
+/// The repository format this build writes and reads.
+pub const REPOSITORY_FORMAT: u32 = 1;
+pub(crate) const SNAPSHOTS_PREFIX: &str = "snapshots/";
+/// Name of the commit object in each snapshot directory.
+pub const SNAPSHOT_JSON: &str = "snapshot.json";
+/// Name of the checksum list in each snapshot directory.
+pub const SHA256SUMS: &str = "SHA256SUMS";
+
+/// The contents of `backupkit.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepositoryMarker {
+    pub backupkit_repository: u32,
+    pub created: DateTime<Utc>,
+    pub tool_version: String,
+}
+
+/// The version string recorded in metadata.
+pub fn tool_version() -> String {
+    format!("backupkit {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// An opened repository. Cheap to clone; `Send + Sync`.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    target: Arc<dyn Target>,
+    registry: Arc<Registry>,
+}
+
+impl Repository {
+    /// Creates a repository at `location`, which must be new or empty.
+    pub fn init(registry: Arc<Registry>, location: &str) -> Result<Self> {
+        let target = registry.open_target(location)?;
+        if target.exists(MARKER)? {
+            return Err(Error::RepositoryExists {
+                location: target.location(),
+            });
+        }
+        if !target.list("")?.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "{} is not empty; a new repository needs an empty or new location",
+                target.location()
+            )));
+        }
+        let marker = RepositoryMarker {
+            backupkit_repository: REPOSITORY_FORMAT,
+            created: Utc::now(),
+            tool_version: tool_version(),
+        };
+        let body = serde_json::to_vec_pretty(&marker).expect("marker serializes");
+        match target.create_new(MARKER, &body) {
+            Err(Error::AlreadyExists { .. }) => Err(Error::RepositoryExists {
+                location: target.location(),
+            }),
+            other => other,
+        }?;
+        Ok(Self { target, registry })
+    }
+
+    /// Opens the repository at `location`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RepositoryNotFound`] when there is no `backupkit.json`;
+    /// [`Error::RepositoryUnsupported`] when it is of a newer format.
+    pub fn open(registry: Arc<Registry>, location: &str) -> Result<Self> {
+        let target = registry.open_target(location)?;
+        Self::from_target(registry, target)
+    }
+
+    /// Opens a repository on an already built target.
+    pub fn from_target(registry: Arc<Registry>, target: Arc<dyn Target>) -> Result<Self> {
+        let bytes = match target.get_bytes(MARKER) {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::RepositoryNotFound {
+                    location: target.location(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let marker: RepositoryMarker =
+            serde_json::from_slice(&bytes).map_err(|e| Error::RepositoryUnsupported {
+                location: target.location(),
+                reason: format!("{MARKER} is not valid: {e}"),
+            })?;
+        if marker.backupkit_repository > REPOSITORY_FORMAT {
+            return Err(Error::RepositoryUnsupported {
+                location: target.location(),
+                reason: format!(
+                    "format {} is newer than this backupkit understands ({REPOSITORY_FORMAT}); upgrade backupkit",
+                    marker.backupkit_repository
+                ),
+            });
+        }
+        Ok(Self { target, registry })
+    }
+
+    pub fn target(&self) -> &Arc<dyn Target> {
+        &self.target
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn location(&self) -> String {
+        self.target.location()
+    }
+
+    pub(crate) fn key(id: &str, name: &str) -> String {
+        format!("{SNAPSHOTS_PREFIX}{id}/{name}")
+    }
+
+    /// Every committed snapshot, oldest first. Directories without
+    /// `snapshot.json` (unfinished backups) are not snapshots.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotMeta>> {
+        let mut out = Vec::new();
+        for (id, committed) in self.snapshot_dirs()? {
+            if committed {
+                out.push(self.load_snapshot(&id)?);
+            }
+        }
+        out.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Snapshot directory names, each with whether it is committed.
+    fn snapshot_dirs(&self) -> Result<BTreeMap<String, bool>> {
+        let mut dirs: BTreeMap<String, bool> = self
+            .target
+            .list_dirs(SNAPSHOTS_PREFIX)?
+            .into_iter()
+            .map(|d| (d, false))
+            .collect();
+        for obj in self.target.list(SNAPSHOTS_PREFIX)? {
+            let rest = &obj.key[SNAPSHOTS_PREFIX.len()..];
+            if let Some((id, name)) = rest.split_once('/') {
+                let committed = dirs.entry(id.to_owned()).or_insert(false);
+                *committed |= name == SNAPSHOT_JSON;
+            }
+        }
+        Ok(dirs)
+    }
+
+    /// Loads one snapshot's metadata by exact id.
+    pub fn load_snapshot(&self, id: &str) -> Result<SnapshotMeta> {
+        if !is_valid_id(id) {
+            return Err(Error::SnapshotNotFound { id: id.to_owned() });
+        }
+        let key = Self::key(id, SNAPSHOT_JSON);
+        let bytes = match self.target.get_bytes(&key) {
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::SnapshotNotFound { id: id.to_owned() });
+            }
+            other => other?,
+        };
+        let meta: SnapshotMeta =
+            serde_json::from_slice(&bytes).map_err(|source| Error::Format { path: key, source })?;
+        if meta.id != id {
+            return Err(Error::Integrity {
+                snapshot: id.to_owned(),
+                detail: format!("{SNAPSHOT_JSON} names another snapshot, {:?}", meta.id),
+            });
+        }
+        Ok(meta)
+    }
+
+    /// Finds a snapshot by exact id, unique prefix, or `latest`.
+    pub fn find_snapshot(&self, id: &str) -> Result<SnapshotMeta> {
+        let all = self.snapshots()?;
+        if id == "latest" {
+            return all
+                .into_iter()
+                .last()
+                .ok_or_else(|| Error::SnapshotNotFound { id: id.to_owned() });
+        }
+        if let Some(exact) = all.iter().find(|s| s.id == id) {
+            return Ok(exact.clone());
+        }
+        let mut matching: Vec<SnapshotMeta> =
+            all.into_iter().filter(|s| s.id.starts_with(id)).collect();
+        match matching.len() {
+            0 => Err(Error::SnapshotNotFound { id: id.to_owned() }),
+            1 => Ok(matching.remove(0)),
+            count => Err(Error::SnapshotAmbiguous {
+                id: id.to_owned(),
+                count,
+            }),
+        }
+    }
+
+    /// Ids of snapshot directories that were never committed.
+    pub fn unfinished(&self) -> Result<Vec<String>> {
+        Ok(self
+            .snapshot_dirs()?
+            .into_iter()
+            .filter_map(|(id, committed)| (!committed).then_some(id))
+            .collect())
+    }
+
+    /// Removes directories of unfinished backups that no live lock claims
+    /// (a killed backup's leftovers); returns their ids.
+    ///
+    /// Safe while other backups run: each backup takes its lock, naming its
+    /// snapshot, before it writes anything, and the directories are listed
+    /// here before the locks are.
+    pub fn remove_unfinished(&self) -> Result<Vec<String>> {
+        let candidates = self.unfinished()?;
+        if candidates.is_empty() {
+            return Ok(candidates);
+        }
+        let host = lock::this_host();
+        let now = Utc::now();
+        let claimed: Vec<String> = lock::list_locks(self.target.as_ref())?
+            .into_iter()
+            .filter(|l| !l.info.is_stale(now, &host))
+            .filter_map(|l| l.info.snapshot)
+            .collect();
+        let mut removed = Vec::new();
+        for id in candidates {
+            if claimed.contains(&id) {
+                continue;
+            }
+            self.delete_snapshot_objects(&id)?;
+            removed.push(id);
+        }
+        Ok(removed)
+    }
+
+    /// Deletes every object of a snapshot, `snapshot.json` first so the
+    /// snapshot disappears at once and a crash part-way leaves an unfinished
+    /// directory that a later run removes.
+    pub(crate) fn delete_snapshot_objects(&self, id: &str) -> Result<()> {
+        let prefix = format!("{SNAPSHOTS_PREFIX}{id}/");
+        let commit = Self::key(id, SNAPSHOT_JSON);
+        match self.target.delete(&commit) {
+            Ok(()) | Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        for obj in self.target.list(&prefix)? {
+            match self.target.delete(&obj.key) {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.target.sweep(&prefix)
+    }
+
+    /// Takes a shared lock (several backups may run at once).
+    pub fn lock_shared(&self, snapshot: Option<String>) -> Result<LockGuard> {
+        LockGuard::acquire(Arc::clone(&self.target), false, snapshot)
+    }
+
+    /// Takes an exclusive lock (deleting commands).
+    pub fn lock_exclusive(&self) -> Result<LockGuard> {
+        LockGuard::acquire(Arc::clone(&self.target), true, None)
+    }
+
+    /// Removes stale locks, or every lock with `all`.
+    pub fn unlock(&self, all: bool) -> Result<Vec<lock::ListedLock>> {
+        lock::unlock(self.target.as_ref(), all)
+    }
+
+    /// The locks present now.
+    pub fn locks(&self) -> Result<Vec<lock::ListedLock>> {
+        lock::list_locks(self.target.as_ref())
+    }
+
+    /// Deletes the given snapshots (ids or unique prefixes) under an
+    /// exclusive lock; returns the deleted ids. With `dry_run`, only resolves.
+    pub fn forget(&self, ids: &[String], dry_run: bool) -> Result<Vec<String>> {
+        let metas = ids
+            .iter()
+            .map(|id| self.find_snapshot(id))
+            .collect::<Result<Vec<_>>>()?;
+        let mut resolved: Vec<String> = metas.into_iter().map(|m| m.id).collect();
+        resolved.dedup();
+        if dry_run {
+            return Ok(resolved);
+        }
+        let _lock = self.lock_exclusive()?;
+        for id in &resolved {
+            self.delete_snapshot_objects(id)?;
+        }
+        Ok(resolved)
+    }
+}

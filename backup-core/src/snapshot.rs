@@ -1,0 +1,172 @@
+//! Snapshot metadata (`snapshot.json`) and snapshot ids.
+
+use std::hash::{BuildHasher, Hasher};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::archive::Compression;
+
+/// Version of the `snapshot.json` format this build writes and reads.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// What a snapshot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    /// A tree of files, stored as one tar archive plus a manifest.
+    Files,
+    /// A database dump.
+    Database,
+    /// Files and databases together.
+    Full,
+}
+
+impl SnapshotKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotKind::Files => "files",
+            SnapshotKind::Database => "database",
+            SnapshotKind::Full => "full",
+        }
+    }
+}
+
+/// Whether everything asked for was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotStatus {
+    /// Every entry was stored as it was when read.
+    Success,
+    /// The snapshot is valid and restorable, but some entries could not be
+    /// read or changed while being read (see `warnings`).
+    Incomplete,
+}
+
+/// One stored object of a snapshot, with its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// Name inside the snapshot directory (`files.tar.gz`, `manifest.jsonl`).
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The contents of `snapshot.json`: written last, it is the commit point of a
+/// snapshot. Field names follow the seeds' metadata where they overlap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub format: u32,
+    pub id: String,
+    pub timestamp: DateTime<Utc>,
+    pub kind: SnapshotKind,
+    pub status: SnapshotStatus,
+    /// Why the snapshot is incomplete, in one line; `null` on success.
+    pub error_message: Option<String>,
+    /// The first warnings (at most [`MAX_RECORDED_WARNINGS`]).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    #[serde(default)]
+    pub warning_count: u64,
+    pub host: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Absolute source paths.
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    pub tool_version: String,
+    pub duration_seconds: f64,
+    /// Bytes stored: the data objects (what the seeds call `size_bytes`).
+    pub size_bytes: u64,
+    /// Bytes of file content read from the source.
+    pub source_bytes: u64,
+    /// `sha256:<hex>` of the main data object.
+    pub checksum: String,
+    /// Names of the data objects.
+    pub files_included: Vec<String>,
+    pub file_count: u64,
+    pub dir_count: u64,
+    pub entry_count: u64,
+    pub compressed: bool,
+    pub compression: Compression,
+    pub level: Option<i32>,
+    pub encrypted: bool,
+    /// Every object of the snapshot except `snapshot.json`, with checksums.
+    pub objects: Vec<ObjectRecord>,
+}
+
+/// How many warning lines `snapshot.json` keeps; the count keeps them all.
+pub const MAX_RECORDED_WARNINGS: usize = 100;
+
+impl SnapshotMeta {
+    /// The object record of `name`.
+    pub fn object(&self, name: &str) -> Option<&ObjectRecord> {
+        self.objects.iter().find(|o| o.name == name)
+    }
+
+    /// The main data object (the archive).
+    pub fn data_object(&self) -> Option<&ObjectRecord> {
+        self.files_included.first().and_then(|n| self.object(n))
+    }
+}
+
+/// A new snapshot id: `YYYYMMDD_HHMMSS_mmm_<kind>_<6 hex>` in UTC.
+///
+/// Time comes first so that ids of every kind sort by time, down to the
+/// millisecond; the random suffix keeps two backups started in the same
+/// millisecond apart.
+pub fn new_snapshot_id(kind: SnapshotKind, at: DateTime<Utc>) -> String {
+    format!(
+        "{}_{}_{:06x}",
+        at.format("%Y%m%d_%H%M%S_%3f"),
+        kind.as_str(),
+        random_u64() & 0x00ff_ffff
+    )
+}
+
+/// Whether `s` has the shape of a snapshot id (guards against path tricks
+/// when an id is used as a key component).
+pub fn is_valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A random number from the standard library's per-process random keys,
+/// mixed with the time and process id (no extra dependency needed).
+pub(crate) fn random_u64() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_time_and_differ_within_a_millisecond() {
+        let t1: DateTime<Utc> = "2026-11-23T02:00:00.005Z".parse().unwrap();
+        let t2: DateTime<Utc> = "2026-11-23T02:00:00.120Z".parse().unwrap();
+        let t3: DateTime<Utc> = "2026-11-24T01:00:00Z".parse().unwrap();
+        let a = new_snapshot_id(SnapshotKind::Files, t1);
+        let b = new_snapshot_id(SnapshotKind::Database, t2);
+        let c = new_snapshot_id(SnapshotKind::Files, t3);
+        assert!(a < b && b < c, "{a} {b} {c}");
+        assert!(a.starts_with("20261123_020000_005_files_"), "{a}");
+        let same: std::collections::HashSet<_> = (0..200)
+            .map(|_| new_snapshot_id(SnapshotKind::Files, t1))
+            .collect();
+        assert_eq!(same.len(), 200);
+        assert!(is_valid_id(&a));
+        assert!(!is_valid_id("../x"));
+        assert!(!is_valid_id(""));
+    }
+}

@@ -1,0 +1,302 @@
+//! The file-tree source: walks several paths in a stable order, applying
+//! exclude globs the way restic and the seeds' filters do.
+
+use std::fs::Metadata;
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::progress::Cancel;
+use crate::{Error, IoContext, Result};
+
+/// Exclude patterns.
+///
+/// A pattern without `/` matches a file or directory name anywhere
+/// (`*.tmp`, `__pycache__`); a pattern starting with `/` matches the absolute
+/// path; any other pattern with `/` matches a trailing part of the path
+/// (`raw/*.bin`). `*` does not cross `/`, `**` does. An excluded directory is
+/// not descended into.
+#[derive(Debug, Clone, Default)]
+pub struct Excludes {
+    names: GlobSet,
+    paths: GlobSet,
+    patterns: Vec<String>,
+}
+
+impl Excludes {
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self> {
+        let mut names = GlobSetBuilder::new();
+        let mut paths = GlobSetBuilder::new();
+        let mut kept = Vec::new();
+        for p in patterns {
+            let p = p.as_ref().trim();
+            if p.is_empty() {
+                continue;
+            }
+            let p_clean = p.trim_end_matches('/');
+            let (builder, glob_text) = if !p_clean.contains('/') {
+                (&mut names, p_clean.to_owned())
+            } else if p_clean.starts_with('/') {
+                (&mut paths, p_clean.to_owned())
+            } else {
+                (&mut paths, format!("**/{p_clean}"))
+            };
+            let glob = GlobBuilder::new(&glob_text)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| Error::InvalidInput(format!("bad exclude pattern {p:?}: {e}")))?;
+            builder.add(glob);
+            kept.push(p.to_owned());
+        }
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| Error::InvalidInput(format!("bad exclude patterns: {e}")))
+        };
+        Ok(Self {
+            names: build(names)?,
+            paths: build(paths)?,
+            patterns: kept,
+        })
+    }
+
+    /// Reads patterns from a file: one per line, `#` starts a comment line.
+    pub fn read_pattern_file(path: &Path) -> Result<Vec<String>> {
+        let text = std::fs::read_to_string(path).ctx("read exclude file", path.display())?;
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    pub fn is_excluded(&self, abs: &Path) -> bool {
+        if let Some(name) = abs.file_name()
+            && self.names.is_match(Path::new(name))
+        {
+            return true;
+        }
+        self.paths.is_match(abs)
+    }
+}
+
+/// One thing met while walking.
+#[derive(Debug)]
+pub enum Walked {
+    /// An entry to store; `name` is the absolute path without its leading
+    /// `/`, which is the entry's path in the archive.
+    Entry {
+        abs: PathBuf,
+        name: String,
+        meta: Metadata,
+    },
+    /// Something that could not be walked; the walk goes on.
+    Warning { path: String, message: String },
+}
+
+/// A set of source paths and excludes.
+#[derive(Debug, Clone)]
+pub struct FileTreeSource {
+    roots: Vec<PathBuf>,
+    excludes: Excludes,
+}
+
+impl FileTreeSource {
+    /// Resolves `paths` to absolute paths (without following symlinks),
+    /// checks each exists and drops paths nested in another.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a path that does not exist, before any work.
+    pub fn new<P: AsRef<Path>>(paths: &[P], excludes: Excludes) -> Result<Self> {
+        if paths.is_empty() {
+            return Err(Error::InvalidInput("no source path given".into()));
+        }
+        let mut roots: Vec<PathBuf> = Vec::new();
+        for p in paths {
+            let p = p.as_ref();
+            let abs = normalize(&std::path::absolute(p).ctx("resolve", p.display())?);
+            match std::fs::symlink_metadata(&abs) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::NotFound {
+                        what: "source path",
+                        path: p.display().to_string(),
+                    });
+                }
+                Err(e) => return Err(Error::io("read", p.display().to_string(), e)),
+            }
+            if abs.to_str().is_none() {
+                return Err(Error::InvalidInput(format!(
+                    "source path {} is not valid UTF-8",
+                    abs.display()
+                )));
+            }
+            roots.push(abs);
+        }
+        roots.sort();
+        roots.dedup();
+        let mut kept: Vec<PathBuf> = Vec::new();
+        for r in roots {
+            if !kept.iter().any(|k| r.starts_with(k)) {
+                kept.push(r);
+            }
+        }
+        Ok(Self {
+            roots: kept,
+            excludes,
+        })
+    }
+
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
+    pub fn excludes(&self) -> &Excludes {
+        &self.excludes
+    }
+
+    /// Walks every root depth-first, children in name order, calling `visit`
+    /// for each entry and warning. Stops at the first error `visit` returns.
+    pub fn walk(&self, cancel: &Cancel, visit: &mut dyn FnMut(Walked) -> Result<()>) -> Result<()> {
+        for root in &self.roots {
+            if self.excludes.is_excluded(root) {
+                continue;
+            }
+            let meta = match std::fs::symlink_metadata(root) {
+                Ok(m) => m,
+                Err(e) => {
+                    visit(warning(root, &e))?;
+                    continue;
+                }
+            };
+            let is_dir = meta.is_dir();
+            if let Some(item) = entry(root.clone(), meta) {
+                visit(item)?;
+            }
+            if is_dir {
+                self.walk_dir(root, cancel, visit)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn walk_dir(
+        &self,
+        root: &Path,
+        cancel: &Cancel,
+        visit: &mut dyn FnMut(Walked) -> Result<()>,
+    ) -> Result<()> {
+        // One iterator of sorted children per open directory level.
+        let mut stack: Vec<std::vec::IntoIter<PathBuf>> = Vec::new();
+        match self.children(root) {
+            Ok(c) => stack.push(c.into_iter()),
+            Err(e) => visit(warning(root, &e))?,
+        }
+        while let Some(level) = stack.last_mut() {
+            let Some(path) = level.next() else {
+                stack.pop();
+                continue;
+            };
+            cancel.check()?;
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    visit(warning(&path, &e))?;
+                    continue;
+                }
+            };
+            let is_dir = meta.is_dir();
+            if let Some(item) = entry(path.clone(), meta) {
+                visit(item)?;
+                if is_dir {
+                    match self.children(&path) {
+                        Ok(c) => stack.push(c.into_iter()),
+                        Err(e) => visit(warning(&path, &e))?,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn children(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for de in std::fs::read_dir(dir)? {
+            let de = de?;
+            let path = de.path();
+            if !self.excludes.is_excluded(&path) {
+                out.push(path);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn warning(path: &Path, e: &std::io::Error) -> Walked {
+    Walked::Warning {
+        path: path.display().to_string(),
+        message: format!("cannot read: {e}"),
+    }
+}
+
+fn entry(abs: PathBuf, meta: Metadata) -> Option<Walked> {
+    let Some(s) = abs.to_str() else {
+        return Some(Walked::Warning {
+            path: abs.display().to_string(),
+            message: "name is not valid UTF-8; skipped".into(),
+        });
+    };
+    let name = s.trim_start_matches('/').to_owned();
+    if name.is_empty() {
+        // The root directory itself: its children carry the content.
+        return None;
+    }
+    Some(Walked::Entry { abs, name, meta })
+}
+
+/// Removes `.` and resolves `..` lexically (like `filepath.Clean`), so
+/// `./data/../data` and `data` name the same root.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclude_semantics() {
+        let ex = Excludes::new(&["*.tmp", "raw/*.bin", "/abs/skip", "cache/"]).unwrap();
+        assert!(ex.is_excluded(Path::new("/d/a/x.tmp")));
+        assert!(!ex.is_excluded(Path::new("/d/a/x.tmpl")));
+        assert!(ex.is_excluded(Path::new("/d/raw/x.bin")));
+        assert!(!ex.is_excluded(Path::new("/d/raw/sub/x.bin")));
+        assert!(ex.is_excluded(Path::new("/abs/skip")));
+        assert!(!ex.is_excluded(Path::new("/other/abs/skip")));
+        assert!(ex.is_excluded(Path::new("/d/cache")));
+        assert!(Excludes::new(&["a[b"]).is_err());
+    }
+
+    #[test]
+    fn normalize_is_lexical() {
+        assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+    }
+}
