@@ -593,9 +593,11 @@ impl Read for FileReader<'_> {
 /// Counts files and bytes for progress totals, alongside the real walk.
 fn count_tree(source: &FileTreeSource, cancel: &Cancel, progress: &dyn Progress) {
     let (mut files, mut bytes) = (0u64, 0u64);
+    let mut linked = std::collections::HashSet::new();
     let walked = source.walk(cancel, &mut |w| {
         if let Walked::Entry { meta, .. } = w
             && meta.is_file()
+            && (meta.nlink() == 1 || linked.insert((meta.dev(), meta.ino())))
         {
             files += 1;
             bytes += meta.len();

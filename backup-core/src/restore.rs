@@ -74,40 +74,8 @@ impl Repository {
             snapshot: Some(meta.id.clone()),
         });
 
-        // Pass 1: the manifest alone. Nothing is written if it is damaged,
-        // unsafe, or if restoring would overwrite without permission.
         let root = opts.target.clone();
-        let mut conflicts = (0usize, String::new());
-        let (mut total_files, mut total_bytes) = (0u64, 0u64);
-        self.list_entries(&meta, &mut |e| {
-            safe_relative(&e.path)?;
-            if e.kind == EntryKind::Hardlink {
-                safe_relative(e.link.as_deref().unwrap_or(""))?;
-            }
-            if !filter.includes(&e.path) {
-                return Ok(());
-            }
-            if e.kind == EntryKind::File {
-                total_files += 1;
-                total_bytes += e.size;
-            }
-            if !opts.overwrite
-                && let Ok(existing) = fs::symlink_metadata(root.join(&e.path))
-                && !(e.kind == EntryKind::Dir && existing.is_dir())
-            {
-                if conflicts.0 == 0 {
-                    conflicts.1 = root.join(&e.path).display().to_string();
-                }
-                conflicts.0 += 1;
-            }
-            Ok(())
-        })?;
-        if conflicts.0 > 0 {
-            return Err(Error::WouldOverwrite {
-                count: conflicts.0,
-                first: conflicts.1,
-            });
-        }
+        let (total_files, total_bytes) = self.preflight(&meta, opts, &filter)?;
         progress.event(&Event::Total {
             files: total_files,
             bytes: total_bytes,
@@ -167,6 +135,60 @@ impl Repository {
             seconds: started.elapsed().as_secs_f64(),
         });
         Ok(w.summary)
+    }
+
+    /// Pass 1: the manifest alone. Nothing is written if it is damaged,
+    /// names an unsafe path, or if restoring would overwrite without
+    /// permission. Returns the number of files and bytes to restore.
+    fn preflight(
+        &self,
+        meta: &crate::snapshot::SnapshotMeta,
+        opts: &RestoreOptions,
+        filter: &Filter,
+    ) -> Result<(u64, u64)> {
+        let root = &opts.target;
+        let mut conflicts = (0usize, String::new());
+        let (mut total_files, mut total_bytes) = (0u64, 0u64);
+        // An unsafe path is reported after the manifest's checksum is known
+        // good: a damaged manifest is an integrity failure first.
+        let mut unsafe_path = None;
+        self.list_entries(meta, &mut |e| {
+            let safe = safe_relative(&e.path).and_then(|_| match e.kind {
+                EntryKind::Hardlink => safe_relative(e.link.as_deref().unwrap_or("")),
+                _ => Ok(""),
+            });
+            if let Err(err) = safe {
+                unsafe_path.get_or_insert(err);
+                return Ok(());
+            }
+            if !filter.includes(&e.path) {
+                return Ok(());
+            }
+            if e.kind == EntryKind::File {
+                total_files += 1;
+                total_bytes += e.size;
+            }
+            if !opts.overwrite
+                && let Ok(existing) = fs::symlink_metadata(root.join(&e.path))
+                && !(e.kind == EntryKind::Dir && existing.is_dir())
+            {
+                if conflicts.0 == 0 {
+                    conflicts.1 = root.join(&e.path).display().to_string();
+                }
+                conflicts.0 += 1;
+            }
+            Ok(())
+        })?;
+        if let Some(err) = unsafe_path {
+            return Err(err);
+        }
+        if conflicts.0 > 0 {
+            return Err(Error::WouldOverwrite {
+                count: conflicts.0,
+                first: conflicts.1,
+            });
+        }
+        Ok((total_files, total_bytes))
     }
 }
 

@@ -192,19 +192,22 @@ impl FileTreeSource {
         cancel: &Cancel,
         visit: &mut dyn FnMut(Walked) -> Result<()>,
     ) -> Result<()> {
-        // One iterator of sorted children per open directory level.
-        let mut stack: Vec<std::vec::IntoIter<PathBuf>> = Vec::new();
+        // One iterator of sorted, already stat'ed children per open directory
+        // level. Stat'ing a directory's children together, before any is
+        // read, widens the window in which a change is noticed (the size and
+        // mtime are compared again after reading).
+        let mut stack: Vec<std::vec::IntoIter<Child>> = Vec::new();
         match self.children(root) {
             Ok(c) => stack.push(c.into_iter()),
             Err(e) => visit(warning(root, &e))?,
         }
         while let Some(level) = stack.last_mut() {
-            let Some(path) = level.next() else {
+            let Some((path, meta)) = level.next() else {
                 stack.pop();
                 continue;
             };
             cancel.check()?;
-            let meta = match std::fs::symlink_metadata(&path) {
+            let meta = match meta {
                 Ok(m) => m,
                 Err(e) => {
                     visit(warning(&path, &e))?;
@@ -225,24 +228,37 @@ impl FileTreeSource {
         Ok(())
     }
 
-    fn children(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-        let mut out = Vec::new();
+    fn children(&self, dir: &Path) -> std::io::Result<Vec<Child>> {
+        let mut paths = Vec::new();
         for de in std::fs::read_dir(dir)? {
-            let de = de?;
-            let path = de.path();
+            let path = de?.path();
             if !self.excludes.is_excluded(&path) {
-                out.push(path);
+                paths.push(path);
             }
         }
-        out.sort();
-        Ok(out)
+        paths.sort();
+        Ok(paths
+            .into_iter()
+            .map(|p| {
+                let m = std::fs::symlink_metadata(&p);
+                (p, m)
+            })
+            .collect())
     }
 }
 
+/// A directory child and its metadata, read when the directory was listed.
+type Child = (PathBuf, std::io::Result<Metadata>);
+
 fn warning(path: &Path, e: &std::io::Error) -> Walked {
+    let message = if e.kind() == std::io::ErrorKind::NotFound {
+        "vanished before it could be read; skipped".to_owned()
+    } else {
+        format!("cannot read: {e}")
+    };
     Walked::Warning {
         path: path.display().to_string(),
-        message: format!("cannot read: {e}"),
+        message,
     }
 }
 

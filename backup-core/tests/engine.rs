@@ -1,0 +1,804 @@
+//! The engines against a real local repository: what goes in comes out,
+//! damage is found, restore stays inside its target, and concurrent or
+//! interrupted runs never hurt what was stored.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use backup_core::archive::Compression;
+use backup_core::{
+    BackupOptions, Cancel, CheckOptions, Error, Event, NoProgress, Registry, Repository,
+    RestoreOptions, SnapshotStatus,
+};
+
+fn registry() -> Arc<Registry> {
+    let mut r = Registry::new();
+    backup_targets::register(&mut r);
+    r.set_formats(|c, l| {
+        Ok(Box::new(backup_archive::TarFormat::new(c, l)?)
+            as Box<dyn backup_core::archive::ArchiveFormat>)
+    });
+    r.set_hashers(Arc::new(backup_archive::StdHashers));
+    Arc::new(r)
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    repo: Repository,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(registry(), dir.path().join("repo").to_str().unwrap()).unwrap();
+        Self { dir, repo }
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn backup(&self, paths: &[&Path]) -> backup_core::BackupSummary {
+        self.backup_with(paths, |_| {})
+    }
+    fn backup_with(
+        &self,
+        paths: &[&Path],
+        tweak: impl FnOnce(&mut BackupOptions),
+    ) -> backup_core::BackupSummary {
+        let mut opts = BackupOptions {
+            paths: paths.iter().map(|p| p.to_path_buf()).collect(),
+            ..BackupOptions::default()
+        };
+        tweak(&mut opts);
+        self.repo
+            .backup(&opts, &NoProgress, &Cancel::new())
+            .unwrap()
+    }
+    fn restore(&self, id: &str, target: &Path) -> backup_core::Result<backup_core::RestoreSummary> {
+        let opts = RestoreOptions {
+            target: target.to_path_buf(),
+            ..RestoreOptions::default()
+        };
+        self.repo.restore(id, &opts, &NoProgress, &Cancel::new())
+    }
+    fn check_all(&self) -> backup_core::CheckReport {
+        let opts = CheckOptions {
+            read_data: true,
+            ..CheckOptions::default()
+        };
+        self.repo.check(&opts, &NoProgress, &Cancel::new()).unwrap()
+    }
+    fn snapshot_dir(&self, id: &str) -> PathBuf {
+        self.path("repo/snapshots").join(id)
+    }
+}
+
+fn rel(p: &Path) -> &Path {
+    p.strip_prefix("/").unwrap()
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A tree with every kind of entry a lab's data has.
+fn make_tree(root: &Path) {
+    fs::create_dir_all(root.join("csv/deep/er")).unwrap();
+    fs::create_dir_all(root.join("empty_dir")).unwrap();
+    fs::write(root.join("csv/a.csv"), "t,v\n0,1\n".repeat(1000)).unwrap();
+    fs::write(root.join("csv/deep/er/b.csv"), "x\n").unwrap();
+    fs::write(root.join("empty.txt"), "").unwrap();
+    fs::write(root.join("video.bin"), pseudo_random(3 << 20, 1)).unwrap();
+    fs::write(root.join("ünïcødé 😀 name.json"), "{}").unwrap();
+    let long_dir = "d".repeat(120);
+    let long_name = format!("{}.csv", "n".repeat(250));
+    fs::create_dir_all(root.join(&long_dir)).unwrap();
+    fs::write(root.join(&long_dir).join(&long_name), "long").unwrap();
+    std::os::unix::fs::symlink("csv/a.csv", root.join("link_to_a")).unwrap();
+    std::os::unix::fs::symlink("../nowhere/at/all", root.join("dangling")).unwrap();
+    fs::hard_link(root.join("csv/a.csv"), root.join("hard_a.csv")).unwrap();
+    fs::set_permissions(
+        root.join("csv/deep/er/b.csv"),
+        fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    fs::set_permissions(root.join("empty_dir"), fs::Permissions::from_mode(0o700)).unwrap();
+    let t = filetime::FileTime::from_unix_time(1_600_000_000, 123_456_789);
+    filetime::set_file_mtime(root.join("csv/a.csv"), t).unwrap();
+}
+
+/// Compares two trees: kinds, content, modes, mtimes (ns), link targets,
+/// and hard links (same inode in the copy).
+fn assert_same_tree(a: &Path, b: &Path) {
+    let mut names = Vec::new();
+    collect(a, Path::new(""), &mut names);
+    let mut names_b = Vec::new();
+    collect(b, Path::new(""), &mut names_b);
+    assert_eq!(names, names_b);
+    for n in &names {
+        let (pa, pb) = (a.join(n), b.join(n));
+        let (ma, mb) = (
+            fs::symlink_metadata(&pa).unwrap(),
+            fs::symlink_metadata(&pb).unwrap(),
+        );
+        assert_eq!(ma.file_type(), mb.file_type(), "{}", n.display());
+        if ma.file_type().is_symlink() {
+            assert_eq!(
+                fs::read_link(&pa).unwrap(),
+                fs::read_link(&pb).unwrap(),
+                "{}",
+                n.display()
+            );
+            continue;
+        }
+        assert_eq!(
+            ma.mode() & 0o7777,
+            mb.mode() & 0o7777,
+            "mode of {}",
+            n.display()
+        );
+        assert_eq!(
+            (ma.mtime(), ma.mtime_nsec()),
+            (mb.mtime(), mb.mtime_nsec()),
+            "mtime of {}",
+            n.display()
+        );
+        if ma.is_file() {
+            assert_eq!(
+                fs::read(&pa).unwrap(),
+                fs::read(&pb).unwrap(),
+                "content of {}",
+                n.display()
+            );
+            assert_eq!(ma.nlink(), mb.nlink(), "links of {}", n.display());
+        }
+    }
+}
+
+fn collect(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = fs::read_dir(root.join(rel)).unwrap().flatten().collect();
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for e in entries {
+        let r = rel.join(e.file_name());
+        out.push(r.clone());
+        if e.file_type().unwrap().is_dir() {
+            collect(root, &r, out);
+        }
+    }
+}
+
+#[test]
+fn round_trip_keeps_everything_for_every_compression() {
+    for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
+        let fx = Fixture::new();
+        let src = fx.path("src");
+        make_tree(&src);
+        let s = fx.backup_with(&[&src], |o| o.compression = compression);
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let meta = s.snapshot.unwrap();
+        assert_eq!(meta.status, SnapshotStatus::Success);
+        assert_eq!(meta.compression, compression);
+        assert_eq!(meta.file_count, 6, "hard link counted once");
+        assert!(
+            fx.snapshot_dir(&meta.id)
+                .join(compression.data_object_name())
+                .is_file()
+        );
+        let out = fx.path("out");
+        let r = fx.restore(&meta.id, &out).unwrap();
+        assert_eq!(r.files, 6);
+        assert_same_tree(&src, &out.join(rel(&src)));
+        assert!(fx.check_all().is_ok());
+    }
+}
+
+#[test]
+fn several_paths_excludes_and_exclude_file() {
+    let fx = Fixture::new();
+    let (a, b) = (fx.path("a"), fx.path("b"));
+    fs::create_dir_all(a.join("cache")).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    fs::write(a.join("keep.csv"), "1").unwrap();
+    fs::write(a.join("skip.tmp"), "1").unwrap();
+    fs::write(a.join("cache/x.csv"), "1").unwrap();
+    fs::write(b.join("keep.json"), "1").unwrap();
+    fs::write(b.join("also.lock"), "1").unwrap();
+    let ex_file = fx.path("excludes.txt");
+    fs::write(&ex_file, "# comment\n*.lock\n\n").unwrap();
+    let s = fx.backup_with(&[&a, &b, &a.join("keep.csv")], |o| {
+        o.excludes = vec!["*.tmp".into(), "cache/".into()];
+        o.exclude_files = vec![ex_file.clone()];
+        o.tags = vec!["raw".into()];
+    });
+    let meta = s.snapshot.unwrap();
+    assert_eq!(meta.paths.len(), 2, "nested path dropped: {:?}", meta.paths);
+    assert_eq!(meta.tags, vec!["raw".to_owned()]);
+    let mut listed = Vec::new();
+    fx.repo
+        .list_entries(&meta, &mut |e| {
+            listed.push(e.path.clone());
+            Ok(())
+        })
+        .unwrap();
+    let names: Vec<&str> = listed
+        .iter()
+        .map(|p| p.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "keep.csv", "b", "keep.json"], "{listed:?}");
+}
+
+/// A progress hook that edits the tree when the backup reaches a file:
+/// deterministic stand-in for another process writing meanwhile.
+fn backup_with_hook(
+    fx: &Fixture,
+    src: &Path,
+    hook: impl Fn(&str) + Send + Sync,
+) -> backup_core::BackupSummary {
+    let progress = move |e: &Event| {
+        if let Event::File { path, .. } = e {
+            hook(path);
+        }
+    };
+    let opts = BackupOptions {
+        paths: vec![src.to_path_buf()],
+        ..BackupOptions::default()
+    };
+    fx.repo.backup(&opts, &progress, &Cancel::new()).unwrap()
+}
+
+#[test]
+fn vanished_and_changed_files_are_named_and_make_the_snapshot_incomplete() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.csv"), "first").unwrap();
+    fs::write(src.join("m.csv"), "grows while read").unwrap();
+    fs::write(src.join("z.csv"), "goes away").unwrap();
+    let (m, z) = (src.join("m.csv"), src.join("z.csv"));
+    let s = backup_with_hook(&fx, &src, |path| {
+        if path.ends_with("a.csv") {
+            // After the directory was listed and stat'ed: z vanishes and m
+            // changes before either is opened.
+            fs::remove_file(&z).unwrap();
+            fs::write(&m, "grows while read, much more than before").unwrap();
+        }
+    });
+    let warned: Vec<&str> = s.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert!(
+        warned.iter().any(|p| p.ends_with("z.csv")),
+        "{:?}",
+        s.warnings
+    );
+    assert!(
+        warned.iter().any(|p| p.ends_with("m.csv")),
+        "{:?}",
+        s.warnings
+    );
+    assert!(s.is_incomplete());
+    let meta = s.snapshot.unwrap();
+    assert_eq!(meta.status, SnapshotStatus::Incomplete);
+    assert_eq!(meta.warning_count, 2);
+    assert!(meta.error_message.is_some());
+    // The incomplete snapshot is still whole and verifiable.
+    assert!(fx.check_all().is_ok());
+}
+
+#[test]
+fn a_file_that_shrinks_is_padded_and_reported() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.csv"), "x").unwrap();
+    fs::write(src.join("b.bin"), vec![7u8; 100_000]).unwrap();
+    let b = src.join("b.bin");
+    let s = backup_with_hook(&fx, &src, |path| {
+        if path.ends_with("a.csv") {
+            fs::write(&b, vec![7u8; 10]).unwrap();
+        }
+    });
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.path.ends_with("b.bin") && w.message.contains("shrank")),
+        "{:?}",
+        s.warnings
+    );
+    let report = fx.check_all();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}
+
+#[test]
+fn cancel_leaves_no_snapshot_and_no_leftovers() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..50 {
+        fs::write(src.join(format!("f{i:02}")), "data").unwrap();
+    }
+    let cancel = Cancel::new();
+    let c2 = cancel.clone();
+    let progress = move |e: &Event| {
+        if matches!(e, Event::File { path, .. } if path.ends_with("f10")) {
+            c2.cancel();
+        }
+    };
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        ..BackupOptions::default()
+    };
+    let r = fx.repo.backup(&opts, &progress, &cancel);
+    assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+    assert!(fx.repo.snapshots().unwrap().is_empty());
+    assert!(fx.repo.unfinished().unwrap().is_empty());
+}
+
+#[test]
+fn check_finds_flipped_truncated_and_missing_data_and_a_lying_manifest() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    make_tree(&src);
+    let ids: Vec<String> = (0..4)
+        .map(|_| fx.backup(&[&src]).snapshot.unwrap().id)
+        .collect();
+    let data = |id: &str| fx.snapshot_dir(id).join("files.tar.gz");
+
+    let mut bytes = fs::read(data(&ids[0])).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    fs::write(data(&ids[0]), &bytes).unwrap();
+
+    let bytes = fs::read(data(&ids[1])).unwrap();
+    fs::write(data(&ids[1]), &bytes[..bytes.len() - 100]).unwrap();
+
+    fs::remove_file(data(&ids[2])).unwrap();
+
+    // A manifest edited consistently with its checksum record, so only the
+    // comparison with the archive can catch it.
+    let manifest = fx.snapshot_dir(&ids[3]).join("manifest.jsonl");
+    let text = fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("\"size\":3145728", "\"size\":3145729");
+    fs::write(&manifest, &text).unwrap();
+    rewrite_record(&fx.snapshot_dir(&ids[3]), "manifest.jsonl", text.as_bytes());
+
+    let report = fx.check_all();
+    let damaged: Vec<&str> = report
+        .problems
+        .iter()
+        .map(|p| p.snapshot.as_str())
+        .collect();
+    assert_eq!(
+        damaged,
+        ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        "{:?}",
+        report.problems
+    );
+    for p in &report.problems {
+        assert!(
+            p.message.contains("files.tar.gz") || p.message.contains("manifest"),
+            "{p:?}"
+        );
+    }
+    // Without --read-data, the truncated and missing objects are still found.
+    let quick = fx
+        .repo
+        .check(&CheckOptions::default(), &NoProgress, &Cancel::new())
+        .unwrap();
+    let quick_ids: Vec<&str> = quick.problems.iter().map(|p| p.snapshot.as_str()).collect();
+    assert!(
+        quick_ids.contains(&ids[1].as_str()) && quick_ids.contains(&ids[2].as_str()),
+        "{quick:?}"
+    );
+}
+
+/// Updates `snapshot.json`'s size and SHA-256 of one object to match `body`.
+fn rewrite_record(dir: &Path, name: &str, body: &[u8]) {
+    let path = dir.join("snapshot.json");
+    let mut meta: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    for o in meta["objects"].as_array_mut().unwrap() {
+        if o["name"] == name {
+            o["size"] = body.len().into();
+            o["sha256"] = sha256_hex(body).into();
+        }
+    }
+    fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
+}
+
+fn sha256_hex(body: &[u8]) -> String {
+    use backup_core::hash::Hashers;
+    let mut h = backup_archive::StdHashers.sha256();
+    h.update(body);
+    h.finish_hex()
+}
+
+type Forged<'a> = (
+    &'a str,
+    backup_core::archive::EntryKind,
+    Option<&'a str>,
+    &'a [u8],
+);
+
+/// A hand-made snapshot whose archive and manifest agree and whose
+/// checksums are right: only restore's own path rules stand between it and
+/// the filesystem.
+fn forge_snapshot(fx: &Fixture, entries: &[Forged<'_>]) -> String {
+    use backup_core::archive::{Entry, EntryKind};
+    let id = "20200101_000000_000_files_forged".to_owned();
+    let dir = fx.snapshot_dir(&id);
+    fs::create_dir_all(&dir).unwrap();
+    let mut raw = tar::Builder::new(Vec::new());
+    let mut manifest = format!("{{\"backupkit_manifest\":1,\"snapshot\":\"{id}\"}}\n");
+    for (path, kind, link, content) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_mtime(1_600_000_000);
+        h.set_size(content.len() as u64);
+        h.set_entry_type(match kind {
+            EntryKind::File => tar::EntryType::Regular,
+            EntryKind::Dir => tar::EntryType::Directory,
+            EntryKind::Symlink => tar::EntryType::Symlink,
+            EntryKind::Hardlink => tar::EntryType::Link,
+        });
+        // Raw names: the tar crate's checked setters refuse `..`, which is
+        // the point of the exercise.
+        let name = h.as_old_mut().name.as_mut();
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        if let Some(l) = link {
+            h.as_old_mut().linkname[..l.len()].copy_from_slice(l.as_bytes());
+        }
+        h.set_cksum();
+        raw.append(&h, *content).unwrap();
+        let blake = (*kind == EntryKind::File).then(|| {
+            use backup_core::hash::Hashers;
+            let mut b = backup_archive::StdHashers.blake3();
+            b.update(content);
+            b.finish_hex()
+        });
+        let e = Entry {
+            path: (*path).to_owned(),
+            kind: *kind,
+            size: content.len() as u64,
+            mtime: 1_600_000_000,
+            mtime_nsec: 0,
+            mode: 0o644,
+            link: link.map(str::to_owned),
+            blake3: blake,
+        };
+        manifest.push_str(&serde_json::to_string(&e).unwrap());
+        manifest.push('\n');
+    }
+    let tar_bytes = raw.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &tar_bytes).unwrap();
+    let gz = gz.finish().unwrap();
+    fs::write(dir.join("files.tar.gz"), &gz).unwrap();
+    fs::write(dir.join("manifest.jsonl"), &manifest).unwrap();
+    fs::write(dir.join("SHA256SUMS"), "").unwrap();
+    let meta = serde_json::json!({
+        "format": 1, "id": id, "timestamp": "2020-01-01T00:00:00Z", "kind": "files",
+        "status": "success", "error_message": null, "host": "h", "paths": ["/x"],
+        "tool_version": "test", "duration_seconds": 0.0, "size_bytes": gz.len(),
+        "source_bytes": 0, "checksum": format!("sha256:{}", sha256_hex(&gz)),
+        "files_included": ["files.tar.gz"], "file_count": 0, "dir_count": 0, "entry_count": 0,
+        "compressed": true, "compression": "gzip", "level": 6, "encrypted": false,
+        "objects": [
+            {"name": "files.tar.gz", "size": gz.len(), "sha256": sha256_hex(&gz)},
+            {"name": "manifest.jsonl", "size": manifest.len(), "sha256": sha256_hex(manifest.as_bytes())},
+        ],
+    });
+    fs::write(
+        dir.join("snapshot.json"),
+        serde_json::to_vec(&meta).unwrap(),
+    )
+    .unwrap();
+    id
+}
+
+#[test]
+fn restore_refuses_to_write_outside_its_target() {
+    use backup_core::archive::EntryKind::{Dir, File, Hardlink, Symlink};
+    let cases: Vec<(&str, Vec<Forged<'_>>)> = vec![
+        ("dotdot", vec![("../escaped.txt", File, None, b"pwned")]),
+        (
+            "nested dotdot",
+            vec![("a/../../escaped.txt", File, None, b"pwned")],
+        ),
+        (
+            "absolute",
+            vec![("/tmp/backupkit-escaped.txt", File, None, b"pwned")],
+        ),
+        (
+            "hard link out",
+            vec![("h", Hardlink, Some("../outside/victim.txt"), b"")],
+        ),
+        (
+            "write through own symlink",
+            vec![
+                ("d", Dir, None, b""),
+                ("d/l", Symlink, Some("../../outside"), b""),
+                ("d/l/victim.txt", File, None, b"pwned"),
+            ],
+        ),
+    ];
+    for (what, entries) in cases {
+        let fx = Fixture::new();
+        let outside = fx.path("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("victim.txt"), "safe").unwrap();
+        let id = forge_snapshot(&fx, &entries);
+        let target = fx.path("restore/here");
+        let r = fx.restore(&id, &target);
+        assert!(
+            matches!(
+                r,
+                Err(Error::UnsafePath { .. } | Error::AlreadyExists { .. })
+            ),
+            "{what}: {r:?}"
+        );
+        assert_eq!(
+            fs::read_to_string(outside.join("victim.txt")).unwrap(),
+            "safe",
+            "{what}"
+        );
+        assert!(
+            !fx.path("restore/escaped.txt").exists() && !fx.path("escaped.txt").exists(),
+            "{what}"
+        );
+        assert!(!Path::new("/tmp/backupkit-escaped.txt").exists(), "{what}");
+    }
+}
+
+#[test]
+fn restore_never_writes_through_a_symlink_already_in_the_target() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("sub/f.csv"), "new").unwrap();
+    let id = fx.backup(&[&src]).snapshot.unwrap().id;
+    let outside = fx.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let target = fx.path("t");
+    let parent = target.join(rel(&src));
+    fs::create_dir_all(&parent).unwrap();
+    std::os::unix::fs::symlink(&outside, parent.join("sub")).unwrap();
+    for overwrite in [false, true] {
+        let opts = RestoreOptions {
+            target: target.clone(),
+            overwrite,
+            ..RestoreOptions::default()
+        };
+        let r = fx.repo.restore(&id, &opts, &NoProgress, &Cancel::new());
+        if overwrite {
+            // The snapshot has a directory there: the link is replaced by a
+            // real directory, never followed.
+            r.unwrap();
+            assert!(fs::symlink_metadata(parent.join("sub")).unwrap().is_dir());
+        } else {
+            assert!(r.is_err(), "{r:?}");
+        }
+        assert!(!outside.join("f.csv").exists(), "wrote through the symlink");
+    }
+}
+
+#[test]
+fn a_tampered_manifest_is_refused_before_anything_is_written() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    make_tree(&src);
+    let id = fx.backup(&[&src]).snapshot.unwrap().id;
+    let manifest = fx.snapshot_dir(&id).join("manifest.jsonl");
+    let original = fs::read_to_string(&manifest).unwrap();
+    let first_file = original
+        .lines()
+        .find(|l| l.contains("\"kind\":\"file\""))
+        .unwrap();
+    let path: serde_json::Value = serde_json::from_str(first_file).unwrap();
+    let evil = original.replacen(path["path"].as_str().unwrap(), "../../evil.csv", 1);
+    fs::write(&manifest, &evil).unwrap();
+    let target = fx.path("t");
+    // Checksum mismatch first...
+    let r = fx.restore(&id, &target);
+    assert!(matches!(r, Err(Error::Integrity { .. })), "{r:?}");
+    assert!(
+        !target.exists(),
+        "restore wrote before verifying the manifest"
+    );
+    // ...and with the checksum forged too, the path rule.
+    rewrite_record(&fx.snapshot_dir(&id), "manifest.jsonl", evil.as_bytes());
+    let r = fx.restore(&id, &target);
+    assert!(matches!(r, Err(Error::UnsafePath { .. })), "{r:?}");
+    assert!(!target.exists());
+    assert!(!fx.path("evil.csv").exists());
+}
+
+#[test]
+fn damaged_content_is_not_left_behind_by_restore() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("only.csv"), "a,b\n".repeat(10_000)).unwrap();
+    let id = fx
+        .backup_with(&[&src], |o| o.compression = Compression::None)
+        .snapshot
+        .unwrap()
+        .id;
+    let data = fx.snapshot_dir(&id).join("files.tar");
+    let mut bytes = fs::read(&data).unwrap();
+    let pos = bytes.windows(4).position(|w| w == b"a,b\n").unwrap() + 100;
+    bytes[pos] = b'X';
+    fs::write(&data, &bytes).unwrap();
+    let target = fx.path("t");
+    let r = fx.restore(&id, &target);
+    assert!(matches!(r, Err(Error::Integrity { .. })), "{r:?}");
+    assert!(!target.join(rel(&src)).join("only.csv").exists());
+}
+
+#[test]
+fn two_backups_at_once_both_succeed() {
+    let fx = Arc::new(Fixture::new());
+    let src = fx.path("src");
+    make_tree(&src);
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let fx = Arc::clone(&fx);
+            let src = src.clone();
+            std::thread::spawn(move || fx.backup(&[&src]).snapshot.unwrap().id)
+        })
+        .collect();
+    let mut ids: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(fx.repo.snapshots().unwrap().len(), 2);
+    assert!(fx.check_all().is_ok());
+    assert!(
+        fx.repo.locks().unwrap().is_empty(),
+        "locks were not released"
+    );
+}
+
+#[test]
+fn an_exclusive_lock_conflicts_and_fails_clearly() {
+    let fx = Fixture::new();
+    let shared = fx.repo.lock_shared(Some("x".into())).unwrap();
+    match fx.repo.lock_exclusive() {
+        Err(Error::Locked { holder }) => assert!(holder.contains("shared lock"), "{holder}"),
+        other => panic!("{other:?}"),
+    }
+    drop(shared);
+    let excl = fx.repo.lock_exclusive().unwrap();
+    assert!(matches!(
+        fx.repo.lock_shared(None),
+        Err(Error::Locked { .. })
+    ));
+    drop(excl);
+    assert!(fx.repo.locks().unwrap().is_empty());
+}
+
+#[test]
+fn leftovers_are_invisible_and_removed_unless_a_live_lock_claims_them() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    make_tree(&src);
+    let done = fx.backup(&[&src]).snapshot.unwrap().id;
+    // Unfinished backups: data but no snapshot.json.
+    let orphan = "20261124_000000_000_files_000001";
+    let claimed = "20261124_000000_000_files_000002";
+    for id in [orphan, claimed] {
+        fs::create_dir_all(fx.snapshot_dir(id)).unwrap();
+        fs::copy(
+            fx.snapshot_dir(&done).join("files.tar.gz"),
+            fx.snapshot_dir(id).join("files.tar.gz"),
+        )
+        .unwrap();
+        fs::write(fx.snapshot_dir(id).join(".files.tar.gz.tmp-1"), "partial").unwrap();
+    }
+    assert_eq!(fx.repo.snapshots().unwrap().len(), 1);
+    assert!(matches!(
+        fx.repo.find_snapshot(orphan),
+        Err(Error::SnapshotNotFound { .. })
+    ));
+    let _live = fx.repo.lock_shared(Some(claimed.into())).unwrap();
+    let s = fx.backup(&[&src]);
+    assert_eq!(s.removed_leftovers, vec![orphan.to_owned()]);
+    assert!(!fx.snapshot_dir(orphan).exists());
+    assert!(
+        fx.snapshot_dir(claimed).join("files.tar.gz").exists(),
+        "removed a running backup's data"
+    );
+}
+
+#[test]
+fn snapshots_are_found_by_prefix_and_latest() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let a = fx.backup(&[&src]).snapshot.unwrap().id;
+    let b = fx.backup(&[&src]).snapshot.unwrap().id;
+    assert!(a < b);
+    assert_eq!(fx.repo.find_snapshot("latest").unwrap().id, b);
+    assert_eq!(fx.repo.find_snapshot(&a).unwrap().id, a);
+    assert_eq!(fx.repo.find_snapshot(&b[..b.len() - 1]).unwrap().id, b);
+    assert!(matches!(
+        fx.repo.find_snapshot("2"),
+        Err(Error::SnapshotAmbiguous { count: 2, .. })
+    ));
+    assert!(matches!(
+        fx.repo.find_snapshot("../etc"),
+        Err(Error::SnapshotNotFound { .. })
+    ));
+    let removed = fx.repo.forget(std::slice::from_ref(&a), false).unwrap();
+    assert_eq!(removed, vec![a.clone()]);
+    assert_eq!(fx.repo.snapshots().unwrap().len(), 1);
+}
+
+#[test]
+fn restore_include_selects_a_subtree() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    make_tree(&src);
+    let id = fx.backup(&[&src]).snapshot.unwrap().id;
+    let target = fx.path("t");
+    let opts = RestoreOptions {
+        target: target.clone(),
+        includes: vec!["deep".into(), "empty.txt".into()],
+        overwrite: false,
+    };
+    let r = fx
+        .repo
+        .restore(&id, &opts, &NoProgress, &Cancel::new())
+        .unwrap();
+    assert_eq!(r.files, 2);
+    let base = target.join(rel(&src));
+    assert!(base.join("csv/deep/er/b.csv").is_file());
+    assert!(base.join("empty.txt").is_file());
+    assert!(!base.join("csv/a.csv").exists());
+    assert!(!base.join("video.bin").exists());
+}
+
+#[test]
+fn progress_reports_totals_files_and_finish() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    make_tree(&src);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let progress = move |e: &Event| sink.lock().unwrap().push(e.clone());
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        ..BackupOptions::default()
+    };
+    fx.repo.backup(&opts, &progress, &Cancel::new()).unwrap();
+    let events = events.lock().unwrap();
+    assert!(matches!(
+        events.first(),
+        Some(Event::Started {
+            operation: "backup",
+            snapshot: Some(_)
+        })
+    ));
+    assert!(
+        matches!(events.last(), Some(Event::Finished { files: 6, .. })),
+        "{:?}",
+        events.last()
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Total { files: 6, .. }))
+    );
+    let files = events
+        .iter()
+        .filter(|e| matches!(e, Event::File { .. }))
+        .count();
+    assert!(files >= 12, "{files}");
+}
