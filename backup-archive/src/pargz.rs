@@ -87,7 +87,6 @@ impl Pool {
 /// Takes jobs until the job channel closes; exits early when the result
 /// channel is gone.
 fn worker(jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>, level: u32) {
-    let mut compress = Compress::new(flate2::Compression::new(level), false);
     loop {
         let job = {
             let Ok(rx) = jobs.lock() else { return };
@@ -96,12 +95,8 @@ fn worker(jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>, level: u32) {
                 Err(_) => return,
             }
         };
-        let out = catch_unwind(AssertUnwindSafe(|| compress_block(&mut compress, &job)))
+        let out = catch_unwind(AssertUnwindSafe(|| compress_block(level, &job)))
             .unwrap_or_else(|_| Err(io::Error::other("gzip worker panicked")));
-        if out.is_err() {
-            // The stream state is unknown after a failure: start afresh.
-            compress = Compress::new(flate2::Compression::new(level), false);
-        }
         let msg = Done {
             seq: job.seq,
             out,
@@ -115,8 +110,12 @@ fn worker(jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>, level: u32) {
 
 /// Compresses one block as raw deflate, primed with its dictionary; ends
 /// with a sync flush, or with the end of the stream for the last block.
-fn compress_block(compress: &mut Compress, job: &Job) -> io::Result<Vec<u8>> {
-    compress.reset();
+///
+/// Each block gets a fresh compressor (cheap next to compressing 128 KiB):
+/// a reset one keeps some history, which made the output depend on which
+/// worker had compressed what before.
+fn compress_block(level: u32, job: &Job) -> io::Result<Vec<u8>> {
+    let mut compress = Compress::new(flate2::Compression::new(level), false);
     let (dict, input) = job.buf.split_at(job.dict_len);
     if !dict.is_empty() {
         compress.set_dictionary(dict).map_err(io::Error::other)?;

@@ -106,7 +106,10 @@ impl ArchiveFormat for TarFormat {
             }
         };
         let builder = tar::Builder::new(BufWriter::with_capacity(WRITE_BUFFER, compressor));
-        Ok(Box::new(TarPacker { builder }))
+        Ok(Box::new(TarPacker {
+            builder: Some(builder),
+            failed: false,
+        }))
     }
 
     fn unpack(&self, input: Box<dyn Read + Send>, visit: &mut EntryVisitor<'_>) -> Result<()> {
@@ -131,6 +134,8 @@ enum Compressor {
     Plain(Box<dyn Write + Send>),
     Gzip(ParallelGzEncoder<Box<dyn Write + Send>>),
     Zstd(zstd::stream::write::Encoder<'static, Box<dyn Write + Send>>),
+    /// An abandoned stream: writes are discarded.
+    Closed,
 }
 
 impl Compressor {
@@ -140,6 +145,7 @@ impl Compressor {
             Compressor::Plain(out) => out,
             Compressor::Gzip(enc) => enc.finish()?,
             Compressor::Zstd(enc) => enc.finish()?,
+            Compressor::Closed => return Err(io::Error::other("archive stream was abandoned")),
         };
         out.flush()?;
         Ok(out)
@@ -152,6 +158,7 @@ impl Write for Compressor {
             Compressor::Plain(w) => w.write(buf),
             Compressor::Gzip(w) => w.write(buf),
             Compressor::Zstd(w) => w.write(buf),
+            Compressor::Closed => Ok(buf.len()),
         }
     }
 
@@ -160,6 +167,7 @@ impl Write for Compressor {
             Compressor::Plain(w) => w.write_all(buf),
             Compressor::Gzip(w) => w.write_all(buf),
             Compressor::Zstd(w) => w.write_all(buf),
+            Compressor::Closed => Ok(()),
         }
     }
 
@@ -168,13 +176,50 @@ impl Write for Compressor {
             Compressor::Plain(w) => w.flush(),
             Compressor::Gzip(w) => w.flush(),
             Compressor::Zstd(w) => w.flush(),
+            Compressor::Closed => Ok(()),
         }
     }
 }
 
+type TarBuilder = tar::Builder<BufWriter<Compressor>>;
+
 /// Packs entries with a tar builder over the compressor.
+///
+/// An append that fails while writing leaves the stream unusable: later
+/// calls fail too. Dropped without `finish`, the packer abandons the stream
+/// without writing a trailer, so an interrupted archive never looks whole.
 struct TarPacker {
-    builder: tar::Builder<BufWriter<Compressor>>,
+    builder: Option<TarBuilder>,
+    failed: bool,
+}
+
+impl TarPacker {
+    fn builder(&mut self) -> io::Result<&mut TarBuilder> {
+        if self.failed {
+            return Err(io::Error::other(
+                "an earlier append failed; the archive cannot be continued",
+            ));
+        }
+        Ok(self.builder.as_mut().expect("builder present until finish"))
+    }
+
+    /// Notes a failed write so the packer refuses to go on.
+    fn check<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+}
+
+impl Drop for TarPacker {
+    fn drop(&mut self) {
+        if let Some(mut builder) = self.builder.take() {
+            // Drop the compressor and the output now; the builder's own drop
+            // then writes its trailer into nothing.
+            *builder.get_mut().get_mut() = Compressor::Closed;
+        }
+    }
 }
 
 /// A header of `kind` carrying the entry's mode and mtime, owned by root.
@@ -205,8 +250,10 @@ impl Packer for TarPacker {
             remaining: entry.size,
             exhausted: false,
         };
-        self.builder
-            .append_data(&mut header, &entry.path, &mut content)?;
+        let result = self
+            .builder()?
+            .append_data(&mut header, &entry.path, &mut content);
+        self.check(result)?;
         Ok(content.delivered)
     }
 
@@ -226,7 +273,8 @@ impl Packer for TarPacker {
             EntryKind::Dir => {
                 let mut header = header_for(entry, EntryType::Directory);
                 let path = format!("{}/", entry.path.trim_end_matches('/'));
-                return self.builder.append_data(&mut header, path, io::empty());
+                let result = self.builder()?.append_data(&mut header, path, io::empty());
+                return self.check(result);
             }
             EntryKind::Symlink => (EntryType::Symlink, link_target()?),
             EntryKind::Hardlink => (EntryType::Link, link_target()?),
@@ -242,16 +290,23 @@ impl Packer for TarPacker {
             // Stored byte for byte, without the path normalisation of
             // `set_link_name`.
             header.set_link_name_literal(target)?;
-            self.builder
-                .append_data(&mut header, &entry.path, io::empty())
+            let result = self
+                .builder()?
+                .append_data(&mut header, &entry.path, io::empty());
+            self.check(result)
         } else {
             // Too long for the header: a GNU long-link record carries it.
-            self.builder.append_link(&mut header, &entry.path, target)
+            let result = self
+                .builder()?
+                .append_link(&mut header, &entry.path, target);
+            self.check(result)
         }
     }
 
-    fn finish(self: Box<Self>) -> io::Result<()> {
-        let buffered = self.builder.into_inner()?;
+    fn finish(mut self: Box<Self>) -> io::Result<()> {
+        self.builder()?;
+        let builder = self.builder.take().expect("builder present until finish");
+        let buffered = builder.into_inner()?;
         let compressor = buffered
             .into_inner()
             .map_err(io::IntoInnerError::into_error)?;

@@ -1,0 +1,285 @@
+//! `backupkit._backupkit`: the native module behind the `backupkit` Python
+//! package.
+//!
+//! Translation only: Python arguments become backup-core options, results
+//! become Python objects, core errors become exceptions (`errors`). Every
+//! engine call runs through [`run::run`], which releases the GIL, delivers
+//! progress and turns Ctrl-C into a clean cancellation.
+
+mod convert;
+mod errors;
+mod run;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use backup_core::archive::Compression;
+use backup_core::{BackupOptions, CheckOptions, Registry, RestoreOptions};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use crate::convert::{CheckResult, RestoreResult, Snapshot, json_to_py};
+use crate::errors::{
+    BackupError, IntegrityError, InvalidInputError, LockedError, RepositoryExistsError,
+    RepositoryNotFoundError, SnapshotNotFoundError, WouldOverwriteError,
+};
+
+/// A backupkit repository at a location (a directory). Creating the object
+/// does not touch the disk; each method opens the repository.
+#[pyclass(frozen, module = "backupkit", name = "Repository")]
+#[derive(Debug)]
+struct PyRepository {
+    location: String,
+    registry: Arc<Registry>,
+}
+
+impl PyRepository {
+    /// Opens the repository and runs `work` on it (see [`run::run`]).
+    fn run<T, F>(&self, py: Python<'_>, progress: Option<&Bound<'_, PyAny>>, work: F) -> PyResult<T>
+    where
+        T: Send,
+        F: FnOnce(
+                &backup_core::Repository,
+                &dyn backup_core::Progress,
+                &backup_core::Cancel,
+            ) -> backup_core::Result<T>
+            + Send,
+    {
+        run::run(py, progress, |progress, cancel| {
+            let repo = backup_core::Repository::open(Arc::clone(&self.registry), &self.location)?;
+            work(&repo, progress, cancel)
+        })
+    }
+}
+
+/// `str` or `os.PathLike`, or a sequence of them.
+fn one_or_more_paths(paths: &Bound<'_, PyAny>) -> PyResult<Vec<PathBuf>> {
+    if let Ok(p) = paths.extract::<PathBuf>() {
+        return Ok(vec![p]);
+    }
+    let items = paths.try_iter().map_err(|_| {
+        PyTypeError::new_err("paths must be a str, an os.PathLike, or a sequence of them")
+    })?;
+    items.map(|item| item?.extract::<PathBuf>()).collect()
+}
+
+fn path_to_string(path: PathBuf) -> PyResult<String> {
+    path.into_os_string().into_string().map_err(|p| {
+        InvalidInputError::new_err(format!(
+            "repository location {} is not valid UTF-8",
+            p.to_string_lossy()
+        ))
+    })
+}
+
+/// The progress argument, refused early (before any work) if not callable.
+fn callback<'a, 'py>(
+    progress: Option<&'a Bound<'py, PyAny>>,
+) -> PyResult<Option<&'a Bound<'py, PyAny>>> {
+    match progress {
+        Some(p) if !p.is_callable() => Err(PyTypeError::new_err(
+            "progress must be a callable taking one dict, or None",
+        )),
+        other => Ok(other),
+    }
+}
+
+#[pymethods]
+impl PyRepository {
+    #[new]
+    fn new(location: PathBuf) -> PyResult<Self> {
+        Ok(Self {
+            location: path_to_string(location)?,
+            registry: backup_cli::registry(),
+        })
+    }
+
+    /// The location as given.
+    #[getter]
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Creates the repository.
+    fn init(&self, py: Python<'_>) -> PyResult<()> {
+        run::run(py, None, |_, _| {
+            backup_core::Repository::init(Arc::clone(&self.registry), &self.location).map(drop)
+        })
+    }
+
+    /// Backs up files and directories into a new snapshot; `None` for a dry run.
+    #[pyo3(signature = (paths, *, tags=None, exclude=None, compression="gzip", level=None, dry_run=false, progress=None))]
+    #[allow(clippy::too_many_arguments)] // Python keyword arguments
+    fn backup(
+        &self,
+        py: Python<'_>,
+        paths: &Bound<'_, PyAny>,
+        tags: Option<Vec<String>>,
+        exclude: Option<Vec<String>>,
+        compression: &str,
+        level: Option<i32>,
+        dry_run: bool,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Snapshot>> {
+        let opts = BackupOptions {
+            paths: one_or_more_paths(paths)?,
+            tags: tags.unwrap_or_default(),
+            excludes: exclude.unwrap_or_default(),
+            compression: compression
+                .parse::<Compression>()
+                .map_err(|e| errors::to_py(&e))?,
+            level,
+            dry_run,
+            ..BackupOptions::default()
+        };
+        let summary = self.run(py, callback(progress)?, |repo, progress, cancel| {
+            repo.backup(&opts, progress, cancel)
+        })?;
+        summary
+            .snapshot
+            .map(|meta| Snapshot::new(py, &meta))
+            .transpose()
+    }
+
+    /// Every snapshot, oldest first.
+    fn snapshots(&self, py: Python<'_>) -> PyResult<Vec<Snapshot>> {
+        let metas = self.run(py, None, |repo, _, _| repo.snapshots())?;
+        metas.iter().map(|m| Snapshot::new(py, m)).collect()
+    }
+
+    /// One snapshot by id, unique prefix, or "latest".
+    fn snapshot(&self, py: Python<'_>, snapshot_id: &str) -> PyResult<Snapshot> {
+        let meta = self.run(py, None, |repo, _, _| repo.find_snapshot(snapshot_id))?;
+        Snapshot::new(py, &meta)
+    }
+
+    /// The manifest entries of a snapshot, as dicts.
+    fn ls<'py>(&self, py: Python<'py>, snapshot_id: &str) -> PyResult<Bound<'py, PyList>> {
+        let entries = self.run(py, None, |repo, _, cancel| {
+            let meta = repo.find_snapshot(snapshot_id)?;
+            let mut entries = Vec::new();
+            repo.list_entries(&meta, &mut |e| {
+                cancel.check()?;
+                entries.push(serde_json::to_value(e).expect("entries serialize"));
+                Ok(())
+            })?;
+            Ok(entries)
+        })?;
+        let list = PyList::empty(py);
+        for e in &entries {
+            list.append(json_to_py(py, e)?)?;
+        }
+        Ok(list)
+    }
+
+    /// Restores a snapshot into `target` (created if missing).
+    #[pyo3(signature = (snapshot_id, target, *, include=None, overwrite=false, progress=None))]
+    fn restore(
+        &self,
+        py: Python<'_>,
+        snapshot_id: &str,
+        target: PathBuf,
+        include: Option<Vec<String>>,
+        overwrite: bool,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<RestoreResult> {
+        let opts = RestoreOptions {
+            target,
+            includes: include.unwrap_or_default(),
+            overwrite,
+        };
+        let summary = self.run(py, callback(progress)?, |repo, progress, cancel| {
+            repo.restore(snapshot_id, &opts, progress, cancel)
+        })?;
+        RestoreResult::new(py, summary)
+    }
+
+    /// Checks every snapshot; raises `IntegrityError` when problems are found.
+    #[pyo3(signature = (read_data=false, *, read_data_subset=None))]
+    fn check(
+        &self,
+        py: Python<'_>,
+        read_data: bool,
+        read_data_subset: Option<String>,
+    ) -> PyResult<CheckResult> {
+        let opts = CheckOptions {
+            read_data,
+            read_data_subset,
+            snapshots: Vec::new(),
+        };
+        let report = self.run(py, None, |repo, progress, cancel| {
+            repo.check(&opts, progress, cancel)
+        })?;
+        let result = CheckResult::new(report);
+        if result.ok() {
+            return Ok(result);
+        }
+        let err = IntegrityError::new_err(result.problems_line());
+        err.value(py).setattr("result", Bound::new(py, result)?)?;
+        Err(err)
+    }
+
+    /// Deletes snapshots (ids or unique prefixes); returns the deleted ids.
+    #[allow(clippy::needless_pass_by_value)] // pyo3 extracts arguments as owned values
+    fn forget(&self, py: Python<'_>, snapshot_ids: Vec<String>) -> PyResult<Vec<String>> {
+        self.run(py, None, |repo, _, _| repo.forget(&snapshot_ids, false))
+    }
+
+    /// Removes stale locks, or every lock with `remove_all`; returns how many.
+    #[pyo3(signature = (*, remove_all=false))]
+    fn unlock(&self, py: Python<'_>, remove_all: bool) -> PyResult<usize> {
+        self.run(py, None, |repo, _, _| {
+            repo.unlock(remove_all).map(|l| l.len())
+        })
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Repository({})",
+            pyo3::types::PyString::new(py, &self.location).repr()?
+        ))
+    }
+}
+
+/// Runs the backupkit command line with `argv` (program name first) and
+/// returns its exit code; the GIL is released meanwhile. For
+/// `python -m backupkit`: like the binary, it installs its own Ctrl-C
+/// handler for the process (Ctrl-C then cancels the command cleanly).
+#[pyfunction]
+fn main(py: Python<'_>, argv: Vec<OsString>) -> i32 {
+    py.detach(|| backup_cli::run(argv))
+}
+
+#[pymodule]
+fn _backupkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<PyRepository>()?;
+    m.add_class::<Snapshot>()?;
+    m.add_class::<RestoreResult>()?;
+    m.add_class::<CheckResult>()?;
+    m.add("BackupError", py.get_type::<BackupError>())?;
+    m.add(
+        "RepositoryNotFoundError",
+        py.get_type::<RepositoryNotFoundError>(),
+    )?;
+    m.add(
+        "RepositoryExistsError",
+        py.get_type::<RepositoryExistsError>(),
+    )?;
+    m.add(
+        "SnapshotNotFoundError",
+        py.get_type::<SnapshotNotFoundError>(),
+    )?;
+    m.add("LockedError", py.get_type::<LockedError>())?;
+    let integrity = py.get_type::<IntegrityError>();
+    // The failed check's CheckResult, set on instances raised by check().
+    integrity.setattr("result", py.None())?;
+    m.add("IntegrityError", integrity)?;
+    m.add("WouldOverwriteError", py.get_type::<WouldOverwriteError>())?;
+    m.add("InvalidInputError", py.get_type::<InvalidInputError>())?;
+    m.add_function(wrap_pyfunction!(main, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,50 @@
+"""A small typed program using the public API: checked with `mypy --strict`
+and run by test_cli_and_typing.py."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from pathlib import Path
+from typing import Any
+
+import backupkit
+
+
+def report(event: dict[str, Any]) -> None:
+    if event["event"] == "finished":
+        print(f"finished: {event['files']} files")
+
+
+def run(workdir: Path) -> list[str]:
+    source = workdir / "data"
+    source.mkdir(parents=True, exist_ok=True)
+    (source / "note.txt").write_text("typed\n")
+
+    repo = backupkit.Repository(workdir / "repo")
+    repo.init()
+    snap: backupkit.Snapshot | None = repo.backup(
+        [source], tags=["typed"], compression="zstd", level=3, progress=report
+    )
+    assert snap is not None
+    when: datetime.datetime = snap.time
+    size: int = snap.size
+    tags: list[str] = snap.tags
+    meta: dict[str, Any] = snap.to_dict()
+    entries: list[dict[str, Any]] = repo.ls(snap.id)
+    restored: backupkit.RestoreResult = repo.restore(snap.id, workdir / "out", overwrite=False)
+    target: Path = restored.target
+    try:
+        check: backupkit.CheckResult = repo.check(read_data=True)
+        problems: list[tuple[str, str]] = check.problems
+    except backupkit.IntegrityError as e:
+        failed = e.result
+        problems = failed.problems if failed is not None else []
+    removed: list[str] = repo.forget([snap.id])
+    unlocked: int = repo.unlock(remove_all=False)
+    print(when.isoformat(), size, tags, len(meta), len(entries), target.name, problems, unlocked)
+    return removed
+
+
+if __name__ == "__main__":
+    print(",".join(run(Path(sys.argv[1]))))

@@ -1,0 +1,2 @@
+//! Runnable examples of embedding backupkit; see `embed.rs`
+//! (`cargo run -p backupkit-examples --example embed`).

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every backupkit test, Rust and Python, from a fresh clone.
+# Installs what it needs (Debian packages, a Python venv with maturin,
+# pytest and mypy). .ci/run calls this script with
+# BACKUPKIT_REQUIRE_SERVICES=1, so tests that need a service fail instead of
+# skipping when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+need_apt=()
+for tool in tar gzip setpriv mount; do
+  command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  step "installing Debian packages for: ${need_apt[*]}"
+  apt-get update -qq
+  apt-get install -y -qq tar gzip util-linux mount >/dev/null
+fi
+
+venv="$root/target/venv"
+if [ ! -x "$venv/bin/python" ]; then
+  step "creating the Python venv in target/venv"
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check 'maturin>=1.7,<2' 'pytest>=8' 'mypy>=1.10'
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (all targets, all features, warnings are errors)"
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
+
+step "Rust tests (cargo nextest)"
+cargo nextest run --workspace --no-fail-fast
+
+step "embedding example"
+cargo run --quiet -p backupkit-examples --example embed
+
+step "Python module: pip install ./backup-py (dev profile, shared target dir)"
+# The dev profile reuses what the Rust tests just built.
+MATURIN_PEP517_ARGS="--profile dev" "$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps ./backup-py
+
+step "Python tests (pytest)"
+"$venv/bin/python" -m pytest -q backup-py/tests
