@@ -570,3 +570,162 @@ fn dry_run_writes_nothing() {
     );
     assert!(env.snapshot_ids().is_empty());
 }
+
+/// The README's promise: with backupkit gone, `sha256sum -c` and plain `tar`
+/// verify and restore a snapshot of each compression.
+#[test]
+fn snapshots_restore_with_plain_sha256sum_and_tar() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    fs::write(data.join("video.bin"), pseudo_random(1 << 20, 9)).unwrap();
+    std::os::unix::fs::symlink("a.csv", data.join("link")).unwrap();
+    for (compression, flags) in [("gzip", "-xzf"), ("zstd", "--zstd -xf"), ("none", "-xf")] {
+        let o = env.bk(&[
+            "backup",
+            data.to_str().unwrap(),
+            "--compression",
+            compression,
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let id = env.snapshot_ids().pop().unwrap();
+        let dir = env.path("repo/snapshots").join(&id);
+        let o = Command::new("sha256sum")
+            .arg("-c")
+            .arg("SHA256SUMS")
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stdout(&o));
+        let object = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("files.tar"))
+            .unwrap();
+        let out = env.path(&format!("plain-{compression}"));
+        fs::create_dir_all(&out).unwrap();
+        let script = format!(
+            "tar {flags} '{}' -C '{}'",
+            dir.join(&object).display(),
+            out.display()
+        );
+        let o = Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{script}: {}", stderr(&o));
+        let copy = out.join(data.strip_prefix("/").unwrap());
+        for f in ["a.csv", "sub/b.json", "video.bin"] {
+            assert_eq!(
+                fs::read(copy.join(f)).unwrap(),
+                fs::read(data.join(f)).unwrap(),
+                "{f}"
+            );
+        }
+        assert_eq!(
+            fs::read_link(copy.join("link")).unwrap(),
+            Path::new("a.csv")
+        );
+    }
+}
+
+#[test]
+fn snapshots_filter_by_tag_host_and_path() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    let other = env.path("other");
+    fs::create_dir_all(&other).unwrap();
+    let d = data.to_str().unwrap();
+    let o = other.to_str().unwrap();
+    assert_eq!(code(&env.bk(&["backup", d, "--tag", "raw,nightly"])), 0);
+    assert_eq!(code(&env.bk(&["backup", o, "--host", "cluster-node-7"])), 0);
+    let count = |args: &[&str]| -> usize {
+        let mut all = vec!["snapshots", "--json"];
+        all.extend_from_slice(args);
+        let out = env.bk(&all);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(&[]), 2);
+    assert_eq!(count(&["--tag", "nightly"]), 1);
+    assert_eq!(count(&["--tag", "weekly"]), 0);
+    assert_eq!(count(&["--host", "cluster-node-7"]), 1);
+    assert_eq!(count(&["--path", o]), 1);
+    assert_eq!(count(&["--path", d, "--tag", "raw"]), 1);
+    assert_eq!(count(&["--path", d, "--host", "cluster-node-7"]), 0);
+}
+
+/// Runs the binary on a pseudo-terminal (util-linux `script`), feeding
+/// `input` to it; returns everything the terminal showed.
+fn on_terminal(env: &Env, args: &str, input: &str) -> (i32, String) {
+    let cmd = format!("'{BIN}' -r '{}' {args}", env.repo());
+    let mut child = Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    (code(&o), stdout(&o))
+}
+
+#[test]
+fn on_a_terminal_forget_asks_for_a_typed_yes() {
+    if Command::new("script").arg("--version").output().is_err() {
+        require_or_skip("util-linux `script` for a pseudo-terminal");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    let id = env.snapshot_ids().remove(0);
+    let (rc, screen) = on_terminal(&env, &format!("forget {id}"), "no\n");
+    assert_eq!(rc, 2, "{screen}");
+    assert!(screen.contains("Type \"yes\" to confirm"), "{screen}");
+    assert_eq!(
+        env.snapshot_ids(),
+        vec![id.clone()],
+        "deleted without a yes"
+    );
+    let (rc, screen) = on_terminal(&env, &format!("forget {id}"), "yes\n");
+    assert_eq!(rc, 0, "{screen}");
+    assert!(env.snapshot_ids().is_empty());
+}
+
+#[test]
+fn progress_is_drawn_on_a_terminal_only() {
+    if Command::new("script").arg("--version").output().is_err() {
+        require_or_skip("util-linux `script` for a pseudo-terminal");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    fs::write(data.join("big.bin"), pseudo_random(40 << 20, 5)).unwrap();
+    let (rc, screen) = on_terminal(&env, &format!("backup '{}'", data.display()), "");
+    assert_eq!(rc, 0, "{screen}");
+    // indicatif draws the bar with the byte counts and a rate.
+    assert!(
+        screen.contains("MiB/s") || screen.contains("KiB/s") || screen.contains("B/s"),
+        "{screen:?}"
+    );
+    // Without a terminal, stderr has no progress at all.
+    let o = env.bk(&["backup", data.to_str().unwrap()]);
+    assert_eq!(code(&o), 0);
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
+}
