@@ -14,3 +14,16 @@ mod tar_format;
 
 pub use hashers::StdHashers;
 pub use tar_format::TarFormat;
+
+use std::sync::Arc;
+
+use backup_core::Registry;
+use backup_core::archive::ArchiveFormat;
+
+/// Registers the tar formats and the standard hashers.
+pub fn register(registry: &mut Registry) {
+    registry.set_formats(|compression, level| {
+        Ok(Box::new(TarFormat::new(compression, level)?) as Box<dyn ArchiveFormat>)
+    });
+    registry.set_hashers(Arc::new(StdHashers));
+}

@@ -21,8 +21,10 @@ const HEADER_LINK_MAX: usize = 100;
 /// Packing writes GNU tar headers (long names and link targets use GNU
 /// extension records) that GNU `tar` extracts; gzip output is one member
 /// compressed on several threads ([`ParallelGzEncoder`]), zstd output one
-/// multi-threaded frame with a checksum. Unpacking decompresses on a thread
-/// of its own while the caller's thread parses tar and visits entries.
+/// multi-threaded frame with a checksum. Unpacking reads and decompresses
+/// the input on a thread of its own while the caller's thread parses tar and
+/// visits entries (so the input must not wait on a lock the caller holds,
+/// such as a locked stdin).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TarFormat {
     compression: Compression,

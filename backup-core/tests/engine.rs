@@ -16,11 +16,7 @@ use backup_core::{
 fn registry() -> Arc<Registry> {
     let mut r = Registry::new();
     backup_targets::register(&mut r);
-    r.set_formats(|c, l| {
-        Ok(Box::new(backup_archive::TarFormat::new(c, l)?)
-            as Box<dyn backup_core::archive::ArchiveFormat>)
-    });
-    r.set_hashers(Arc::new(backup_archive::StdHashers));
+    backup_archive::register(&mut r);
     Arc::new(r)
 }
 

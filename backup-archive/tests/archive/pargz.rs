@@ -117,3 +117,17 @@ fn streaming_hash_equals_one_shot() {
         assert_eq!(b3.finish_hex(), blake3::hash(&data).to_hex().as_str());
     }
 }
+
+#[test]
+fn pargz_output_does_not_depend_on_threads() {
+    let mut rng = Rng::new(13);
+    let mut data = Vec::new();
+    for _ in 0..6 {
+        data.extend(csv(&mut rng, 300_000));
+        data.extend(rng.bytes(200_000));
+    }
+    let one = pargz(&data, 6, 1);
+    for threads in [2, 3, 4] {
+        assert!(pargz(&data, 6, threads) == one, "threads {threads}");
+    }
+}
