@@ -58,6 +58,10 @@ impl Reporter {
 }
 
 impl Progress for Reporter {
+    fn wants_totals(&self) -> bool {
+        self.bar.is_some()
+    }
+
     fn event(&self, event: &Event) {
         match event {
             Event::Total { bytes, .. } => {

@@ -9,7 +9,6 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::Utc;
@@ -21,6 +20,7 @@ use crate::lock;
 use crate::manifest::{MANIFEST_NAME, ManifestWriter};
 use crate::progress::{Cancel, Event, Progress};
 use crate::repository::{Repository, SHA256SUMS, SNAPSHOT_JSON, tool_version};
+use crate::sink;
 use crate::snapshot::{
     MAX_RECORDED_WARNINGS, ObjectRecord, SNAPSHOT_FORMAT, SnapshotKind, SnapshotMeta,
     SnapshotStatus, new_snapshot_id,
@@ -137,10 +137,10 @@ impl Repository {
 
         let result = std::thread::scope(|s| {
             let scan_cancel = Cancel::new();
-            let scanner = {
+            let scanner = progress.wants_totals().then(|| {
                 let (source, scan_cancel) = (&source, scan_cancel.clone());
                 s.spawn(move || count_tree(source, &scan_cancel, progress))
-            };
+            });
             let r = self.write_snapshot(
                 &id,
                 &source,
@@ -150,7 +150,9 @@ impl Repository {
                 cancel,
             );
             scan_cancel.cancel();
-            let _ = scanner.join();
+            if let Some(scanner) = scanner {
+                let _ = scanner.join();
+            }
             r
         });
         let (run, objects) = match result {
@@ -197,9 +199,9 @@ impl Repository {
         let target = self.target();
         let data_name = format.compression().data_object_name();
         let data_key = Repository::key(id, data_name);
-        let sink = Sink::new(target.put(&data_key)?, hashers.sha256());
+        let (sink, writer_thread) = sink::spawn(target.put(&data_key)?, hashers.sha256())?;
         let mut packer = format
-            .packer(Box::new(sink.clone()))
+            .packer(Box::new(sink))
             .ctx("start archive", &data_key)?;
 
         let manifest_key = Repository::key(id, MANIFEST_NAME);
@@ -210,20 +212,32 @@ impl Repository {
         let mut manifest = ManifestWriter::new(manifest_out, id).ctx("write", &manifest_key)?;
 
         let mut run = Run::new(progress, Some(hashers));
-        source.walk(cancel, &mut |w| {
-            run.store(
-                w,
-                packer.as_mut(),
-                &mut manifest,
-                cancel,
-                &data_key,
-                &manifest_key,
-            )
-        })?;
-        cancel.check()?;
-
-        packer.finish().ctx("write", &data_key)?;
-        let (writer, data_sha, data_size) = sink.into_parts(&data_key)?;
+        let walked = source
+            .walk(cancel, &mut |w| {
+                run.store(
+                    w,
+                    packer.as_mut(),
+                    &mut manifest,
+                    cancel,
+                    &data_key,
+                    &manifest_key,
+                )
+            })
+            .and_then(|()| cancel.check());
+        let archived = match walked {
+            Ok(()) => packer.finish().ctx("write", &data_key),
+            Err(e) => {
+                drop(packer);
+                Err(e)
+            }
+        };
+        // The writer thread's own error (a full disk, say) is the cause of a
+        // packing error, so it is the one reported.
+        let (writer, data_sha, data_size) = match (archived, writer_thread.finish(&data_key)) {
+            (Err(Error::Cancelled), _) => return Err(Error::Cancelled),
+            (Ok(()), Ok(written)) => written,
+            (_, Err(cause)) | (Err(cause), Ok(_)) => return Err(cause),
+        };
         writer.commit()?;
 
         let (buffered, manifest_sha, manifest_size) = manifest.into_inner().finish();
@@ -619,59 +633,5 @@ impl Write for ObjectWriterBox {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.0.flush()
-    }
-}
-
-/// The data object's writer, shared so that it can be taken back (to commit
-/// it and read its hash) after the packer that owns a handle is finished.
-#[derive(Clone)]
-struct Sink(Arc<Mutex<Option<SinkState>>>);
-
-struct SinkState {
-    out: Box<dyn ObjectWriter>,
-    hasher: Box<dyn StreamHasher>,
-    count: u64,
-}
-
-impl Sink {
-    fn new(out: Box<dyn ObjectWriter>, hasher: Box<dyn StreamHasher>) -> Self {
-        Self(Arc::new(Mutex::new(Some(SinkState {
-            out,
-            hasher,
-            count: 0,
-        }))))
-    }
-
-    fn into_parts(self, key: &str) -> Result<(Box<dyn ObjectWriter>, String, u64)> {
-        let state = self
-            .0
-            .lock()
-            .map_err(|_| Error::io("write", key, io::Error::other("writer poisoned")))?
-            .take()
-            .ok_or_else(|| Error::io("write", key, io::Error::other("writer already taken")))?;
-        Ok((state.out, state.hasher.finish_hex(), state.count))
-    }
-}
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut guard = self
-            .0
-            .lock()
-            .map_err(|_| io::Error::other("writer poisoned"))?;
-        let state = guard
-            .as_mut()
-            .ok_or_else(|| io::Error::other("writer closed"))?;
-        let n = state.out.write(buf)?;
-        state.hasher.update(&buf[..n]);
-        state.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self.0.lock() {
-            Ok(mut g) => g.as_mut().map_or(Ok(()), |s| s.out.flush()),
-            Err(_) => Err(io::Error::other("writer poisoned")),
-        }
     }
 }

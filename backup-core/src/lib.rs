@@ -16,6 +16,7 @@ pub mod progress;
 pub mod registry;
 pub mod repository;
 pub mod restore;
+mod sink;
 pub mod snapshot;
 pub mod source;
 pub mod target;

@@ -36,6 +36,13 @@ pub enum Event {
 /// working thread for every file.
 pub trait Progress: Send + Sync {
     fn event(&self, event: &Event);
+
+    /// Whether [`Event::Total`] is wanted. Totals cost a second walk of the
+    /// source (alongside the real one), so a sink that shows no progress
+    /// bar says no.
+    fn wants_totals(&self) -> bool {
+        true
+    }
 }
 
 /// A progress sink that ignores everything.
@@ -44,6 +51,10 @@ pub struct NoProgress;
 
 impl Progress for NoProgress {
     fn event(&self, _event: &Event) {}
+
+    fn wants_totals(&self) -> bool {
+        false
+    }
 }
 
 impl<F: Fn(&Event) + Send + Sync> Progress for F {

@@ -88,6 +88,7 @@ impl Repository {
             verified: HashSet::new(),
             dirs: Vec::new(),
             symlinks: Vec::new(),
+            buf: vec![0u8; 256 * 1024],
             summary: RestoreSummary {
                 snapshot: meta.id.clone(),
                 target: root.clone(),
@@ -223,6 +224,8 @@ struct Writer<'a> {
     /// Symlinks, created last so nothing is ever written through one.
     symlinks: Vec<(PathBuf, String, FileTime)>,
     summary: RestoreSummary,
+    /// One copy buffer for every file.
+    buf: Vec<u8>,
 }
 
 fn mtime_of(e: &Entry) -> FileTime {
@@ -250,7 +253,7 @@ impl Writer<'_> {
                     .mode(0o600)
                     .open(&dest)
                     .ctx("create", dest.display())?;
-                let n = copy(content, &mut file).ctx("write", dest.display())?;
+                let n = copy(content, &mut file, &mut self.buf).ctx("write", dest.display())?;
                 file.set_permissions(fs::Permissions::from_mode(entry.mode))
                     .ctx("set mode of", dest.display())?;
                 filetime::set_file_handle_times(&file, None, Some(mtime_of(entry)))
@@ -379,11 +382,10 @@ impl Writer<'_> {
     }
 }
 
-fn copy(from: &mut dyn Read, to: &mut File) -> io::Result<u64> {
-    let mut buf = vec![0u8; 256 * 1024];
+fn copy(from: &mut dyn Read, to: &mut File, buf: &mut [u8]) -> io::Result<u64> {
     let mut total = 0u64;
     loop {
-        let n = match from.read(&mut buf) {
+        let n = match from.read(buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
