@@ -191,8 +191,14 @@ fn matches_filters(s: &SnapshotMeta, a: &SnapshotsArgs) -> bool {
 
 fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Outcome {
     let repo = ctx.open()?;
-    let list: Vec<SnapshotMeta> = repo
-        .snapshots()?
+    let listing = repo.list_snapshots()?;
+    for (id, reason) in &listing.damaged {
+        eprintln!(
+            "backupkit: warning: snapshot {id} is damaged and not listed: {reason} (see `backupkit check`)"
+        );
+    }
+    let list: Vec<SnapshotMeta> = listing
+        .snapshots
         .into_iter()
         .filter(|s| matches_filters(s, a))
         .collect();

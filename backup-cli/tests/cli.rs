@@ -729,3 +729,102 @@ fn progress_is_drawn_on_a_terminal_only() {
     assert_eq!(code(&o), 0);
     assert!(o.stderr.is_empty(), "{}", stderr(&o));
 }
+
+#[test]
+fn read_data_subsets_cover_every_snapshot_once() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    for _ in 0..6 {
+        assert_eq!(code(&env.bk(&["backup", "-q", data.to_str().unwrap()])), 0);
+    }
+    let mut read = 0;
+    for n in 1..=3 {
+        let subset = format!("{n}/3");
+        let o = env.bk(&["check", "--read-data-subset", &subset, "--json"]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(report["snapshots_checked"], 6);
+        read += report["snapshots_read"].as_u64().unwrap();
+    }
+    assert_eq!(
+        read, 6,
+        "the three groups together read every snapshot once"
+    );
+    let o = env.bk(&["check", "--read-data-subset", "50%", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["snapshots_read"], 3);
+    assert_clean_error(
+        &env.bk(&["check", "--read-data-subset", "4/3"]),
+        2,
+        "read-data-subset",
+    );
+}
+
+#[test]
+fn restore_include_and_verbose_listing() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    let o = env.bk(&["-v", "backup", data.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // -v names each file on stderr; stdout keeps only the result.
+    assert!(
+        stderr(&o).contains("sub/b.json") && stderr(&o).contains("a.csv"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&o).lines().count(), 1, "{}", stdout(&o));
+    let out = env.path("out");
+    let o = env.bk(&[
+        "restore",
+        "latest",
+        "--target",
+        out.to_str().unwrap(),
+        "--include",
+        "sub",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let base = out.join(data.strip_prefix("/").unwrap());
+    assert!(base.join("sub/b.json").is_file());
+    assert!(!base.join("a.csv").exists());
+}
+
+#[test]
+fn a_damaged_snapshot_json_is_reported_and_blocks_nothing_else() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    let good = env.snapshot_ids().remove(0);
+    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    let bad = env.snapshot_ids().pop().unwrap();
+    fs::write(
+        env.path("repo/snapshots").join(&bad).join("snapshot.json"),
+        "{",
+    )
+    .unwrap();
+    let o = env.bk(&["snapshots"]);
+    assert_eq!(code(&o), 0);
+    assert!(
+        stdout(&o).contains(&good) && !stdout(&o).contains(&bad),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains(&bad) && stderr(&o).contains("damaged"),
+        "{}",
+        stderr(&o)
+    );
+    let o = env.bk(&[
+        "restore",
+        &good,
+        "--target",
+        env.path("out").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&env.bk(&["ls", &bad])), 13);
+    let o = env.bk(&["check"]);
+    assert_eq!(code(&o), 13);
+    assert!(stdout(&o).contains(&bad), "{}", stdout(&o));
+}

@@ -27,7 +27,7 @@ pub use check::{CheckOptions, CheckProblem, CheckReport, error_chain};
 pub use error::{Error, IoContext, Result};
 pub use progress::{Cancel, Event, NoProgress, Progress};
 pub use registry::Registry;
-pub use repository::Repository;
+pub use repository::{Repository, SnapshotListing};
 pub use restore::{RestoreOptions, RestoreSummary};
 pub use snapshot::{SnapshotKind, SnapshotMeta, SnapshotStatus};
 pub use target::{ObjectMeta, ObjectWriter, Target, TargetExt};

@@ -39,6 +39,15 @@ pub struct RepositoryMarker {
     pub tool_version: String,
 }
 
+/// The result of listing snapshots.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotListing {
+    /// Readable snapshots, oldest first.
+    pub snapshots: Vec<SnapshotMeta>,
+    /// Committed snapshots whose `snapshot.json` cannot be read: id, reason.
+    pub damaged: Vec<(String, String)>,
+}
+
 /// The version string recorded in metadata.
 pub fn tool_version() -> String {
     format!("backupkit {}", env!("CARGO_PKG_VERSION"))
@@ -138,15 +147,32 @@ impl Repository {
 
     /// Every committed snapshot, oldest first. Directories without
     /// `snapshot.json` (unfinished backups) are not snapshots.
+    ///
+    /// A snapshot whose `snapshot.json` is damaged is left out, so that it
+    /// cannot block access to the others; [`Repository::list_snapshots`]
+    /// names it and `check` reports it.
     pub fn snapshots(&self) -> Result<Vec<SnapshotMeta>> {
-        let mut out = Vec::new();
+        Ok(self.list_snapshots()?.snapshots)
+    }
+
+    /// Every committed snapshot, oldest first, and those whose metadata
+    /// cannot be read (id and reason).
+    pub fn list_snapshots(&self) -> Result<SnapshotListing> {
+        let mut listing = SnapshotListing::default();
         for (id, committed) in self.snapshot_dirs()? {
-            if committed {
-                out.push(self.load_snapshot(&id)?);
+            if !committed {
+                continue;
+            }
+            match self.load_snapshot(&id) {
+                Ok(meta) => listing.snapshots.push(meta),
+                Err(Error::Integrity { detail, .. }) => listing.damaged.push((id, detail)),
+                Err(e) => return Err(e),
             }
         }
-        out.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then(a.id.cmp(&b.id)));
-        Ok(out)
+        listing
+            .snapshots
+            .sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then(a.id.cmp(&b.id)));
+        Ok(listing)
     }
 
     /// Snapshot directory names, each with whether it is committed.
@@ -179,8 +205,10 @@ impl Repository {
             }
             other => other?,
         };
-        let meta: SnapshotMeta =
-            serde_json::from_slice(&bytes).map_err(|source| Error::Format { path: key, source })?;
+        let meta: SnapshotMeta = serde_json::from_slice(&bytes).map_err(|e| Error::Integrity {
+            snapshot: id.to_owned(),
+            detail: format!("{SNAPSHOT_JSON} cannot be read: {e}"),
+        })?;
         if meta.id != id {
             return Err(Error::Integrity {
                 snapshot: id.to_owned(),
@@ -192,15 +220,17 @@ impl Repository {
 
     /// Finds a snapshot by exact id, unique prefix, or `latest`.
     pub fn find_snapshot(&self, id: &str) -> Result<SnapshotMeta> {
+        // An exact id is read directly: other snapshots' state is irrelevant.
+        match self.load_snapshot(id) {
+            Err(Error::SnapshotNotFound { .. }) => {}
+            other => return other,
+        }
         let all = self.snapshots()?;
         if id == "latest" {
             return all
                 .into_iter()
                 .last()
                 .ok_or_else(|| Error::SnapshotNotFound { id: id.to_owned() });
-        }
-        if let Some(exact) = all.iter().find(|s| s.id == id) {
-            return Ok(exact.clone());
         }
         let mut matching: Vec<SnapshotMeta> =
             all.into_iter().filter(|s| s.id.starts_with(id)).collect();

@@ -798,3 +798,35 @@ fn progress_reports_totals_files_and_finish() {
         .count();
     assert!(files >= 12, "{files}");
 }
+
+#[test]
+fn a_damaged_snapshot_json_blocks_nothing_else_and_is_reported() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    make_tree(&src);
+    let good = fx.backup(&[&src]).snapshot.unwrap().id;
+    let bad = fx.backup(&[&src]).snapshot.unwrap().id;
+    fs::write(fx.snapshot_dir(&bad).join("snapshot.json"), "{ truncated").unwrap();
+
+    let listing = fx.repo.list_snapshots().unwrap();
+    let ids: Vec<&str> = listing.snapshots.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, [good.as_str()]);
+    assert_eq!(listing.damaged.len(), 1);
+    assert_eq!(listing.damaged[0].0, bad);
+    // The healthy snapshot is still found and restored, by id and as latest.
+    assert_eq!(fx.repo.find_snapshot("latest").unwrap().id, good);
+    fx.restore(&good, &fx.path("out")).unwrap();
+    // The damaged one is an integrity failure, by id and in check.
+    assert!(matches!(
+        fx.repo.find_snapshot(&bad),
+        Err(Error::Integrity { .. })
+    ));
+    let report = fx.check_all();
+    assert_eq!(report.problems.len(), 1);
+    assert_eq!(report.problems[0].snapshot, bad);
+    assert!(
+        report.problems[0].message.contains("snapshot.json"),
+        "{:?}",
+        report.problems
+    );
+}
