@@ -47,6 +47,17 @@ impl Env {
         fs::write(d.join("sub/b.json"), "{\"k\": 1}").unwrap();
         d
     }
+    /// Runs `backup ARGS`, asserts success, returns the new snapshot's id.
+    fn backup_ok(&self, args: &[&str]) -> String {
+        let mut all = vec!["backup"];
+        all.extend_from_slice(args);
+        let o = self.bk(&all);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        self.snapshot_ids().pop().unwrap()
+    }
+    fn restore_to(&self, id: &str, dir: &str) -> Output {
+        self.bk(&["restore", id, "--target", self.path(dir).to_str().unwrap()])
+    }
     fn init(&self) {
         let o = self.bk(&["init"]);
         assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -183,7 +194,7 @@ fn exit_codes_for_bad_input() {
         "a failed backup left a snapshot"
     );
     // 1: a restore target that cannot be created (under a regular file).
-    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    env.backup_ok(&[data.to_str().unwrap()]);
     let blocker = env.path("file");
     fs::write(&blocker, "x").unwrap();
     assert_clean_error(
@@ -203,7 +214,7 @@ fn restore_does_not_overwrite_without_flag() {
     let env = Env::new();
     env.init();
     let data = env.data();
-    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    env.backup_ok(&[data.to_str().unwrap()]);
     let out = env.path("out");
     let target = out.to_str().unwrap();
     assert_eq!(code(&env.bk(&["restore", "latest", "--target", target])), 0);
@@ -225,7 +236,7 @@ fn forget_needs_confirmation_without_a_terminal() {
     let env = Env::new();
     env.init();
     let data = env.data();
-    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    env.backup_ok(&[data.to_str().unwrap()]);
     let id = env.snapshot_ids().remove(0);
     assert_clean_error(&env.bk(&["forget", &id]), 2, "--yes");
     assert_eq!(env.snapshot_ids(), vec![id.clone()]);
@@ -245,7 +256,7 @@ fn damaged_data_gives_integrity_exit_code() {
     env.init();
     let data = env.data();
     fs::write(data.join("big.bin"), pseudo_random(300_000, 7)).unwrap();
-    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    env.backup_ok(&[data.to_str().unwrap()]);
     let id = env.snapshot_ids().remove(0);
     let obj = env.path("repo/snapshots").join(&id).join("files.tar.gz");
     let mut bytes = fs::read(&obj).unwrap();
@@ -260,12 +271,7 @@ fn damaged_data_gives_integrity_exit_code() {
         stdout(&o)
     );
     // Restoring damaged data fails the same way.
-    let o = env.bk(&[
-        "restore",
-        &id,
-        "--target",
-        env.path("out").to_str().unwrap(),
-    ]);
+    let o = env.restore_to(&id, "out");
     assert_eq!(code(&o), 13, "{}", stderr(&o));
 }
 
@@ -274,7 +280,7 @@ fn an_exclusive_lock_of_a_live_process_gives_locked() {
     let env = Env::new();
     env.init();
     let data = env.data();
-    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    env.backup_ok(&[data.to_str().unwrap()]);
     let id = env.snapshot_ids().remove(0);
     let mut holder = Command::new("sleep").arg("30").spawn().unwrap();
     let lock = serde_json::json!({
@@ -294,7 +300,7 @@ fn an_exclusive_lock_of_a_live_process_gives_locked() {
     holder.kill().unwrap();
     holder.wait().unwrap();
     // Its process is gone: the lock is stale, blocks nothing, and unlock removes it.
-    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    env.backup_ok(&[data.to_str().unwrap()]);
     let o = env.bk(&["unlock"]);
     assert_eq!(code(&o), 0);
     assert!(stdout(&o).contains("1 lock(s) removed"), "{}", stdout(&o));
@@ -455,7 +461,7 @@ fn kill_9_during_backup_leaves_earlier_snapshots_intact() {
         .unwrap();
     }
     let d = data.to_str().unwrap();
-    assert_eq!(code(&env.bk(&["backup", d])), 0);
+    env.backup_ok(&[d]);
     let first = env.snapshot_ids();
     let repo = env.repo();
     let mut completed = 0;
@@ -533,7 +539,7 @@ fn broken_pipe_is_not_an_error() {
     for i in 0..2000 {
         fs::write(data.join(format!("f{i}")), "x").unwrap();
     }
-    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    env.backup_ok(&[data.to_str().unwrap()]);
     let mut child = Command::new(BIN)
         .args(["-r", &env.repo(), "ls", "latest"])
         .stdout(Stdio::piped())
@@ -640,8 +646,8 @@ fn snapshots_filter_by_tag_host_and_path() {
     fs::create_dir_all(&other).unwrap();
     let d = data.to_str().unwrap();
     let o = other.to_str().unwrap();
-    assert_eq!(code(&env.bk(&["backup", d, "--tag", "raw,nightly"])), 0);
-    assert_eq!(code(&env.bk(&["backup", o, "--host", "cluster-node-7"])), 0);
+    env.backup_ok(&[d, "--tag", "raw,nightly"]);
+    env.backup_ok(&[o, "--host", "cluster-node-7"]);
     let count = |args: &[&str]| -> usize {
         let mut all = vec!["snapshots", "--json"];
         all.extend_from_slice(args);
@@ -692,7 +698,7 @@ fn on_a_terminal_forget_asks_for_a_typed_yes() {
     let env = Env::new();
     env.init();
     let data = env.data();
-    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
+    env.backup_ok(&[data.to_str().unwrap()]);
     let id = env.snapshot_ids().remove(0);
     let (rc, screen) = on_terminal(&env, &format!("forget {id}"), "no\n");
     assert_eq!(rc, 2, "{screen}");
@@ -736,7 +742,7 @@ fn read_data_subsets_cover_every_snapshot_once() {
     env.init();
     let data = env.data();
     for _ in 0..6 {
-        assert_eq!(code(&env.bk(&["backup", "-q", data.to_str().unwrap()])), 0);
+        env.backup_ok(&["-q", data.to_str().unwrap()]);
     }
     let mut read = 0;
     for n in 1..=3 {
@@ -795,10 +801,8 @@ fn a_damaged_snapshot_json_is_reported_and_blocks_nothing_else() {
     let env = Env::new();
     env.init();
     let data = env.data();
-    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
-    let good = env.snapshot_ids().remove(0);
-    assert_eq!(code(&env.bk(&["backup", data.to_str().unwrap()])), 0);
-    let bad = env.snapshot_ids().pop().unwrap();
+    let good = env.backup_ok(&[data.to_str().unwrap()]);
+    let bad = env.backup_ok(&[data.to_str().unwrap()]);
     fs::write(
         env.path("repo/snapshots").join(&bad).join("snapshot.json"),
         "{",
@@ -816,12 +820,7 @@ fn a_damaged_snapshot_json_is_reported_and_blocks_nothing_else() {
         "{}",
         stderr(&o)
     );
-    let o = env.bk(&[
-        "restore",
-        &good,
-        "--target",
-        env.path("out").to_str().unwrap(),
-    ]);
+    let o = env.restore_to(&good, "out");
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(code(&env.bk(&["ls", &bad])), 13);
     let o = env.bk(&["check"]);
