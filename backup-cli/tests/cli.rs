@@ -827,3 +827,43 @@ fn a_damaged_snapshot_json_is_reported_and_blocks_nothing_else() {
     assert_eq!(code(&o), 13);
     assert!(stdout(&o).contains(&bad), "{}", stdout(&o));
 }
+
+#[test]
+fn ctrl_c_cancels_cleanly_with_exit_130() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    for i in 0..6 {
+        fs::write(
+            data.join(format!("video{i}.bin")),
+            pseudo_random(8 << 20, i),
+        )
+        .unwrap();
+    }
+    let d = data.to_str().unwrap();
+    let before = env.backup_ok(&[d]);
+    let child = Command::new(BIN)
+        .args(["-r", &env.repo(), "backup", d])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 130, "{err}");
+    assert!(
+        err.contains("interrupted") && !err.contains("panicked"),
+        "{err}"
+    );
+    // Nothing partial is visible, and nothing is left behind to clean up.
+    assert_eq!(env.snapshot_ids(), vec![before]);
+    let o = env.bk(&["check", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["unfinished"], serde_json::json!([]), "{report}");
+    assert!(env.bk(&["unlock"]).stdout.starts_with(b"0 lock(s) removed"));
+}
