@@ -19,6 +19,7 @@ pub mod restore;
 mod sink;
 pub mod snapshot;
 pub mod source;
+mod store;
 pub mod target;
 mod verify;
 
