@@ -132,15 +132,83 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct ForgetArgs {
-    /// Snapshots to delete (ids or unique prefixes).
-    #[arg(required = true, value_name = "ID")]
+    /// Snapshots to delete (ids or unique prefixes); or give a policy.
+    #[arg(value_name = "ID")]
     pub snapshots: Vec<String>,
-    /// Delete without asking.
-    #[arg(short, long)]
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Only consider snapshots of this host (with a policy).
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// Only consider snapshots with this tag (with a policy).
+    #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Only consider snapshots of this path (with a policy).
+    #[arg(long = "path")]
+    pub paths: Vec<PathBuf>,
+    /// Delete without asking (no short form: `-y` is --keep-yearly).
+    #[arg(long)]
     pub yes: bool,
-    /// Show what would be deleted.
+    /// Show what would be kept and deleted; delete nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Accepted for restic habits: a backupkit snapshot owns its data, so
+    /// forgetting it always deletes its data.
+    #[arg(long)]
+    pub prune: bool,
+}
+
+/// restic's `--keep-*` flags. Counts accept `unlimited`.
+#[derive(Debug, Args, Default)]
+#[allow(clippy::struct_field_names)] // the names are the flags users know
+pub struct PolicyArgs {
+    /// Keep the last N snapshots.
+    #[arg(short = 'l', long, value_name = "N", value_parser = parse_count)]
+    pub keep_last: Option<u32>,
+    /// Keep the last N hourly snapshots.
+    #[arg(short = 'H', long, value_name = "N", value_parser = parse_count)]
+    pub keep_hourly: Option<u32>,
+    /// Keep the last N daily snapshots.
+    #[arg(short = 'd', long, value_name = "N", value_parser = parse_count)]
+    pub keep_daily: Option<u32>,
+    /// Keep the last N weekly snapshots.
+    #[arg(short = 'w', long, value_name = "N", value_parser = parse_count)]
+    pub keep_weekly: Option<u32>,
+    /// Keep the last N monthly snapshots.
+    #[arg(short = 'm', long, value_name = "N", value_parser = parse_count)]
+    pub keep_monthly: Option<u32>,
+    /// Keep the last N yearly snapshots.
+    #[arg(short = 'y', long, value_name = "N", value_parser = parse_count)]
+    pub keep_yearly: Option<u32>,
+    /// Keep snapshots newer than DURATION (like 1y5m7d2h) before the newest.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep one snapshot per hour within DURATION of the newest.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_hourly: Option<String>,
+    /// Keep one snapshot per day within DURATION of the newest.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_daily: Option<String>,
+    /// Keep one snapshot per week within DURATION of the newest.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_weekly: Option<String>,
+    /// Keep one snapshot per month within DURATION of the newest.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_monthly: Option<String>,
+    /// Keep one snapshot per year within DURATION of the newest.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_yearly: Option<String>,
+    /// Keep snapshots with all of these tags (repeat for alternatives).
+    #[arg(long = "keep-tag", value_name = "TAG[,TAG...]")]
+    pub keep_tags: Vec<String>,
+}
+
+fn parse_count(s: &str) -> Result<u32, String> {
+    if s == "unlimited" {
+        return Ok(backup_core::retention::UNLIMITED);
+    }
+    s.parse::<u32>()
+        .map_err(|_| format!("{s:?} is not a count (a whole number or `unlimited`)"))
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +217,28 @@ pub struct UnlockArgs {
     #[arg(long)]
     pub remove_all: bool,
     /// With --remove-all: do not ask.
-    #[arg(short, long)]
+    #[arg(long)]
     pub yes: bool,
+}
+
+impl PolicyArgs {
+    /// The policy these flags describe (empty when none is given).
+    pub fn to_policy(&self) -> backup_core::Result<backup_core::KeepPolicy> {
+        let dur = |d: &Option<String>| d.as_deref().map(str::parse).transpose();
+        Ok(backup_core::KeepPolicy {
+            last: self.keep_last.unwrap_or(0),
+            hourly: self.keep_hourly.unwrap_or(0),
+            daily: self.keep_daily.unwrap_or(0),
+            weekly: self.keep_weekly.unwrap_or(0),
+            monthly: self.keep_monthly.unwrap_or(0),
+            yearly: self.keep_yearly.unwrap_or(0),
+            within: dur(&self.keep_within)?,
+            within_hourly: dur(&self.keep_within_hourly)?,
+            within_daily: dur(&self.keep_within_daily)?,
+            within_weekly: dur(&self.keep_within_weekly)?,
+            within_monthly: dur(&self.keep_within_monthly)?,
+            within_yearly: dur(&self.keep_within_yearly)?,
+            tags: backup_core::retention::tag_lists(&self.keep_tags),
+        })
+    }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use backup_core::snapshot::SnapshotMeta;
 use backup_core::{
-    BackupOptions, Cancel, CheckOptions, Error, Registry, Repository, RestoreOptions, error_chain,
+    BackupOptions, Cancel, CheckOptions, Error, ForgetOptions, KeepPolicy, Registry, Repository,
+    RestoreOptions, SnapshotFilter, error_chain,
 };
 
 use crate::args::{
@@ -178,17 +179,6 @@ fn backup(ctx: &Ctx, a: &BackupArgs) -> Outcome {
     Ok(exit::OK)
 }
 
-fn matches_filters(s: &SnapshotMeta, a: &SnapshotsArgs) -> bool {
-    let tag_ok = a.tags.is_empty() || a.tags.iter().any(|t| s.tags.contains(t));
-    let host_ok = a.hosts.is_empty() || a.hosts.contains(&s.host);
-    let path_ok = a.paths.is_empty()
-        || a.paths.iter().any(|p| {
-            let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
-            s.paths.iter().any(|sp| std::path::Path::new(sp) == abs)
-        });
-    tag_ok && host_ok && path_ok
-}
-
 fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Outcome {
     let repo = ctx.open()?;
     let listing = repo.list_snapshots()?;
@@ -197,10 +187,15 @@ fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Outcome {
             "backupkit: warning: snapshot {id} is damaged and not listed: {reason} (see `backupkit check`)"
         );
     }
+    let filter = SnapshotFilter {
+        hosts: a.hosts.clone(),
+        tags: a.tags.clone(),
+        paths: a.paths.clone(),
+    };
     let list: Vec<SnapshotMeta> = listing
         .snapshots
         .into_iter()
-        .filter(|s| matches_filters(s, a))
+        .filter(|s| filter.matches(s))
         .collect();
     if ctx.v.json {
         json(&list)?;
@@ -369,21 +364,45 @@ fn check(ctx: &Ctx, a: &CheckArgs) -> Outcome {
     }
 }
 
+/// Asks before deleting, unless `--yes`; refuses without a terminal.
+fn confirm_delete(yes: bool, question: &str) -> Result<(), Failure> {
+    if yes {
+        return Ok(());
+    }
+    match confirm(question, "yes") {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Failure::Exit(
+            exit::USAGE,
+            "not confirmed; nothing deleted".into(),
+        )),
+        Err(msg) => Err(Failure::Exit(exit::USAGE, msg)),
+    }
+}
+
 fn forget(ctx: &Ctx, a: &ForgetArgs) -> Outcome {
+    let policy = a.policy.to_policy()?;
     let repo = ctx.open()?;
+    match (a.snapshots.is_empty(), policy.is_empty()) {
+        (false, false) => Err(Failure::Exit(
+            exit::USAGE,
+            "give snapshot ids or a --keep-* policy, not both".into(),
+        )),
+        (true, true) => Err(Failure::Exit(
+            exit::USAGE,
+            "give snapshot ids, or a policy such as --keep-daily 7 --keep-weekly 4".into(),
+        )),
+        (false, true) => forget_ids(ctx, a, &repo),
+        (true, false) => forget_policy(ctx, a, &repo, policy),
+    }
+}
+
+fn forget_ids(ctx: &Ctx, a: &ForgetArgs, repo: &Repository) -> Outcome {
     let ids = repo.forget(&a.snapshots, true)?;
-    if !a.dry_run && !a.yes {
-        let question = format!("Delete {} snapshot(s): {}?", ids.len(), ids.join(", "));
-        match confirm(&question, "yes") {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(Failure::Exit(
-                    exit::USAGE,
-                    "not confirmed; nothing deleted".into(),
-                ));
-            }
-            Err(msg) => return Err(Failure::Exit(exit::USAGE, msg)),
-        }
+    if !a.dry_run {
+        confirm_delete(
+            a.yes,
+            &format!("Delete {} snapshot(s): {}?", ids.len(), ids.join(", ")),
+        )?;
     }
     let removed = if a.dry_run {
         ids
@@ -396,6 +415,51 @@ fn forget(ctx: &Ctx, a: &ForgetArgs) -> Outcome {
         let verb = if a.dry_run { "would remove" } else { "removed" };
         for id in &removed {
             ctx.say(format!("{verb} snapshot {id}"))?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn forget_policy(ctx: &Ctx, a: &ForgetArgs, repo: &Repository, policy: KeepPolicy) -> Outcome {
+    let mut opts = ForgetOptions {
+        policy,
+        filter: SnapshotFilter {
+            hosts: a.hosts.clone(),
+            tags: a.tags.clone(),
+            paths: a.paths.clone(),
+        },
+        dry_run: true,
+    };
+    let plan = repo.forget_by_policy(&opts)?;
+    let doomed: usize = plan.iter().map(|g| g.remove.len()).sum();
+    let groups = if a.dry_run || doomed == 0 {
+        plan
+    } else {
+        confirm_delete(
+            a.yes,
+            &format!("Delete {doomed} snapshot(s) that the policy does not keep?"),
+        )?;
+        opts.dry_run = false;
+        repo.forget_by_policy(&opts)?
+    };
+    if ctx.v.json {
+        json(&serde_json::json!({ "groups": groups, "dry_run": a.dry_run }))?;
+        return Ok(exit::OK);
+    }
+    for g in &groups {
+        ctx.say(format!(
+            "snapshots of host {} paths {}:",
+            g.host,
+            g.paths.join(", ")
+        ))?;
+        ctx.say(format!("keep {} snapshot(s):", g.keep.len()))?;
+        for d in &g.keep {
+            ctx.say(format!("  {}  {}", d.id, d.reasons.join(", ")))?;
+        }
+        let verb = if a.dry_run { "would remove" } else { "removed" };
+        ctx.say(format!("{verb} {} snapshot(s):", g.remove.len()))?;
+        for d in &g.remove {
+            ctx.say(format!("  {}", d.id))?;
         }
     }
     Ok(exit::OK)

@@ -49,11 +49,12 @@ impl Env {
     }
     /// Runs `backup ARGS`, asserts success, returns the new snapshot's id.
     fn backup_ok(&self, args: &[&str]) -> String {
-        let mut all = vec!["backup"];
+        let mut all = vec!["--json", "backup"];
         all.extend_from_slice(args);
         let o = self.bk(&all);
         assert_eq!(code(&o), 0, "{}", stderr(&o));
-        self.snapshot_ids().pop().unwrap()
+        let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        summary["snapshot"]["id"].as_str().unwrap().to_owned()
     }
     fn restore_to(&self, id: &str, dir: &str) -> Output {
         self.bk(&["restore", id, "--target", self.path(dir).to_str().unwrap()])
@@ -866,4 +867,113 @@ fn ctrl_c_cancels_cleanly_with_exit_130() {
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["unfinished"], serde_json::json!([]), "{report}");
     assert!(env.bk(&["unlock"]).stdout.starts_with(b"0 lock(s) removed"));
+}
+
+/// Moves a snapshot's recorded time (the policy works on `timestamp`).
+fn set_time(env: &Env, id: &str, time: &str) {
+    let path = env.path("repo/snapshots").join(id).join("snapshot.json");
+    let mut meta: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    meta["timestamp"] = time.into();
+    fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
+}
+
+#[test]
+fn forget_by_policy_keeps_what_restic_would_and_says_why() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    let d = data.to_str().unwrap();
+    // Noon UTC is the same calendar day in every time zone CI may use.
+    let days = [
+        "2026-11-20",
+        "2026-11-21",
+        "2026-11-21",
+        "2026-11-23",
+        "2026-11-24",
+    ];
+    let mut ids = Vec::new();
+    for (i, day) in days.iter().enumerate() {
+        let id = env.backup_ok(&[d]);
+        set_time(&env, &id, &format!("{day}T12:00:0{i}Z"));
+        ids.push(id);
+    }
+    let other = env.backup_ok(&[d, "--host", "other-host"]);
+
+    let o = env.bk(&["forget", "--keep-daily", "2", "--dry-run", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let groups = v["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "one group per host: {v}");
+    let mine = groups.iter().find(|g| g["host"] != "other-host").unwrap();
+    let kept: Vec<&str> = mine["keep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept, [ids[4].as_str(), ids[3].as_str()]);
+    assert_eq!(
+        mine["keep"][0]["reasons"],
+        serde_json::json!(["daily snapshot"])
+    );
+    assert_eq!(mine["remove"].as_array().unwrap().len(), 3);
+    assert_eq!(env.snapshot_ids().len(), 6, "a dry run deleted something");
+
+    // Deleting needs --yes without a terminal.
+    assert_clean_error(&env.bk(&["forget", "--keep-daily", "2"]), 2, "--yes");
+    assert_eq!(env.snapshot_ids().len(), 6);
+    // The seeds' grandfather-father-son policy, in one command, only for this host.
+    let host = hostname();
+    let o = env.bk(&[
+        "forget",
+        "--keep-daily",
+        "2",
+        "--keep-weekly",
+        "4",
+        "--keep-monthly",
+        "12",
+        "--host",
+        &host,
+        "--yes",
+        "--prune",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("weekly snapshot"), "{}", stdout(&o));
+    let mut left = env.snapshot_ids();
+    left.sort();
+    // Weekly: 23-24 Nov are ISO week 48 (kept as daily), 20-21 Nov week 47:
+    // its newest, 21 Nov (the later one). Monthly: November's newest, and
+    // as the monthly count is not used up, the oldest, 20 Nov.
+    let mut want = vec![
+        ids[0].clone(),
+        ids[2].clone(),
+        ids[3].clone(),
+        ids[4].clone(),
+        other,
+    ];
+    want.sort();
+    assert_eq!(left, want);
+    assert!(
+        !env.path("repo/snapshots").join(&ids[1]).exists(),
+        "data of a forgotten snapshot is left"
+    );
+}
+
+#[test]
+fn forget_refuses_ambiguous_or_empty_requests() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    let id = env.backup_ok(&[data.to_str().unwrap()]);
+    assert_clean_error(&env.bk(&["forget"]), 2, "policy");
+    assert_clean_error(&env.bk(&["forget", &id, "--keep-last", "1"]), 2, "not both");
+    assert_eq!(code(&env.bk(&["forget", "--keep-last", "lots"])), 2);
+    assert_clean_error(
+        &env.bk(&["forget", "--keep-within", "3 weeks"]),
+        2,
+        "duration",
+    );
+    let o = env.bk(&["forget", "--keep-last", "unlimited", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(env.snapshot_ids(), vec![id]);
 }

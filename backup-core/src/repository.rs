@@ -320,23 +320,4 @@ impl Repository {
     pub fn locks(&self) -> Result<Vec<lock::ListedLock>> {
         lock::list_locks(self.target.as_ref())
     }
-
-    /// Deletes the given snapshots (ids or unique prefixes) under an
-    /// exclusive lock; returns the deleted ids. With `dry_run`, only resolves.
-    pub fn forget(&self, ids: &[String], dry_run: bool) -> Result<Vec<String>> {
-        let metas = ids
-            .iter()
-            .map(|id| self.find_snapshot(id))
-            .collect::<Result<Vec<_>>>()?;
-        let mut resolved: Vec<String> = metas.into_iter().map(|m| m.id).collect();
-        resolved.dedup();
-        if dry_run {
-            return Ok(resolved);
-        }
-        let _lock = self.lock_exclusive()?;
-        for id in &resolved {
-            self.delete_snapshot_objects(id)?;
-        }
-        Ok(resolved)
-    }
 }

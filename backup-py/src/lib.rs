@@ -15,7 +15,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use backup_core::archive::Compression;
-use backup_core::{BackupOptions, CheckOptions, Registry, RestoreOptions};
+use backup_core::{
+    BackupOptions, CheckOptions, ForgetOptions, KeepPolicy, Registry, RestoreOptions,
+};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -51,6 +53,22 @@ impl PyRepository {
             let repo = backup_core::Repository::open(Arc::clone(&self.registry), &self.location)?;
             work(&repo, progress, cancel)
         })
+    }
+}
+
+/// A policy count: `None` is off, -1 is unlimited (as in restic).
+fn count(n: Option<i64>, name: &str) -> PyResult<u32> {
+    match n {
+        None | Some(0) => Ok(0),
+        Some(-1) => Ok(backup_core::retention::UNLIMITED),
+        Some(n) => u32::try_from(n)
+            .ok()
+            .filter(|n| *n != backup_core::retention::UNLIMITED)
+            .ok_or_else(|| {
+                InvalidInputError::new_err(format!(
+                    "{name} must be a count of at least 0, or -1 for unlimited (got {n})"
+                ))
+            }),
     }
 }
 
@@ -221,10 +239,67 @@ impl PyRepository {
         Err(err)
     }
 
-    /// Deletes snapshots (ids or unique prefixes); returns the deleted ids.
+    /// Deletes snapshots given by id (or unique prefix), or those a
+    /// restic-style retention policy does not keep, per host and paths;
+    /// returns the deleted ids (with `dry_run`, those that would be).
+    #[pyo3(signature = (
+        snapshot_ids=None, *, keep_last=None, keep_hourly=None, keep_daily=None,
+        keep_weekly=None, keep_monthly=None, keep_yearly=None, keep_within=None,
+        keep_tags=None, dry_run=false
+    ))]
+    #[allow(clippy::too_many_arguments)] // one keyword argument per restic flag
     #[allow(clippy::needless_pass_by_value)] // pyo3 extracts arguments as owned values
-    fn forget(&self, py: Python<'_>, snapshot_ids: Vec<String>) -> PyResult<Vec<String>> {
-        self.run(py, None, |repo, _, _| repo.forget(&snapshot_ids, false))
+    fn forget(
+        &self,
+        py: Python<'_>,
+        snapshot_ids: Option<Vec<String>>,
+        keep_last: Option<i64>,
+        keep_hourly: Option<i64>,
+        keep_daily: Option<i64>,
+        keep_weekly: Option<i64>,
+        keep_monthly: Option<i64>,
+        keep_yearly: Option<i64>,
+        keep_within: Option<String>,
+        keep_tags: Option<Vec<String>>,
+        dry_run: bool,
+    ) -> PyResult<Vec<String>> {
+        let policy = KeepPolicy {
+            last: count(keep_last, "keep_last")?,
+            hourly: count(keep_hourly, "keep_hourly")?,
+            daily: count(keep_daily, "keep_daily")?,
+            weekly: count(keep_weekly, "keep_weekly")?,
+            monthly: count(keep_monthly, "keep_monthly")?,
+            yearly: count(keep_yearly, "keep_yearly")?,
+            within: keep_within
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| errors::to_py(&e))?,
+            tags: backup_core::retention::tag_lists(&keep_tags.unwrap_or_default()),
+            ..KeepPolicy::default()
+        };
+        let ids = snapshot_ids.unwrap_or_default();
+        match (ids.is_empty(), policy.is_empty()) {
+            (false, false) => Err(InvalidInputError::new_err(
+                "give snapshot_ids or keep_* arguments, not both",
+            )),
+            (true, true) => Err(InvalidInputError::new_err(
+                "give snapshot_ids, or a policy such as keep_daily=7, keep_weekly=4",
+            )),
+            (false, true) => self.run(py, None, |repo, _, _| repo.forget(&ids, dry_run)),
+            (true, false) => self.run(py, None, |repo, _, _| {
+                let opts = ForgetOptions {
+                    policy,
+                    dry_run,
+                    ..ForgetOptions::default()
+                };
+                let groups = repo.forget_by_policy(&opts)?;
+                Ok(groups
+                    .into_iter()
+                    .flat_map(|g| g.remove.into_iter().map(|d| d.id))
+                    .collect())
+            }),
+        }
     }
 
     /// Removes stale locks, or every lock with `remove_all`; returns how many.

@@ -140,7 +140,29 @@ class Repository:
     def check(
         self, read_data: bool = False, *, read_data_subset: str | None = None
     ) -> CheckResult: ...
-    def forget(self, snapshot_ids: Sequence[str]) -> list[str]: ...
+    def forget(
+        self,
+        snapshot_ids: Sequence[str] | None = None,
+        *,
+        keep_last: int | None = None,
+        keep_hourly: int | None = None,
+        keep_daily: int | None = None,
+        keep_weekly: int | None = None,
+        keep_monthly: int | None = None,
+        keep_yearly: int | None = None,
+        keep_within: str | None = None,
+        keep_tags: Sequence[str] | None = None,
+        dry_run: bool = False,
+    ) -> list[str]:
+        """Delete snapshots by id, or those a retention policy does not keep.
+
+        The policy has restic's semantics and is applied per host and paths:
+        ``repo.forget(keep_daily=7, keep_weekly=4, keep_monthly=12)`` is the
+        grandfather-father-son rotation. Counts of -1 mean unlimited;
+        ``keep_within`` is a duration like ``"1y5m7d2h"``; each ``keep_tags``
+        entry is a comma-separated list of tags a snapshot must all have.
+        Returns the deleted ids (with ``dry_run``, those that would be).
+        """
     def unlock(self, *, remove_all: bool = False) -> int: ...
 
 def main(argv: Sequence[str]) -> int: ...
