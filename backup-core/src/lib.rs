@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod backup;
 pub mod check;
+pub mod database;
 pub mod error;
 pub mod forget;
 pub mod hash;

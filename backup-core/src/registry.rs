@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::archive::{ArchiveFormat, Compression};
+use crate::database::{DatabaseSource, DatabaseTarget};
 use crate::hash::Hashers;
 use crate::target::Target;
 use crate::{Error, Result};
@@ -18,6 +19,20 @@ pub type TargetFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn Target>> + Send + Sy
 /// Makes an archive format for a compression and level.
 pub type FormatFactory =
     Arc<dyn Fn(Compression, Option<i32>) -> Result<Box<dyn ArchiveFormat>> + Send + Sync>;
+
+/// Opens a database source from its URL.
+pub type DatabaseSourceFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn DatabaseSource>> + Send + Sync>;
+/// Opens a database restore target from its URL (or path).
+pub type DatabaseTargetFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn DatabaseTarget>> + Send + Sync>;
+
+/// Database engines backupkit knows, with the cargo feature of each.
+const KNOWN_DATABASES: &[(&str, &str)] = &[
+    ("sqlite", "sqlite"),
+    ("postgres", "postgres"),
+    ("postgresql", "postgres"),
+    ("mysql", "mysql"),
+    ("mariadb", "mysql"),
+];
 
 /// Schemes backupkit knows, with the cargo feature that provides each, so a
 /// build without it can say which feature is missing.
@@ -40,6 +55,7 @@ pub struct Registry {
     schemes: BTreeMap<String, TargetFactory>,
     formats: Option<FormatFactory>,
     hashers: Option<Arc<dyn Hashers>>,
+    databases: BTreeMap<String, (DatabaseSourceFactory, DatabaseTargetFactory)>,
 }
 
 impl fmt::Debug for Registry {
@@ -48,6 +64,7 @@ impl fmt::Debug for Registry {
             .field("schemes", &self.schemes.keys().collect::<Vec<_>>())
             .field("formats", &self.formats.is_some())
             .field("hashers", &self.hashers)
+            .field("databases", &self.databases.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -77,6 +94,47 @@ impl Registry {
     ) -> &mut Self {
         self.formats = Some(Arc::new(factory));
         self
+    }
+
+    /// Registers a database engine under its URL scheme (`sqlite`, ...).
+    pub fn register_database(
+        &mut self,
+        scheme: &str,
+        source: impl Fn(&str) -> Result<Arc<dyn DatabaseSource>> + Send + Sync + 'static,
+        target: impl Fn(&str) -> Result<Arc<dyn DatabaseTarget>> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.databases
+            .insert(scheme.to_owned(), (Arc::new(source), Arc::new(target)));
+        self
+    }
+
+    fn database_factories(
+        &self,
+        url: &str,
+    ) -> Result<&(DatabaseSourceFactory, DatabaseTargetFactory)> {
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        if let Some(f) = self.databases.get(scheme) {
+            return Ok(f);
+        }
+        match KNOWN_DATABASES.iter().find(|(s, _)| *s == scheme) {
+            Some((_, feature)) => Err(Error::Unsupported(format!(
+                "{scheme} databases: this backupkit was built without feature `{feature}`"
+            ))),
+            None => Err(Error::InvalidInput(format!(
+                "not a database URL: {:?} (expected sqlite:///path/to/file.db, postgres://... or mysql://...)",
+                redact(url)
+            ))),
+        }
+    }
+
+    /// Opens the database a URL names, to dump it.
+    pub fn database_source(&self, url: &str) -> Result<Arc<dyn DatabaseSource>> {
+        (self.database_factories(url)?.0)(url)
+    }
+
+    /// Opens the database a URL names, to restore into it.
+    pub fn database_target(&self, url: &str) -> Result<Arc<dyn DatabaseTarget>> {
+        (self.database_factories(url)?.1)(url)
     }
 
     pub fn set_hashers(&mut self, hashers: Arc<dyn Hashers>) -> &mut Self {
@@ -138,5 +196,39 @@ impl Registry {
         self.hashers
             .clone()
             .ok_or_else(|| Error::Unsupported("no hashers registered".into()))
+    }
+}
+
+/// A URL with any password replaced by `***`, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth, host) = match rest.split_once('@') {
+        Some((a, h)) if !a.contains('/') => (a, h),
+        _ => return url.to_owned(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://lab:s3cret@db:5432/results"),
+            "postgres://lab:***@db:5432/results"
+        );
+        assert_eq!(
+            redact("postgres://lab@db/results"),
+            "postgres://lab@db/results"
+        );
+        assert_eq!(redact("sqlite:///data/a@b.db"), "sqlite:///data/a@b.db");
+        assert_eq!(redact("/plain/path"), "/plain/path");
     }
 }
