@@ -7,11 +7,13 @@
 //! - [`StdHashers`] implements [`backup_core::hash::Hashers`] with SHA-256
 //!   and BLAKE3.
 
+mod codec;
 mod hashers;
 pub mod pargz;
 mod pipe;
 mod tar_format;
 
+pub use codec::Codec;
 pub use hashers::StdHashers;
 pub use tar_format::TarFormat;
 
@@ -20,10 +22,13 @@ use std::sync::Arc;
 use backup_core::Registry;
 use backup_core::archive::ArchiveFormat;
 
-/// Registers the tar formats and the standard hashers.
+/// Registers the tar formats, the stream codecs and the standard hashers.
 pub fn register(registry: &mut Registry) {
     registry.set_formats(|compression, level| {
         Ok(Box::new(TarFormat::new(compression, level)?) as Box<dyn ArchiveFormat>)
+    });
+    registry.set_codecs(|compression, level| {
+        Ok(Box::new(Codec::new(compression, level)?) as Box<dyn backup_core::archive::StreamCodec>)
     });
     registry.set_hashers(Arc::new(StdHashers));
 }

@@ -19,6 +19,42 @@ const HEADER_LINK_MAX: usize = 100;
 /// Bytes per zstd worker job.
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
+/// The level to use: `level`, or the compression's default; an error when
+/// out of range (any level for no compression).
+pub(crate) fn checked_level(compression: Compression, level: Option<i32>) -> Result<Option<i32>> {
+    match (level, compression.level_range()) {
+        (None, _) => Ok(compression.default_level()),
+        (Some(l), Some((lo, hi))) if (lo..=hi).contains(&l) => Ok(Some(l)),
+        (Some(l), Some((lo, hi))) => Err(Error::InvalidInput(format!(
+            "{} level {l} is outside {lo}..={hi}",
+            compression.as_str()
+        ))),
+        (Some(l), None) => Err(Error::InvalidInput(format!(
+            "compression {} takes no level (got {l})",
+            compression.as_str()
+        ))),
+    }
+}
+
+/// A zstd encoder with a checksum, on `threads` workers.
+pub(crate) fn zstd_encoder<W: Write>(
+    out: W,
+    level: i32,
+    threads: usize,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut enc = zstd::stream::write::Encoder::new(out, level)?;
+    enc.include_checksum(true)?;
+    if threads > 1 {
+        enc.multithread(threads as u32)?;
+        // zstd's default job is 4 windows (8 MiB at level 3) and each worker
+        // holds input, output and overlap buffers of that size: 2 MiB jobs
+        // keep a backup's peak memory well under 100 MB at the same speed
+        // (benches/compare.py).
+        enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
+    }
+    Ok(enc)
+}
+
 /// A tar archive with optional gzip or zstd compression.
 ///
 /// Packing writes GNU tar headers (long names and link targets use GNU
@@ -46,22 +82,7 @@ impl TarFormat {
     /// [`Error::InvalidInput`] when the level is outside
     /// [`Compression::level_range`] (any level for `Compression::None`).
     pub fn new(compression: Compression, level: Option<i32>) -> Result<Self> {
-        let level = match (level, compression.level_range()) {
-            (None, _) => compression.default_level(),
-            (Some(l), Some((lo, hi))) if (lo..=hi).contains(&l) => Some(l),
-            (Some(l), Some((lo, hi))) => {
-                return Err(Error::InvalidInput(format!(
-                    "{} level {l} is outside {lo}..={hi}",
-                    compression.as_str()
-                )));
-            }
-            (Some(l), None) => {
-                return Err(Error::InvalidInput(format!(
-                    "compression {} takes no level (got {l})",
-                    compression.as_str()
-                )));
-            }
-        };
+        let level = checked_level(compression, level)?;
         let threads = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
         Ok(Self {
             compression,
@@ -102,17 +123,7 @@ impl ArchiveFormat for TarFormat {
                 Compressor::Gzip(ParallelGzEncoder::new(out, level, self.threads)?)
             }
             (Compression::Zstd, level) => {
-                let mut enc = zstd::stream::write::Encoder::new(out, level.unwrap_or(3))?;
-                enc.include_checksum(true)?;
-                if self.threads > 1 {
-                    enc.multithread(self.threads as u32)?;
-                    // zstd's default job is 4 windows (8 MiB at level 3) and
-                    // each worker holds input, output and overlap buffers of
-                    // that size: 2 MiB jobs keep a backup's peak memory well
-                    // under 100 MB at the same speed (benches/compare.py).
-                    enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
-                }
-                Compressor::Zstd(enc)
+                Compressor::Zstd(zstd_encoder(out, level.unwrap_or(3), self.threads)?)
             }
         };
         let builder = tar::Builder::new(BufWriter::with_capacity(WRITE_BUFFER, compressor));

@@ -90,6 +90,15 @@ impl Compression {
         }
     }
 
+    /// Suffix of a single compressed stream (`.gz`, `.zst`, nothing).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => ".gz",
+            Compression::Zstd => ".zst",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Compression::None => "none",
@@ -167,5 +176,27 @@ pub trait Packer: Send {
 
     /// Writes the archive trailer and flushes all compression; every byte has
     /// been written to the output writer, which is dropped, when this returns.
+    fn finish(self: Box<Self>) -> io::Result<()>;
+}
+
+/// Compresses or decompresses one stream (a database dump stored as
+/// `results.db.gz`), in the formats the standard tools read.
+pub trait StreamCodec: Debug + Send + Sync {
+    fn compression(&self) -> Compression;
+
+    fn level(&self) -> Option<i32>;
+
+    /// Wraps `out` in a compressor; [`Encoder::finish`] ends the stream.
+    fn encoder(&self, out: Box<dyn Write + Send>) -> io::Result<Box<dyn Encoder>>;
+
+    /// Wraps `input` in a decompressor. A damaged or truncated stream gives
+    /// an `InvalidData` or `UnexpectedEof` error at the latest at its end
+    /// (gzip's CRC, zstd's checksum).
+    fn decoder(&self, input: Box<dyn Read + Send>) -> io::Result<Box<dyn Read + Send>>;
+}
+
+/// A compressing writer that must be finished.
+pub trait Encoder: Write + Send {
+    /// Writes the end of the stream and flushes; the output is dropped.
     fn finish(self: Box<Self>) -> io::Result<()>;
 }

@@ -4,6 +4,7 @@
 //! and the manifest at once; a second thread only counts, for progress. Every
 //! buffer is bounded, so memory stays flat however large the tree.
 
+use std::fmt::Write as _;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -170,18 +171,14 @@ impl Repository {
             },
             objects,
         );
-        let body = serde_json::to_vec_pretty(&meta).expect("snapshot metadata serializes");
-        if let Err(e) = cancel.check().and_then(|()| {
-            self.target()
-                .put_bytes(&Repository::key(&id, SNAPSHOT_JSON), &body)
-        }) {
+        if let Err(e) = self.commit_snapshot(&meta, cancel) {
             let _ = self.delete_snapshot_objects(&id);
             return Err(e);
         }
         Ok(run.summary(Some(meta), false, removed, started))
     }
 
-    /// Writes the data object, manifest and SHA256SUMS of snapshot `id`.
+    /// Writes the data object and manifest of snapshot `id`.
     fn write_snapshot<'p>(
         &self,
         id: &str,
@@ -200,11 +197,7 @@ impl Repository {
             .ctx("start archive", &data_key)?;
 
         let manifest_key = Repository::key(id, MANIFEST_NAME);
-        let manifest_out = HashingWriter::new(
-            BufWriter::with_capacity(256 * 1024, ObjectWriterBox(target.put(&manifest_key)?)),
-            hashers.sha256(),
-        );
-        let mut manifest = ManifestWriter::new(manifest_out, id).ctx("write", &manifest_key)?;
+        let mut manifest = self.open_manifest(id, hashers)?;
 
         let mut run = Run::new(progress, Some(hashers));
         let walked = source
@@ -235,28 +228,64 @@ impl Repository {
         };
         writer.commit()?;
 
-        let (buffered, manifest_sha, manifest_size) = manifest.into_inner().finish();
-        let ObjectWriterBox(writer) = buffered
-            .into_inner()
-            .map_err(|e| Error::io("write", manifest_key.clone(), e.into_error()))?;
-        writer.commit()?;
-
-        let sums = format!("{data_sha}  {data_name}\n{manifest_sha}  {MANIFEST_NAME}\n");
-        target.put_bytes(&Repository::key(id, SHA256SUMS), sums.as_bytes())?;
         let objects = vec![
             ObjectRecord {
                 name: data_name.to_owned(),
                 size: data_size,
                 sha256: data_sha,
             },
-            ObjectRecord {
-                name: MANIFEST_NAME.to_owned(),
-                size: manifest_size,
-                sha256: manifest_sha,
-            },
+            close_manifest(manifest, &manifest_key)?,
         ];
         Ok((run, objects))
     }
+
+    /// Starts the manifest of snapshot `id` (hashed as it is written).
+    pub(crate) fn open_manifest(
+        &self,
+        id: &str,
+        hashers: &dyn crate::hash::Hashers,
+    ) -> Result<ManifestWriter<ManifestOut>> {
+        let key = Repository::key(id, MANIFEST_NAME);
+        let out = HashingWriter::new(
+            BufWriter::with_capacity(256 * 1024, ObjectWriterBox(self.target().put(&key)?)),
+            hashers.sha256(),
+        );
+        ManifestWriter::new(out, id).ctx("write", &key)
+    }
+
+    /// Stores `SHA256SUMS`, then `snapshot.json`: the commit point.
+    pub(crate) fn commit_snapshot(&self, meta: &SnapshotMeta, cancel: &Cancel) -> Result<()> {
+        let mut sums = String::new();
+        for o in &meta.objects {
+            let _ = writeln!(sums, "{}  {}", o.sha256, o.name);
+        }
+        self.target()
+            .put_bytes(&Repository::key(&meta.id, SHA256SUMS), sums.as_bytes())?;
+        cancel.check()?;
+        let body = serde_json::to_vec_pretty(meta).expect("snapshot metadata serializes");
+        self.target()
+            .put_bytes(&Repository::key(&meta.id, SNAPSHOT_JSON), &body)
+    }
+}
+
+/// Where a manifest is written: hashed, buffered, committed when closed.
+pub(crate) type ManifestOut = HashingWriter<BufWriter<ObjectWriterBox>>;
+
+/// Finishes and commits a manifest; returns its record.
+pub(crate) fn close_manifest(
+    manifest: ManifestWriter<ManifestOut>,
+    key: &str,
+) -> Result<ObjectRecord> {
+    let (buffered, sha256, size) = manifest.into_inner().finish();
+    let ObjectWriterBox(writer) = buffered
+        .into_inner()
+        .map_err(|e| Error::io("write", key, e.into_error()))?;
+    writer.commit()?;
+    Ok(ObjectRecord {
+        name: MANIFEST_NAME.to_owned(),
+        size,
+        sha256,
+    })
 }
 
 /// Counts files and bytes for progress totals, alongside the real walk.
@@ -280,7 +309,7 @@ fn count_tree(source: &FileTreeSource, cancel: &Cancel, progress: &dyn Progress)
 
 /// `Box<dyn ObjectWriter>` as a plain `Write`, so it can sit in a `BufWriter`
 /// and be taken back out to commit.
-struct ObjectWriterBox(Box<dyn ObjectWriter>);
+pub(crate) struct ObjectWriterBox(Box<dyn ObjectWriter>);
 
 impl Write for ObjectWriterBox {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

@@ -9,6 +9,7 @@ pub mod archive;
 pub mod backup;
 pub mod check;
 pub mod database;
+mod dbsnap;
 pub mod error;
 pub mod forget;
 pub mod hash;
@@ -28,6 +29,7 @@ mod verify;
 
 pub use backup::{BackupOptions, BackupSummary, Warning};
 pub use check::{CheckOptions, CheckProblem, CheckReport, error_chain};
+pub use dbsnap::{DatabaseBackupOptions, DatabaseRestoreSummary};
 pub use error::{Error, IoContext, Result};
 pub use forget::{ForgetGroup, ForgetOptions, SnapshotFilter};
 pub use progress::{Cancel, Event, NoProgress, Progress};

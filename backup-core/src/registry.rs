@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::archive::{ArchiveFormat, Compression};
+use crate::archive::{ArchiveFormat, Compression, StreamCodec};
 use crate::database::{DatabaseSource, DatabaseTarget};
 use crate::hash::Hashers;
 use crate::target::Target;
@@ -19,6 +19,10 @@ pub type TargetFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn Target>> + Send + Sy
 /// Makes an archive format for a compression and level.
 pub type FormatFactory =
     Arc<dyn Fn(Compression, Option<i32>) -> Result<Box<dyn ArchiveFormat>> + Send + Sync>;
+
+/// Makes a stream codec for a compression and level.
+pub type CodecFactory =
+    Arc<dyn Fn(Compression, Option<i32>) -> Result<Box<dyn StreamCodec>> + Send + Sync>;
 
 /// Opens a database source from its URL.
 pub type DatabaseSourceFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn DatabaseSource>> + Send + Sync>;
@@ -54,6 +58,7 @@ pub const LOCAL_SCHEME: &str = "file";
 pub struct Registry {
     schemes: BTreeMap<String, TargetFactory>,
     formats: Option<FormatFactory>,
+    codecs: Option<CodecFactory>,
     hashers: Option<Arc<dyn Hashers>>,
     databases: BTreeMap<String, (DatabaseSourceFactory, DatabaseTargetFactory)>,
 }
@@ -63,6 +68,7 @@ impl fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("schemes", &self.schemes.keys().collect::<Vec<_>>())
             .field("formats", &self.formats.is_some())
+            .field("codecs", &self.codecs.is_some())
             .field("hashers", &self.hashers)
             .field("databases", &self.databases.keys().collect::<Vec<_>>())
             .finish()
@@ -135,6 +141,29 @@ impl Registry {
     /// Opens the database a URL names, to restore into it.
     pub fn database_target(&self, url: &str) -> Result<Arc<dyn DatabaseTarget>> {
         (self.database_factories(url)?.1)(url)
+    }
+
+    pub fn set_codecs(
+        &mut self,
+        factory: impl Fn(Compression, Option<i32>) -> Result<Box<dyn StreamCodec>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> &mut Self {
+        self.codecs = Some(Arc::new(factory));
+        self
+    }
+
+    pub fn codec(
+        &self,
+        compression: Compression,
+        level: Option<i32>,
+    ) -> Result<Box<dyn StreamCodec>> {
+        let f = self
+            .codecs
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported("no stream codecs registered".into()))?;
+        f(compression, level)
     }
 
     pub fn set_hashers(&mut self, hashers: Arc<dyn Hashers>) -> &mut Self {

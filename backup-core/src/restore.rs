@@ -64,6 +64,12 @@ impl Repository {
     ) -> Result<RestoreSummary> {
         let started = Instant::now();
         let meta = self.find_snapshot(id)?;
+        if meta.database.is_some() {
+            return Err(Error::InvalidInput(format!(
+                "snapshot {} is a database dump: restore it into a database file or URL",
+                meta.id
+            )));
+        }
         if opts.target.as_os_str().is_empty() {
             return Err(Error::InvalidInput("no restore target given".into()));
         }

@@ -94,6 +94,22 @@ pub struct SnapshotMeta {
     pub encrypted: bool,
     /// Every object of the snapshot except `snapshot.json`, with checksums.
     pub objects: Vec<ObjectRecord>,
+    /// For database snapshots: the engine, where it was, and its tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseInfo>,
+}
+
+/// What a database snapshot records of its database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseInfo {
+    /// `sqlite`, `postgres` or `mysql`.
+    pub engine: String,
+    /// Where the database was (no credentials).
+    pub source: String,
+    /// The dump's name inside the snapshot, before compression.
+    pub dump_name: String,
+    /// Rows per table at dump time; a restore is checked against them.
+    pub tables: crate::database::RowCounts,
 }
 
 /// How many warning lines `snapshot.json` keeps; the count keeps them all.

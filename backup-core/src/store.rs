@@ -306,6 +306,7 @@ impl<'p> Run<'p> {
             level: h.format.level(),
             encrypted: false,
             objects,
+            database: None,
         }
     }
 

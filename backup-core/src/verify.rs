@@ -8,7 +8,7 @@ use crate::archive::{Entry, EntryKind};
 use crate::hash::{HashingReader, SharedHasher};
 use crate::manifest::{MANIFEST_NAME, ManifestReader};
 use crate::repository::Repository;
-use crate::snapshot::{ObjectRecord, SnapshotMeta};
+use crate::snapshot::{ObjectRecord, SnapshotKind, SnapshotMeta};
 use crate::{Error, Result};
 
 fn integrity(meta: &SnapshotMeta, detail: impl Into<String>) -> Error {
@@ -58,6 +58,9 @@ impl Repository {
         visit: &mut dyn FnMut(&Entry, &mut dyn Read) -> Result<()>,
         verified: &mut dyn FnMut(&Entry),
     ) -> Result<()> {
+        if meta.kind == SnapshotKind::Database {
+            return self.read_stream(meta, visit, verified);
+        }
         let data = meta
             .data_object()
             .ok_or_else(|| integrity(meta, "snapshot.json names no data object"))?;
@@ -140,6 +143,74 @@ impl Repository {
         }
         let (sha, size) = shared.finish();
         check_digest(meta, data, &sha, size)
+    }
+}
+
+impl Repository {
+    /// Reads a single-stream snapshot (a database dump): first the object's
+    /// SHA-256 (so nothing damaged is ever handed on), then the decompressed
+    /// content against the manifest's one entry.
+    fn read_stream(
+        &self,
+        meta: &SnapshotMeta,
+        visit: &mut dyn FnMut(&Entry, &mut dyn Read) -> Result<()>,
+        verified: &mut dyn FnMut(&Entry),
+    ) -> Result<()> {
+        let data = meta
+            .data_object()
+            .ok_or_else(|| integrity(meta, "snapshot.json names no data object"))?;
+        let hashers = self.registry().hashers()?;
+        let data_key = Repository::key(&meta.id, &data.name);
+        let mut whole = HashingReader::new(self.open_object(meta, &data_key)?, hashers.sha256());
+        std::io::copy(&mut whole, &mut std::io::sink())
+            .map_err(|e| Error::io("read", data_key.clone(), e))?;
+        let (sha, size) = whole.finish();
+        check_digest(meta, data, &sha, size)?;
+
+        let mut entries = Vec::new();
+        self.list_entries(meta, &mut |e| {
+            entries.push(e.clone());
+            Ok(())
+        })?;
+        let [entry] = entries.as_slice() else {
+            return Err(integrity(
+                meta,
+                format!("{MANIFEST_NAME} should list exactly one dump"),
+            ));
+        };
+        let codec = self.registry().codec(meta.compression, meta.level)?;
+        let decoded = codec
+            .decoder(self.open_object(meta, &data_key)?)
+            .map_err(|e| Error::io("decompress", data_key.clone(), e))?;
+        let mut content = HashingReader::new(decoded, hashers.blake3());
+        let read = visit(entry, &mut content).and_then(|()| {
+            std::io::copy(&mut content, &mut std::io::sink())
+                .map(|_| ())
+                .map_err(|e| Error::io("decompress", data_key.clone(), e))
+        });
+        match read {
+            Err(Error::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                return Err(integrity(
+                    meta,
+                    format!("{} is damaged: {source}", data.name),
+                ));
+            }
+            other => other?,
+        }
+        let (hash, n) = content.finish();
+        if n != entry.size || Some(&hash) != entry.blake3.as_ref() {
+            return Err(integrity(
+                meta,
+                format!("the dump in {} does not match its manifest hash", data.name),
+            ));
+        }
+        verified(entry);
+        Ok(())
     }
 }
 

@@ -830,3 +830,248 @@ fn a_damaged_snapshot_json_blocks_nothing_else_and_is_reported() {
         report.problems
     );
 }
+
+mod database {
+    //! The database snapshot engine, with a small source and target that
+    //! stand in for an engine: what the engine itself guarantees (commit,
+    //! damage found before loading, no overwrite, row counts checked, no
+    //! trace of a failed dump). Real engines are tested in backup-db.
+
+    use std::io::{Read, Write};
+    use std::path::PathBuf;
+
+    use backup_core::database::{DatabaseSource, DatabaseTarget, RowCounts};
+    use backup_core::{Cancel, DatabaseBackupOptions, Error, NoProgress, Result};
+
+    use super::Fixture;
+
+    /// Dumps `rows` lines of text; fails after `fail_after` bytes if set.
+    #[derive(Debug)]
+    struct LinesSource {
+        rows: u64,
+        fail_after: Option<usize>,
+    }
+
+    impl DatabaseSource for LinesSource {
+        fn engine(&self) -> &'static str {
+            "lines"
+        }
+        fn describe(&self) -> String {
+            "lines://test".into()
+        }
+        fn dump_name(&self) -> String {
+            "lines.txt".into()
+        }
+        fn dump(&self, out: &mut dyn Write, _cancel: &Cancel) -> Result<RowCounts> {
+            let mut written = 0;
+            for i in 0..self.rows {
+                let line = format!("row {i} {}\n", i * 31 % 977);
+                written += line.len();
+                if self.fail_after.is_some_and(|n| written > n) {
+                    return Err(Error::Backend {
+                        backend: "lines".into(),
+                        message: "connection lost".into(),
+                        source: None,
+                    });
+                }
+                out.write_all(line.as_bytes())
+                    .map_err(|e| Error::io("write", "dump", e))?;
+            }
+            Ok(RowCounts::from([("lines".to_owned(), self.rows)]))
+        }
+    }
+
+    /// Loads into a file; counts its lines (minus `lose` to fake a bad load).
+    #[derive(Debug)]
+    struct LinesTarget {
+        path: PathBuf,
+        lose: u64,
+    }
+
+    impl DatabaseTarget for LinesTarget {
+        fn describe(&self) -> String {
+            self.path.display().to_string()
+        }
+        fn exists(&self) -> Result<bool> {
+            Ok(self.path.exists())
+        }
+        fn load(&self, dump: &mut dyn Read, _replace: bool, _c: &Cancel) -> Result<()> {
+            let mut text = String::new();
+            dump.read_to_string(&mut text)
+                .map_err(|e| Error::io("read", "dump", e))?;
+            std::fs::write(&self.path, text).map_err(|e| Error::io("write", "target", e))
+        }
+        fn verify(&self) -> Result<RowCounts> {
+            let n = std::fs::read_to_string(&self.path).unwrap().lines().count() as u64;
+            Ok(RowCounts::from([("lines".to_owned(), n - self.lose)]))
+        }
+    }
+
+    fn registry_with_lines(lose: u64) -> std::sync::Arc<backup_core::Registry> {
+        let mut r = backup_core::Registry::new();
+        backup_targets::register(&mut r);
+        backup_archive::register(&mut r);
+        r.register_database(
+            "lines",
+            |_| {
+                Ok(std::sync::Arc::new(LinesSource {
+                    rows: 50_000,
+                    fail_after: None,
+                }))
+            },
+            move |url| {
+                Ok(std::sync::Arc::new(LinesTarget {
+                    path: url.trim_start_matches("lines://").into(),
+                    lose,
+                }))
+            },
+        );
+        std::sync::Arc::new(r)
+    }
+
+    fn fixture(lose: u64) -> (Fixture, backup_core::Repository) {
+        let fx = Fixture::new();
+        let repo = backup_core::Repository::open(
+            registry_with_lines(lose),
+            fx.path("repo").to_str().unwrap(),
+        )
+        .unwrap();
+        (fx, repo)
+    }
+
+    #[test]
+    fn dump_round_trip_is_plain_gzip_with_row_counts() {
+        let (fx, repo) = fixture(0);
+        let source = LinesSource {
+            rows: 50_000,
+            fail_after: None,
+        };
+        let meta = repo
+            .backup_database(
+                &source,
+                &DatabaseBackupOptions::default(),
+                &NoProgress,
+                &Cancel::new(),
+            )
+            .unwrap();
+        assert_eq!(meta.kind, backup_core::SnapshotKind::Database);
+        let info = meta.database.clone().unwrap();
+        assert_eq!(info.tables["lines"], 50_000);
+        assert_eq!(meta.files_included, ["lines.txt.gz"]);
+        // Readable with plain gunzip, as seed 001's backup_*.db.gz were.
+        let gz = std::fs::read(fx.snapshot_dir(&meta.id).join("lines.txt.gz")).unwrap();
+        let mut plain = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut plain)
+            .unwrap();
+        assert_eq!(plain.lines().count(), 50_000);
+        assert!(fx.check_all().is_ok());
+        let out = fx.path("restored.txt");
+        let url = format!("lines://{}", out.display());
+        let r = repo
+            .restore_database("latest", &url, false, &NoProgress, &Cancel::new())
+            .unwrap();
+        assert_eq!(r.tables["lines"], 50_000);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), plain);
+        // It exists now: no replacing without permission.
+        let again = repo.restore_database("latest", &url, false, &NoProgress, &Cancel::new());
+        assert!(
+            matches!(again, Err(Error::AlreadyExists { .. })),
+            "{again:?}"
+        );
+        repo.restore_database("latest", &url, true, &NoProgress, &Cancel::new())
+            .unwrap();
+        // A files restore of a database snapshot is refused, not attempted.
+        let files = repo.restore(
+            &meta.id,
+            &backup_core::RestoreOptions {
+                target: fx.path("dir"),
+                ..Default::default()
+            },
+            &NoProgress,
+            &Cancel::new(),
+        );
+        assert!(matches!(files, Err(Error::InvalidInput(_))), "{files:?}");
+    }
+
+    #[test]
+    fn damage_is_found_before_anything_is_loaded() {
+        let (fx, repo) = fixture(0);
+        for compression in [
+            backup_core::archive::Compression::Gzip,
+            backup_core::archive::Compression::None,
+        ] {
+            let source = LinesSource {
+                rows: 20_000,
+                fail_after: None,
+            };
+            let opts = DatabaseBackupOptions {
+                compression,
+                ..Default::default()
+            };
+            let meta = repo
+                .backup_database(&source, &opts, &NoProgress, &Cancel::new())
+                .unwrap();
+            let object = fx.snapshot_dir(&meta.id).join(&meta.files_included[0]);
+            let mut bytes = std::fs::read(&object).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x04;
+            std::fs::write(&object, &bytes).unwrap();
+            let out = fx.path(&format!("r-{}.txt", compression.as_str()));
+            let url = format!("lines://{}", out.display());
+            let r = repo.restore_database(&meta.id, &url, false, &NoProgress, &Cancel::new());
+            assert!(matches!(r, Err(Error::Integrity { .. })), "{r:?}");
+            assert!(!out.exists(), "a damaged dump was loaded");
+            let report = fx.check_all();
+            assert!(
+                report.problems.iter().any(|p| p.snapshot == meta.id),
+                "{report:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn row_counts_that_differ_after_restore_are_an_integrity_failure() {
+        let (fx, repo) = fixture(1);
+        let source = LinesSource {
+            rows: 100,
+            fail_after: None,
+        };
+        repo.backup_database(
+            &source,
+            &DatabaseBackupOptions::default(),
+            &NoProgress,
+            &Cancel::new(),
+        )
+        .unwrap();
+        let url = format!("lines://{}", fx.path("x.txt").display());
+        match repo.restore_database("latest", &url, false, &NoProgress, &Cancel::new()) {
+            Err(Error::Integrity { detail, .. }) => assert!(
+                detail.contains("lines: 100 recorded, 99 restored"),
+                "{detail}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failing_dump_leaves_nothing() {
+        let (fx, repo) = fixture(0);
+        let source = LinesSource {
+            rows: 100_000,
+            fail_after: Some(300_000),
+        };
+        let r = repo.backup_database(
+            &source,
+            &DatabaseBackupOptions::default(),
+            &NoProgress,
+            &Cancel::new(),
+        );
+        assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
+        assert!(repo.snapshots().unwrap().is_empty());
+        assert!(repo.unfinished().unwrap().is_empty());
+        assert!(
+            std::fs::read_dir(fx.path("repo/snapshots")).map_or(true, |mut d| d.next().is_none())
+        );
+    }
+}
