@@ -37,29 +37,40 @@ pub struct Cli {
 pub enum Command {
     /// Create a new repository.
     Init,
-    /// Back up files and directories into a new snapshot.
+    /// Back up files and directories, or a database (--db), into a new snapshot.
     Backup(BackupArgs),
     /// List snapshots.
     #[command(visible_alias = "list")]
     Snapshots(SnapshotsArgs),
     /// List the entries of a snapshot.
     Ls(LsArgs),
-    /// Restore a snapshot into a directory.
+    /// Restore a snapshot into a directory, or a database snapshot into a database.
     Restore(RestoreArgs),
     /// Check the repository; with --read-data, read and verify all data.
     #[command(visible_alias = "verify")]
     Check(CheckArgs),
-    /// Delete snapshots by id.
+    /// Delete snapshots by id, or those a --keep-* policy does not keep.
     Forget(ForgetArgs),
     /// Remove stale locks left by processes that are gone.
     Unlock(UnlockArgs),
+    /// Back up a database if its newest dump is older than an interval,
+    /// then keep the newest N (for cron and cluster jobs).
+    Auto(AutoArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
     /// Files and directories to back up.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "db", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// Back up a database instead: a URL (`sqlite:///abs/file.db`) or the
+    /// path of an SQLite file.
+    #[arg(long, visible_alias = "db-path", value_name = "URL|PATH", conflicts_with_all = ["paths", "excludes", "exclude_files", "dry_run"])]
+    pub db: Option<String>,
+    /// Accepted for seed 001's `backup --force`: `backup` always backs up
+    /// (the interval check is `auto`'s).
+    #[arg(long, hide = true)]
+    pub force: bool,
     /// Tag the snapshot (repeat, or separate with commas).
     #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
     pub tags: Vec<String>,
@@ -106,8 +117,9 @@ pub struct LsArgs {
 pub struct RestoreArgs {
     /// Snapshot id, unique prefix, or `latest`.
     pub snapshot: String,
-    /// Directory to restore into (created if missing).
-    #[arg(short, long, value_name = "DIR")]
+    /// Directory to restore files into (created if missing); for a
+    /// database snapshot, the database: an SQLite file path or a URL.
+    #[arg(short, long, value_name = "DIR|DB")]
     pub target: PathBuf,
     /// Restore only paths matching a glob, and what is below them.
     #[arg(short, long = "include", value_name = "GLOB")]
@@ -115,6 +127,56 @@ pub struct RestoreArgs {
     /// Replace files that already exist in the target.
     #[arg(long)]
     pub overwrite: bool,
+    /// For a database snapshot: replace an existing database at the target.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AutoArgs {
+    /// The database: a URL or the path of an SQLite file.
+    #[arg(long, visible_alias = "db-path", value_name = "URL|PATH")]
+    pub db: String,
+    /// Back up only if the newest dump is older than this (3600, 90s, 30m, 1h, 1d).
+    #[arg(long, value_name = "INTERVAL", default_value = "1h", value_parser = parse_interval)]
+    pub min_interval: u64,
+    /// Keep this many newest dumps of the database (0 keeps all).
+    #[arg(
+        long,
+        visible_alias = "keep-last",
+        value_name = "N",
+        default_value_t = 10
+    )]
+    pub keep: u32,
+    /// Tag the snapshot (repeat, or separate with commas).
+    #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Compression of the dump.
+    #[arg(long, value_name = "gzip|zstd|none", default_value = "gzip")]
+    pub compression: String,
+    /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
+    #[arg(long, value_name = "N")]
+    pub level: Option<i32>,
+}
+
+/// Seconds from `3600`, `90s`, `30m`, `1h` or `1d`.
+fn parse_interval(s: &str) -> Result<u64, String> {
+    let (digits, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(s.trim().len()),
+    );
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not an interval (like 3600, 90s, 30m, 1h, 1d)"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m, h or d)")),
+    };
+    Ok(n * scale)
 }
 
 #[derive(Debug, Args)]

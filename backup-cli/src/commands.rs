@@ -4,14 +4,16 @@
 use std::io;
 use std::sync::Arc;
 
+use backup_core::registry::database_url;
 use backup_core::snapshot::SnapshotMeta;
 use backup_core::{
-    BackupOptions, Cancel, CheckOptions, Error, ForgetOptions, KeepPolicy, Registry, Repository,
-    RestoreOptions, SnapshotFilter, error_chain,
+    AutoOptions, BackupOptions, Cancel, CheckOptions, DatabaseBackupOptions, Error, ForgetOptions,
+    KeepPolicy, Registry, Repository, RestoreOptions, SnapshotFilter, error_chain,
 };
 
 use crate::args::{
-    BackupArgs, CheckArgs, Cli, Command, ForgetArgs, LsArgs, RestoreArgs, SnapshotsArgs, UnlockArgs,
+    AutoArgs, BackupArgs, CheckArgs, Cli, Command, ForgetArgs, LsArgs, RestoreArgs, SnapshotsArgs,
+    UnlockArgs,
 };
 use crate::exit;
 use crate::output::{Reporter, Verbosity, confirm, human_bytes, json, out};
@@ -89,6 +91,7 @@ pub fn dispatch(cli: &Cli, registry: &Arc<Registry>, cancel: &Cancel) -> i32 {
         Command::Check(a) => check(&ctx, a),
         Command::Forget(a) => forget(&ctx, a),
         Command::Unlock(a) => unlock(&ctx, a),
+        Command::Auto(a) => auto(&ctx, a),
     };
     match result {
         Ok(code) => code,
@@ -122,6 +125,9 @@ fn init(ctx: &Ctx) -> Outcome {
 }
 
 fn backup(ctx: &Ctx, a: &BackupArgs) -> Outcome {
+    if let Some(db) = &a.db {
+        return backup_db(ctx, a, db);
+    }
     let opts = BackupOptions {
         paths: a.paths.clone(),
         tags: a.tags.iter().map(|t| t.trim().to_owned()).collect(),
@@ -179,6 +185,86 @@ fn backup(ctx: &Ctx, a: &BackupArgs) -> Outcome {
     Ok(exit::OK)
 }
 
+fn db_options(
+    tags: &[String],
+    compression: &str,
+    level: Option<i32>,
+) -> Result<DatabaseBackupOptions, Failure> {
+    Ok(DatabaseBackupOptions {
+        tags: tags.iter().map(|t| t.trim().to_owned()).collect(),
+        compression: compression.parse()?,
+        level,
+        host: None,
+    })
+}
+
+/// One line about a database snapshot.
+fn describe_dump(s: &SnapshotMeta) -> String {
+    let (tables, rows) = s
+        .database
+        .as_ref()
+        .map_or((0, 0), |d| (d.tables.len(), d.tables.values().sum::<u64>()));
+    format!(
+        "snapshot {} saved: {} ({tables} tables, {rows} rows), {} dumped, {} stored in {:.1}s",
+        s.id,
+        s.paths.join(", "),
+        human_bytes(s.source_bytes),
+        human_bytes(s.size_bytes),
+        s.duration_seconds
+    )
+}
+
+fn backup_db(ctx: &Ctx, a: &BackupArgs, db: &str) -> Outcome {
+    let opts = db_options(&a.tags, &a.compression, a.level)?;
+    let repo = ctx.open()?;
+    let source = ctx.registry.database_source(&database_url(db)?)?;
+    let reporter = Reporter::new(ctx.v);
+    let result = repo.backup_database(source.as_ref(), &opts, &reporter, ctx.cancel);
+    reporter.finish();
+    let meta = result?;
+    if ctx.v.json {
+        // The same shape as a files backup's summary: `.snapshot.id`.
+        json(&serde_json::json!({ "snapshot": meta }))?;
+    } else {
+        ctx.say(describe_dump(&meta))?;
+    }
+    Ok(exit::OK)
+}
+
+fn auto(ctx: &Ctx, a: &AutoArgs) -> Outcome {
+    let opts = AutoOptions {
+        backup: db_options(&a.tags, &a.compression, a.level)?,
+        min_interval_seconds: a.min_interval,
+        keep_last: a.keep,
+    };
+    let repo = ctx.open()?;
+    let source = ctx.registry.database_source(&database_url(&a.db)?)?;
+    let reporter = Reporter::new(ctx.v);
+    let result = repo.auto_backup_database(source.as_ref(), &opts, &reporter, ctx.cancel);
+    reporter.finish();
+    let outcome = result?;
+    if ctx.v.json {
+        json(&outcome)?;
+        return Ok(exit::OK);
+    }
+    match (&outcome.snapshot, outcome.action) {
+        (Some(s), "backed_up") => ctx.say(describe_dump(s))?,
+        (Some(s), _) => ctx.say(format!(
+            "skipped: the newest dump, {}, is less than {}s old",
+            s.id, a.min_interval
+        ))?,
+        (None, _) => {}
+    }
+    if !outcome.pruned.is_empty() {
+        ctx.say(format!(
+            "removed {} older dump(s): {}",
+            outcome.pruned.len(),
+            outcome.pruned.join(", ")
+        ))?;
+    }
+    Ok(exit::OK)
+}
+
 fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Outcome {
     let repo = ctx.open()?;
     let listing = repo.list_snapshots()?;
@@ -202,7 +288,7 @@ fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Outcome {
         return Ok(exit::OK);
     }
     out(format!(
-        "{:<34} {:<19} {:<12} {:<10} {:>10} {:>8}  {}",
+        "{:<36} {:<19} {:<12} {:<10} {:>10} {:>8}  {}",
         "ID", "Time", "Host", "Tags", "Size", "Files", "Paths"
     ))?;
     for s in &list {
@@ -212,7 +298,7 @@ fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Outcome {
             ""
         };
         out(format!(
-            "{:<34} {:<19} {:<12} {:<10} {:>10} {:>8}  {}{status}",
+            "{:<36} {:<19} {:<12} {:<10} {:>10} {:>8}  {}{status}",
             s.id,
             s.timestamp
                 .with_timezone(&chrono::Local)
@@ -281,15 +367,64 @@ fn ls(ctx: &Ctx, a: &LsArgs) -> Outcome {
     Ok(exit::OK)
 }
 
+fn restore_db(ctx: &Ctx, a: &RestoreArgs, repo: &Repository, meta: &SnapshotMeta) -> Outcome {
+    let given = a.target.to_str().ok_or_else(|| {
+        Failure::Exit(
+            exit::USAGE,
+            format!("target {} is not valid UTF-8", a.target.display()),
+        )
+    })?;
+    let url = database_url(given)?;
+    let mut replace = a.force;
+    if !replace && ctx.registry.database_target(&url)?.exists()? {
+        confirm_delete(
+            false,
+            &format!(
+                "Replace the existing database {given} with snapshot {}?",
+                meta.id
+            ),
+        )
+        .map_err(|_| {
+            Failure::Exit(
+                exit::FAILURE,
+                format!(
+                    "{given} already exists: pass --force to replace it (or confirm on a terminal)"
+                ),
+            )
+        })?;
+        replace = true;
+    }
+    let reporter = Reporter::new(ctx.v);
+    let result = repo.restore_database(&meta.id, &url, replace, &reporter, ctx.cancel);
+    reporter.finish();
+    let s = result?;
+    if ctx.v.json {
+        json(&s)?;
+    } else {
+        ctx.say(format!(
+            "restored snapshot {} into {}: {} tables, {} rows, counts verified",
+            s.snapshot,
+            s.target,
+            s.tables.len(),
+            s.tables.values().sum::<u64>()
+        ))?;
+    }
+    Ok(exit::OK)
+}
+
 fn restore(ctx: &Ctx, a: &RestoreArgs) -> Outcome {
     let repo = ctx.open()?;
+    let meta = repo.find_snapshot(&a.snapshot)?;
+    if meta.database.is_some() {
+        return restore_db(ctx, a, &repo, &meta);
+    }
     let opts = RestoreOptions {
         target: a.target.clone(),
         includes: a.includes.clone(),
         overwrite: a.overwrite,
     };
     let reporter = Reporter::new(ctx.v);
-    let result = repo.restore(&a.snapshot, &opts, &reporter, ctx.cancel);
+    let result = repo.restore(&meta.id, &opts, &reporter, ctx.cancel);
     reporter.finish();
     let s = result?;
     if ctx.v.json {
@@ -467,21 +602,12 @@ fn forget_policy(ctx: &Ctx, a: &ForgetArgs, repo: &Repository, policy: KeepPolic
 
 fn unlock(ctx: &Ctx, a: &UnlockArgs) -> Outcome {
     let repo = ctx.open()?;
-    if a.remove_all && !a.yes {
+    if a.remove_all {
         let n = repo.locks()?.len();
-        match confirm(
+        confirm_delete(
+            a.yes,
             &format!("Remove all {n} lock(s), also of running processes?"),
-            "yes",
-        ) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(Failure::Exit(
-                    exit::USAGE,
-                    "not confirmed; nothing removed".into(),
-                ));
-            }
-            Err(msg) => return Err(Failure::Exit(exit::USAGE, msg)),
-        }
+        )?;
     }
     let removed = repo.unlock(a.remove_all)?;
     if ctx.v.json {

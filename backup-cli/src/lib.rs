@@ -12,18 +12,13 @@ use std::sync::Arc;
 use backup_core::{Cancel, Registry};
 use clap::Parser;
 
-/// Every scheme, format and hasher this build has: the one place the crates
+/// Every target, format, codec, hasher and database engine this build has: the one place the crates
 /// are composed, used by the CLI and the Python module alike.
 pub fn registry() -> Arc<Registry> {
     let mut r = Registry::new();
     backup_targets::register(&mut r);
-    r.set_formats(|compression, level| {
-        Ok(
-            Box::new(backup_archive::TarFormat::new(compression, level)?)
-                as Box<dyn backup_core::archive::ArchiveFormat>,
-        )
-    });
-    r.set_hashers(Arc::new(backup_archive::StdHashers));
+    backup_archive::register(&mut r);
+    backup_db::register(&mut r);
     Arc::new(r)
 }
 

@@ -977,3 +977,160 @@ fn forget_refuses_ambiguous_or_empty_requests() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(env.snapshot_ids(), vec![id]);
 }
+
+/// A results database like seed 001's: two tables, one with a quoted name.
+fn make_results_db(path: &Path, rows: i64) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(
+        "CREATE TABLE runs(id INTEGER PRIMARY KEY, score REAL, note TEXT);
+         CREATE INDEX runs_score ON runs(score);
+         CREATE TABLE \"odd name\"(x BLOB);
+         INSERT INTO \"odd name\" VALUES (x'00ff10');",
+    )
+    .unwrap();
+    let tx = c.unchecked_transaction().unwrap();
+    for i in 0..rows {
+        tx.execute(
+            "INSERT INTO runs(score, note) VALUES (?1, ?2)",
+            rusqlite::params![i as f64 * 0.25, format!("run {i}")],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+fn count_rows(path: &Path, table: &str) -> i64 {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+/// Seed 001's workflow: `backup --db-path`, `list`, `auto`, `restore --target test_db.db`.
+#[test]
+fn sqlite_backup_auto_list_and_restore_like_seed_001() {
+    let env = Env::new();
+    env.init();
+    let db = env.path("outputs/results.db");
+    fs::create_dir_all(db.parent().unwrap()).unwrap();
+    make_results_db(&db, 5000);
+    let db_arg = db.to_str().unwrap();
+
+    let id = env.backup_ok(&["--db-path", db_arg, "--force"]);
+    let o = env.bk(&["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list[0]["kind"], "database");
+    assert_eq!(list[0]["database"]["engine"], "sqlite");
+    assert_eq!(list[0]["database"]["tables"]["runs"], 5000);
+    assert_eq!(list[0]["database"]["tables"]["odd name"], 1);
+    assert_eq!(
+        list[0]["files_included"],
+        serde_json::json!(["results.db.gz"])
+    );
+
+    // auto: the newest dump is recent, so nothing new; with a zero
+    // interval it dumps and keeps the newest 2.
+    let o = env.bk(&["--json", "auto", "--db", db_arg]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let auto: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(auto["action"], "skipped");
+    for _ in 0..3 {
+        let o = env.bk(&[
+            "-q",
+            "auto",
+            "--db",
+            db_arg,
+            "--min-interval",
+            "0",
+            "--keep",
+            "2",
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert!(o.stdout.is_empty(), "--quiet printed {}", stdout(&o));
+    }
+    let ids = env.snapshot_ids();
+    assert_eq!(ids.len(), 2);
+    assert!(
+        !ids.contains(&id),
+        "the oldest dump should have been pruned"
+    );
+
+    // Restore into a new file, as the seed's `--target test_db.db`.
+    let test_db = env.path("test_db.db");
+    let o = env.bk(&["restore", "latest", "--target", test_db.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("counts verified"), "{}", stdout(&o));
+    assert_eq!(count_rows(&test_db, "runs"), 5000);
+    // Replacing an existing database needs --force; without it nothing changes.
+    make_results_db(&env.path("other.db"), 7);
+    fs::copy(env.path("other.db"), &test_db).unwrap();
+    assert_clean_error(
+        &env.bk(&["restore", "latest", "--target", test_db.to_str().unwrap()]),
+        1,
+        "--force",
+    );
+    assert_eq!(count_rows(&test_db, "runs"), 7);
+    let o = env.bk(&[
+        "restore",
+        "latest",
+        "--target",
+        test_db.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(count_rows(&test_db, "runs"), 5000);
+    // The dump is a plain gzip of an SQLite file.
+    let gz = env
+        .path("repo/snapshots")
+        .join(&ids[1])
+        .join("results.db.gz");
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!("gunzip -c '{}' | head -c 15", gz.display()))
+        .output()
+        .unwrap();
+    assert_eq!(o.stdout, b"SQLite format 3");
+    assert_eq!(code(&env.bk(&["check", "--read-data"])), 0);
+}
+
+#[test]
+fn database_bad_input_is_one_clear_line() {
+    let env = Env::new();
+    env.init();
+    assert_clean_error(
+        &env.bk(&["backup", "--db", env.path("missing.db").to_str().unwrap()]),
+        4,
+        "missing.db",
+    );
+    let not_db = env.path("notes.txt");
+    fs::write(&not_db, "this is not a database\n".repeat(100)).unwrap();
+    let o = env.bk(&["backup", "--db", not_db.to_str().unwrap()]);
+    assert_ne!(code(&o), 0);
+    assert!(
+        stderr(&o).contains("notes.txt") && !stderr(&o).contains("panicked"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stderr(&o).trim_end().lines().count(), 1, "{}", stderr(&o));
+    let o = env.bk(&[
+        "backup",
+        "--db",
+        "postgres://lab:s3cret@127.0.0.1:1/results",
+    ]);
+    assert_ne!(code(&o), 0);
+    assert!(
+        !stderr(&o).contains("s3cret"),
+        "a password was printed: {}",
+        stderr(&o)
+    );
+    assert!(env.snapshot_ids().is_empty());
+    // A database is never restored over a directory, and nothing in it is
+    // touched.
+    let data = env.data();
+    let db = env.path("r.db");
+    make_results_db(&db, 3);
+    let db_id = env.backup_ok(&["--db", db.to_str().unwrap()]);
+    assert_clean_error(&env.restore_to(&db_id, "data"), 2, "is a directory");
+    assert!(data.join("a.csv").is_file());
+}

@@ -15,6 +15,7 @@ use crate::hash::{Hashers, HashingWriter};
 use crate::lock;
 use crate::progress::{Cancel, Event, Progress};
 use crate::repository::{Repository, tool_version};
+use crate::retention::{Candidate, KeepPolicy, apply};
 use crate::sink;
 use crate::snapshot::{
     DatabaseInfo, ObjectRecord, SNAPSHOT_FORMAT, SnapshotKind, SnapshotMeta, SnapshotStatus,
@@ -32,6 +33,39 @@ pub struct DatabaseBackupOptions {
     pub level: Option<i32>,
     /// Host name to record; `None` is this machine's.
     pub host: Option<String>,
+}
+
+/// Seed 001's `auto`: back up only when the newest dump of this database is
+/// older than `min_interval`, then keep the newest `keep_last` of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AutoOptions {
+    pub backup: DatabaseBackupOptions,
+    /// Seconds; the seed's default is one hour.
+    pub min_interval_seconds: u64,
+    /// How many dumps of this database to keep; 0 keeps all.
+    pub keep_last: u32,
+}
+
+impl Default for AutoOptions {
+    fn default() -> Self {
+        Self {
+            backup: DatabaseBackupOptions::default(),
+            min_interval_seconds: 3600,
+            keep_last: 10,
+        }
+    }
+}
+
+/// What `auto` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoOutcome {
+    /// `backed_up`, or `skipped` because the newest dump is recent.
+    pub action: &'static str,
+    /// The new snapshot, or the recent one that made a new one unneeded.
+    pub snapshot: Option<SnapshotMeta>,
+    /// Ids of older dumps removed to keep `keep_last`.
+    pub pruned: Vec<String>,
 }
 
 /// The stored objects of a dump, its size and its row counts.
@@ -135,6 +169,66 @@ impl Repository {
             seconds: started.elapsed().as_secs_f64(),
         });
         Ok(meta)
+    }
+
+    /// Seed 001's `auto` (see [`AutoOptions`]). Only this host's dumps of
+    /// this database count and are pruned.
+    pub fn auto_backup_database(
+        &self,
+        source: &dyn DatabaseSource,
+        opts: &AutoOptions,
+        progress: &dyn Progress,
+        cancel: &Cancel,
+    ) -> Result<AutoOutcome> {
+        let host = opts.backup.host.clone().unwrap_or_else(lock::this_host);
+        let mine = |s: &SnapshotMeta| {
+            s.host == host
+                && s.database
+                    .as_ref()
+                    .is_some_and(|d| d.source == source.describe())
+        };
+        let newest = self.snapshots()?.into_iter().rfind(|s| mine(s));
+        let recent = newest.as_ref().is_some_and(|s| {
+            Utc::now()
+                .signed_duration_since(s.timestamp)
+                .to_std()
+                .is_ok_and(|age| age.as_secs() < opts.min_interval_seconds)
+        });
+        let (action, snapshot) = if recent {
+            ("skipped", newest)
+        } else {
+            let meta = self.backup_database(source, &opts.backup, progress, cancel)?;
+            ("backed_up", Some(meta))
+        };
+        let mut pruned = Vec::new();
+        if opts.keep_last > 0 {
+            let _lock = self.lock_exclusive()?;
+            let candidates: Vec<Candidate> = self
+                .snapshots()?
+                .into_iter()
+                .filter(|s| mine(s))
+                .map(|s| Candidate {
+                    id: s.id,
+                    time: s.timestamp,
+                    tags: s.tags,
+                })
+                .collect();
+            let policy = KeepPolicy {
+                last: opts.keep_last,
+                ..KeepPolicy::default()
+            };
+            for d in apply(&candidates, &policy, &Utc, Utc::now()) {
+                if !d.keep {
+                    self.delete_snapshot_objects(&d.id)?;
+                    pruned.push(d.id);
+                }
+            }
+        }
+        Ok(AutoOutcome {
+            action,
+            snapshot,
+            pruned,
+        })
     }
 
     /// Dumps `source` into the data object and manifest of snapshot `id`.

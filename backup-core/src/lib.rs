@@ -29,7 +29,7 @@ mod verify;
 
 pub use backup::{BackupOptions, BackupSummary, Warning};
 pub use check::{CheckOptions, CheckProblem, CheckReport, error_chain};
-pub use dbsnap::{DatabaseBackupOptions, DatabaseRestoreSummary};
+pub use dbsnap::{AutoOptions, AutoOutcome, DatabaseBackupOptions, DatabaseRestoreSummary};
 pub use error::{Error, IoContext, Result};
 pub use forget::{ForgetGroup, ForgetOptions, SnapshotFilter};
 pub use progress::{Cancel, Event, NoProgress, Progress};

@@ -228,6 +228,20 @@ impl Registry {
     }
 }
 
+/// A database given as users give it: a URL (`postgres://...`,
+/// `sqlite:///abs/file.db`), or a plain path, which names an SQLite file
+/// (seed 001's `--db-path outputs/results.db`).
+pub fn database_url(given: &str) -> Result<String> {
+    if given.contains("://") {
+        return Ok(given.to_owned());
+    }
+    let abs = std::path::absolute(given).map_err(|e| Error::io("resolve", given, e))?;
+    let abs = abs.to_str().ok_or_else(|| {
+        Error::InvalidInput(format!("database path {given:?} is not valid UTF-8"))
+    })?;
+    Ok(format!("sqlite://{abs}"))
+}
+
 /// A URL with any password replaced by `***`, for messages.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

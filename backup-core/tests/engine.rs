@@ -831,6 +831,10 @@ fn a_damaged_snapshot_json_blocks_nothing_else_and_is_reported() {
     );
 }
 
+mod database_support {
+    pub(crate) use super::database::{LinesSource, fixture};
+}
+
 mod database {
     //! The database snapshot engine, with a small source and target that
     //! stand in for an engine: what the engine itself guarantees (commit,
@@ -847,9 +851,9 @@ mod database {
 
     /// Dumps `rows` lines of text; fails after `fail_after` bytes if set.
     #[derive(Debug)]
-    struct LinesSource {
-        rows: u64,
-        fail_after: Option<usize>,
+    pub(crate) struct LinesSource {
+        pub(crate) rows: u64,
+        pub(crate) fail_after: Option<usize>,
     }
 
     impl DatabaseSource for LinesSource {
@@ -929,7 +933,7 @@ mod database {
         std::sync::Arc::new(r)
     }
 
-    fn fixture(lose: u64) -> (Fixture, backup_core::Repository) {
+    pub(crate) fn fixture(lose: u64) -> (Fixture, backup_core::Repository) {
         let fx = Fixture::new();
         let repo = backup_core::Repository::open(
             registry_with_lines(lose),
@@ -1073,5 +1077,58 @@ mod database {
         assert!(
             std::fs::read_dir(fx.path("repo/snapshots")).map_or(true, |mut d| d.next().is_none())
         );
+    }
+}
+
+mod auto {
+    use backup_core::{AutoOptions, Cancel, NoProgress};
+
+    use super::database_support::{LinesSource, fixture};
+
+    #[test]
+    fn auto_skips_recent_dumps_and_keeps_the_newest_n() {
+        let (fx, repo) = fixture(0);
+        let source = LinesSource {
+            rows: 10,
+            fail_after: None,
+        };
+        let hourly = AutoOptions {
+            keep_last: 3,
+            ..AutoOptions::default()
+        };
+        let first = repo
+            .auto_backup_database(&source, &hourly, &NoProgress, &Cancel::new())
+            .unwrap();
+        assert_eq!(first.action, "backed_up");
+        let again = repo
+            .auto_backup_database(&source, &hourly, &NoProgress, &Cancel::new())
+            .unwrap();
+        assert_eq!(
+            again.action, "skipped",
+            "a dump less than an hour old is enough"
+        );
+        assert_eq!(again.snapshot.unwrap().id, first.snapshot.unwrap().id);
+        assert_eq!(repo.snapshots().unwrap().len(), 1);
+        // With no minimum interval, each call dumps; only the newest 3 stay.
+        let eager = AutoOptions {
+            min_interval_seconds: 0,
+            keep_last: 3,
+            ..AutoOptions::default()
+        };
+        let mut pruned = Vec::new();
+        for _ in 0..4 {
+            let o = repo
+                .auto_backup_database(&source, &eager, &NoProgress, &Cancel::new())
+                .unwrap();
+            assert_eq!(o.action, "backed_up");
+            pruned.extend(o.pruned);
+        }
+        let left = repo.snapshots().unwrap();
+        assert_eq!(left.len(), 3);
+        assert_eq!(pruned.len(), 2);
+        for id in &pruned {
+            assert!(!fx.snapshot_dir(id).exists());
+            assert!(left.iter().all(|s| &s.id != id));
+        }
     }
 }

@@ -211,6 +211,53 @@ impl RestoreResult {
     }
 }
 
+/// What `Repository.backup_database` did.
+#[pyclass(frozen, module = "backupkit")]
+#[derive(Debug)]
+pub(crate) struct DatabaseBackupResult {
+    /// `"backed_up"`, or `"skipped"` because the newest dump is recent.
+    #[pyo3(get)]
+    action: String,
+    /// The new snapshot, or the recent one that made a new one unneeded.
+    #[pyo3(get)]
+    snapshot: Option<Py<Snapshot>>,
+    /// Ids of older dumps removed to keep `keep_last`.
+    #[pyo3(get)]
+    pruned: Vec<String>,
+}
+
+impl DatabaseBackupResult {
+    pub(crate) fn new(py: Python<'_>, o: backup_core::AutoOutcome) -> PyResult<Self> {
+        Ok(Self {
+            action: o.action.to_owned(),
+            snapshot: o
+                .snapshot
+                .map(|m| Py::new(py, Snapshot::new(py, &m)?))
+                .transpose()?,
+            pruned: o.pruned,
+        })
+    }
+}
+
+#[pymethods]
+impl DatabaseBackupResult {
+    /// Whether a new dump was made.
+    #[getter]
+    fn backed_up(&self) -> bool {
+        self.action == "backed_up"
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let id = self.snapshot.as_ref().map(|s| s.get().id.clone());
+        Ok(format!(
+            "DatabaseBackupResult(action={}, snapshot={}, pruned={:?})",
+            repr(py, &self.action)?,
+            id.map_or_else(|| Ok("None".to_owned()), |i| repr(py, &i))?,
+            self.pruned
+        ))
+    }
+}
+
 /// What a check found.
 #[pyclass(frozen, module = "backupkit")]
 #[derive(Debug)]

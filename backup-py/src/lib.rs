@@ -10,19 +10,22 @@ mod convert;
 mod errors;
 mod run;
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use backup_core::archive::Compression;
+use backup_core::registry::database_url;
 use backup_core::{
-    BackupOptions, CheckOptions, ForgetOptions, KeepPolicy, Registry, RestoreOptions,
+    AutoOptions, BackupOptions, CheckOptions, DatabaseBackupOptions, ForgetOptions, KeepPolicy,
+    Registry, RestoreOptions,
 };
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::convert::{CheckResult, RestoreResult, Snapshot, json_to_py};
+use crate::convert::{CheckResult, DatabaseBackupResult, RestoreResult, Snapshot, json_to_py};
 use crate::errors::{
     BackupError, IntegrityError, InvalidInputError, LockedError, RepositoryExistsError,
     RepositoryNotFoundError, SnapshotNotFoundError, WouldOverwriteError,
@@ -159,6 +162,77 @@ impl PyRepository {
             .snapshot
             .map(|meta| Snapshot::new(py, &meta))
             .transpose()
+    }
+
+    /// Backs up a database: the path of an SQLite file or a URL
+    /// (`sqlite:///abs/results.db`). With `min_interval` (seconds), only if
+    /// this host's newest dump of it is older than that; with `keep_last`,
+    /// then keeps only that many newest dumps. Meant for the end of an
+    /// analysis run:
+    /// `repo.backup_database("outputs/results.db", min_interval=3600, keep_last=10)`.
+    #[pyo3(signature = (
+        database, *, min_interval=None, keep_last=None, tags=None,
+        compression="gzip", level=None, progress=None
+    ))]
+    #[allow(clippy::too_many_arguments)] // keyword arguments, as Python callers expect
+    fn backup_database(
+        &self,
+        py: Python<'_>,
+        database: PathBuf,
+        min_interval: Option<f64>,
+        keep_last: Option<u32>,
+        tags: Option<Vec<String>>,
+        compression: &str,
+        level: Option<i32>,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<DatabaseBackupResult> {
+        let given = path_to_string(database)?;
+        let url = database_url(&given).map_err(|e| errors::to_py(&e))?;
+        let interval = min_interval.unwrap_or(0.0);
+        if !(interval.is_finite() && interval >= 0.0) {
+            return Err(InvalidInputError::new_err(format!(
+                "min_interval must be a number of seconds >= 0 (got {interval})"
+            )));
+        }
+        let opts = AutoOptions {
+            backup: DatabaseBackupOptions {
+                tags: tags.unwrap_or_default(),
+                compression: compression
+                    .parse::<Compression>()
+                    .map_err(|e| errors::to_py(&e))?,
+                level,
+                host: None,
+            },
+            min_interval_seconds: interval.ceil() as u64,
+            keep_last: keep_last.unwrap_or(0),
+        };
+        let registry = Arc::clone(&self.registry);
+        let outcome = self.run(py, callback(progress)?, |repo, progress, cancel| {
+            let source = registry.database_source(&url)?;
+            repo.auto_backup_database(source.as_ref(), &opts, progress, cancel)
+        })?;
+        DatabaseBackupResult::new(py, outcome)
+    }
+
+    /// Restores a database snapshot into `target` (an SQLite file path or a
+    /// URL), then checks its integrity and that every table has the rows
+    /// recorded at dump time. Replacing an existing database needs
+    /// `force=True`. Returns the rows per table.
+    #[pyo3(signature = (snapshot_id, target, *, force=false))]
+    #[allow(clippy::needless_pass_by_value)] // pyo3 extracts arguments as owned values
+    fn restore_database(
+        &self,
+        py: Python<'_>,
+        snapshot_id: &str,
+        target: PathBuf,
+        force: bool,
+    ) -> PyResult<BTreeMap<String, u64>> {
+        let given = path_to_string(target)?;
+        let url = database_url(&given).map_err(|e| errors::to_py(&e))?;
+        let summary = self.run(py, None, |repo, progress, cancel| {
+            repo.restore_database(snapshot_id, &url, force, progress, cancel)
+        })?;
+        Ok(summary.tables)
     }
 
     /// Every snapshot, oldest first.
@@ -335,6 +409,7 @@ fn _backupkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Snapshot>()?;
     m.add_class::<RestoreResult>()?;
     m.add_class::<CheckResult>()?;
+    m.add_class::<DatabaseBackupResult>()?;
     m.add("BackupError", py.get_type::<BackupError>())?;
     m.add(
         "RepositoryNotFoundError",

@@ -1,10 +1,11 @@
-"""backupkit: verified, restorable backups of files, from Python.
+"""backupkit: verified, restorable backups of files and databases, from Python.
 
 >>> import backupkit
 >>> repo = backupkit.Repository("/srv/backups")
 >>> repo.init()
 >>> snap = repo.backup(["/etc", "/home"], tags=["nightly"])
 >>> repo.restore(snap.id, "/tmp/restored")
+>>> repo.backup_database("outputs/results.db", min_interval=3600, keep_last=10)
 
 Every engine call runs in native code with the GIL released; Ctrl-C stops it
 cleanly and raises KeyboardInterrupt. Errors are subclasses of BackupError.
@@ -13,6 +14,7 @@ cleanly and raises KeyboardInterrupt. Errors are subclasses of BackupError.
 from backupkit._backupkit import (
     BackupError,
     CheckResult,
+    DatabaseBackupResult,
     IntegrityError,
     InvalidInputError,
     LockedError,
@@ -29,6 +31,7 @@ from backupkit._backupkit import (
 __all__ = [
     "BackupError",
     "CheckResult",
+    "DatabaseBackupResult",
     "IntegrityError",
     "InvalidInputError",
     "LockedError",

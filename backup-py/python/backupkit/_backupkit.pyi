@@ -12,6 +12,7 @@ __all__ = [
     "Snapshot",
     "RestoreResult",
     "CheckResult",
+    "DatabaseBackupResult",
     "BackupError",
     "RepositoryNotFoundError",
     "RepositoryExistsError",
@@ -109,6 +110,17 @@ class CheckResult:
     def ok(self) -> bool: ...
 
 @final
+class DatabaseBackupResult:
+    @property
+    def action(self) -> str: ...
+    @property
+    def backed_up(self) -> bool: ...
+    @property
+    def snapshot(self) -> Snapshot | None: ...
+    @property
+    def pruned(self) -> list[str]: ...
+
+@final
 class Repository:
     def __new__(cls, location: str | os.PathLike[str]) -> Repository: ...
     @property
@@ -140,6 +152,30 @@ class Repository:
     def check(
         self, read_data: bool = False, *, read_data_subset: str | None = None
     ) -> CheckResult: ...
+    def backup_database(
+        self,
+        database: str | os.PathLike[str],
+        *,
+        min_interval: float | None = None,
+        keep_last: int | None = None,
+        tags: Sequence[str] | None = None,
+        compression: str = "gzip",
+        level: int | None = None,
+        progress: Callable[[dict[str, Any]], object] | None = None,
+    ) -> DatabaseBackupResult:
+        """Back up a database: an SQLite file path or a URL.
+
+        With ``min_interval`` (seconds) only if this host's newest dump of it
+        is older; with ``keep_last``, then keep only that many newest dumps.
+        """
+    def restore_database(
+        self,
+        snapshot_id: str,
+        target: str | os.PathLike[str],
+        *,
+        force: bool = False,
+    ) -> dict[str, int]:
+        """Restore a database snapshot, verified; returns rows per table."""
     def forget(
         self,
         snapshot_ids: Sequence[str] | None = None,

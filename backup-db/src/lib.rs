@@ -1,0 +1,33 @@
+//! backupkit's database engines: each dumps a live database into one
+//! consistent stream and loads such a stream back, verified. Every engine
+//! sits behind its own cargo feature (`sqlite`); [`register`] adds the ones
+//! this build has to a [`Registry`].
+
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod url;
+
+use backup_core::Registry;
+
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteSource, SqliteTarget};
+pub use url::sqlite_path;
+
+/// Registers every engine this build has (with feature `sqlite`: scheme
+/// `sqlite`, URLs parsed by [`sqlite_path`]).
+pub fn register(registry: &mut Registry) {
+    #[cfg(feature = "sqlite")]
+    {
+        use std::sync::Arc;
+
+        use backup_core::database::{DatabaseSource, DatabaseTarget};
+
+        registry.register_database(
+            "sqlite",
+            |url| Ok(Arc::new(SqliteSource::open(sqlite_path(url)?)?) as Arc<dyn DatabaseSource>),
+            |url| Ok(Arc::new(SqliteTarget::new(sqlite_path(url)?)?) as Arc<dyn DatabaseTarget>),
+        );
+    }
+    #[cfg(not(feature = "sqlite"))]
+    let _ = registry;
+}
