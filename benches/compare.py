@@ -9,6 +9,7 @@ files; then, on that same data, times:
 
   backup:  backupkit (gzip, zstd)  vs  tar czf, tar | pigz -6, tar | zstd -T0 -3, tar --zstd
   restore: backupkit restore       vs  tar xzf, tar --zstd -xf
+  sqlite:  backupkit backup --db   vs  sqlite3 .backup + gzip -6, + pigz -6
 
 and prints seconds (best of 3, each after a `sync`), throughput, output
 size, peak RSS (GNU time) and ratios. backupkit fsyncs its archive before it
@@ -33,7 +34,8 @@ WORK = ROOT / "target" / "compare"
 
 
 def ensure_tools() -> None:
-    tools = {"pigz": "pigz", "zstd": "zstd", "tar": "tar", "gzip": "gzip", "/usr/bin/time": "time"}
+    tools = {"pigz": "pigz", "zstd": "zstd", "tar": "tar", "gzip": "gzip", "/usr/bin/time": "time",
+             "sqlite3": "sqlite3"}
     missing = [pkg for t, pkg in tools.items() if shutil.which(t) is None]
     if missing and os.geteuid() == 0:
         subprocess.run(["apt-get", "update", "-qq"], check=True)
@@ -102,6 +104,66 @@ def timed(cmd: str, before: str = "") -> tuple[float, float]:
     return best, rss
 
 
+def generate_sqlite(path: Path, mb: int) -> int:
+    """A results database of about `mb` MB: several tables and indexes."""
+    import sqlite3
+
+    if path.exists() and path.with_suffix(".complete").exists():
+        return path.stat().st_size
+    path.unlink(missing_ok=True)
+    rng = random.Random(7)
+    c = sqlite3.connect(path)
+    c.executescript(
+        "CREATE TABLE runs(id INTEGER PRIMARY KEY, started TEXT, config TEXT, status TEXT);"
+        "CREATE TABLE samples(id INTEGER PRIMARY KEY, run INTEGER, t REAL, value REAL, label TEXT);"
+        "CREATE TABLE events(id INTEGER PRIMARY KEY, run INTEGER, kind TEXT, message TEXT);"
+        "CREATE INDEX samples_run ON samples(run, t); CREATE INDEX events_run ON events(run, kind);"
+    )
+    runs = 2000
+    c.executemany("INSERT INTO runs VALUES (?,?,?,?)",
+                  [(i, f"2026-11-{1 + i % 28:02d}T10:00:00", f"lr={rng.random():.4f};seed={i}",
+                    rng.choice(["ok", "failed", "running"])) for i in range(runs)])
+    batch = 50_000
+    while path.stat().st_size < mb * 1_000_000:
+        c.executemany("INSERT INTO samples(run, t, value, label) VALUES (?,?,?,?)",
+                      [(rng.randrange(runs), rng.random() * 1000, rng.gauss(0, 1),
+                        rng.choice(["left", "right", "center"])) for _ in range(batch)])
+        c.executemany("INSERT INTO events(run, kind, message) VALUES (?,?,?)",
+                      [(rng.randrange(runs), rng.choice(["info", "warn"]),
+                        f"step {rng.randrange(10**6)} loss {rng.random():.6f}") for _ in range(batch // 5)])
+        c.commit()
+    c.close()
+    path.with_suffix(".complete").write_text("ok")
+    return path.stat().st_size
+
+
+def compare_sqlite(bk: Path, mb: int) -> None:
+    db = WORK / "results.db"
+    size = generate_sqlite(db, mb)
+    print(f"sqlite: {size / 1e6:.0f} MB database (3 tables, 2 indexes)\n")
+    repo = WORK / "repo-sqlite"
+    copy = WORK / "copy.db"
+    rows = []
+    s, r = timed(f"'{bk}' -q -r '{repo}' backup --db '{db}'",
+                 before=f"rm -rf '{repo}' && '{bk}' -q -r '{repo}' init")
+    stored = next(repo.glob("snapshots/*/results.db.gz")).stat().st_size
+    rows.append(("backupkit backup --db (gzip -6)", s, r, stored))
+    for label, tool in (("sqlite3 .backup + gzip -6", "gzip -6"), ("sqlite3 .backup + pigz -6", "pigz -6")):
+        out = WORK / "copy.db.gz"
+        s, r = timed(f"sqlite3 '{db}' \".backup '{copy}'\" && {tool} -c '{copy}' > '{out}' && sync '{out}'",
+                     before=f"rm -f '{copy}' '{out}'")
+        rows.append((label, s, r, out.stat().st_size))
+    print(f"{'sqlite backup':<34} {'seconds':>8} {'MB/s':>8} {'size MB':>8} {'peak RSS':>9}")
+    for label, s, r, sz in rows:
+        print(f"{label:<34} {s:8.2f} {size / 1e6 / s:8.1f} {sz / 1e6:8.1f} {r:7.1f}MB")
+    base = {label: s for label, s, _, _ in rows}
+    print(f"\n  backupkit vs sqlite3 .backup + pigz -6: {base['sqlite3 .backup + pigz -6'] / base['backupkit backup --db (gzip -6)']:.2f}x"
+          f" (target: 2.00x, half the time)")
+    print(f"  backupkit vs sqlite3 .backup + gzip -6: {base['sqlite3 .backup + gzip -6'] / base['backupkit backup --db (gzip -6)']:.2f}x\n")
+    for p in (repo, copy, WORK / "copy.db.gz"):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 def timed_once(cmd: str) -> tuple[float, float]:
     """Runs a shell command; returns (seconds, peak RSS in MB of the largest
     process it ran).
@@ -129,11 +191,17 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=20_000)
     ap.add_argument("--video-mb", type=int, default=300)
     ap.add_argument("--keep", action="store_true", help="keep the generated data")
+    ap.add_argument("--sqlite-mb", type=int, default=200, help="size of the SQLite comparison (0: skip)")
+    ap.add_argument("--only-sqlite", action="store_true", help="run only the SQLite comparison")
     args = ap.parse_args()
 
     ensure_tools()
     subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "backup-cli"], cwd=ROOT, check=True)
     bk = ROOT / "target" / "release" / "backupkit"
+    if args.sqlite_mb > 0:
+        compare_sqlite(bk, args.sqlite_mb)
+    if args.only_sqlite:
+        return
     data = WORK / "data"
     total = generate(data, args.files, args.video_mb)
     out = WORK / "out"

