@@ -4,22 +4,20 @@
 use std::io;
 use std::sync::Arc;
 
-use backup_core::registry::database_url;
 use backup_core::snapshot::SnapshotMeta;
 use backup_core::{
-    AutoOptions, BackupOptions, Cancel, CheckOptions, DatabaseBackupOptions, Error, ForgetOptions,
-    KeepPolicy, Registry, Repository, RestoreOptions, SnapshotFilter, error_chain,
+    BackupOptions, Cancel, CheckOptions, Error, ForgetOptions, KeepPolicy, Registry, Repository,
+    RestoreOptions, SnapshotFilter, error_chain,
 };
 
 use crate::args::{
-    AutoArgs, BackupArgs, CheckArgs, Cli, Command, ForgetArgs, LsArgs, RestoreArgs, SnapshotsArgs,
-    UnlockArgs,
+    BackupArgs, CheckArgs, Cli, Command, ForgetArgs, LsArgs, RestoreArgs, SnapshotsArgs, UnlockArgs,
 };
 use crate::exit;
 use crate::output::{Reporter, Verbosity, confirm, human_bytes, json, out};
 
 /// Why a command did not exit 0.
-enum Failure {
+pub(crate) enum Failure {
     Core(Error),
     Io(io::Error),
     /// A message and an exit code decided by the command.
@@ -38,13 +36,13 @@ impl From<io::Error> for Failure {
     }
 }
 
-type Outcome = Result<i32, Failure>;
+pub(crate) type Outcome = Result<i32, Failure>;
 
-struct Ctx<'a> {
-    cli: &'a Cli,
-    registry: &'a Arc<Registry>,
-    cancel: &'a Cancel,
-    v: Verbosity,
+pub(crate) struct Ctx<'a> {
+    pub(crate) cli: &'a Cli,
+    pub(crate) registry: &'a Arc<Registry>,
+    pub(crate) cancel: &'a Cancel,
+    pub(crate) v: Verbosity,
 }
 
 impl Ctx<'_> {
@@ -57,14 +55,14 @@ impl Ctx<'_> {
         })
     }
 
-    fn open(&self) -> Result<Repository, Failure> {
+    pub(crate) fn open(&self) -> Result<Repository, Failure> {
         Ok(Repository::open(
             Arc::clone(self.registry),
             self.location()?,
         )?)
     }
 
-    fn say(&self, line: impl AsRef<str>) -> io::Result<()> {
+    pub(crate) fn say(&self, line: impl AsRef<str>) -> io::Result<()> {
         if self.v.quiet { Ok(()) } else { out(line) }
     }
 }
@@ -91,7 +89,7 @@ pub fn dispatch(cli: &Cli, registry: &Arc<Registry>, cancel: &Cancel) -> i32 {
         Command::Check(a) => check(&ctx, a),
         Command::Forget(a) => forget(&ctx, a),
         Command::Unlock(a) => unlock(&ctx, a),
-        Command::Auto(a) => auto(&ctx, a),
+        Command::Auto(a) => crate::db::auto(&ctx, a),
     };
     match result {
         Ok(code) => code,
@@ -126,7 +124,7 @@ fn init(ctx: &Ctx) -> Outcome {
 
 fn backup(ctx: &Ctx, a: &BackupArgs) -> Outcome {
     if let Some(db) = &a.db {
-        return backup_db(ctx, a, db);
+        return crate::db::backup(ctx, a, db);
     }
     let opts = BackupOptions {
         paths: a.paths.clone(),
@@ -181,86 +179,6 @@ fn backup(ctx: &Ctx, a: &BackupArgs) -> Outcome {
             summary.warnings.len()
         );
         return Ok(exit::INCOMPLETE);
-    }
-    Ok(exit::OK)
-}
-
-fn db_options(
-    tags: &[String],
-    compression: &str,
-    level: Option<i32>,
-) -> Result<DatabaseBackupOptions, Failure> {
-    Ok(DatabaseBackupOptions {
-        tags: tags.iter().map(|t| t.trim().to_owned()).collect(),
-        compression: compression.parse()?,
-        level,
-        host: None,
-    })
-}
-
-/// One line about a database snapshot.
-fn describe_dump(s: &SnapshotMeta) -> String {
-    let (tables, rows) = s
-        .database
-        .as_ref()
-        .map_or((0, 0), |d| (d.tables.len(), d.tables.values().sum::<u64>()));
-    format!(
-        "snapshot {} saved: {} ({tables} tables, {rows} rows), {} dumped, {} stored in {:.1}s",
-        s.id,
-        s.paths.join(", "),
-        human_bytes(s.source_bytes),
-        human_bytes(s.size_bytes),
-        s.duration_seconds
-    )
-}
-
-fn backup_db(ctx: &Ctx, a: &BackupArgs, db: &str) -> Outcome {
-    let opts = db_options(&a.tags, &a.compression, a.level)?;
-    let repo = ctx.open()?;
-    let source = ctx.registry.database_source(&database_url(db)?)?;
-    let reporter = Reporter::new(ctx.v);
-    let result = repo.backup_database(source.as_ref(), &opts, &reporter, ctx.cancel);
-    reporter.finish();
-    let meta = result?;
-    if ctx.v.json {
-        // The same shape as a files backup's summary: `.snapshot.id`.
-        json(&serde_json::json!({ "snapshot": meta }))?;
-    } else {
-        ctx.say(describe_dump(&meta))?;
-    }
-    Ok(exit::OK)
-}
-
-fn auto(ctx: &Ctx, a: &AutoArgs) -> Outcome {
-    let opts = AutoOptions {
-        backup: db_options(&a.tags, &a.compression, a.level)?,
-        min_interval_seconds: a.min_interval,
-        keep_last: a.keep,
-    };
-    let repo = ctx.open()?;
-    let source = ctx.registry.database_source(&database_url(&a.db)?)?;
-    let reporter = Reporter::new(ctx.v);
-    let result = repo.auto_backup_database(source.as_ref(), &opts, &reporter, ctx.cancel);
-    reporter.finish();
-    let outcome = result?;
-    if ctx.v.json {
-        json(&outcome)?;
-        return Ok(exit::OK);
-    }
-    match (&outcome.snapshot, outcome.action) {
-        (Some(s), "backed_up") => ctx.say(describe_dump(s))?,
-        (Some(s), _) => ctx.say(format!(
-            "skipped: the newest dump, {}, is less than {}s old",
-            s.id, a.min_interval
-        ))?,
-        (None, _) => {}
-    }
-    if !outcome.pruned.is_empty() {
-        ctx.say(format!(
-            "removed {} older dump(s): {}",
-            outcome.pruned.len(),
-            outcome.pruned.join(", ")
-        ))?;
     }
     Ok(exit::OK)
 }
@@ -367,56 +285,11 @@ fn ls(ctx: &Ctx, a: &LsArgs) -> Outcome {
     Ok(exit::OK)
 }
 
-fn restore_db(ctx: &Ctx, a: &RestoreArgs, repo: &Repository, meta: &SnapshotMeta) -> Outcome {
-    let given = a.target.to_str().ok_or_else(|| {
-        Failure::Exit(
-            exit::USAGE,
-            format!("target {} is not valid UTF-8", a.target.display()),
-        )
-    })?;
-    let url = database_url(given)?;
-    let mut replace = a.force;
-    if !replace && ctx.registry.database_target(&url)?.exists()? {
-        confirm_delete(
-            false,
-            &format!(
-                "Replace the existing database {given} with snapshot {}?",
-                meta.id
-            ),
-        )
-        .map_err(|_| {
-            Failure::Exit(
-                exit::FAILURE,
-                format!(
-                    "{given} already exists: pass --force to replace it (or confirm on a terminal)"
-                ),
-            )
-        })?;
-        replace = true;
-    }
-    let reporter = Reporter::new(ctx.v);
-    let result = repo.restore_database(&meta.id, &url, replace, &reporter, ctx.cancel);
-    reporter.finish();
-    let s = result?;
-    if ctx.v.json {
-        json(&s)?;
-    } else {
-        ctx.say(format!(
-            "restored snapshot {} into {}: {} tables, {} rows, counts verified",
-            s.snapshot,
-            s.target,
-            s.tables.len(),
-            s.tables.values().sum::<u64>()
-        ))?;
-    }
-    Ok(exit::OK)
-}
-
 fn restore(ctx: &Ctx, a: &RestoreArgs) -> Outcome {
     let repo = ctx.open()?;
     let meta = repo.find_snapshot(&a.snapshot)?;
     if meta.database.is_some() {
-        return restore_db(ctx, a, &repo, &meta);
+        return crate::db::restore(ctx, a, &repo, &meta);
     }
     let opts = RestoreOptions {
         target: a.target.clone(),
@@ -500,7 +373,7 @@ fn check(ctx: &Ctx, a: &CheckArgs) -> Outcome {
 }
 
 /// Asks before deleting, unless `--yes`; refuses without a terminal.
-fn confirm_delete(yes: bool, question: &str) -> Result<(), Failure> {
+pub(crate) fn confirm_delete(yes: bool, question: &str) -> Result<(), Failure> {
     if yes {
         return Ok(());
     }

@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod db;
 pub mod exit;
 mod output;
 
