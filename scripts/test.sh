@@ -36,6 +36,18 @@ cargo fmt --all --check
 step "cargo clippy (all targets, all features, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 
+step "services: a throwaway PostgreSQL (scripts/services.sh)"
+# Installs the server if missing, starts it on 127.0.0.1, exports
+# BACKUPKIT_TEST_POSTGRES_URL and stops it when this script exits.
+. "$root/scripts/services.sh"
+if ! start_postgres; then
+  if [ "${BACKUPKIT_REQUIRE_SERVICES:-}" = 1 ]; then
+    echo "PostgreSQL could not be started and BACKUPKIT_REQUIRE_SERVICES=1" >&2
+    exit 1
+  fi
+  echo "PostgreSQL could not be started: its tests will be skipped" >&2
+fi
+
 step "Rust tests (cargo nextest)"
 cargo nextest run --workspace --no-fail-fast
 

@@ -1,21 +1,40 @@
 //! backupkit's database engines: each dumps a live database into one
 //! consistent stream and loads such a stream back, verified. Every engine
-//! sits behind its own cargo feature (`sqlite`); [`register`] adds the ones
-//! this build has to a [`Registry`].
+//! sits behind its own cargo feature (`sqlite`, `postgres`); [`register`]
+//! adds the ones this build has to a [`Registry`].
 
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod url;
 
 use backup_core::Registry;
 
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresSource, PostgresTarget};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteSource, SqliteTarget};
 pub use url::sqlite_path;
 
 /// Registers every engine this build has (with feature `sqlite`: scheme
-/// `sqlite`, URLs parsed by [`sqlite_path`]).
+/// `sqlite`, URLs parsed by [`sqlite_path`]; with feature `postgres`:
+/// schemes `postgres` and `postgresql`).
 pub fn register(registry: &mut Registry) {
+    #[cfg(feature = "postgres")]
+    {
+        use std::sync::Arc;
+
+        use backup_core::database::{DatabaseSource, DatabaseTarget};
+
+        for scheme in ["postgres", "postgresql"] {
+            registry.register_database(
+                scheme,
+                |url| Ok(Arc::new(PostgresSource::new(url)?) as Arc<dyn DatabaseSource>),
+                |url| Ok(Arc::new(PostgresTarget::new(url)?) as Arc<dyn DatabaseTarget>),
+            );
+        }
+    }
     #[cfg(feature = "sqlite")]
     {
         use std::sync::Arc;
@@ -28,6 +47,6 @@ pub fn register(registry: &mut Registry) {
             |url| Ok(Arc::new(SqliteTarget::new(sqlite_path(url)?)?) as Arc<dyn DatabaseTarget>),
         );
     }
-    #[cfg(not(feature = "sqlite"))]
+    #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
     let _ = registry;
 }
