@@ -10,6 +10,8 @@ files; then, on that same data, times:
   backup:  backupkit (gzip, zstd)  vs  tar czf, tar | pigz -6, tar | zstd -T0 -3, tar --zstd
   restore: backupkit restore       vs  tar xzf, tar --zstd -xf
   sqlite:  backupkit backup --db   vs  sqlite3 .backup + gzip -6, + pigz -6
+  postgres: backupkit backup --db  vs  pg_dump | gzip -6, pg_dump | pigz -6
+            (run under `scripts/services.sh python3 benches/compare.py`)
 
 and prints seconds (best of 3, each after a `sync`), throughput, output
 size, peak RSS (GNU time) and ratios. backupkit fsyncs its archive before it
@@ -164,6 +166,64 @@ def compare_sqlite(bk: Path, mb: int) -> None:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
+def compare_postgres(bk: Path, mb: int) -> None:
+    """backupkit against pg_dump | gzip / pigz on a database of about `mb`
+    MB, on the throwaway server scripts/services.sh starts (or the one
+    BACKUPKIT_TEST_POSTGRES_URL names)."""
+    url = os.environ.get("BACKUPKIT_TEST_POSTGRES_URL")
+    if not url:
+        print("postgres: skipped (run under scripts/services.sh, or set BACKUPKIT_TEST_POSTGRES_URL)\n")
+        return
+    base = url.rsplit("/", 1)[0]
+    db_url = f"{base}/bench"
+    psql = f"psql -q -v ON_ERROR_STOP=1 '{url}'"
+    exists = subprocess.run(f"{psql} -tAc \"SELECT 1 FROM pg_database WHERE datname='bench'\"",
+                            shell=True, capture_output=True, text=True).stdout.strip() == "1"
+    if not exists:
+        rows = mb * 6000
+        subprocess.run(f"{psql} -c 'CREATE DATABASE bench'", shell=True, check=True)
+        subprocess.run(
+            f"psql -q -v ON_ERROR_STOP=1 '{db_url}' -c \""
+            "CREATE TABLE samples(id bigserial PRIMARY KEY, run int, t double precision, value double precision, label text);"
+            f"INSERT INTO samples(run, t, value, label) SELECT i % 2000, random() * 1000, random(), "
+            f"(ARRAY['left','right','center'])[1 + i % 3] FROM generate_series(1, {rows}) i;"
+            "CREATE INDEX samples_run ON samples(run, t);"
+            "CREATE TABLE events(id bigserial PRIMARY KEY, run int, message text);"
+            f"INSERT INTO events(run, message) SELECT i % 2000, 'step ' || i || ' loss ' || random() FROM generate_series(1, {rows // 5}) i;"
+            "VACUUM ANALYZE;\"", shell=True, check=True)
+    size = int(subprocess.run(f"{psql} -tAc \"SELECT pg_database_size('bench')\"", shell=True,
+                              capture_output=True, text=True, check=True).stdout.strip())
+    print(f"postgres: {size / 1e6:.0f} MB database (2 tables, 3 indexes)\n")
+    # pg_dump reads the password from a passfile, as backupkit passes it.
+    user_pw, host_db = db_url.split("://", 1)[1].split("@", 1)
+    user, pw = user_pw.split(":", 1)
+    host, rest = host_db.split(":", 1)
+    port = rest.split("/", 1)[0]
+    passfile = WORK / "pgpass"
+    passfile.write_text(f"{host}:{port}:*:{user}:{pw}\n")
+    passfile.chmod(0o600)
+    conn = f"PGPASSFILE='{passfile}' pg_dump -h {host} -p {port} -U {user} bench"
+    repo = WORK / "repo-pg"
+    out = WORK / "bench.sql.gz"
+    rows_out = []
+    s, r = timed(f"'{bk}' -q -r '{repo}' backup --db '{db_url}'",
+                 before=f"rm -rf '{repo}' && '{bk}' -q -r '{repo}' init")
+    rows_out.append(("backupkit backup --db (gzip -6)", s, r, next(repo.glob("snapshots/*/bench.sql.gz")).stat().st_size))
+    for label, tool in (("pg_dump | gzip -6", "gzip -6"), ("pg_dump | pigz -6", "pigz -6")):
+        s, r = timed(f"{conn} | {tool} > '{out}' && sync '{out}'", before=f"rm -f '{out}'")
+        rows_out.append((label, s, r, out.stat().st_size))
+    print(f"{'postgres backup':<34} {'seconds':>8} {'MB/s':>8} {'size MB':>8} {'peak RSS':>9}")
+    for label, s, r, sz in rows_out:
+        print(f"{label:<34} {s:8.2f} {size / 1e6 / s:8.1f} {sz / 1e6:8.1f} {r:7.1f}MB")
+    t = {label: s for label, s, _, _ in rows_out}
+    print(f"\n  backupkit vs pg_dump | pigz -6: {t['pg_dump | pigz -6'] / t['backupkit backup --db (gzip -6)']:.2f}x"
+          f" (target: 2.00x, half the time)")
+    print(f"  backupkit vs pg_dump | gzip -6: {t['pg_dump | gzip -6'] / t['backupkit backup --db (gzip -6)']:.2f}x\n")
+    shutil.rmtree(repo, ignore_errors=True)
+    out.unlink(missing_ok=True)
+    passfile.unlink(missing_ok=True)
+
+
 def timed_once(cmd: str) -> tuple[float, float]:
     """Runs a shell command; returns (seconds, peak RSS in MB of the largest
     process it ran).
@@ -193,6 +253,9 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the generated data")
     ap.add_argument("--sqlite-mb", type=int, default=200, help="size of the SQLite comparison (0: skip)")
     ap.add_argument("--only-sqlite", action="store_true", help="run only the SQLite comparison")
+    ap.add_argument("--postgres-mb", type=int, default=200,
+                    help="size of the PostgreSQL comparison (0: skip; needs a server, see compare_postgres)")
+    ap.add_argument("--only-databases", action="store_true", help="run only the database comparisons")
     args = ap.parse_args()
 
     ensure_tools()
@@ -201,6 +264,10 @@ def main() -> None:
     if args.sqlite_mb > 0:
         compare_sqlite(bk, args.sqlite_mb)
     if args.only_sqlite:
+        return
+    if args.postgres_mb > 0:
+        compare_postgres(bk, args.postgres_mb)
+    if args.only_databases:
         return
     data = WORK / "data"
     total = generate(data, args.files, args.video_mb)

@@ -48,6 +48,17 @@ if ! start_postgres; then
   echo "PostgreSQL could not be started: its tests will be skipped" >&2
 fi
 
+step "services: a throwaway MariaDB (scripts/services.sh)"
+# Installs the server if missing, starts it on 127.0.0.1, exports
+# BACKUPKIT_TEST_MYSQL_URL and stops it when this script exits.
+if ! start_mariadb; then
+  if [ "${BACKUPKIT_REQUIRE_SERVICES:-}" = 1 ]; then
+    echo "MariaDB could not be started and BACKUPKIT_REQUIRE_SERVICES=1" >&2
+    exit 1
+  fi
+  echo "MariaDB could not be started: its tests will be skipped" >&2
+fi
+
 step "Rust tests (cargo nextest)"
 cargo nextest run --workspace --no-fail-fast
 
