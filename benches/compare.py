@@ -177,20 +177,19 @@ def compare_postgres(bk: Path, mb: int) -> None:
     base = url.rsplit("/", 1)[0]
     db_url = f"{base}/bench"
     psql = f"psql -q -v ON_ERROR_STOP=1 '{url}'"
-    exists = subprocess.run(f"{psql} -tAc \"SELECT 1 FROM pg_database WHERE datname='bench'\"",
-                            shell=True, capture_output=True, text=True).stdout.strip() == "1"
-    if not exists:
-        rows = mb * 6000
-        subprocess.run(f"{psql} -c 'CREATE DATABASE bench'", shell=True, check=True)
-        subprocess.run(
-            f"psql -q -v ON_ERROR_STOP=1 '{db_url}' -c \""
-            "CREATE TABLE samples(id bigserial PRIMARY KEY, run int, t double precision, value double precision, label text);"
-            f"INSERT INTO samples(run, t, value, label) SELECT i % 2000, random() * 1000, random(), "
-            f"(ARRAY['left','right','center'])[1 + i % 3] FROM generate_series(1, {rows}) i;"
-            "CREATE INDEX samples_run ON samples(run, t);"
-            "CREATE TABLE events(id bigserial PRIMARY KEY, run int, message text);"
-            f"INSERT INTO events(run, message) SELECT i % 2000, 'step ' || i || ' loss ' || random() FROM generate_series(1, {rows // 5}) i;"
-            "VACUUM ANALYZE;\"", shell=True, check=True)
+    # Rebuilt on every run: a half-built database from a failed run is never reused.
+    rows = mb * 10_000
+    subprocess.run(f"{psql} -c 'DROP DATABASE IF EXISTS bench' -c 'CREATE DATABASE bench'",
+                   shell=True, check=True)
+    subprocess.run(
+        f"psql -q -v ON_ERROR_STOP=1 '{db_url}' -c \""
+        "CREATE TABLE samples(id bigserial PRIMARY KEY, run int, t double precision, value double precision, label text);"
+        f"INSERT INTO samples(run, t, value, label) SELECT i % 2000, random() * 1000, random(), "
+        f"(ARRAY['left','right','center'])[1 + i % 3] FROM generate_series(1, {rows}) i;"
+        "CREATE INDEX samples_run ON samples(run, t);"
+        "CREATE TABLE events(id bigserial PRIMARY KEY, run int, message text);"
+        f"INSERT INTO events(run, message) SELECT i % 2000, 'step ' || i || ' loss ' || random() FROM generate_series(1, {rows // 5}) i;\""
+        " -c 'VACUUM ANALYZE'", shell=True, check=True)
     size = int(subprocess.run(f"{psql} -tAc \"SELECT pg_database_size('bench')\"", shell=True,
                               capture_output=True, text=True, check=True).stdout.strip())
     print(f"postgres: {size / 1e6:.0f} MB database (2 tables, 3 indexes)\n")
