@@ -13,14 +13,13 @@ mod scan;
 mod source;
 mod target;
 
-use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::thread::{self};
+use std::time::Duration;
 
+use crate::tool::{SecretFile, collect_stderr};
 use backup_core::{Error, Result};
 
 pub use source::MysqlSource;
@@ -30,9 +29,6 @@ const BACKEND: &str = "mysql";
 
 /// Copy buffer: dumps and restores stream through this, whatever their size.
 const CHUNK: usize = 256 * 1024;
-
-/// How much of a child's stderr is kept for messages.
-const STDERR_KEEP: usize = 64 * 1024;
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -162,7 +158,7 @@ impl MyUrl {
     }
 
     /// A private defaults file with this URL's connection settings.
-    fn defaults_file(&self) -> Result<DefaultsFile> {
+    fn defaults_file(&self) -> Result<SecretFile> {
         let mut lines = vec![
             "[client]".to_owned(),
             format!("user={}", option_value(&self.user)),
@@ -181,7 +177,7 @@ impl MyUrl {
         lines.push("[mysql]".to_owned());
         lines.push(format!("connect-timeout={}", CONNECT_TIMEOUT.as_secs()));
         let text = lines.join("\n") + "\n";
-        DefaultsFile::create(&text)
+        SecretFile::create("backupkit-mycnf", ".cnf", &text)
     }
 
     /// Starts the first of `programs` that exists, the defaults file first
@@ -192,7 +188,7 @@ impl MyUrl {
         args: &[String],
         pipe_stdin: bool,
         pipe_stdout: bool,
-    ) -> Result<(Child, PathBuf, DefaultsFile)> {
+    ) -> Result<(Child, PathBuf, SecretFile)> {
         let defaults = self.defaults_file()?;
         let stdio = |piped: bool| if piped { Stdio::piped() } else { Stdio::null() };
         for (i, program) in programs.iter().enumerate() {
@@ -408,78 +404,6 @@ fn quote_ident(name: &str) -> String {
 /// An SQL string literal (backslashes and quotes escaped).
 fn quote_str(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-/// A private defaults file (mode 0600) holding the connection settings,
-/// removed when dropped.
-#[derive(Debug)]
-struct DefaultsFile {
-    path: PathBuf,
-}
-
-impl DefaultsFile {
-    fn create(text: &str) -> Result<Self> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir();
-        loop {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = dir.join(format!(
-                "backupkit-mycnf-{}-{n}-{nanos:08x}.cnf",
-                std::process::id()
-            ));
-            let mut options = OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            match options.open(&path) {
-                Ok(mut file) => {
-                    let guard = Self { path };
-                    file.write_all(text.as_bytes())
-                        .map_err(|e| Error::io("write", guard.path.display().to_string(), e))?;
-                    return Ok(guard);
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    return Err(Error::io(
-                        "create temporary file",
-                        path.display().to_string(),
-                        e,
-                    ));
-                }
-            }
-        }
-    }
-}
-
-impl Drop for DefaultsFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-/// Reads a child's stderr on a thread, keeping the first [`STDERR_KEEP`]
-/// bytes (the rest is read and dropped, so the child never blocks on it).
-fn collect_stderr(child: &mut Child) -> Option<JoinHandle<Vec<u8>>> {
-    let mut stderr = child.stderr.take()?;
-    Some(thread::spawn(move || {
-        let mut kept = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            match stderr.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    let room = STDERR_KEEP.saturating_sub(kept.len());
-                    kept.extend_from_slice(&buf[..n.min(room)]);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        kept
-    }))
 }
 
 /// The first few meaningful lines of a tool's stderr, as one line: the

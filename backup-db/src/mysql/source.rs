@@ -63,24 +63,7 @@ impl DatabaseSource for MysqlSource {
     }
 
     fn dump_name(&self) -> String {
-        let name: String = self
-            .url
-            .dbname
-            .chars()
-            .map(|c| {
-                if c == '/' || c == '\\' || c.is_control() {
-                    '_'
-                } else {
-                    c
-                }
-            })
-            .collect();
-        let name = if name.is_empty() || name.starts_with('.') {
-            format!("db{name}")
-        } else {
-            name
-        };
-        format!("{name}.sql")
+        crate::tool::sql_dump_name(&self.url.dbname)
     }
 
     fn dump(&self, out: &mut dyn Write, cancel: &Cancel) -> Result<RowCounts> {

@@ -10,14 +10,12 @@
 mod source;
 mod target;
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::tool::{SecretFile, collect_stderr};
 use backup_core::database::RowCounts;
 use backup_core::{Error, Result};
 use postgres::error::SqlState;
@@ -30,9 +28,6 @@ const BACKEND: &str = "postgres";
 
 /// Copy buffer: dumps and restores stream through this, whatever their size.
 const CHUNK: usize = 256 * 1024;
-
-/// How much of a child's stderr is kept for messages.
-const STDERR_KEEP: usize = 64 * 1024;
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -241,7 +236,7 @@ impl PgUrl {
     /// A `pg_dump`/`psql` command for `dbname`: connection settings in the
     /// environment (no conninfo parsing of names), the password in a private
     /// passfile that lives as long as the returned guard.
-    fn command(&self, program: &Path, dbname: &str) -> Result<(Command, Option<PassFile>)> {
+    fn command(&self, program: &Path, dbname: &str) -> Result<(Command, Option<SecretFile>)> {
         let mut cmd = Command::new(program);
         for var in [
             "PGPASSWORD",
@@ -261,7 +256,7 @@ impl PgUrl {
             .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT.as_secs().to_string());
         let passfile = match &self.password {
             Some(password) => {
-                let file = PassFile::create(password)?;
+                let file = SecretFile::create("backupkit-pgpass", "", &pass_file_line(password))?;
                 cmd.env("PGPASSFILE", &file.path);
                 Some(file)
             }
@@ -341,80 +336,6 @@ fn row_counts(client: &mut impl GenericClient) -> std::result::Result<RowCounts,
     Ok(counts)
 }
 
-/// A private passfile (mode 0600) holding one password, removed when
-/// dropped.
-#[derive(Debug)]
-struct PassFile {
-    path: PathBuf,
-}
-
-impl PassFile {
-    fn create(password: &str) -> Result<Self> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        // Passfile syntax: `:` separates fields, `\` escapes.
-        let escaped = password.replace('\\', "\\\\").replace(':', "\\:");
-        let dir = std::env::temp_dir();
-        loop {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = dir.join(format!(
-                "backupkit-pgpass-{}-{n}-{nanos:08x}",
-                std::process::id()
-            ));
-            let mut options = OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            match options.open(&path) {
-                Ok(mut file) => {
-                    let guard = Self { path };
-                    file.write_all(format!("*:*:*:*:{escaped}\n").as_bytes())
-                        .map_err(|e| Error::io("write", guard.path.display().to_string(), e))?;
-                    return Ok(guard);
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    return Err(Error::io(
-                        "create temporary file",
-                        path.display().to_string(),
-                        e,
-                    ));
-                }
-            }
-        }
-    }
-}
-
-impl Drop for PassFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-/// Reads a child's stderr on a thread, keeping the first [`STDERR_KEEP`]
-/// bytes (the rest is read and dropped, so the child never blocks on it).
-fn collect_stderr(child: &mut Child) -> Option<JoinHandle<Vec<u8>>> {
-    let mut stderr = child.stderr.take()?;
-    Some(thread::spawn(move || {
-        let mut kept = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            match stderr.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    let room = STDERR_KEEP.saturating_sub(kept.len());
-                    kept.extend_from_slice(&buf[..n.min(room)]);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        kept
-    }))
-}
-
 /// The first few meaningful lines of a tool's stderr, as one line.
 fn first_lines(stderr: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(stderr);
@@ -443,6 +364,13 @@ fn exit_text(status: std::process::ExitStatus) -> String {
         Some(code) => format!("exit status {code}"),
         None => "killed by a signal".to_owned(),
     }
+}
+
+/// A passfile line giving `password` for every host, port, database and
+/// user (`:` separates fields, `\` escapes).
+fn pass_file_line(password: &str) -> String {
+    let escaped = password.replace('\\', "\\\\").replace(':', "\\:");
+    format!("*:*:*:*:{escaped}\n")
 }
 
 #[cfg(test)]
