@@ -88,6 +88,53 @@ pub(crate) fn collect_stderr(child: &mut Child) -> Option<JoinHandle<Vec<u8>>> {
     }))
 }
 
+/// Ends a child that is no longer wanted, and reaps it.
+pub(crate) fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The exit status of a finished child, as text.
+pub(crate) fn exit_text(status: std::process::ExitStatus) -> String {
+    match status.code() {
+        Some(code) => format!("exit status {code}"),
+        None => "killed by a signal".to_owned(),
+    }
+}
+
+/// Streams `dump` into the child's stdin (256 KiB at a time), then closes
+/// it. A write that fails means the client stopped (an SQL error): that is
+/// not an error here, the caller reads its exit status and stderr. A
+/// cancel or a failed read kills the child.
+pub(crate) fn feed_stdin(
+    child: &mut Child,
+    dump: &mut dyn Read,
+    cancel: &backup_core::Cancel,
+    what: &str,
+) -> Result<()> {
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let mut buf = vec![0u8; 256 * 1024];
+    let fed: Result<()> = loop {
+        if let Err(e) = cancel.check() {
+            break Err(e);
+        }
+        let n = match dump.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(Error::io("read the dump for", what, e)),
+        };
+        if stdin.write_all(&buf[..n]).is_err() {
+            break Ok(());
+        }
+    };
+    drop(stdin);
+    if fed.is_err() {
+        kill(child);
+    }
+    fed
+}
+
 /// The file name of a plain-SQL dump of database `dbname` (`results.sql`):
 /// path separators and control characters become `_`, and a name that is
 /// empty or starts with `.` gets a `db` prefix, so it is always one safe
@@ -111,9 +158,111 @@ pub(crate) fn sql_dump_name(dbname: &str) -> String {
     format!("{name}.sql")
 }
 
+/// The parts of `user:password@host:port/path` (what follows `scheme://`),
+/// percent-decoded, before any engine's defaults.
+#[derive(Debug)]
+pub(crate) struct UrlParts {
+    pub(crate) user: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) host: String,
+    /// Not yet a number: the engine says what a bad one is.
+    pub(crate) port: Option<String>,
+    pub(crate) path: String,
+}
+
+/// Splits a database URL after its scheme; `invalid` words the error.
+pub(crate) fn split_url(rest: &str, invalid: &dyn Fn(&str) -> Error) -> Result<UrlParts> {
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (auth, hostport) = match authority.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, authority),
+    };
+    let (user, password) = match auth {
+        Some(a) => match a.split_once(':') {
+            Some((u, p)) => (Some(decode(u)), Some(decode(p))),
+            None => (Some(decode(a)), None),
+        },
+        None => (None, None),
+    };
+    let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
+        // [::1]:5432
+        let (h, after) = inner
+            .split_once(']')
+            .ok_or_else(|| invalid("unclosed [ in the host"))?;
+        (h.to_owned(), after.strip_prefix(':').map(str::to_owned))
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (decode(h), Some(p.to_owned())),
+            None => (decode(hostport), None),
+        }
+    };
+    Ok(UrlParts {
+        user,
+        password,
+        host,
+        port,
+        path: decode(path),
+    })
+}
+
+/// A URL for messages and metadata: the password, if any, as `***`.
+pub(crate) fn display_url(
+    scheme: &str,
+    user: &str,
+    has_password: bool,
+    host: &str,
+    port: u16,
+    dbname: &str,
+) -> String {
+    let password = if has_password { ":***" } else { "" };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    format!("{scheme}://{user}{password}@{host}:{port}/{dbname}")
+}
+
+/// Percent-decoding; an invalid escape is kept as it is.
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::sql_dump_name;
+    use super::{decode, display_url, split_url, sql_dump_name};
+
+    #[test]
+    fn urls_split_decode_and_display_without_the_password() {
+        let invalid = |why: &str| backup_core::Error::InvalidInput(why.to_owned());
+        let p = split_url("lab:p%40ss@[::1]:5433/res%20ults", &invalid).unwrap();
+        assert_eq!(p.user.as_deref(), Some("lab"));
+        assert_eq!(p.password.as_deref(), Some("p@ss"));
+        assert_eq!((p.host.as_str(), p.port.as_deref()), ("::1", Some("5433")));
+        assert_eq!(p.path, "res ults");
+        assert!(split_url("u@[::1/x", &invalid).is_err());
+        assert_eq!(
+            display_url("mysql", "lab", true, "::1", 5433, "db"),
+            "mysql://lab:***@[::1]:5433/db"
+        );
+        assert_eq!(decode("a%40b%zz%4"), "a@b%zz%4");
+    }
 
     #[test]
     fn dump_names_are_single_safe_file_names() {

@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::{self};
 use std::time::Duration;
 
-use crate::tool::{SecretFile, collect_stderr};
+use crate::tool::{SecretFile, UrlParts, collect_stderr, display_url, exit_text, kill, split_url};
 use backup_core::{Error, Result};
 
 pub use source::MysqlSource;
@@ -72,29 +72,13 @@ impl MyUrl {
         if rest.contains('?') || rest.contains('#') {
             return Err(invalid("query parameters are not supported"));
         }
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (auth, hostport) = match authority.rsplit_once('@') {
-            Some((a, h)) => (Some(a), h),
-            None => (None, authority),
-        };
-        let (user, password) = match auth {
-            Some(a) => match a.split_once(':') {
-                Some((u, p)) => (Some(decode(u)), Some(decode(p))),
-                None => (Some(decode(a)), None),
-            },
-            None => (None, None),
-        };
-        let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
-            let (h, after) = inner
-                .split_once(']')
-                .ok_or_else(|| invalid("unclosed [ in the host"))?;
-            (h.to_owned(), after.strip_prefix(':').map(str::to_owned))
-        } else {
-            match hostport.split_once(':') {
-                Some((h, p)) => (decode(h), Some(p.to_owned())),
-                None => (decode(hostport), None),
-            }
-        };
+        let UrlParts {
+            user,
+            password,
+            host,
+            port,
+            path,
+        } = split_url(rest, &invalid)?;
         let user = user
             .filter(|u| !u.is_empty())
             .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
@@ -106,7 +90,7 @@ impl MyUrl {
             Some(p) => p.parse().map_err(|_| invalid("bad port"))?,
             None => 3306,
         };
-        let dbname = decode(path);
+        let dbname = path;
         if dbname.is_empty() {
             return Err(invalid("no database name"));
         }
@@ -128,15 +112,13 @@ impl MyUrl {
     }
 
     fn describe_db(&self, dbname: &str) -> String {
-        let password = if self.password.is_some() { ":***" } else { "" };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        format!(
-            "mysql://{}{password}@{host}:{}/{dbname}",
-            self.user, self.port
+        display_url(
+            "mysql",
+            &self.user,
+            self.password.is_some(),
+            &self.host,
+            self.port,
+            dbname,
         )
     }
 
@@ -367,27 +349,6 @@ fn unescape(field: &str) -> String {
     out
 }
 
-/// Percent-decoding of URL parts (`%40` is `@`); invalid sequences stay.
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn backend(message: impl Into<String>) -> Error {
     Error::Backend {
         backend: BACKEND.into(),
@@ -422,20 +383,6 @@ fn first_lines(stderr: &[u8], max: usize) -> String {
         "no error output".to_owned()
     } else {
         lines.join(" / ")
-    }
-}
-
-/// Stops a child (cancel, or its output could not be written) and reaps it.
-fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// The exit status of a finished child, as text.
-fn exit_text(status: std::process::ExitStatus) -> String {
-    match status.code() {
-        Some(code) => format!("exit status {code}"),
-        None => "killed by a signal".to_owned(),
     }
 }
 

@@ -1,14 +1,13 @@
 //! Restoring a MariaDB/MySQL dump with the `mariadb` client.
 
-use std::io::{self, Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 
+use crate::tool::feed_stdin;
 use backup_core::database::{DatabaseTarget, RowCounts};
 use backup_core::{Cancel, Error, Result};
 
-use super::{
-    CHUNK, CLIENTS, MyUrl, backend, collect_stderr, kill, programs, quote_ident, quote_str,
-};
+use super::{CLIENTS, MyUrl, backend, collect_stderr, programs, quote_ident, quote_str};
 
 /// Suffix of the database a restore builds aside.
 const RESTORE_SUFFIX: &str = "__backupkit_restore";
@@ -234,29 +233,7 @@ impl MysqlTarget {
             self.url.spawn(&self.clients(), &args, true, false)?;
         let tool = program.display().to_string();
         let stderr = collect_stderr(&mut child);
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        let mut buf = vec![0u8; CHUNK];
-        // A write that fails means the client stopped (an SQL error): its
-        // exit status and stderr tell why.
-        let fed: Result<()> = loop {
-            if let Err(e) = cancel.check() {
-                break Err(e);
-            }
-            let n = match dump.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break Err(Error::io("read the dump for", self.describe(), e)),
-            };
-            if stdin.write_all(&buf[..n]).is_err() {
-                break Ok(());
-            }
-        };
-        if let Err(e) = fed {
-            kill(&mut child);
-            return Err(e);
-        }
-        drop(stdin);
+        feed_stdin(&mut child, dump, cancel, &self.describe())?;
         let status = child
             .wait()
             .map_err(|e| Error::io("wait for", tool.clone(), e))?;

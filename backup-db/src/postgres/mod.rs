@@ -12,10 +12,10 @@ mod target;
 
 use std::io;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::tool::{SecretFile, collect_stderr};
+use crate::tool::{SecretFile, UrlParts, collect_stderr, display_url, exit_text, kill, split_url};
 use backup_core::database::RowCounts;
 use backup_core::{Error, Result};
 use postgres::error::SqlState;
@@ -75,30 +75,13 @@ impl PgUrl {
         if rest.contains('?') || rest.contains('#') {
             return Err(invalid("query parameters are not supported"));
         }
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (auth, hostport) = match authority.rsplit_once('@') {
-            Some((a, h)) => (Some(a), h),
-            None => (None, authority),
-        };
-        let (user, password) = match auth {
-            Some(a) => match a.split_once(':') {
-                Some((u, p)) => (Some(decode(u)), Some(decode(p))),
-                None => (Some(decode(a)), None),
-            },
-            None => (None, None),
-        };
-        let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
-            // [::1]:5432
-            let (h, after) = inner
-                .split_once(']')
-                .ok_or_else(|| invalid("unclosed [ in the host"))?;
-            (h.to_owned(), after.strip_prefix(':').map(str::to_owned))
-        } else {
-            match hostport.split_once(':') {
-                Some((h, p)) => (decode(h), Some(p.to_owned())),
-                None => (decode(hostport), None),
-            }
-        };
+        let UrlParts {
+            user,
+            password,
+            host,
+            port,
+            path,
+        } = split_url(rest, &invalid)?;
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let user = user
             .filter(|u| !u.is_empty())
@@ -114,7 +97,7 @@ impl PgUrl {
             Some(p) => p.parse().map_err(|_| invalid("bad port"))?,
             None => 5432,
         };
-        let dbname = Some(decode(path))
+        let dbname = Some(path)
             .filter(|d| !d.is_empty())
             .or_else(|| env("PGDATABASE"))
             .unwrap_or_else(|| user.clone());
@@ -133,15 +116,13 @@ impl PgUrl {
     }
 
     fn describe_db(&self, dbname: &str) -> String {
-        let password = if self.password.is_some() { ":***" } else { "" };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        format!(
-            "postgres://{}{password}@{host}:{}/{dbname}",
-            self.user, self.port
+        display_url(
+            "postgres",
+            &self.user,
+            self.password.is_some(),
+            &self.host,
+            self.port,
+            dbname,
         )
     }
 
@@ -281,27 +262,6 @@ impl PgUrl {
     }
 }
 
-/// Percent-decoding of URL parts (`%40` is `@`); invalid sequences stay.
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn backend(message: impl Into<String>) -> Error {
     Error::Backend {
         backend: BACKEND.into(),
@@ -352,20 +312,6 @@ fn first_lines(stderr: &[u8], max: usize) -> String {
     }
 }
 
-/// Stops a child (cancel, or its output could not be written) and reaps it.
-fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// The exit status of a finished child, as text.
-fn exit_text(status: std::process::ExitStatus) -> String {
-    match status.code() {
-        Some(code) => format!("exit status {code}"),
-        None => "killed by a signal".to_owned(),
-    }
-}
-
 /// A passfile line giving `password` for every host, port, database and
 /// user (`:` separates fields, `\` escapes).
 fn pass_file_line(password: &str) -> String {
@@ -375,7 +321,7 @@ fn pass_file_line(password: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{PgUrl, decode};
+    use super::PgUrl;
 
     #[test]
     fn urls_parse_and_never_show_the_password() {
@@ -400,6 +346,5 @@ mod tests {
             let err = PgUrl::parse(bad).unwrap_err();
             assert!(matches!(err, backup_core::Error::InvalidInput(_)), "{bad}");
         }
-        assert_eq!(decode("a%40b%zz%4"), "a@b%zz%4");
     }
 }

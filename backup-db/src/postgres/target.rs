@@ -1,19 +1,18 @@
 //! Restoring a PostgreSQL dump with `psql`.
 
-use std::io::{self, Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::tool::feed_stdin;
 use backup_core::database::{DatabaseTarget, RowCounts};
 use backup_core::{Cancel, Error, Result};
 use postgres::error::SqlState;
 use postgres::{Client, IsolationLevel};
 
-use super::{
-    CHUNK, PgUrl, backend, collect_stderr, exit_text, first_lines, kill, quote_ident, row_counts,
-};
+use super::{PgUrl, backend, collect_stderr, exit_text, first_lines, quote_ident, row_counts};
 
 /// Suffix of the database a restore builds aside.
 const RESTORE_SUFFIX: &str = "__backupkit_restore";
@@ -146,29 +145,7 @@ impl PostgresTarget {
         .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| PgUrl::spawn_error(&self.psql, e))?;
         let stderr = collect_stderr(&mut child);
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        let mut buf = vec![0u8; CHUNK];
-        // A write that fails means psql stopped (an SQL error): its exit
-        // status and stderr tell why.
-        let fed: Result<()> = loop {
-            if let Err(e) = cancel.check() {
-                break Err(e);
-            }
-            let n = match dump.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break Err(Error::io("read the dump for", self.describe(), e)),
-            };
-            if stdin.write_all(&buf[..n]).is_err() {
-                break Ok(());
-            }
-        };
-        if let Err(e) = fed {
-            kill(&mut child);
-            return Err(e);
-        }
-        drop(stdin);
+        feed_stdin(&mut child, dump, cancel, &self.describe())?;
         let status = child.wait().map_err(|e| Error::io("wait for", "psql", e))?;
         let stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
         if !status.success() {
