@@ -669,6 +669,16 @@ fn snapshots_filter_by_tag_host_and_path() {
     assert_eq!(count(&["--path", d, "--host", "cluster-node-7"]), 0);
 }
 
+/// Whether util-linux `script` is there to give the binary a terminal
+/// (otherwise the test skips, or fails under `BACKUPKIT_REQUIRE_SERVICES`).
+fn have_pty_tool() -> bool {
+    let ok = Command::new("script").arg("--version").output().is_ok();
+    if !ok {
+        require_or_skip("util-linux `script` for a pseudo-terminal");
+    }
+    ok
+}
+
 /// Runs the binary on a pseudo-terminal (util-linux `script`), feeding
 /// `input` to it; returns everything the terminal showed.
 fn on_terminal(env: &Env, args: &str, input: &str) -> (i32, String) {
@@ -692,8 +702,7 @@ fn on_terminal(env: &Env, args: &str, input: &str) -> (i32, String) {
 
 #[test]
 fn on_a_terminal_forget_asks_for_a_typed_yes() {
-    if Command::new("script").arg("--version").output().is_err() {
-        require_or_skip("util-linux `script` for a pseudo-terminal");
+    if !have_pty_tool() {
         return;
     }
     let env = Env::new();
@@ -716,8 +725,7 @@ fn on_a_terminal_forget_asks_for_a_typed_yes() {
 
 #[test]
 fn progress_is_drawn_on_a_terminal_only() {
-    if Command::new("script").arg("--version").output().is_err() {
-        require_or_skip("util-linux `script` for a pseudo-terminal");
+    if !have_pty_tool() {
         return;
     }
     let env = Env::new();
