@@ -8,14 +8,19 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "backupkit", version, about, max_term_width = 100)]
 pub struct Cli {
-    /// Repository location (a directory).
     #[arg(
         short = 'r',
         long = "repo",
+        help = "Repository location: a directory, s3://BUCKET/PREFIX, az://CONTAINER/PREFIX or gs://BUCKET/PREFIX",
         env = "BACKUPKIT_REPOSITORY",
         global = true
     )]
     pub repo: Option<String>,
+
+    /// A repository option, KEY=VALUE (repeat): endpoint, region,
+    /// credentials, ... (see the README's table).
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE", global = true, value_parser = parse_option)]
+    pub options: Vec<(String, String)>,
 
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
@@ -56,6 +61,36 @@ pub enum Command {
     /// Back up a database if its newest dump is older than an interval,
     /// then keep the newest N (for cron and cluster jobs).
     Auto(AutoArgs),
+    /// Copy snapshots to another repository (all, or the ids given),
+    /// skipping those it already has.
+    Copy(CopyArgs),
+}
+
+/// `KEY=VALUE`, for `-o`.
+fn parse_option(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Snapshots to copy: ids, unique prefixes or `latest` (all if none).
+    pub snapshots: Vec<String>,
+    /// The repository to copy from (default: -r/--repo).
+    #[arg(long, value_name = "LOCATION")]
+    pub from_repo: Option<String>,
+    /// The repository to copy to (default: -r/--repo).
+    #[arg(long, value_name = "LOCATION")]
+    pub to_repo: Option<String>,
+    /// An option of the source repository, KEY=VALUE (repeat); -o applies
+    /// to -r/--repo.
+    #[arg(long = "from-option", value_name = "KEY=VALUE", value_parser = parse_option)]
+    pub from_options: Vec<(String, String)>,
+    /// An option of the destination repository, KEY=VALUE (repeat).
+    #[arg(long = "to-option", value_name = "KEY=VALUE", value_parser = parse_option)]
+    pub to_options: Vec<(String, String)>,
 }
 
 #[derive(Debug, Args)]

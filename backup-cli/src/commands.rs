@@ -7,11 +7,12 @@ use std::sync::Arc;
 use backup_core::snapshot::SnapshotMeta;
 use backup_core::{
     BackupOptions, Cancel, CheckOptions, Error, ForgetOptions, KeepPolicy, Registry, Repository,
-    RestoreOptions, SnapshotFilter, error_chain,
+    RestoreOptions, SnapshotFilter, TargetOptions, error_chain,
 };
 
 use crate::args::{
-    BackupArgs, CheckArgs, Cli, Command, ForgetArgs, LsArgs, RestoreArgs, SnapshotsArgs, UnlockArgs,
+    BackupArgs, CheckArgs, Cli, Command, CopyArgs, ForgetArgs, LsArgs, RestoreArgs, SnapshotsArgs,
+    UnlockArgs,
 };
 use crate::exit;
 use crate::output::{Reporter, Verbosity, confirm, human_bytes, json, out};
@@ -56,10 +57,22 @@ impl Ctx<'_> {
     }
 
     pub(crate) fn open(&self) -> Result<Repository, Failure> {
-        Ok(Repository::open(
-            Arc::clone(self.registry),
-            self.location()?,
-        )?)
+        self.open_at(self.location()?, &self.cli.options)
+    }
+
+    /// Opens a repository at `location` with `-o`-style options.
+    fn open_at(&self, location: &str, options: &[(String, String)]) -> Result<Repository, Failure> {
+        let target = self.target(location, options)?;
+        Ok(Repository::from_target(Arc::clone(self.registry), target)?)
+    }
+
+    fn target(
+        &self,
+        location: &str,
+        options: &[(String, String)],
+    ) -> Result<Arc<dyn backup_core::Target>, Failure> {
+        let options: TargetOptions = options.iter().cloned().collect();
+        Ok(self.registry.open_target_with(location, &options)?)
     }
 
     pub(crate) fn say(&self, line: impl AsRef<str>) -> io::Result<()> {
@@ -90,6 +103,7 @@ pub fn dispatch(cli: &Cli, registry: &Arc<Registry>, cancel: &Cancel) -> i32 {
         Command::Forget(a) => forget(&ctx, a),
         Command::Unlock(a) => unlock(&ctx, a),
         Command::Auto(a) => crate::db::auto(&ctx, a),
+        Command::Copy(a) => copy(&ctx, a),
     };
     match result {
         Ok(code) => code,
@@ -110,7 +124,8 @@ pub fn dispatch(cli: &Cli, registry: &Arc<Registry>, cancel: &Cancel) -> i32 {
 }
 
 fn init(ctx: &Ctx) -> Outcome {
-    let repo = Repository::init(Arc::clone(ctx.registry), ctx.location()?)?;
+    let target = ctx.target(ctx.location()?, &ctx.cli.options)?;
+    let repo = Repository::init_target(Arc::clone(ctx.registry), target)?;
     if ctx.v.json {
         json(&serde_json::json!({ "initialized": true, "repository": repo.location() }))?;
     } else {
@@ -491,6 +506,59 @@ fn unlock(ctx: &Ctx, a: &UnlockArgs) -> Outcome {
             ctx.say(format!("removed {}", l.info.describe()))?;
         }
         ctx.say(format!("{} lock(s) removed", removed.len()))?;
+    }
+    Ok(exit::OK)
+}
+
+fn copy(ctx: &Ctx, a: &CopyArgs) -> Outcome {
+    let (from, from_options) = match &a.from_repo {
+        Some(loc) => (loc.as_str(), &a.from_options),
+        None => (ctx.location()?, &ctx.cli.options),
+    };
+    let (to, to_options) = match &a.to_repo {
+        Some(loc) => (loc.as_str(), &a.to_options),
+        None => (ctx.location()?, &ctx.cli.options),
+    };
+    let source = ctx.open_at(from, from_options)?;
+    let dest = ctx.open_at(to, to_options)?;
+    if source.location() == dest.location() {
+        return Err(Failure::Exit(
+            exit::USAGE,
+            format!(
+                "copy needs two repositories, but both are {} (pass --from-repo and --to-repo)",
+                source.location()
+            ),
+        ));
+    }
+    let reporter = Reporter::new(ctx.v);
+    let summary = source.copy_to(&dest, &a.snapshots, &reporter, ctx.cancel)?;
+    reporter.finish();
+    if ctx.v.json {
+        json(&serde_json::json!({
+            "from": source.location(),
+            "to": dest.location(),
+            "copied": summary.copied,
+            "skipped": summary.skipped,
+            "bytes": summary.bytes,
+        }))?;
+    } else {
+        for id in &summary.copied {
+            ctx.say(format!("copied snapshot {id}"))?;
+        }
+        for id in &summary.skipped {
+            ctx.say(format!(
+                "skipped snapshot {id}: already in {}",
+                dest.location()
+            ))?;
+        }
+        ctx.say(format!(
+            "copied {} snapshot(s), {}, from {} to {}; {} already there",
+            summary.copied.len(),
+            human_bytes(summary.bytes),
+            source.location(),
+            dest.location(),
+            summary.skipped.len()
+        ))?;
     }
     Ok(exit::OK)
 }

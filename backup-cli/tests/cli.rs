@@ -475,10 +475,7 @@ fn kill_9_during_backup_leaves_earlier_snapshots_intact() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = Command::new("kill")
-            .args(["-9", &child.id().to_string()])
-            .status();
+        signal_after(&child, delay_ms, "-9");
         let status = child.wait().unwrap();
         if status.success() {
             completed += 1;
@@ -519,6 +516,14 @@ fn kill_9_during_backup_leaves_earlier_snapshots_intact() {
         .filter(|n| n.contains(".tmp-"))
         .count();
     assert_eq!(tmp_left, 0);
+}
+
+/// Sends `signal` (`-9`, `-INT`) to a child after `ms` milliseconds.
+fn signal_after(child: &std::process::Child, ms: u64, signal: &str) {
+    std::thread::sleep(Duration::from_millis(ms));
+    let _ = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status();
 }
 
 fn walk_names(dir: &Path) -> Vec<String> {
@@ -858,10 +863,7 @@ fn ctrl_c_cancels_cleanly_with_exit_130() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(150));
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
+    signal_after(&child, 150, "-INT");
     let o = child.wait_with_output().unwrap();
     let err = stderr(&o);
     assert_eq!(code(&o), 130, "{err}");
@@ -1141,4 +1143,281 @@ fn database_bad_input_is_one_clear_line() {
     let db_id = env.backup_ok(&["--db", db.to_str().unwrap()]);
     assert_clean_error(&env.restore_to(&db_id, "data"), 2, "is a directory");
     assert!(data.join("a.csv").is_file());
+}
+
+/// Snapshot ids of the repository at `location` (with options).
+fn ids_at(env: &Env, location: &str, options: &[String]) -> Vec<String> {
+    let mut args: Vec<&str> = vec!["-r", location];
+    args.extend(options.iter().map(String::as_str));
+    args.extend(["snapshots", "--json"]);
+    let o = env.run(&args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn copy_replicates_snapshots_verifies_them_and_skips_those_present() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    fs::write(data.join("big.bin"), pseudo_random(2_000_000, 3)).unwrap();
+    let d = data.to_str().unwrap();
+    let first = env.backup_ok(&[d]);
+    fs::write(data.join("later.txt"), "later").unwrap();
+    let second = env.backup_ok(&[d]);
+    let mirror = env.path("mirror").display().to_string();
+    assert_eq!(code(&env.run(&["-r", &mirror, "init"])), 0);
+
+    // One snapshot by prefix, then all: the first is skipped the second time.
+    let o = env.run(&[
+        "copy",
+        "--from-repo",
+        &env.repo(),
+        "--to-repo",
+        &mirror,
+        &first,
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["copied"], serde_json::json!([first]));
+    let o = env.run(&[
+        "copy",
+        "--from-repo",
+        &env.repo(),
+        "--to-repo",
+        &mirror,
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["copied"], serde_json::json!([second]));
+    assert_eq!(v["skipped"], serde_json::json!([first]));
+    assert_eq!(
+        ids_at(&env, &mirror, &[]),
+        vec![first.clone(), second.clone()]
+    );
+
+    // The copy is byte-identical metadata, passes check --read-data, and
+    // restores the same files.
+    for id in [&first, &second] {
+        let meta = |repo: &str| {
+            fs::read(
+                Path::new(repo)
+                    .join("snapshots")
+                    .join(id)
+                    .join("snapshot.json"),
+            )
+            .unwrap()
+        };
+        assert_eq!(meta(&env.repo()), meta(&mirror));
+    }
+    let o = env.run(&["-r", &mirror, "check", "--read-data"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = env.path("out");
+    let o = env.run(&[
+        "-r",
+        &mirror,
+        "restore",
+        &second,
+        "--target",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let restored = out.join(data.strip_prefix("/").unwrap());
+    assert_eq!(
+        fs::read(restored.join("big.bin")).unwrap(),
+        pseudo_random(2_000_000, 3)
+    );
+    assert_eq!(fs::read(restored.join("later.txt")).unwrap(), b"later");
+
+    // Damaged source data is refused, and nothing of it appears in the
+    // destination.
+    let obj = env
+        .path("repo/snapshots")
+        .join(&second)
+        .join("files.tar.gz");
+    let mut bytes = fs::read(&obj).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&obj, &bytes).unwrap();
+    let third = env.path("third").display().to_string();
+    assert_eq!(code(&env.run(&["-r", &third, "init"])), 0);
+    let o = env.run(&["-r", &third, "copy", "--from-repo", &env.repo(), &second]);
+    assert_clean_error(&o, 13, "files.tar.gz");
+    assert!(ids_at(&env, &third, &[]).is_empty());
+
+    // Same repository twice, and an unknown option: usage errors.
+    let o = env.run(&["-r", &mirror, "copy", "--from-repo", &mirror]);
+    assert_clean_error(&o, 2, "two repositories");
+    let o = env.run(&["-r", &mirror, "-o", "endpoint=x", "snapshots"]);
+    assert_clean_error(&o, 2, "unknown option \"endpoint\" for local repositories");
+}
+
+/// The S3 server the tests use (moto, started by scripts/services.sh), as
+/// `-o` arguments, or `None` when there is none.
+fn s3_service(test: &str) -> Option<(String, Vec<String>)> {
+    let vars = [
+        "BACKUPKIT_TEST_S3_ENDPOINT",
+        "BACKUPKIT_TEST_S3_BUCKET",
+        "BACKUPKIT_TEST_S3_ACCESS_KEY_ID",
+        "BACKUPKIT_TEST_S3_SECRET_ACCESS_KEY",
+    ];
+    let values: Vec<String> = vars
+        .iter()
+        .filter_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .collect();
+    if values.len() < vars.len() {
+        require_or_skip(&format!(
+            "{test}: an S3 server (BACKUPKIT_TEST_S3_*; run through scripts/services.sh)"
+        ));
+        return None;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let location = format!("s3://{}/cli-{}-{nanos}", values[1], std::process::id());
+    let options = [
+        ("endpoint", values[0].as_str()),
+        ("allow_http", "true"),
+        ("region", "us-east-1"),
+        ("access_key_id", values[2].as_str()),
+        ("secret_access_key", values[3].as_str()),
+    ]
+    .iter()
+    .flat_map(|(k, v)| ["-o".to_owned(), format!("{k}={v}")])
+    .collect();
+    Some((location, options))
+}
+
+#[test]
+fn an_s3_repository_works_like_a_local_one() {
+    let Some((s3, opts)) = s3_service("an_s3_repository_works_like_a_local_one") else {
+        return;
+    };
+    let env = Env::new();
+    let data = env.data();
+    fs::write(data.join("big.bin"), pseudo_random(12 << 20, 5)).unwrap();
+    let d = data.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = vec!["-r", &s3];
+        all.extend(opts.iter().map(String::as_str));
+        all.extend_from_slice(args);
+        env.run(&all)
+    };
+    let o = run(&["init"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = run(&["--json", "backup", d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let id = v["snapshot"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(ids_at(&env, &s3, &opts), vec![id.clone()]);
+    let o = run(&["check", "--read-data"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = env.path("out");
+    let o = run(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let restored = out.join(data.strip_prefix("/").unwrap());
+    assert_eq!(
+        fs::read(restored.join("big.bin")).unwrap(),
+        pseudo_random(12 << 20, 5)
+    );
+
+    // copy: S3 to local and back into a second S3 prefix.
+    env.init();
+    let mut args: Vec<&str> = vec!["copy", "--from-repo", &s3, "--to-repo"];
+    let local = env.repo();
+    args.push(&local);
+    for pair in opts.chunks(2) {
+        args.extend(["--from-option", pair[1].as_str()]);
+    }
+    let o = env.run(&args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(env.snapshot_ids(), vec![id.clone()]);
+    let o = env.bk(&["check", "--read-data"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    // A kill -9 mid-upload leaves nothing visible; the next backup works.
+    let mut all: Vec<String> = vec!["-r".into(), s3.clone()];
+    all.extend(opts.iter().cloned());
+    all.extend(["-q".into(), "backup".into(), d.into()]);
+    let mut child = Command::new(BIN)
+        .args(&all)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    signal_after(&child, 150, "-9");
+    let killed_early = !child.wait().unwrap().success();
+    let ids = ids_at(&env, &s3, &opts);
+    assert_eq!(ids.len(), if killed_early { 1 } else { 2 }, "{ids:?}");
+    let o = run(&["backup", d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = run(&["check", "--read-data", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["unfinished"], serde_json::json!([]), "{report}");
+
+    // A bucket that does not exist: one line that says so.
+    let missing = s3.replacen("s3://", "s3://no-such-bucket-", 1);
+    let mut all: Vec<&str> = vec!["-r", &missing];
+    all.extend(opts.iter().map(String::as_str));
+    all.push("init");
+    let o = env.run(&all);
+    assert_clean_error(&o, 1, "NoSuchBucket: The specified bucket does not exist");
+}
+
+#[test]
+fn an_unreachable_object_store_fails_in_one_line_without_secrets() {
+    let env = Env::new();
+    let o = env.run(&[
+        "-r",
+        "s3://backupkit-nowhere/repo",
+        "-o",
+        "endpoint=http://127.0.0.1:9",
+        "-o",
+        "allow_http=true",
+        "-o",
+        "region=us-east-1",
+        "-o",
+        "access_key_id=AKIDEXAMPLE",
+        "-o",
+        "secret_access_key=very-secret-value-123",
+        "-o",
+        "retry_timeout=1s",
+        "snapshots",
+    ]);
+    assert_clean_error(&o, 1, "s3://backupkit-nowhere/repo");
+    assert!(
+        !stderr(&o).contains("very-secret-value-123"),
+        "{}",
+        stderr(&o)
+    );
+    let o = env.run(&["-r", "s3://b/p", "-o", "no_such_option=1", "snapshots"]);
+    assert_clean_error(
+        &o,
+        2,
+        "unknown option \"no_such_option\" for S3 repositories",
+    );
+    let o = env.run(&["-r", "s3://b/p", "-o", "retry_timeout=soon", "snapshots"]);
+    assert_clean_error(&o, 2, "retry_timeout");
+    // No credentials at all: said at once, no request to any metadata
+    // endpoint.
+    let o = Command::new(BIN)
+        .args(["-r", "s3://b/p", "snapshots"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_clean_error(&o, 2, "no S3 credentials: set AWS_ACCESS_KEY_ID");
 }

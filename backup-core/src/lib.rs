@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod database;
 mod dbsnap;
 pub mod error;
@@ -29,11 +30,12 @@ mod verify;
 
 pub use backup::{BackupOptions, BackupSummary, Warning};
 pub use check::{CheckOptions, CheckProblem, CheckReport, error_chain};
+pub use copy::CopySummary;
 pub use dbsnap::{AutoOptions, AutoOutcome, DatabaseBackupOptions, DatabaseRestoreSummary};
 pub use error::{Error, IoContext, Result};
 pub use forget::{ForgetGroup, ForgetOptions, SnapshotFilter};
 pub use progress::{Cancel, Event, NoProgress, Progress};
-pub use registry::Registry;
+pub use registry::{Registry, TargetOptions};
 pub use repository::{Repository, SnapshotListing};
 pub use restore::{RestoreOptions, RestoreSummary};
 pub use retention::{KeepDuration, KeepPolicy};

@@ -14,8 +14,13 @@ use crate::hash::Hashers;
 use crate::target::Target;
 use crate::{Error, Result};
 
-/// Opens a target from the location string (scheme included).
-pub type TargetFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn Target>> + Send + Sync>;
+/// Options for opening a target: endpoints, regions, credentials, an ssh
+/// config. Keys are the backend's own (`endpoint`, `region`, ...); values
+/// may be secrets and are never logged.
+pub type TargetOptions = BTreeMap<String, String>;
+
+/// Opens a target from the location string (scheme included) and options.
+pub type TargetFactory = Arc<dyn Fn(&str, &TargetOptions) -> Result<Arc<dyn Target>> + Send + Sync>;
 /// Makes an archive format for a compression and level.
 pub type FormatFactory =
     Arc<dyn Fn(Compression, Option<i32>) -> Result<Box<dyn ArchiveFormat>> + Send + Sync>;
@@ -85,7 +90,7 @@ impl Registry {
     pub fn register_scheme(
         &mut self,
         scheme: &str,
-        factory: impl Fn(&str) -> Result<Arc<dyn Target>> + Send + Sync + 'static,
+        factory: impl Fn(&str, &TargetOptions) -> Result<Arc<dyn Target>> + Send + Sync + 'static,
     ) -> &mut Self {
         self.schemes.insert(scheme.to_owned(), Arc::new(factory));
         self
@@ -195,9 +200,23 @@ impl Registry {
     /// [`Error::Unsupported`] naming the missing cargo feature for a known
     /// scheme this build lacks, or the unknown scheme.
     pub fn open_target(&self, location: &str) -> Result<Arc<dyn Target>> {
+        self.open_target_with(location, &TargetOptions::new())
+    }
+
+    /// Opens the target a location names, with backend options.
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::open_target`]; also [`Error::InvalidInput`] for an
+    /// option the backend does not know.
+    pub fn open_target_with(
+        &self,
+        location: &str,
+        options: &TargetOptions,
+    ) -> Result<Arc<dyn Target>> {
         let scheme = Self::scheme_of(location);
         if let Some(f) = self.schemes.get(scheme) {
-            return f(location);
+            return f(location, options);
         }
         match KNOWN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
             Some((_, feature)) => Err(Error::Unsupported(format!(

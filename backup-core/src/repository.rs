@@ -64,6 +64,12 @@ impl Repository {
     /// Creates a repository at `location`, which must be new or empty.
     pub fn init(registry: Arc<Registry>, location: &str) -> Result<Self> {
         let target = registry.open_target(location)?;
+        Self::init_target(registry, target)
+    }
+
+    /// Creates a repository on an already built target (see
+    /// [`Registry::open_target_with`] for targets that need options).
+    pub fn init_target(registry: Arc<Registry>, target: Arc<dyn Target>) -> Result<Self> {
         if target.exists(MARKER)? {
             return Err(Error::RepositoryExists {
                 location: target.location(),

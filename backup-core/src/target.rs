@@ -91,6 +91,24 @@ pub trait Target: Debug + Send + Sync {
     }
 }
 
+/// Checks an object key: `/`-separated, relative, without empty, `.` or `..`
+/// components. Every target calls this before touching its store, so a key
+/// can never name something outside the target's root.
+pub fn check_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidInput(format!(
+            "invalid object key {key:?}"
+        )))
+    }
+}
+
 /// Conveniences on top of [`Target`], for every target.
 pub trait TargetExt: Target {
     /// Stores `data` under `key` atomically.

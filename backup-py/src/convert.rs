@@ -258,6 +258,41 @@ impl DatabaseBackupResult {
     }
 }
 
+/// What `Repository.copy` did.
+#[pyclass(frozen, module = "backupkit")]
+#[derive(Debug)]
+pub(crate) struct CopyResult {
+    /// Ids of the snapshots copied, oldest first.
+    #[pyo3(get)]
+    copied: Vec<String>,
+    /// Ids the destination already had.
+    #[pyo3(get)]
+    skipped: Vec<String>,
+    /// Bytes of data copied.
+    #[pyo3(get)]
+    bytes: u64,
+}
+
+impl CopyResult {
+    pub(crate) fn new(s: backup_core::CopySummary) -> Self {
+        Self {
+            copied: s.copied,
+            skipped: s.skipped,
+            bytes: s.bytes,
+        }
+    }
+}
+
+#[pymethods]
+impl CopyResult {
+    fn __repr__(&self) -> String {
+        format!(
+            "CopyResult(copied={:?}, skipped={:?}, bytes={})",
+            self.copied, self.skipped, self.bytes
+        )
+    }
+}
+
 /// What a check found.
 #[pyclass(frozen, module = "backupkit")]
 #[derive(Debug)]

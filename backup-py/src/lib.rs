@@ -25,19 +25,33 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::convert::{CheckResult, DatabaseBackupResult, RestoreResult, Snapshot, json_to_py};
+use crate::convert::{
+    CheckResult, CopyResult, DatabaseBackupResult, RestoreResult, Snapshot, json_to_py,
+};
 use crate::errors::{
     BackupError, IntegrityError, InvalidInputError, LockedError, RepositoryExistsError,
     RepositoryNotFoundError, SnapshotNotFoundError, WouldOverwriteError,
 };
 
-/// A backupkit repository at a location (a directory). Creating the object
-/// does not touch the disk; each method opens the repository.
+/// A backupkit repository at a location: a directory, or an object-store
+/// URL (`s3://bucket/prefix`, `az://container/prefix`, `gs://bucket/prefix`)
+/// with `options` for endpoints and credentials. Creating the object touches
+/// nothing; each method opens the repository.
 #[pyclass(frozen, module = "backupkit", name = "Repository")]
-#[derive(Debug)]
 struct PyRepository {
     location: String,
+    /// May hold secrets: never shown by `Debug` or `repr`.
+    options: backup_core::TargetOptions,
     registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for PyRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PyRepository")
+            .field("location", &self.location)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PyRepository {
@@ -53,9 +67,17 @@ impl PyRepository {
             + Send,
     {
         run::run(py, progress, |progress, cancel| {
-            let repo = backup_core::Repository::open(Arc::clone(&self.registry), &self.location)?;
-            work(&repo, progress, cancel)
+            work(&self.open()?, progress, cancel)
         })
+    }
+
+    fn open(&self) -> backup_core::Result<backup_core::Repository> {
+        backup_core::Repository::from_target(Arc::clone(&self.registry), self.target()?)
+    }
+
+    fn target(&self) -> backup_core::Result<Arc<dyn backup_core::Target>> {
+        self.registry
+            .open_target_with(&self.location, &self.options)
     }
 }
 
@@ -110,9 +132,11 @@ fn callback<'a, 'py>(
 #[pymethods]
 impl PyRepository {
     #[new]
-    fn new(location: PathBuf) -> PyResult<Self> {
+    #[pyo3(signature = (location, *, options=None))]
+    fn new(location: PathBuf, options: Option<BTreeMap<String, String>>) -> PyResult<Self> {
         Ok(Self {
             location: path_to_string(location)?,
+            options: options.unwrap_or_default(),
             registry: backup_cli::registry(),
         })
     }
@@ -126,7 +150,8 @@ impl PyRepository {
     /// Creates the repository.
     fn init(&self, py: Python<'_>) -> PyResult<()> {
         run::run(py, None, |_, _| {
-            backup_core::Repository::init(Arc::clone(&self.registry), &self.location).map(drop)
+            backup_core::Repository::init_target(Arc::clone(&self.registry), self.target()?)
+                .map(drop)
         })
     }
 
@@ -376,6 +401,32 @@ impl PyRepository {
         }
     }
 
+    /// Copies snapshots (all, or the ids, prefixes or `"latest"` given) to
+    /// the repository `to`, verifying every object's SHA-256 on the way and
+    /// skipping snapshots `to` already has.
+    #[pyo3(signature = (to, ids=None, *, progress=None))]
+    fn copy(
+        &self,
+        py: Python<'_>,
+        to: &Bound<'_, PyRepository>,
+        ids: Option<Vec<String>>,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<CopyResult> {
+        let dest = to.get();
+        let ids = ids.unwrap_or_default();
+        self.run(py, callback(progress)?, |repo, progress, cancel| {
+            let dest = dest.open()?;
+            if dest.location() == repo.location() {
+                return Err(backup_core::Error::InvalidInput(format!(
+                    "copy needs two repositories, but both are {}",
+                    repo.location()
+                )));
+            }
+            repo.copy_to(&dest, &ids, progress, cancel)
+        })
+        .map(CopyResult::new)
+    }
+
     /// Removes stale locks, or every lock with `remove_all`; returns how many.
     #[pyo3(signature = (*, remove_all=false))]
     fn unlock(&self, py: Python<'_>, remove_all: bool) -> PyResult<usize> {
@@ -410,6 +461,7 @@ fn _backupkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RestoreResult>()?;
     m.add_class::<CheckResult>()?;
     m.add_class::<DatabaseBackupResult>()?;
+    m.add_class::<CopyResult>()?;
     m.add("BackupError", py.get_type::<BackupError>())?;
     m.add(
         "RepositoryNotFoundError",

@@ -38,14 +38,7 @@ impl LocalTarget {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
-        let ok = !key.is_empty()
-            && !key.starts_with('/')
-            && key
-                .split('/')
-                .all(|c| !c.is_empty() && c != "." && c != "..");
-        if !ok {
-            return Err(Error::InvalidInput(format!("invalid object key {key:?}")));
-        }
+        backup_core::target::check_key(key)?;
         Ok(self.root.join(key))
     }
 

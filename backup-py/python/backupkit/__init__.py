@@ -14,6 +14,7 @@ cleanly and raises KeyboardInterrupt. Errors are subclasses of BackupError.
 from backupkit._backupkit import (
     BackupError,
     CheckResult,
+    CopyResult,
     DatabaseBackupResult,
     IntegrityError,
     InvalidInputError,
@@ -31,6 +32,7 @@ from backupkit._backupkit import (
 __all__ = [
     "BackupError",
     "CheckResult",
+    "CopyResult",
     "DatabaseBackupResult",
     "IntegrityError",
     "InvalidInputError",

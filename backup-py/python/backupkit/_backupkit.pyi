@@ -1,7 +1,7 @@
 """Stubs of the native module; the public names are re-exported by `backupkit`."""
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, final
@@ -13,6 +13,7 @@ __all__ = [
     "RestoreResult",
     "CheckResult",
     "DatabaseBackupResult",
+    "CopyResult",
     "BackupError",
     "RepositoryNotFoundError",
     "RepositoryExistsError",
@@ -121,8 +122,22 @@ class DatabaseBackupResult:
     def pruned(self) -> list[str]: ...
 
 @final
+class CopyResult:
+    @property
+    def copied(self) -> list[str]: ...
+    @property
+    def skipped(self) -> list[str]: ...
+    @property
+    def bytes(self) -> int: ...
+
+@final
 class Repository:
-    def __new__(cls, location: str | os.PathLike[str]) -> Repository: ...
+    def __new__(
+        cls,
+        location: str | os.PathLike[str],
+        *,
+        options: Mapping[str, str] | None = None,
+    ) -> Repository: ...
     @property
     def location(self) -> str: ...
     def init(self) -> None: ...
@@ -199,6 +214,13 @@ class Repository:
         entry is a comma-separated list of tags a snapshot must all have.
         Returns the deleted ids (with ``dry_run``, those that would be).
         """
+    def copy(
+        self,
+        to: Repository,
+        ids: Sequence[str] | None = None,
+        *,
+        progress: Callable[[dict[str, Any]], object] | None = None,
+    ) -> CopyResult: ...
     def unlock(self, *, remove_all: bool = False) -> int: ...
 
 def main(argv: Sequence[str]) -> int: ...

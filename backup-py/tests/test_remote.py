@@ -1,0 +1,111 @@
+"""Repositories in object stores, and copy between any two repositories.
+
+The S3 tests need the moto server that scripts/services.sh starts (it
+exports BACKUPKIT_TEST_S3_*); without it they are skipped, unless
+BACKUPKIT_REQUIRE_SERVICES=1, which makes them fail.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import backupkit
+from conftest import restored
+
+S3_VARS = (
+    "BACKUPKIT_TEST_S3_ENDPOINT",
+    "BACKUPKIT_TEST_S3_BUCKET",
+    "BACKUPKIT_TEST_S3_ACCESS_KEY_ID",
+    "BACKUPKIT_TEST_S3_SECRET_ACCESS_KEY",
+)
+
+
+@pytest.fixture
+def s3_repo() -> backupkit.Repository:
+    missing = [v for v in S3_VARS if not os.environ.get(v)]
+    if missing:
+        if os.environ.get("BACKUPKIT_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{missing[0]} is not set and BACKUPKIT_REQUIRE_SERVICES=1")
+        pytest.skip(f"{missing[0]} is not set (run the tests through scripts/services.sh)")
+    env = os.environ
+    location = f"s3://{env['BACKUPKIT_TEST_S3_BUCKET']}/py-{os.getpid()}-{time.time_ns()}"
+    repo = backupkit.Repository(
+        location,
+        options={
+            "endpoint": env["BACKUPKIT_TEST_S3_ENDPOINT"],
+            "allow_http": "true",
+            "region": "us-east-1",
+            "access_key_id": env["BACKUPKIT_TEST_S3_ACCESS_KEY_ID"],
+            "secret_access_key": env["BACKUPKIT_TEST_S3_SECRET_ACCESS_KEY"],
+        },
+    )
+    repo.init()
+    return repo
+
+
+def test_s3_repository_round_trip_and_copy(
+    s3_repo: backupkit.Repository, repo: backupkit.Repository, source: Path, tmp_path: Path
+) -> None:
+    snap = s3_repo.backup(source, tags=["cloud"])
+    assert snap is not None
+    assert [s.id for s in s3_repo.snapshots()] == [snap.id]
+    assert s3_repo.check(read_data=True).ok
+    result = s3_repo.restore(snap.id, tmp_path / "out")
+    assert result.files >= 4
+    out = restored(tmp_path / "out", source)
+    assert (out / "sub" / "data.bin").read_bytes() == (source / "sub" / "data.bin").read_bytes()
+
+    # S3 -> local: copied once, skipped the second time.
+    copied = s3_repo.copy(repo)
+    assert copied.copied == [snap.id] and copied.skipped == []
+    assert copied.bytes > 0
+    again = s3_repo.copy(repo, [snap.id[:15]])
+    assert again.copied == [] and again.skipped == [snap.id]
+    assert [s.id for s in repo.snapshots()] == [snap.id]
+    assert repo.check(read_data=True).ok
+
+
+def test_repr_and_errors_never_show_option_values(tmp_path: Path) -> None:
+    repo = backupkit.Repository(
+        "s3://backupkit-nowhere/p",
+        options={
+            "endpoint": "http://127.0.0.1:9",
+            "allow_http": "true",
+            "region": "us-east-1",
+            "access_key_id": "AKIDEXAMPLE",
+            "secret_access_key": "py-secret-value-42",
+            "retry_timeout": "1s",
+        },
+    )
+    assert "py-secret-value-42" not in repr(repo)
+    with pytest.raises(backupkit.BackupError) as err:
+        repo.snapshots()
+    assert "s3://backupkit-nowhere/p" in str(err.value)
+    assert "py-secret-value-42" not in str(err.value)
+    with pytest.raises(backupkit.InvalidInputError, match="unknown option"):
+        backupkit.Repository("s3://b/p", options={"colour": "blue"}).snapshots()
+
+
+def test_copy_between_local_repositories(
+    repo: backupkit.Repository, source: Path, tmp_path: Path
+) -> None:
+    first = repo.backup(source)
+    second = repo.backup(source)
+    assert first is not None and second is not None
+    mirror = backupkit.Repository(tmp_path / "mirror")
+    mirror.init()
+    events: list[dict[str, object]] = []
+    result = repo.copy(mirror, ["latest"], progress=events.append)
+    assert result.copied == [second.id]
+    assert any(e["event"] == "finished" for e in events)
+    result = repo.copy(mirror)
+    assert result.copied == [first.id] and result.skipped == [second.id]
+    assert [s.id for s in mirror.snapshots()] == [first.id, second.id]
+    with pytest.raises(backupkit.InvalidInputError, match="two repositories"):
+        repo.copy(repo)
+    with pytest.raises(backupkit.SnapshotNotFoundError):
+        repo.copy(mirror, ["nonexistent"])
