@@ -59,6 +59,17 @@ if ! start_mariadb; then
   echo "MariaDB could not be started: its tests will be skipped" >&2
 fi
 
+step "services: S3 (moto), Azure Blob (Azurite), GCS (fake-gcs-server), sshd, rclone"
+# Each on 127.0.0.1, installed when missing, exporting BACKUPKIT_TEST_*;
+# stopped when this script exits.
+if ! start_remote_services; then
+  if [ "${BACKUPKIT_REQUIRE_SERVICES:-}" = 1 ]; then
+    echo "a remote-target service could not be started and BACKUPKIT_REQUIRE_SERVICES=1" >&2
+    exit 1
+  fi
+  echo "some remote-target services could not be started: their tests will be skipped" >&2
+fi
+
 step "Rust tests (cargo nextest)"
 cargo nextest run --workspace --no-fail-fast
 
