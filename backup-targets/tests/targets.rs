@@ -401,7 +401,7 @@ mod azure {
 
 /// GCS: no local emulator accepts `object_store`'s XML-API uploads
 /// (fake-gcs-server answers 400 "invalid uploadType"; gcp-storage-emulator
-/// sends no ETag and has no HEAD or XML list), so the emulator test seeds
+/// sends no `ETag` and has no HEAD or XML list), so the emulator test seeds
 /// objects through the JSON API and checks every read path, listing and
 /// deletion; the full suite runs against a real bucket on request.
 #[cfg(feature = "gcs")]
