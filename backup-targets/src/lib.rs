@@ -1,9 +1,12 @@
 //! backupkit's storage targets: local and mounted paths, and, each behind
-//! its own cargo feature, object stores (`s3`, `azure`, `gcs`).
+//! its own cargo feature, object stores (`s3`, `azure`, `gcs`) and SSH hosts
+//! (`sftp`).
 
 #[cfg(feature = "cloud")]
 pub mod cloud;
 mod local;
+#[cfg(feature = "sftp")]
+pub mod sftp;
 
 use std::sync::Arc;
 
@@ -36,6 +39,12 @@ pub fn register(registry: &mut Registry) {
                 location,
                 options,
             )?) as Arc<dyn Target>)
+        });
+    }
+    #[cfg(feature = "sftp")]
+    for scheme in ["sftp", "ssh"] {
+        registry.register_scheme(scheme, |location, options| {
+            Ok(Arc::new(sftp::SftpTarget::open(location, options)?) as Arc<dyn Target>)
         });
     }
     #[cfg(feature = "gcs")]

@@ -515,3 +515,126 @@ mod gcs {
         conformance::run_all(&t);
     }
 }
+
+#[cfg(feature = "sftp")]
+mod sftp {
+    use backup_core::TargetExt;
+
+    use super::*;
+
+    const VARS: &[&str] = &[
+        "BACKUPKIT_TEST_SSH_CONFIG",
+        "BACKUPKIT_TEST_SSH_HOST",
+        "BACKUPKIT_TEST_SFTP_DIR",
+    ];
+
+    fn location(v: &[String], name: &str) -> String {
+        format!("sftp://{}{}/{}", v[1], v[2], unique_prefix(name))
+    }
+
+    #[test]
+    fn sftp_target_conforms() {
+        let Some(v) = service("sftp_target_conforms", VARS) else {
+            return;
+        };
+        let t = open(&location(&v, "conformance"), &[("ssh_config", &v[0])]).unwrap();
+        conformance::run_all(&t);
+    }
+
+    #[test]
+    fn sftp_reconnects_after_the_connection_drops() {
+        let Some(v) = service("sftp_reconnects_after_the_connection_drops", VARS) else {
+            return;
+        };
+        // An ssh that records its pid, so the test can drop exactly its
+        // own connection (other tests share the server).
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let wrapper = dir.path().join("ssh");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho $$ > {}\nexec ssh \"$@\"\n",
+                pidfile.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let t = open(
+            &location(&v, "reconnect"),
+            &[
+                ("ssh_config", &v[0]),
+                ("ssh_command", wrapper.to_str().unwrap()),
+            ],
+        )
+        .unwrap();
+        t.put_bytes("a/one", b"1").unwrap();
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(t.get_bytes("a/one").unwrap(), b"1");
+        t.delete("a/one").unwrap();
+    }
+
+    #[test]
+    fn sftp_unknown_host_key_fails_at_once_without_a_prompt() {
+        let Some(v) = service("sftp_unknown_host_key_fails_at_once_without_a_prompt", VARS) else {
+            return;
+        };
+        // The same config with an empty known_hosts file.
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("known_hosts");
+        std::fs::write(&empty, "").unwrap();
+        let config: String = std::fs::read_to_string(&v[0])
+            .unwrap()
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("UserKnownHostsFile") {
+                    format!("  UserKnownHostsFile {}\n", empty.display())
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        let cfg = dir.path().join("ssh_config");
+        std::fs::write(&cfg, config).unwrap();
+        let started = std::time::Instant::now();
+        let t = open(
+            &location(&v, "hostkey"),
+            &[("ssh_config", cfg.to_str().unwrap()), ("retries", "1")],
+        )
+        .unwrap();
+        let err = backup_core::error_chain(&t.list("").unwrap_err());
+        assert!(err.contains("Host key verification failed"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn sftp_urls_and_options_are_checked() {
+        for bad in ["sftp://", "sftp://host", "sftp://h:port/x", "sftp://h/../x"] {
+            let err = open(bad, &[]).unwrap_err();
+            assert!(
+                matches!(err, backup_core::Error::InvalidInput(_)),
+                "{bad}: {err}"
+            );
+        }
+        let err = open("sftp://h/x", &[("password", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown option \"password\""), "{err}");
+        let err = open("sftp://h/x", &[("ssh_command", "/nonexistent/ssh")])
+            .unwrap()
+            .list("")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot run \"/nonexistent/ssh\""), "{err}");
+    }
+}
