@@ -11,7 +11,7 @@ pub struct Cli {
     #[arg(
         short = 'r',
         long = "repo",
-        help = "Repository location: a directory, s3://BUCKET/PREFIX, az://CONTAINER/PREFIX or gs://BUCKET/PREFIX",
+        help = "Repository location: a directory, s3://BUCKET/PREFIX, az://CONTAINER/PREFIX, gs://BUCKET/PREFIX, sftp://[USER@]HOST[:PORT]/PATH or rclone:REMOTE:PATH",
         env = "BACKUPKIT_REPOSITORY",
         global = true
     )]

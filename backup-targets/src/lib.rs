@@ -1,10 +1,12 @@
 //! backupkit's storage targets: local and mounted paths, and, each behind
-//! its own cargo feature, object stores (`s3`, `azure`, `gcs`) and SSH hosts
-//! (`sftp`).
+//! its own cargo feature, object stores (`s3`, `azure`, `gcs`), SSH hosts
+//! (`sftp`) and rclone remotes (`rclone`).
 
 #[cfg(feature = "cloud")]
 pub mod cloud;
 mod local;
+#[cfg(feature = "rclone")]
+pub mod rclone;
 #[cfg(feature = "sftp")]
 pub mod sftp;
 
@@ -47,6 +49,10 @@ pub fn register(registry: &mut Registry) {
             Ok(Arc::new(sftp::SftpTarget::open(location, options)?) as Arc<dyn Target>)
         });
     }
+    #[cfg(feature = "rclone")]
+    registry.register_scheme("rclone", |location, options| {
+        Ok(Arc::new(rclone::RcloneTarget::open(location, options)?) as Arc<dyn Target>)
+    });
     #[cfg(feature = "gcs")]
     registry.register_scheme("gs", |location, options| {
         Ok(Arc::new(cloud::CloudTarget::open(

@@ -638,3 +638,65 @@ mod sftp {
         assert!(err.contains("cannot run \"/nonexistent/ssh\""), "{err}");
     }
 }
+
+#[cfg(feature = "rclone")]
+mod rclone {
+    use super::*;
+
+    #[test]
+    fn rclone_sftp_remote_conforms() {
+        let Some(v) = service(
+            "rclone_sftp_remote_conforms",
+            &[
+                "BACKUPKIT_TEST_RCLONE_CONFIG",
+                "BACKUPKIT_TEST_RCLONE_SFTP_REMOTE",
+            ],
+        ) else {
+            return;
+        };
+        let t = open(
+            &format!("rclone:{}/{}", v[1], unique_prefix("conformance")),
+            &[("rclone_config", &v[0])],
+        )
+        .unwrap();
+        conformance::run_all(&t);
+    }
+
+    #[test]
+    fn rclone_local_remote_conforms() {
+        let Some(v) = service(
+            "rclone_local_remote_conforms",
+            &[
+                "BACKUPKIT_TEST_RCLONE_CONFIG",
+                "BACKUPKIT_TEST_RCLONE_LOCAL_REMOTE",
+            ],
+        ) else {
+            return;
+        };
+        let t = open(
+            &format!("rclone:{}/{}", v[1], unique_prefix("conformance")),
+            &[("rclone_config", &v[0])],
+        )
+        .unwrap();
+        conformance::run_all(&t);
+    }
+
+    #[test]
+    fn rclone_unknown_remote_and_options_are_clear() {
+        let Some(v) = service(
+            "rclone_unknown_remote_and_options_are_clear",
+            &["BACKUPKIT_TEST_RCLONE_CONFIG"],
+        ) else {
+            return;
+        };
+        let t = open("rclone:no-such-remote:x", &[("rclone_config", &v[0])]).unwrap();
+        let err = backup_core::error_chain(&t.list("").unwrap_err());
+        assert!(err.contains("no-such-remote"), "{err}");
+        assert!(err.lines().count() == 1, "{err}");
+        let err = open("rclone:r:x", &[("token", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown option \"token\""), "{err}");
+        assert!(open("rclone:nocolon", &[]).is_err());
+    }
+}

@@ -1,0 +1,507 @@
+//! Repositories on rclone remotes (`rclone:REMOTE:path`): Box, Google
+//! Drive, `OneDrive`, and every other backend rclone has, through the user's
+//! own `rclone` and its configured remotes. backupkit never reads the
+//! remote's configuration or tokens; rclone does, as it always does.
+//!
+//! Each operation runs one rclone command (`rcat`, `cat`, `lsjson`,
+//! `moveto`, `deletefile`). Writes stream into `rclone rcat` under a
+//! temporary name and are moved into place at commit, so a reader never
+//! sees a partial object. rclone retries transient failures itself
+//! (`--low-level-retries`).
+//!
+//! rclone has no create-if-absent: [`Target::create_new`] checks, then
+//! writes. It is exclusive between threads of one process, and best-effort
+//! between processes; backupkit's locks do not rely on it (each process
+//! creates its own lock, then looks for others, as restic does).
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use backup_core::registry::TargetOptions;
+use backup_core::target::check_key;
+use backup_core::{Error, ObjectMeta, ObjectWriter, Result, Target};
+use serde::Deserialize;
+
+/// Marks temporary names of unfinished writes (as the other targets do).
+const TMP_MARK: &str = ".tmp-";
+/// rclone's exit code for "directory or object not found".
+const EXIT_NOT_FOUND: i32 = 3;
+
+/// One entry of `rclone lsjson`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Listed {
+    path: String,
+    name: String,
+    size: i64,
+    #[serde(default)]
+    mod_time: Option<String>,
+    is_dir: bool,
+}
+
+/// A repository on an rclone remote.
+pub struct RcloneTarget {
+    program: String,
+    /// Arguments before the subcommand (`--config FILE`, ...).
+    global: Vec<String>,
+    /// `REMOTE:path` without a trailing slash.
+    remote: String,
+    location: String,
+    /// Serialises `create_new` within this process.
+    create: Mutex<()>,
+}
+
+impl fmt::Debug for RcloneTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RcloneTarget")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RcloneTarget {
+    /// Opens `rclone:REMOTE:path`. Options: `rclone_command` (default
+    /// `rclone`), `rclone_config` (`--config FILE`), `rclone_args` (more
+    /// global flags, space-separated, e.g. `--bwlimit 10M`).
+    pub fn open(location: &str, options: &TargetOptions) -> Result<Self> {
+        let remote = location.strip_prefix("rclone:").unwrap_or(location);
+        if !remote.contains(':') || remote.starts_with(':') && !remote[1..].contains(':') {
+            return Err(Error::InvalidInput(format!(
+                "{location:?}: expected rclone:REMOTE:PATH (a remote from `rclone listremotes`)"
+            )));
+        }
+        let mut program = "rclone".to_owned();
+        let mut global: Vec<String> = Vec::new();
+        for (key, value) in options {
+            match key.as_str() {
+                "rclone_command" => program.clone_from(value),
+                "rclone_config" => global.extend(["--config".into(), value.clone()]),
+                "rclone_args" => global.extend(value.split_whitespace().map(str::to_owned)),
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "unknown option {key:?} for rclone repositories (known: \
+                         rclone_command, rclone_config, rclone_args)"
+                    )));
+                }
+            }
+        }
+        global.extend(["--log-level".into(), "ERROR".into()]);
+        Ok(Self {
+            program,
+            global,
+            remote: remote.trim_end_matches('/').to_owned(),
+            location: location.trim_end_matches('/').to_owned(),
+            create: Mutex::new(()),
+        })
+    }
+
+    /// `REMOTE:path/key`.
+    fn path(&self, key: &str) -> String {
+        if key.is_empty() {
+            self.remote.clone()
+        } else if self.remote.ends_with(':') {
+            format!("{}{key}", self.remote)
+        } else {
+            format!("{}/{key}", self.remote)
+        }
+    }
+
+    fn shown(&self, key: &str) -> String {
+        format!("{}/{key}", self.location)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.global).args(args).stdin(Stdio::null());
+        c
+    }
+
+    fn spawn_error(&self, e: &io::Error) -> Error {
+        Error::Backend {
+            backend: self.location.clone(),
+            message: format!(
+                "cannot run {:?}: {e} (install rclone, or set -o rclone_command=...)",
+                self.program
+            ),
+            source: None,
+        }
+    }
+
+    /// Runs a command to completion: its stdout, or an error from its exit
+    /// code (not found) and the last line it logged.
+    fn run(&self, action: &'static str, key: &str, args: &[&str]) -> Result<Vec<u8>> {
+        let out = self
+            .command(args)
+            .output()
+            .map_err(|e| self.spawn_error(&e))?;
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        Err(self.failure(action, key, out.status.code(), &out.stderr))
+    }
+
+    fn failure(&self, action: &'static str, key: &str, code: Option<i32>, stderr: &[u8]) -> Error {
+        let said = String::from_utf8_lossy(stderr);
+        let last = said
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        // Drop rclone's timestamp prefix.
+        let last = last
+            .splitn(3, ' ')
+            .nth(2)
+            .filter(|_| last.starts_with(|c: char| c.is_ascii_digit()))
+            .unwrap_or(last);
+        if code == Some(EXIT_NOT_FOUND) || last.contains("doesn't exist") {
+            return Error::NotFound {
+                what: "object",
+                path: self.shown(key),
+            };
+        }
+        let kind = if last.contains("permission denied") || last.contains("403") {
+            io::ErrorKind::PermissionDenied
+        } else {
+            io::ErrorKind::Other
+        };
+        Error::io(
+            action,
+            self.shown(key),
+            io::Error::new(
+                kind,
+                format!(
+                    "rclone exited with {}: {last}",
+                    code.map_or_else(|| "a signal".to_owned(), |c| c.to_string())
+                ),
+            ),
+        )
+    }
+
+    fn lsjson(&self, key: &str, flags: &[&str]) -> Result<Vec<Listed>> {
+        let path = self.path(key);
+        let mut args = vec!["lsjson", "--no-mimetype"];
+        args.extend_from_slice(flags);
+        args.push(&path);
+        let out = match self.run("list", key, &args) {
+            Err(Error::NotFound { .. }) => return Ok(Vec::new()),
+            other => other?,
+        };
+        serde_json::from_slice(&out).map_err(|e| Error::Format {
+            path: self.shown(key),
+            source: e,
+        })
+    }
+
+    /// Moves `from` over `to` on the remote (server-side where it can).
+    fn move_to(&self, from: &str, to: &str, key: &str) -> Result<()> {
+        self.run("move into place", key, &["moveto", from, to])
+            .map(drop)
+    }
+
+    fn tmp_key(key: &str) -> String {
+        let (dir, name) = key.rsplit_once('/').map_or(("", key), |(d, n)| (d, n));
+        let tmp = format!(".{name}{TMP_MARK}{:016x}", random_u64());
+        if dir.is_empty() {
+            tmp
+        } else {
+            format!("{dir}/{tmp}")
+        }
+    }
+}
+
+fn parse_time(s: Option<&str>) -> Option<SystemTime> {
+    chrono::DateTime::parse_from_rfc3339(s?)
+        .ok()
+        .map(SystemTime::from)
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+impl Target for RcloneTarget {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn put(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+        check_key(key)?;
+        let tmp = self.path(&Self::tmp_key(key));
+        let mut child = self
+            .command(&["rcat", &tmp])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| self.spawn_error(&e))?;
+        let stdin = child.stdin.take().expect("piped");
+        Ok(Box::new(RcloneWriter {
+            target: self.clone_config(),
+            child: Some(child),
+            stdin: Some(stdin),
+            tmp,
+            key: key.to_owned(),
+        }))
+    }
+
+    fn create_new(&self, key: &str, data: &[u8]) -> Result<()> {
+        check_key(key)?;
+        let _one_at_a_time = self.create.lock().expect("create lock");
+        match self.stat(key) {
+            Ok(_) => {
+                return Err(Error::AlreadyExists {
+                    path: self.shown(key),
+                });
+            }
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let mut w = self.put(key)?;
+        w.write_all(data)
+            .map_err(|e| Error::io("write", self.shown(key), e))?;
+        w.commit()
+    }
+
+    fn get(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        check_key(key)?;
+        // rclone cat of a missing object fails only at its end: look first,
+        // so a missing object is a clear NotFound.
+        self.stat(key)?;
+        let mut child = self
+            .command(&["cat", &self.path(key)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| self.spawn_error(&e))?;
+        let stdout = child.stdout.take().expect("piped");
+        Ok(Box::new(RcloneReader {
+            target: self.clone_config(),
+            child: Some(child),
+            stdout,
+            key: key.to_owned(),
+        }))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let dir = prefix.rsplit_once('/').map_or("", |(d, _)| d);
+        if !dir.is_empty() {
+            check_key(dir)?;
+        }
+        Ok(self
+            .lsjson(dir, &["-R", "--files-only"])?
+            .into_iter()
+            .filter(|o| !o.is_dir && !o.name.contains(TMP_MARK))
+            .filter_map(|o| {
+                let key = if dir.is_empty() {
+                    o.path
+                } else {
+                    format!("{dir}/{}", o.path)
+                };
+                key.starts_with(prefix).then(|| ObjectMeta {
+                    key,
+                    size: o.size.max(0) as u64,
+                    modified: parse_time(o.mod_time.as_deref()),
+                })
+            })
+            .collect())
+    }
+
+    fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = prefix.trim_end_matches('/');
+        if !dir.is_empty() {
+            check_key(dir)?;
+        }
+        let mut names: Vec<String> = self
+            .lsjson(dir, &["--dirs-only"])?
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn stat(&self, key: &str) -> Result<ObjectMeta> {
+        check_key(key)?;
+        let path = self.path(key);
+        let out = self.run(
+            "stat",
+            key,
+            &["lsjson", "--stat", "--no-mimetype", "--retries", "1", &path],
+        )?;
+        let o: Listed = serde_json::from_slice(&out).map_err(|e| Error::Format {
+            path: self.shown(key),
+            source: e,
+        })?;
+        if o.is_dir {
+            return Err(Error::NotFound {
+                what: "object",
+                path: self.shown(key),
+            });
+        }
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size: o.size.max(0) as u64,
+            modified: parse_time(o.mod_time.as_deref()),
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        let path = self.path(key);
+        match self.run("delete", key, &["deletefile", "--retries", "1", &path]) {
+            Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn sweep(&self, prefix: &str) -> Result<()> {
+        let dir = prefix.trim_end_matches('/');
+        if dir.is_empty() {
+            return Ok(());
+        }
+        check_key(dir)?;
+        let path = self.path(dir);
+        let include = format!("*{TMP_MARK}*");
+        match self.run("sweep", dir, &["delete", "--include", &include, &path]) {
+            Ok(_) | Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        match self.run("sweep", dir, &["rmdirs", &path]) {
+            Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl RcloneTarget {
+    fn clone_config(&self) -> RcloneTarget {
+        RcloneTarget {
+            program: self.program.clone(),
+            global: self.global.clone(),
+            remote: self.remote.clone(),
+            location: self.location.clone(),
+            create: Mutex::new(()),
+        }
+    }
+}
+
+/// Collects a child's stderr and exit, as an error when it failed.
+fn finish(target: &RcloneTarget, action: &'static str, key: &str, child: Child) -> Result<()> {
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::io(action, target.shown(key), e))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(target.failure(action, key, out.status.code(), &out.stderr))
+    }
+}
+
+/// Streams into `rclone rcat` under a temporary name.
+struct RcloneWriter {
+    target: RcloneTarget,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    tmp: String,
+    key: String,
+}
+
+impl Write for RcloneWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stdin.as_mut().expect("open until commit").write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stdin.as_mut().expect("open until commit").flush()
+    }
+}
+
+impl ObjectWriter for RcloneWriter {
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        drop(self.stdin.take());
+        let child = self.child.take().expect("running until commit");
+        finish(&self.target, "upload", &self.key, child)?;
+        let to = self.target.path(&self.key);
+        let result = self.target.move_to(&self.tmp, &to, &self.key);
+        if result.is_ok() {
+            self.tmp.clear();
+        }
+        result
+    }
+}
+
+impl Drop for RcloneWriter {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !self.tmp.is_empty() {
+            let _ = self
+                .target
+                .command(&["deletefile", "--retries", "1", &self.tmp])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Streams from `rclone cat`; a failed exit is an error at the end.
+struct RcloneReader {
+    target: RcloneTarget,
+    child: Option<Child>,
+    stdout: ChildStdout,
+    key: String,
+}
+
+impl Read for RcloneReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stdout.read(buf)?;
+        if n == 0
+            && !buf.is_empty()
+            && let Some(child) = self.child.take()
+        {
+            finish(&self.target, "read", &self.key, child)
+                .map_err(|e| io::Error::other(backup_core::error_chain(&e)))?;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for RcloneReader {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn listing_times_parse() {
+        let t = |s| super::parse_time(Some(s));
+        assert_eq!(
+            t("2026-11-24T13:02:22Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_795_525_342))
+        );
+        assert_eq!(t("2026-11-24T14:02:22+01:00"), t("2026-11-24T13:02:22Z"));
+        assert_eq!(t("garbage"), None);
+    }
+}
