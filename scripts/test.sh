@@ -17,10 +17,12 @@ for tool in tar gzip setpriv mount script pkg-config; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 dpkg -s libsqlite3-dev >/dev/null 2>&1 || need_apt+=(libsqlite3-dev)
+# sshfs: a real network mount for the stale-mount test.
+command -v sshfs >/dev/null 2>&1 || need_apt+=(sshfs)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing Debian packages for: ${need_apt[*]}"
   apt-get update -qq
-  apt-get install -y -qq tar gzip util-linux bsdutils mount pkg-config libsqlite3-dev >/dev/null
+  apt-get install -y -qq tar gzip util-linux bsdutils mount pkg-config libsqlite3-dev sshfs >/dev/null
 fi
 
 venv="$root/target/venv"

@@ -1421,3 +1421,111 @@ fn an_unreachable_object_store_fails_in_one_line_without_secrets() {
         .unwrap();
     assert_clean_error(&o, 2, "no S3 credentials: set AWS_ACCESS_KEY_ID");
 }
+
+/// Waits for a child up to `limit`; kills it and fails the test if it hangs.
+fn wait_with_limit(mut child: std::process::Child, limit: Duration) -> Output {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("backupkit hung for {limit:?}");
+}
+
+fn mounted(path: &Path) -> bool {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == path.to_str())
+}
+
+#[test]
+fn a_stale_or_missing_mount_fails_fast_and_clearly() {
+    let vars = [
+        "BACKUPKIT_TEST_SSH_CONFIG",
+        "BACKUPKIT_TEST_SSH_HOST",
+        "BACKUPKIT_TEST_SFTP_DIR",
+    ];
+    let v: Vec<String> = vars.iter().filter_map(|k| std::env::var(k).ok()).collect();
+    let have_sshfs = Command::new("sshfs").arg("--version").output().is_ok();
+    if v.len() < vars.len() || !have_sshfs || !is_root() {
+        require_or_skip("a network mount (sshd from scripts/services.sh, sshfs, root)");
+        return;
+    }
+    let env = Env::new();
+    let mnt = env.path("share");
+    fs::create_dir(&mnt).unwrap();
+    // A real network filesystem: sshfs over the test sshd, in the
+    // foreground so the test holds its process.
+    let mut sshfs = Command::new("sshfs")
+        .args(["-f", "-F", &v[0]])
+        .arg(format!("{}:{}", v[1], v[2]))
+        .arg(&mnt)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !mounted(&mnt) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "sshfs did not mount"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let unique = format!("stale-{}-{:?}", std::process::id(), started);
+    let repo = mnt.join(unique.replace(['.', ' '], "_"));
+    let repo = repo.to_str().unwrap();
+    let mount_opt = format!("mount_point={}", mnt.display());
+    let data = env.data();
+    for args in [vec!["init"], vec!["backup", data.to_str().unwrap()]] {
+        let mut all = vec!["-r", repo, "-o", &mount_opt];
+        all.extend(args);
+        let o = env.run(&all);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+
+    // Freeze the filesystem's server side: every access now hangs.
+    let pid = sshfs.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let child = Command::new(BIN)
+        .args([
+            "-r",
+            repo,
+            "-o",
+            &mount_opt,
+            "-o",
+            "mount_timeout=2s",
+            "snapshots",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let o = wait_with_limit(child, Duration::from_secs(30));
+    let took = t0.elapsed();
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    assert_clean_error(&o, 1, "no answer within 2 s: the mount may be stale");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
+    // Thawed, it works again; then unmounted, it says so.
+    let o = env.run(&["-r", repo, "-o", &mount_opt, "snapshots"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let _ = fs::remove_dir_all(repo);
+    let _ = Command::new("fusermount3").arg("-u").arg(&mnt).status();
+    let _ = sshfs.kill();
+    let _ = sshfs.wait();
+    assert!(!mounted(&mnt));
+    let o = env.run(&["-r", repo, "-o", &mount_opt, "snapshots"]);
+    assert_clean_error(&o, 4, "mount it, e.g. `sudo mount");
+}

@@ -112,24 +112,6 @@ fn is_secret_key(key: &str) -> bool {
         .any(|s| key.contains(s))
 }
 
-fn parse_duration(key: &str, value: &str) -> Result<Duration> {
-    let bad = || {
-        Error::InvalidInput(format!(
-            "option {key}={value:?}: expected a duration such as 30s, 2m or 500ms"
-        ))
-    };
-    let (number, unit) = value
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((value, "s"), |i| value.split_at(i));
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(bad()),
-    }
-}
-
 /// Applies one option to a builder through its own key parser, so users
 /// give the keys each cloud documents (`endpoint`, `region`,
 /// `access_key_id`, `account_name`, `service_account`, `allow_http`, ...).
@@ -193,7 +175,7 @@ impl CloudTarget {
                         Error::InvalidInput(format!("option {RETRIES}={value:?}: expected a count"))
                     })?;
                 }
-                RETRY_TIMEOUT => retry.retry_timeout = parse_duration(key, value)?,
+                RETRY_TIMEOUT => retry.retry_timeout = crate::parse_duration(key, value)?,
                 _ => {
                     if is_secret_key(key) && !value.is_empty() {
                         secrets.push(value.clone());
