@@ -336,6 +336,85 @@ mod s3 {
         open(&format!("s3://{}/{prefix}", v[1]), &opts).unwrap()
     }
 
+    /// A TCP proxy in front of the S3 server that answers every third new
+    /// connection with `503 Slow Down` (or, with `always`, every one) and
+    /// drops it; returns its endpoint and the count of faults injected.
+    fn flaky_proxy(
+        upstream: &str,
+        always: bool,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let faults = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&faults);
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(mut client) = conn else { break };
+                if always || n % 3 == 1 {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let mut head = [0u8; 1024];
+                    let _ = client.read(&mut head);
+                    let _ = client.write_all(
+                        b"HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut client, mut server) = (client, server);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut s2);
+                    let _ = s2.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut server, &mut client);
+                    let _ = client.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        (endpoint, faults)
+    }
+
+    #[test]
+    fn s3_transient_failures_are_retried_and_persistent_ones_named() {
+        let Some(mut v) = service(
+            "s3_transient_failures_are_retried_and_persistent_ones_named",
+            VARS,
+        ) else {
+            return;
+        };
+        let (endpoint, faults) = flaky_proxy(&v[0], false);
+        v[0] = endpoint;
+        let t = target(&v, &unique_prefix("flaky"));
+        conformance::run_all(&t);
+        assert!(
+            faults.load(std::sync::atomic::Ordering::SeqCst) > 0,
+            "the proxy injected no fault"
+        );
+
+        let (endpoint, faults) = flaky_proxy(&v[0], true);
+        let mut opts = options(&v);
+        opts[0].1 = endpoint;
+        opts.push(("retry_timeout", "2s".into()));
+        let opts: Vec<(&str, &str)> = opts.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let t = open(&format!("s3://{}/down", v[1]), &opts).unwrap();
+        let started = std::time::Instant::now();
+        let err = backup_core::error_chain(&t.list("").unwrap_err());
+        assert!(err.contains(&format!("s3://{}/down", v[1])), "{err}");
+        assert!(err.contains("503"), "{err}");
+        assert!(
+            faults.load(std::sync::atomic::Ordering::SeqCst) > 1,
+            "not retried"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
+
     #[test]
     fn s3_target_conforms() {
         let Some(v) = service("s3_target_conforms", VARS) else {
