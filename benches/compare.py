@@ -12,6 +12,11 @@ files; then, on that same data, times:
   sqlite:  backupkit backup --db   vs  sqlite3 .backup + gzip -6, + pigz -6
   postgres: backupkit backup --db  vs  pg_dump | gzip -6, pg_dump | pigz -6
             (run under `scripts/services.sh python3 benches/compare.py`)
+  remote:  backup and restore to the moto S3 server and the test sshd
+           vs  tar czf - | rclone rcat (SFTP) or a boto3 stream (S3),
+           rclone copy, rsync, and the peak RSS
+           of a several-GB snapshot (`--only-remote`, under
+           `BACKUPKIT_SERVICES=remote scripts/services.sh`)
 
 and prints seconds (best of 3, each after a `sync`), throughput, output
 size, peak RSS (GNU time) and ratios. backupkit fsyncs its archive before it
@@ -223,6 +228,161 @@ def compare_postgres(bk: Path, mb: int) -> None:
     passfile.unlink(missing_ok=True)
 
 
+def compare_remote(bk: Path, files: int, video_mb: int, big_gb: int) -> None:
+    """Backup and restore of one tree to S3 (moto) and SFTP (sshd), against
+    rclone and rsync to the same servers; then a `big_gb` GB snapshot's peak
+    RSS. Needs the services' BACKUPKIT_TEST_* variables."""
+    env = os.environ
+    need = ["BACKUPKIT_TEST_S3_ENDPOINT", "BACKUPKIT_TEST_SSH_CONFIG", "BACKUPKIT_TEST_RCLONE_CONFIG"]
+    missing = [v for v in need if not env.get(v)]
+    if missing:
+        sys.exit(f"compare: {missing[0]} is not set; run under "
+                 "`BACKUPKIT_SERVICES=remote scripts/services.sh python3 benches/compare.py --only-remote`")
+    data = WORK / "remote-data"
+    total = generate(data, files, video_mb)
+    parent, name = data.parent, data.name
+    print(f"remote: {files} CSV files, {video_mb} MB video, logs/JSON; {total / 2**20:.0f} MiB; "
+          f"{os.cpu_count()} cores\n")
+    bucket = env["BACKUPKIT_TEST_S3_BUCKET"]
+    s3_opts = (f"-o endpoint={env['BACKUPKIT_TEST_S3_ENDPOINT']} -o allow_http=true -o region=us-east-1 "
+               f"-o access_key_id={env['BACKUPKIT_TEST_S3_ACCESS_KEY_ID']} "
+               f"-o secret_access_key={env['BACKUPKIT_TEST_S3_SECRET_ACCESS_KEY']}")
+    ssh_cfg, host, sdir = env["BACKUPKIT_TEST_SSH_CONFIG"], env["BACKUPKIT_TEST_SSH_HOST"], env["BACKUPKIT_TEST_SFTP_DIR"]
+    sftp_opts = f"-o ssh_config={ssh_cfg}"
+    # An rclone config with the test remotes plus an S3 remote on moto.
+    rconf = WORK / "rclone-bench.conf"
+    rconf.write_text(Path(env["BACKUPKIT_TEST_RCLONE_CONFIG"]).read_text() + f"""
+[bench-s3]
+type = s3
+provider = Other
+endpoint = {env['BACKUPKIT_TEST_S3_ENDPOINT']}
+access_key_id = {env['BACKUPKIT_TEST_S3_ACCESS_KEY_ID']}
+secret_access_key = {env['BACKUPKIT_TEST_S3_SECRET_ACCESS_KEY']}
+region = us-east-1
+""")
+    # AWS_CA_BUNDLE (set on some machines) breaks rclone's plain-http S3
+    # client; the bench talks to moto on loopback over http.
+    rc = f"env -u AWS_CA_BUNDLE rclone --config '{rconf}' -q"
+    sftp_remote = env["BACKUPKIT_TEST_RCLONE_SFTP_REMOTE"]
+    # rclone 1.60's streamed multipart uploads get a 400 from moto on
+    # completion, so streams to S3 go through boto3 (benches/s3stream.py).
+    venv_py = ROOT / "target" / "venv" / "bin" / "python"
+    s3cat = f"'{venv_py if venv_py.exists() else sys.executable}' '{ROOT / 'benches' / 's3stream.py'}'"
+    out = fresh(WORK / "remote-out")
+    n = [0]
+
+    def unique() -> str:
+        n[0] += 1
+        return f"bench-{os.getpid()}-{n[0]}"
+
+    def best(setup, cmd_for) -> tuple[float, float]:
+        """Best of RUNS: `setup()` (untimed) returns a name, `cmd_for(name)` is timed."""
+        b, rss = float("inf"), 0.0
+        for _ in range(RUNS):
+            name_ = setup()
+            subprocess.run(["sync"], check=True)
+            s_, r_ = timed_once(cmd_for(name_))
+            b, rss = min(b, s_), max(rss, r_)
+        return b, rss
+
+    def init(location: str, opts: str) -> None:
+        subprocess.run(f"'{bk}' -q -r '{location}' {opts} init", shell=True, check=True)
+
+    rows: list[tuple[str, float, float]] = []
+
+    def s3_repo() -> str:
+        loc = f"s3://{bucket}/{unique()}"
+        init(loc, s3_opts)
+        return loc
+
+    def sftp_repo() -> str:
+        loc = f"sftp://{host}{sdir}/{unique()}"
+        init(loc, sftp_opts)
+        return loc
+
+    s3_loc = sftp_loc = ""
+
+    def keep_s3() -> str:
+        nonlocal s3_loc
+        s3_loc = s3_repo()
+        return s3_loc
+
+    def keep_sftp() -> str:
+        nonlocal sftp_loc
+        sftp_loc = sftp_repo()
+        return sftp_loc
+
+    rows.append(("backupkit backup -> S3", *best(keep_s3, lambda loc: f"'{bk}' -q -r '{loc}' {s3_opts} backup '{data}'")))
+    rows.append(("tar czf - | boto3 stream S3", *best(unique, lambda k: f"tar -C '{parent}' -czf - {name} | {s3cat} put {k}.tar.gz")))
+    rows.append(("tar | pigz -6 | boto3 stream S3", *best(unique, lambda k: f"tar -C '{parent}' -cf - {name} | pigz -6 | {s3cat} put {k}.tar.gz")))
+    rows.append(("rclone copy -> S3 (no compression)", *best(unique, lambda k: f"{rc} copy --transfers 8 '{data}' bench-s3:{bucket}/{k}")))
+    rows.append(("backupkit backup -> SFTP", *best(keep_sftp, lambda loc: f"'{bk}' -q -r '{loc}' {sftp_opts} backup '{data}'")))
+    rows.append(("tar czf - | rclone rcat SFTP", *best(unique, lambda k: f"tar -C '{parent}' -czf - {name} | {rc} rcat {sftp_remote}/{k}.tar.gz")))
+    rows.append(("rsync -a -> SFTP host (no compression)", *best(unique, lambda k: f"rsync -a -e 'ssh -F {ssh_cfg}' '{data}/' {host}:{sdir}/{k}/")))
+
+    rcat_key = f"{unique()}.tar.gz"
+    subprocess.run(f"tar -C '{parent}' -cf - {name} | pigz -6 | {s3cat} put {rcat_key}", shell=True, check=True)
+    copy_key = unique()
+    subprocess.run(f"{rc} copy --transfers 8 '{data}' bench-s3:{bucket}/{copy_key}", shell=True, check=True)
+    rsync_dir = f"{sdir}/{unique()}"
+    subprocess.run(f"rsync -a -e 'ssh -F {ssh_cfg}' '{data}/' {host}:{rsync_dir}/", shell=True, check=True)
+    restore_rows: list[tuple[str, float, float]] = []
+
+    def target() -> str:
+        t = out / unique()
+        return str(t)
+
+    restore_rows.append(("backupkit restore <- S3", *best(target, lambda t: f"'{bk}' -q -r '{s3_loc}' {s3_opts} restore latest --target '{t}'")))
+    restore_rows.append(("boto3 stream S3 | tar xzf", *best(target, lambda t: f"mkdir -p '{t}' && {s3cat} get {rcat_key} | tar -xzf - -C '{t}'")))
+    restore_rows.append(("rclone copy <- S3 (no compression)", *best(target, lambda t: f"{rc} copy --transfers 8 bench-s3:{bucket}/{copy_key} '{t}'")))
+    restore_rows.append(("backupkit restore <- SFTP", *best(target, lambda t: f"'{bk}' -q -r '{sftp_loc}' {sftp_opts} restore latest --target '{t}'")))
+    restore_rows.append(("rsync -a <- SFTP host", *best(target, lambda t: f"rsync -a -e 'ssh -F {ssh_cfg}' {host}:{rsync_dir}/ '{t}/'")))
+
+    def show(title: str, table: list[tuple[str, float, float]]) -> dict[str, float]:
+        print(f"{title:<40} {'seconds':>8} {'MiB/s':>8} {'peak RSS':>9}")
+        for label, s_, r_ in table:
+            print(f"{label:<40} {s_:8.2f} {total / 2**20 / s_:8.1f} {r_:7.1f}MB")
+        print()
+        return {label: s_ for label, s_, _ in table}
+
+    b = show("remote backup", rows)
+    r = show("remote restore", restore_rows)
+    print("ratios (> 1.00x: backupkit is faster)")
+    for mine, theirs, t in (
+        ("backupkit backup -> S3", "tar czf - | boto3 stream S3", b),
+        ("backupkit backup -> S3", "tar | pigz -6 | boto3 stream S3", b),
+        ("backupkit backup -> S3", "rclone copy -> S3 (no compression)", b),
+        ("backupkit backup -> SFTP", "tar czf - | rclone rcat SFTP", b),
+        ("backupkit backup -> SFTP", "rsync -a -> SFTP host (no compression)", b),
+        ("backupkit restore <- S3", "boto3 stream S3 | tar xzf", r),
+        ("backupkit restore <- S3", "rclone copy <- S3 (no compression)", r),
+        ("backupkit restore <- SFTP", "rsync -a <- SFTP host", r),
+    ):
+        print(f"  {mine:<26} vs {theirs:<40}: {t[theirs] / t[mine]:.2f}x")
+    print()
+
+    if big_gb > 0:
+        big = WORK / "big-data"
+        big.mkdir(parents=True, exist_ok=True)
+        f = big / "recording.bin"
+        if not f.exists() or f.stat().st_size != big_gb << 30:
+            with open(f, "wb") as fh:
+                for _ in range(big_gb * 16):
+                    fh.write(os.urandom(64 << 20))
+        print(f"a {big_gb} GiB snapshot (incompressible, zstd): peak RSS")
+        for label, loc_fn, opts in (("S3", s3_repo, s3_opts), ("SFTP", sftp_repo, sftp_opts)):
+            loc = loc_fn()
+            s_, r_ = timed_once(f"'{bk}' -q -r '{loc}' {opts} backup --compression zstd '{big}'")
+            t = out / unique()
+            s2, r2 = timed_once(f"'{bk}' -q -r '{loc}' {opts} restore latest --target '{t}'")
+            shutil.rmtree(t, ignore_errors=True)
+            print(f"  {label:<5} backup {s_:6.1f} s ({big_gb * 1024 / s_:6.1f} MiB/s) peak RSS {r_:6.1f} MB;"
+                  f" restore {s2:6.1f} s peak RSS {r2:6.1f} MB")
+        shutil.rmtree(big, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    subprocess.run(f"ssh -F '{ssh_cfg}' {host} 'rm -rf {sdir}/bench-*'", shell=True, check=False)
+
+
 def timed_once(cmd: str) -> tuple[float, float]:
     """Runs a shell command; returns (seconds, peak RSS in MB of the largest
     process it ran).
@@ -255,11 +415,19 @@ def main() -> None:
     ap.add_argument("--postgres-mb", type=int, default=200,
                     help="size of the PostgreSQL comparison (0: skip; needs a server, see compare_postgres)")
     ap.add_argument("--only-databases", action="store_true", help="run only the database comparisons")
+    ap.add_argument("--only-remote", action="store_true",
+                    help="run only the remote comparison (S3 and SFTP; needs scripts/services.sh)")
+    ap.add_argument("--remote-files", type=int, default=2_000)
+    ap.add_argument("--remote-video-mb", type=int, default=200)
+    ap.add_argument("--big-gb", type=int, default=3, help="size of the peak-RSS snapshot (0: skip)")
     args = ap.parse_args()
 
     ensure_tools()
     subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "backup-cli"], cwd=ROOT, check=True)
     bk = ROOT / "target" / "release" / "backupkit"
+    if args.only_remote:
+        compare_remote(bk, args.remote_files, args.remote_video_mb, args.big_gb)
+        return
     if args.sqlite_mb > 0:
         compare_sqlite(bk, args.sqlite_mb)
     if args.only_sqlite:
