@@ -157,7 +157,10 @@ impl RcloneTarget {
             .nth(2)
             .filter(|_| last.starts_with(|c: char| c.is_ascii_digit()))
             .unwrap_or(last);
-        if code == Some(EXIT_NOT_FOUND) || last.contains("doesn't exist") {
+        if code == Some(EXIT_NOT_FOUND)
+            || last.contains("doesn't exist")
+            || last.contains("no such file or directory")
+        {
             return Error::NotFound {
                 what: "object",
                 path: self.shown(key),
