@@ -1529,3 +1529,54 @@ fn a_stale_or_missing_mount_fails_fast_and_clearly() {
     let o = env.run(&["-r", repo, "-o", &mount_opt, "snapshots"]);
     assert_clean_error(&o, 4, "mount it, e.g. `sudo mount");
 }
+
+#[test]
+fn sftp_and_rclone_repositories_from_the_command_line() {
+    let vars = [
+        "BACKUPKIT_TEST_SSH_CONFIG",
+        "BACKUPKIT_TEST_SSH_HOST",
+        "BACKUPKIT_TEST_SFTP_DIR",
+        "BACKUPKIT_TEST_RCLONE_CONFIG",
+        "BACKUPKIT_TEST_RCLONE_LOCAL_REMOTE",
+    ];
+    let v: Vec<String> = vars
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().filter(|s| !s.is_empty()))
+        .collect();
+    if v.len() < vars.len() {
+        require_or_skip("sshd and rclone (BACKUPKIT_TEST_SSH_*, _RCLONE_*; scripts/services.sh)");
+        return;
+    }
+    let env = Env::new();
+    let data = env.data();
+    let unique = format!("cli-{}", std::process::id());
+    let sftp = format!("sftp://{}{}/{unique}", v[1], v[2]);
+    let ssh_opt = format!("ssh_config={}", v[0]);
+    let rclone = format!("rclone:{}/{unique}", v[4]);
+    let rclone_opt = format!("rclone_config={}", v[3]);
+    for (location, opt) in [(&sftp, &ssh_opt), (&rclone, &rclone_opt)] {
+        let run = |args: &[&str]| {
+            let mut all = vec!["-r", location.as_str(), "-o", opt.as_str()];
+            all.extend_from_slice(args);
+            env.run(&all)
+        };
+        assert_eq!(code(&run(&["init"])), 0, "{location}");
+        let o = run(&["--json", "backup", data.to_str().unwrap()]);
+        assert_eq!(code(&o), 0, "{location}: {}", stderr(&o));
+        let o = run(&["check", "--read-data"]);
+        assert_eq!(code(&o), 0, "{location}: {}", stderr(&o));
+        let out = env.path(&format!("out-{}", location.len()));
+        let o = run(&["restore", "latest", "--target", out.to_str().unwrap()]);
+        assert_eq!(code(&o), 0, "{location}: {}", stderr(&o));
+        let restored = out.join(data.strip_prefix("/").unwrap());
+        assert_eq!(
+            fs::read(restored.join("sub/b.json")).unwrap(),
+            b"{\"k\": 1}"
+        );
+        let o = run(&["forget", "latest", "--yes"]);
+        assert_eq!(code(&o), 0, "{location}: {}", stderr(&o));
+    }
+    // A wrong option is a usage error for each kind.
+    let o = env.run(&["-r", &sftp, "-o", "password=x", "snapshots"]);
+    assert_clean_error(&o, 2, "unknown option \"password\" for SFTP repositories");
+}

@@ -109,3 +109,39 @@ def test_copy_between_local_repositories(
         repo.copy(repo)
     with pytest.raises(backupkit.SnapshotNotFoundError):
         repo.copy(mirror, ["nonexistent"])
+
+
+def test_sftp_and_rclone_repositories(
+    repo: backupkit.Repository, source: Path, tmp_path: Path
+) -> None:
+    env = os.environ
+    needed = ("BACKUPKIT_TEST_SSH_CONFIG", "BACKUPKIT_TEST_SSH_HOST", "BACKUPKIT_TEST_SFTP_DIR",
+              "BACKUPKIT_TEST_RCLONE_CONFIG", "BACKUPKIT_TEST_RCLONE_SFTP_REMOTE")
+    missing = [v for v in needed if not env.get(v)]
+    if missing:
+        if env.get("BACKUPKIT_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{missing[0]} is not set and BACKUPKIT_REQUIRE_SERVICES=1")
+        pytest.skip(f"{missing[0]} is not set (run the tests through scripts/services.sh)")
+    unique = f"py-{os.getpid()}-{time.time_ns()}"
+    sftp = backupkit.Repository(
+        f"sftp://{env['BACKUPKIT_TEST_SSH_HOST']}{env['BACKUPKIT_TEST_SFTP_DIR']}/{unique}",
+        options={"ssh_config": env["BACKUPKIT_TEST_SSH_CONFIG"]},
+    )
+    sftp.init()
+    snap = sftp.backup(source)
+    assert snap is not None
+    assert sftp.check(read_data=True).ok
+
+    # SFTP -> rclone remote -> local, each verified on the way.
+    remote = backupkit.Repository(
+        f"rclone:{env['BACKUPKIT_TEST_RCLONE_SFTP_REMOTE']}/{unique}-rclone",
+        options={"rclone_config": env["BACKUPKIT_TEST_RCLONE_CONFIG"]},
+    )
+    remote.init()
+    assert sftp.copy(remote).copied == [snap.id]
+    assert remote.copy(repo).copied == [snap.id]
+    repo.restore(snap.id, tmp_path / "out")
+    out = restored(tmp_path / "out", source)
+    assert (out / "a.txt").read_text() == "hello backupkit\n"
+    assert sftp.forget([snap.id]) == [snap.id]
+    assert sftp.snapshots() == []
