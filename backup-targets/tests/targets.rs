@@ -697,6 +697,25 @@ mod sftp {
     }
 
     #[test]
+    fn sftp_permission_errors_are_permission_denied() {
+        let Some(v) = service("sftp_permission_errors_are_permission_denied", VARS) else {
+            return;
+        };
+        // /root is closed to the test user.
+        let t = open(
+            &format!("sftp://{}/root/backupkit-forbidden", v[1]),
+            &[("ssh_config", &v[0])],
+        )
+        .unwrap();
+        for err in [t.put_bytes("x", b"1").unwrap_err(), t.list("").unwrap_err()] {
+            assert!(
+                matches!(err, backup_core::Error::PermissionDenied { .. }),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
     fn sftp_urls_and_options_are_checked() {
         for bad in ["sftp://", "sftp://host", "sftp://h:port/x", "sftp://h/../x"] {
             let err = open(bad, &[]).unwrap_err();
