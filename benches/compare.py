@@ -216,6 +216,14 @@ def compare_postgres(bk: Path, mb: int) -> None:
     for label, tool in (("pg_dump | gzip -6", "gzip -6"), ("pg_dump | pigz -6", "pigz -6")):
         s, r = timed(f"{conn} | {tool} > '{out}' && sync '{out}'", before=f"rm -f '{out}'")
         rows_out.append((label, s, r, out.stat().st_size))
+    # The floor: pg_dump alone, and compressing its output alone.
+    plain = WORK / "bench.sql"
+    subprocess.run(f"{conn} > '{plain}'", shell=True, check=True)
+    s, r = timed(f"{conn} > /dev/null")
+    rows_out.append(("pg_dump > /dev/null (reference)", s, r, plain.stat().st_size))
+    s, r = timed(f"pigz -6 < '{plain}' > '{out}'", before=f"rm -f '{out}'")
+    rows_out.append(("pigz -6 of the dump file (reference)", s, r, out.stat().st_size))
+    plain.unlink(missing_ok=True)
     print(f"{'postgres backup':<34} {'seconds':>8} {'MB/s':>8} {'size MB':>8} {'peak RSS':>9}")
     for label, s, r, sz in rows_out:
         print(f"{label:<34} {s:8.2f} {size / 1e6 / s:8.1f} {sz / 1e6:8.1f} {r:7.1f}MB")
