@@ -8,6 +8,7 @@ BACKUPKIT_REQUIRE_SERVICES=1, which makes them fail.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -67,6 +68,17 @@ def test_s3_repository_round_trip_and_copy(
     assert again.copied == [] and again.skipped == [snap.id]
     assert [s.id for s in repo.snapshots()] == [snap.id]
     assert repo.check(read_data=True).ok
+
+    # A database snapshot in the same S3 repository, restored from it.
+    db = tmp_path / "results.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE runs(id INTEGER PRIMARY KEY, score REAL)")
+        conn.executemany("INSERT INTO runs(score) VALUES (?)", [(i / 7,) for i in range(500)])
+    conn.close()
+    done = s3_repo.backup_database(db)
+    assert done.backed_up and done.snapshot is not None
+    rows = s3_repo.restore_database(done.snapshot.id, tmp_path / "restored.db")
+    assert rows == {"runs": 500}
 
 
 def test_repr_and_errors_never_show_option_values(tmp_path: Path) -> None:
