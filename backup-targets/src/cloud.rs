@@ -177,7 +177,9 @@ impl CloudTarget {
                 }
                 RETRY_TIMEOUT => retry.retry_timeout = crate::parse_duration(key, value)?,
                 _ => {
-                    if is_secret_key(key) && !value.is_empty() {
+                    // Values of a few characters are no secret worth the
+                    // name, and scrubbing them would blank out plain text.
+                    if is_secret_key(key) && value.len() >= 4 {
                         secrets.push(value.clone());
                     }
                     store_options.push((key.as_str(), value.as_str()));
@@ -197,7 +199,7 @@ impl CloudTarget {
             env_secrets
                 .iter()
                 .filter_map(|v| std::env::var(v).ok())
-                .filter(|v| !v.is_empty()),
+                .filter(|v| v.len() >= 4),
         );
 
         let scheme = location.split_once("://").map_or("", |(s, _)| s);
