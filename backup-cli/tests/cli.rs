@@ -518,6 +518,65 @@ fn kill_9_during_backup_leaves_earlier_snapshots_intact() {
     assert_eq!(tmp_left, 0);
 }
 
+/// `kill -9` of backups into a (remote) repository at several moments:
+/// no killed backup is ever listed, at least one kill lands mid-upload, and
+/// the next backup and `check --read-data` pass with no leftovers.
+fn kill_9_mid_upload_leaves_nothing_visible(
+    env: &Env,
+    location: &str,
+    opts: &[String],
+    data: &str,
+) {
+    let before = ids_at(env, location, opts).len();
+    let mut completed = 0;
+    let mut killed = 0;
+    for delay_ms in [120, 300, 700] {
+        let mut all: Vec<&str> = vec!["-r", location];
+        all.extend(opts.iter().map(String::as_str));
+        all.extend(["-q", "backup", data]);
+        let mut child = Command::new(BIN)
+            .args(&all)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        signal_after(&child, delay_ms, "-9");
+        if child.wait().unwrap().success() {
+            completed += 1;
+        } else {
+            killed += 1;
+        }
+        let ids = ids_at(env, location, opts);
+        assert_eq!(
+            ids.len(),
+            before + completed,
+            "{location}: a killed backup is listed: {ids:?}"
+        );
+    }
+    assert!(
+        killed > 0,
+        "{location}: no kill landed before the backup finished"
+    );
+    let mut all: Vec<&str> = vec!["-r", location];
+    all.extend(opts.iter().map(String::as_str));
+    let run = |extra: &[&str]| {
+        let mut a = all.clone();
+        a.extend_from_slice(extra);
+        env.run(&a)
+    };
+    let o = run(&["backup", data]);
+    assert_eq!(code(&o), 0, "{location}: {}", stderr(&o));
+    let o = run(&["check", "--read-data", "--json"]);
+    assert_eq!(code(&o), 0, "{location}: {}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        report["unfinished"],
+        serde_json::json!([]),
+        "{location}: {report}"
+    );
+}
+
 /// Sends `signal` (`-9`, `-INT`) to a child after `ms` milliseconds.
 fn signal_after(child: &std::process::Child, ms: u64, signal: &str) {
     std::thread::sleep(Duration::from_millis(ms));
@@ -1343,27 +1402,7 @@ fn an_s3_repository_works_like_a_local_one() {
     let o = env.bk(&["check", "--read-data"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 
-    // A kill -9 mid-upload leaves nothing visible; the next backup works.
-    let mut all: Vec<String> = vec!["-r".into(), s3.clone()];
-    all.extend(opts.iter().cloned());
-    all.extend(["-q".into(), "backup".into(), d.into()]);
-    let mut child = Command::new(BIN)
-        .args(&all)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    signal_after(&child, 150, "-9");
-    let killed_early = !child.wait().unwrap().success();
-    let ids = ids_at(&env, &s3, &opts);
-    assert_eq!(ids.len(), if killed_early { 1 } else { 2 }, "{ids:?}");
-    let o = run(&["backup", d]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let o = run(&["check", "--read-data", "--json"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(report["unfinished"], serde_json::json!([]), "{report}");
+    kill_9_mid_upload_leaves_nothing_visible(&env, &s3, &opts, d);
 
     // A bucket that does not exist: one line that says so.
     let missing = s3.replacen("s3://", "s3://no-such-bucket-", 1);
@@ -1549,6 +1588,8 @@ fn sftp_and_rclone_repositories_from_the_command_line() {
     }
     let env = Env::new();
     let data = env.data();
+    // Large enough that an upload is under way for a while.
+    fs::write(data.join("big.bin"), pseudo_random(24 << 20, 9)).unwrap();
     let unique = format!("cli-{}", std::process::id());
     let sftp = format!("sftp://{}{}/{unique}", v[1], v[2]);
     let ssh_opt = format!("ssh_config={}", v[0]);
@@ -1573,8 +1614,12 @@ fn sftp_and_rclone_repositories_from_the_command_line() {
             fs::read(restored.join("sub/b.json")).unwrap(),
             b"{\"k\": 1}"
         );
-        let o = run(&["forget", "latest", "--yes"]);
-        assert_eq!(code(&o), 0, "{location}: {}", stderr(&o));
+        kill_9_mid_upload_leaves_nothing_visible(
+            &env,
+            location,
+            &["-o".to_owned(), opt.clone()],
+            data.to_str().unwrap(),
+        );
     }
     // A wrong option is a usage error for each kind.
     let o = env.run(&["-r", &sftp, "-o", "password=x", "snapshots"]);
