@@ -468,16 +468,7 @@ fn kill_9_during_backup_leaves_earlier_snapshots_intact() {
     let mut completed = 0;
     let mut interrupted_mid_write = 0;
     for delay_ms in [5u64, 30, 80, 150, 300, 600] {
-        let mut child = Command::new(BIN)
-            .args(["-r", &repo, "-q", "backup", d])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        signal_after(&child, delay_ms, "-9");
-        let status = child.wait().unwrap();
-        if status.success() {
+        if run_killed_after(&["-r", &repo, "-q", "backup", d], delay_ms) {
             completed += 1;
         }
         let ids = env.snapshot_ids();
@@ -534,15 +525,7 @@ fn kill_9_mid_upload_leaves_nothing_visible(
         let mut all: Vec<&str> = vec!["-r", location];
         all.extend(opts.iter().map(String::as_str));
         all.extend(["-q", "backup", data]);
-        let mut child = Command::new(BIN)
-            .args(&all)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        signal_after(&child, delay_ms, "-9");
-        if child.wait().unwrap().success() {
+        if run_killed_after(&all, delay_ms) {
             completed += 1;
         } else {
             killed += 1;
@@ -575,6 +558,20 @@ fn kill_9_mid_upload_leaves_nothing_visible(
         serde_json::json!([]),
         "{location}: {report}"
     );
+}
+
+/// Runs backupkit quietly and `kill -9`s it after `ms` milliseconds;
+/// returns whether it had finished successfully first.
+fn run_killed_after(args: &[&str], ms: u64) -> bool {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    signal_after(&child, ms, "-9");
+    child.wait().unwrap().success()
 }
 
 /// Sends `signal` (`-9`, `-INT`) to a child after `ms` milliseconds.
