@@ -247,13 +247,18 @@ fn select(ids: &[String], subset: Option<Subset>) -> Vec<String> {
     }
 }
 
-/// An error and its causes in one line.
+/// An error and its causes in one line. A cause whose text the line
+/// already holds (libraries that print their source in `Display`) is not
+/// repeated.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = c.source();
     }
     s
@@ -262,6 +267,20 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_chain_joins_causes_once() {
+        let e = Error::io("read", "a/b", std::io::Error::other("disk on fire"));
+        assert_eq!(error_chain(&e), "read a/b: disk on fire");
+        // A cause already in the message (a library printing its source) is
+        // not repeated.
+        let e = Error::Backend {
+            backend: "s3://b".into(),
+            message: "list: timed out".into(),
+            source: Some(Box::new(std::io::Error::other("timed out"))),
+        };
+        assert_eq!(error_chain(&e), "s3://b: list: timed out");
+    }
 
     #[test]
     fn subsets_partition_the_snapshots() {

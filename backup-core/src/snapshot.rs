@@ -152,7 +152,7 @@ pub fn is_valid_id(s: &str) -> bool {
 
 /// A random number from the standard library's per-process random keys,
 /// mixed with the time and process id (no extra dependency needed).
-pub(crate) fn random_u64() -> u64 {
+pub fn random_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
         std::time::SystemTime::now()

@@ -91,6 +91,24 @@ pub trait Target: Debug + Send + Sync {
     }
 }
 
+/// Marks the temporary names of unfinished writes; `list` never shows them,
+/// `sweep` removes them.
+pub const TMP_MARK: &str = ".tmp-";
+
+/// A fresh temporary name beside `key`: same directory, hidden, marked with
+/// [`TMP_MARK`] and a random suffix. Targets that write then rename use it.
+pub fn tmp_key(key: &str) -> String {
+    let (dir, name) = match key.rsplit_once('/') {
+        Some((d, n)) => (Some(d), n),
+        None => (None, key),
+    };
+    let tmp = format!(".{name}{TMP_MARK}{:016x}", crate::snapshot::random_u64());
+    match dir {
+        Some(d) => format!("{d}/{tmp}"),
+        None => tmp,
+    }
+}
+
 /// Checks an object key: `/`-separated, relative, without empty, `.` or `..`
 /// components. Every target calls this before touching its store, so a key
 /// can never name something outside the target's root.

@@ -139,14 +139,13 @@ impl CloudTarget {
     /// `gs://bucket/prefix`. Credentials and settings come from the cloud's
     /// standard environment variables, overridden by `options`.
     pub fn open(cloud: Cloud, location: &str, options: &TargetOptions) -> Result<Self> {
-        let (_, rest) = location
+        let (scheme, rest) = location
             .split_once("://")
             .ok_or_else(|| Error::InvalidInput(format!("{location:?} is not a URL")))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(Error::InvalidInput(format!(
-                "{location:?} names no bucket (expected {}://BUCKET/PREFIX)",
-                location.split_once("://").map_or("s3", |(s, _)| s)
+                "{location:?} names no bucket (expected {scheme}://BUCKET/PREFIX)"
             )));
         }
         let prefix = prefix.trim_matches('/');
@@ -202,7 +201,6 @@ impl CloudTarget {
                 .filter(|v| v.len() >= 4),
         );
 
-        let scheme = location.split_once("://").map_or("", |(s, _)| s);
         let store = build(
             cloud,
             &format!("{scheme}://{bucket}"),
@@ -431,19 +429,9 @@ fn one_line(text: &str) -> String {
     line
 }
 
-/// The whole chain of an error, one line.
+/// The whole chain of an error, on one line.
 fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let line = s.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = s.source();
-    }
-    one_line(&text)
+    one_line(&backup_core::error_chain(e))
 }
 
 #[allow(unused_variables)]

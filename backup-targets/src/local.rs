@@ -10,10 +10,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use backup_core::target::{TMP_MARK, tmp_key};
 use backup_core::{Error, ObjectMeta, ObjectWriter, Result, Target};
-
-/// Marks temporary files of unfinished writes; `list` never shows them.
-const TMP_MARK: &str = ".tmp-";
 
 /// A directory holding objects.
 #[derive(Debug, Clone)]
@@ -57,7 +55,7 @@ impl LocalTarget {
         let name = path
             .file_name()
             .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
-        path.with_file_name(format!(".{name}{TMP_MARK}{:016x}", random_u64()))
+        path.with_file_name(tmp_key(&name))
     }
 
     /// Creates `path`'s directory; retried once because a concurrent delete
@@ -129,13 +127,6 @@ impl LocalTarget {
             dir = d.parent();
         }
     }
-}
-
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 fn sync_dir(dir: &Path) {

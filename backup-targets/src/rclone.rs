@@ -17,16 +17,14 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use backup_core::registry::TargetOptions;
-use backup_core::target::check_key;
+use backup_core::target::{TMP_MARK, check_key, tmp_key};
 use backup_core::{Error, ObjectMeta, ObjectWriter, Result, Target};
 use serde::Deserialize;
 
-/// Marks temporary names of unfinished writes (as the other targets do).
-const TMP_MARK: &str = ".tmp-";
 /// rclone's exit code for "directory or object not found".
 const EXIT_NOT_FOUND: i32 = 3;
 
@@ -44,20 +42,26 @@ struct Listed {
 
 /// A repository on an rclone remote.
 pub struct RcloneTarget {
+    rc: Arc<Rclone>,
+    /// Serialises `create_new` within this process.
+    create: Mutex<()>,
+}
+
+/// How to run rclone against the repository's remote; shared with the
+/// target's writers and readers.
+struct Rclone {
     program: String,
     /// Arguments before the subcommand (`--config FILE`, ...).
     global: Vec<String>,
     /// `REMOTE:path` without a trailing slash.
     remote: String,
     location: String,
-    /// Serialises `create_new` within this process.
-    create: Mutex<()>,
 }
 
 impl fmt::Debug for RcloneTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RcloneTarget")
-            .field("location", &self.location)
+            .field("location", &self.rc.location)
             .finish_non_exhaustive()
     }
 }
@@ -90,14 +94,18 @@ impl RcloneTarget {
         }
         global.extend(["--log-level".into(), "ERROR".into()]);
         Ok(Self {
-            program,
-            global,
-            remote: remote.trim_end_matches('/').to_owned(),
-            location: location.trim_end_matches('/').to_owned(),
+            rc: Arc::new(Rclone {
+                program,
+                global,
+                remote: remote.trim_end_matches('/').to_owned(),
+                location: location.trim_end_matches('/').to_owned(),
+            }),
             create: Mutex::new(()),
         })
     }
+}
 
+impl Rclone {
     /// `REMOTE:path/key`.
     fn path(&self, key: &str) -> String {
         if key.is_empty() {
@@ -204,16 +212,6 @@ impl RcloneTarget {
         self.run("move into place", key, &["moveto", from, to])
             .map(drop)
     }
-
-    fn tmp_key(key: &str) -> String {
-        let (dir, name) = key.rsplit_once('/').map_or(("", key), |(d, n)| (d, n));
-        let tmp = format!(".{name}{TMP_MARK}{:016x}", random_u64());
-        if dir.is_empty() {
-            tmp
-        } else {
-            format!("{dir}/{tmp}")
-        }
-    }
 }
 
 fn parse_time(s: Option<&str>) -> Option<SystemTime> {
@@ -222,35 +220,25 @@ fn parse_time(s: Option<&str>) -> Option<SystemTime> {
         .map(SystemTime::from)
 }
 
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
-}
-
 impl Target for RcloneTarget {
     fn location(&self) -> String {
-        self.location.clone()
+        self.rc.location.clone()
     }
 
     fn put(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
         check_key(key)?;
-        let tmp = self.path(&Self::tmp_key(key));
+        let tmp = self.rc.path(&tmp_key(key));
         let mut child = self
+            .rc
             .command(&["rcat", &tmp])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| self.spawn_error(&e))?;
+            .map_err(|e| self.rc.spawn_error(&e))?;
         let stdin = child.stdin.take().expect("piped");
         Ok(Box::new(RcloneWriter {
-            target: self.clone_config(),
+            target: Arc::clone(&self.rc),
             child: Some(child),
             stdin: Some(stdin),
             tmp,
@@ -264,7 +252,7 @@ impl Target for RcloneTarget {
         match self.stat(key) {
             Ok(_) => {
                 return Err(Error::AlreadyExists {
-                    path: self.shown(key),
+                    path: self.rc.shown(key),
                 });
             }
             Err(Error::NotFound { .. }) => {}
@@ -272,7 +260,7 @@ impl Target for RcloneTarget {
         }
         let mut w = self.put(key)?;
         w.write_all(data)
-            .map_err(|e| Error::io("write", self.shown(key), e))?;
+            .map_err(|e| Error::io("write", self.rc.shown(key), e))?;
         w.commit()
     }
 
@@ -282,14 +270,15 @@ impl Target for RcloneTarget {
         // so a missing object is a clear NotFound.
         self.stat(key)?;
         let mut child = self
-            .command(&["cat", &self.path(key)])
+            .rc
+            .command(&["cat", &self.rc.path(key)])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| self.spawn_error(&e))?;
+            .map_err(|e| self.rc.spawn_error(&e))?;
         let stdout = child.stdout.take().expect("piped");
         Ok(Box::new(RcloneReader {
-            target: self.clone_config(),
+            target: Arc::clone(&self.rc),
             child: Some(child),
             stdout,
             key: key.to_owned(),
@@ -302,6 +291,7 @@ impl Target for RcloneTarget {
             check_key(dir)?;
         }
         Ok(self
+            .rc
             .lsjson(dir, &["-R", "--files-only"])?
             .into_iter()
             .filter(|o| !o.is_dir && !o.name.contains(TMP_MARK))
@@ -326,6 +316,7 @@ impl Target for RcloneTarget {
             check_key(dir)?;
         }
         let mut names: Vec<String> = self
+            .rc
             .lsjson(dir, &["--dirs-only"])?
             .into_iter()
             .map(|o| o.name)
@@ -336,20 +327,20 @@ impl Target for RcloneTarget {
 
     fn stat(&self, key: &str) -> Result<ObjectMeta> {
         check_key(key)?;
-        let path = self.path(key);
-        let out = self.run(
+        let path = self.rc.path(key);
+        let out = self.rc.run(
             "stat",
             key,
             &["lsjson", "--stat", "--no-mimetype", "--retries", "1", &path],
         )?;
         let o: Listed = serde_json::from_slice(&out).map_err(|e| Error::Format {
-            path: self.shown(key),
+            path: self.rc.shown(key),
             source: e,
         })?;
         if o.is_dir {
             return Err(Error::NotFound {
                 what: "object",
-                path: self.shown(key),
+                path: self.rc.shown(key),
             });
         }
         Ok(ObjectMeta {
@@ -361,8 +352,11 @@ impl Target for RcloneTarget {
 
     fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
-        let path = self.path(key);
-        match self.run("delete", key, &["deletefile", "--retries", "1", &path]) {
+        let path = self.rc.path(key);
+        match self
+            .rc
+            .run("delete", key, &["deletefile", "--retries", "1", &path])
+        {
             Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -374,33 +368,24 @@ impl Target for RcloneTarget {
             return Ok(());
         }
         check_key(dir)?;
-        let path = self.path(dir);
+        let path = self.rc.path(dir);
         let include = format!("*{TMP_MARK}*");
-        match self.run("sweep", dir, &["delete", "--include", &include, &path]) {
+        match self
+            .rc
+            .run("sweep", dir, &["delete", "--include", &include, &path])
+        {
             Ok(_) | Err(Error::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
-        match self.run("sweep", dir, &["rmdirs", &path]) {
+        match self.rc.run("sweep", dir, &["rmdirs", &path]) {
             Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
 }
 
-impl RcloneTarget {
-    fn clone_config(&self) -> RcloneTarget {
-        RcloneTarget {
-            program: self.program.clone(),
-            global: self.global.clone(),
-            remote: self.remote.clone(),
-            location: self.location.clone(),
-            create: Mutex::new(()),
-        }
-    }
-}
-
 /// Collects a child's stderr and exit, as an error when it failed.
-fn finish(target: &RcloneTarget, action: &'static str, key: &str, child: Child) -> Result<()> {
+fn finish(target: &Rclone, action: &'static str, key: &str, child: Child) -> Result<()> {
     let out = child
         .wait_with_output()
         .map_err(|e| Error::io(action, target.shown(key), e))?;
@@ -413,7 +398,7 @@ fn finish(target: &RcloneTarget, action: &'static str, key: &str, child: Child) 
 
 /// Streams into `rclone rcat` under a temporary name.
 struct RcloneWriter {
-    target: RcloneTarget,
+    target: Arc<Rclone>,
     child: Option<Child>,
     stdin: Option<ChildStdin>,
     tmp: String,
@@ -464,7 +449,7 @@ impl Drop for RcloneWriter {
 
 /// Streams from `rclone cat`; a failed exit is an error at the end.
 struct RcloneReader {
-    target: RcloneTarget,
+    target: Arc<Rclone>,
     child: Option<Child>,
     stdout: ChildStdout,
     key: String,

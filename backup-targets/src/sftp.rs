@@ -22,10 +22,10 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use backup_core::registry::TargetOptions;
-use backup_core::target::check_key;
+use backup_core::target::{TMP_MARK, check_key, tmp_key};
 use backup_core::{Error, ObjectMeta, ObjectWriter, Result, Target};
 
 const FXP_INIT: u8 = 1;
@@ -69,8 +69,6 @@ const ATTR_EXTENDED: u32 = 0x8000_0000;
 const CHUNK: usize = 64 << 10;
 /// Requests in flight per stream: a 4 MiB window.
 const IN_FLIGHT: usize = 64;
-/// Marks temporary names of unfinished writes (as the local target does).
-const TMP_MARK: &str = ".tmp-";
 /// Largest reply accepted from the server.
 const MAX_PACKET: usize = 1 << 20;
 
@@ -751,14 +749,8 @@ impl SftpTarget {
 
     /// Opens a new temporary file beside `key`, creating directories.
     fn create_tmp(&self, conn: &Conn, key: &str) -> Result<(Vec<u8>, String)> {
-        let name = key.rsplit_once('/').map_or(key, |(_, n)| n);
-        let dir = key.rsplit_once('/').map(|(d, _)| d);
         for attempt in 0..2 {
-            let tmp_key = match dir {
-                Some(d) => format!("{d}/.{name}{TMP_MARK}{:016x}", random_u64()),
-                None => format!(".{name}{TMP_MARK}{:016x}", random_u64()),
-            };
-            let tmp = self.remote(&tmp_key);
+            let tmp = self.remote(&tmp_key(key));
             match conn.open_file(&tmp, FXF_WRITE | FXF_CREAT | FXF_EXCL | FXF_TRUNC) {
                 Ok(h) => return Ok((h, tmp)),
                 Err(e) if attempt == 0 && e.kind() != io::ErrorKind::PermissionDenied => {
@@ -816,17 +808,6 @@ fn transient(e: &Error) -> bool {
         || text.contains("Host key verification failed")
         || text.contains("cannot run")
         || text.contains("Could not resolve"))
-}
-
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
 }
 
 impl Target for SftpTarget {

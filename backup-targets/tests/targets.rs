@@ -741,15 +741,9 @@ mod sftp {
 mod rclone {
     use super::*;
 
-    #[test]
-    fn rclone_sftp_remote_conforms() {
-        let Some(v) = service(
-            "rclone_sftp_remote_conforms",
-            &[
-                "BACKUPKIT_TEST_RCLONE_CONFIG",
-                "BACKUPKIT_TEST_RCLONE_SFTP_REMOTE",
-            ],
-        ) else {
+    /// The conformance suite on the remote named by `remote_var`.
+    fn conforms(test: &str, remote_var: &str) {
+        let Some(v) = service(test, &["BACKUPKIT_TEST_RCLONE_CONFIG", remote_var]) else {
             return;
         };
         let t = open(
@@ -761,22 +755,19 @@ mod rclone {
     }
 
     #[test]
+    fn rclone_sftp_remote_conforms() {
+        conforms(
+            "rclone_sftp_remote_conforms",
+            "BACKUPKIT_TEST_RCLONE_SFTP_REMOTE",
+        );
+    }
+
+    #[test]
     fn rclone_local_remote_conforms() {
-        let Some(v) = service(
+        conforms(
             "rclone_local_remote_conforms",
-            &[
-                "BACKUPKIT_TEST_RCLONE_CONFIG",
-                "BACKUPKIT_TEST_RCLONE_LOCAL_REMOTE",
-            ],
-        ) else {
-            return;
-        };
-        let t = open(
-            &format!("rclone:{}/{}", v[1], unique_prefix("conformance")),
-            &[("rclone_config", &v[0])],
-        )
-        .unwrap();
-        conformance::run_all(&t);
+            "BACKUPKIT_TEST_RCLONE_LOCAL_REMOTE",
+        );
     }
 
     #[test]
