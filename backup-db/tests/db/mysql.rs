@@ -1,4 +1,3 @@
-#![cfg(feature = "mysql")]
 //! MariaDB/MySQL dumps and restores against a real server: round trips,
 //! live writers, failures, and no password anywhere.
 //!
@@ -8,44 +7,22 @@
 //! `BACKUPKIT_REQUIRE_SERVICES=1`, which makes it fail.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use super::{unique, with_db, with_password};
 use backup_core::database::{DatabaseSource, DatabaseTarget, RowCounts};
 use backup_core::{Cancel, DatabaseBackupOptions, Error, NoProgress, Registry, Repository};
 use backup_db::{MysqlSource, MysqlTarget};
 
 const URL_VAR: &str = "BACKUPKIT_TEST_MYSQL_URL";
 
-/// The test server's URL; `None` (after saying why) when there is none and
-/// services are not required.
 fn server_url(test: &str) -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("BACKUPKIT_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "{test}: {URL_VAR} is not set and BACKUPKIT_REQUIRE_SERVICES=1 \
-                 (start a server with scripts/services.sh)"
-            );
-            eprintln!(
-                "SKIPPED {test}: {URL_VAR} is not set (run the tests through scripts/services.sh \
-                 to start a throwaway MariaDB)"
-            );
-            None
-        }
-    }
-}
-
-/// `url` naming database `db` instead.
-fn with_db(url: &str, db: &str) -> String {
-    let (base, _) = url.rsplit_once('/').expect("URL has a database");
-    format!("{base}/{db}")
+    super::server_url(URL_VAR, "MariaDB", test)
 }
 
 /// The user, password, host and port in `url`.
@@ -65,28 +42,6 @@ fn parts(url: &str) -> (String, String, String, String) {
 
 fn password_of(url: &str) -> String {
     parts(url).1
-}
-
-/// `url` with another password.
-fn with_password(url: &str, password: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let (auth, host) = rest.split_once('@').unwrap();
-    let user = auth.split_once(':').map_or(auth, |(u, _)| u);
-    format!("{scheme}://{user}:{password}@{host}")
-}
-
-/// A database name no other test (or test process) uses.
-fn unique(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "bk_{prefix}_{}_{}_{nanos:x}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// The `mariadb` client (or `mysql`) for the test's own queries.
@@ -405,24 +360,14 @@ fn a_server_that_is_down_is_named() {
         eprintln!("SKIPPED server_down: the MariaDB client tools are not installed");
         return;
     }
-    let port = {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let port = super::free_port();
     let url = format!("mysql://lab:down-secret-42@127.0.0.1:{port}/results");
-    let source = MysqlSource::new(&url).unwrap();
-    let err = source
-        .dump(&mut Vec::new(), &Cancel::new())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("connection refused"), "{err}");
-    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
-    assert!(!err.contains("down-secret-42"), "{err}");
-    assert!(!err.contains('\n'), "{err}");
-    let target = MysqlTarget::new(&url).unwrap();
-    let err = target.exists().unwrap_err().to_string();
-    assert!(err.contains("connection refused"), "{err}");
-    assert!(!err.contains("down-secret-42"), "{err}");
+    super::a_down_server_is_one_line(
+        &MysqlSource::new(&url).unwrap(),
+        &MysqlTarget::new(&url).unwrap(),
+        port,
+        "down-secret-42",
+    );
 }
 
 #[test]
@@ -432,22 +377,11 @@ fn a_wrong_password_is_refused_without_showing_it() {
     };
     let wrong = "Wr0ng-Pa55word-xyz";
     let bad = with_password(&url, wrong);
-    let source = MysqlSource::new(&bad).unwrap();
-    let err = source
-        .dump(&mut Vec::new(), &Cancel::new())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("authentication failed"), "{err}");
-    assert!(!err.contains(wrong), "{err}");
-    assert!(!source.describe().contains(wrong));
-    for result in [
-        MysqlTarget::new(&bad).unwrap().exists().map(|_| ()),
-        MysqlTarget::new(&bad).unwrap().verify().map(|_| ()),
-    ] {
-        let err = result.unwrap_err().to_string();
-        assert!(err.contains("authentication failed"), "{err}");
-        assert!(!err.contains(wrong), "{err}");
-    }
+    super::a_wrong_password_is_refused(
+        &MysqlSource::new(&bad).unwrap(),
+        &MysqlTarget::new(&bad).unwrap(),
+        wrong,
+    );
 }
 
 #[test]

@@ -1,4 +1,3 @@
-#![cfg(feature = "postgres")]
 //! PostgreSQL dumps and restores against a real server: round trips, live
 //! writers, failures, and no password anywhere.
 //!
@@ -7,13 +6,13 @@
 //! that needs it is skipped, unless `BACKUPKIT_REQUIRE_SERVICES=1`, which
 //! makes it fail.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use super::{unique, with_db, with_password};
 use backup_core::database::{DatabaseSource, DatabaseTarget, RowCounts};
 use backup_core::{Cancel, DatabaseBackupOptions, Error, NoProgress, Registry, Repository};
 use backup_db::{PostgresSource, PostgresTarget};
@@ -21,30 +20,8 @@ use postgres::{Client, NoTls};
 
 const URL_VAR: &str = "BACKUPKIT_TEST_POSTGRES_URL";
 
-/// The test server's URL; `None` (after saying why) when there is none and
-/// services are not required.
 fn server_url(test: &str) -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("BACKUPKIT_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "{test}: {URL_VAR} is not set and BACKUPKIT_REQUIRE_SERVICES=1 \
-                 (start a server with scripts/services.sh)"
-            );
-            eprintln!(
-                "SKIPPED {test}: {URL_VAR} is not set (run the tests through scripts/services.sh \
-                 to start a throwaway PostgreSQL)"
-            );
-            None
-        }
-    }
-}
-
-/// `url` naming database `db` instead.
-fn with_db(url: &str, db: &str) -> String {
-    let (base, _) = url.rsplit_once('/').expect("URL has a database");
-    format!("{base}/{db}")
+    super::server_url(URL_VAR, "PostgreSQL", test)
 }
 
 /// The password in `url`.
@@ -54,28 +31,6 @@ fn password_of(url: &str) -> String {
         .expect("URL has a password")
         .1
         .to_owned()
-}
-
-/// `url` with another password.
-fn with_password(url: &str, password: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let (auth, host) = rest.split_once('@').unwrap();
-    let user = auth.split_once(':').map_or(auth, |(u, _)| u);
-    format!("{scheme}://{user}:{password}@{host}")
-}
-
-/// A database name no other test (or test process) uses.
-fn unique(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "bk_{prefix}_{}_{}_{nanos:x}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn connect(url: &str) -> Client {
@@ -333,24 +288,14 @@ fn dumps_are_consistent_while_a_writer_commits() {
 #[test]
 fn a_server_that_is_down_is_named() {
     // Needs no server: a port nothing listens on.
-    let port = {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let port = super::free_port();
     let url = format!("postgres://lab:down-secret-42@127.0.0.1:{port}/results");
-    let source = PostgresSource::new(&url).unwrap();
-    let err = source
-        .dump(&mut Vec::new(), &Cancel::new())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("connection refused"), "{err}");
-    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
-    assert!(!err.contains("down-secret-42"), "{err}");
-    assert!(!err.contains('\n'), "{err}");
-    let target = PostgresTarget::new(&url).unwrap();
-    let err = target.exists().unwrap_err().to_string();
-    assert!(err.contains("connection refused"), "{err}");
-    assert!(!err.contains("down-secret-42"), "{err}");
+    super::a_down_server_is_one_line(
+        &PostgresSource::new(&url).unwrap(),
+        &PostgresTarget::new(&url).unwrap(),
+        port,
+        "down-secret-42",
+    );
 }
 
 #[test]
@@ -360,22 +305,11 @@ fn a_wrong_password_is_refused_without_showing_it() {
     };
     let wrong = "Wr0ng-Pa55word-xyz";
     let bad = with_password(&url, wrong);
-    let source = PostgresSource::new(&bad).unwrap();
-    let err = source
-        .dump(&mut Vec::new(), &Cancel::new())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("authentication failed"), "{err}");
-    assert!(!err.contains(wrong), "{err}");
-    assert!(!source.describe().contains(wrong));
-    for result in [
-        PostgresTarget::new(&bad).unwrap().exists().map(|_| ()),
-        PostgresTarget::new(&bad).unwrap().verify().map(|_| ()),
-    ] {
-        let err = result.unwrap_err().to_string();
-        assert!(err.contains("authentication failed"), "{err}");
-        assert!(!err.contains(wrong), "{err}");
-    }
+    super::a_wrong_password_is_refused(
+        &PostgresSource::new(&bad).unwrap(),
+        &PostgresTarget::new(&bad).unwrap(),
+        wrong,
+    );
 }
 
 #[test]

@@ -1,4 +1,3 @@
-#![cfg(feature = "sqlite")]
 //! SQLite dumps and restores: round trips, live writers, locks, bad input.
 
 use std::fs;
