@@ -36,8 +36,8 @@
 #
 # What the remote services export:
 #   BACKUPKIT_TEST_S3_ENDPOINT (http://127.0.0.1:55000), _S3_BUCKET, _S3_REGION,
-#     _S3_ACCESS_KEY_ID, _S3_SECRET_ACCESS_KEY (moto checks no signature; the
-#     caller's AWS_* variables are left alone)
+#     _S3_ACCESS_KEY_ID, _S3_SECRET_ACCESS_KEY (an IAM user's key: moto checks
+#     keys and signatures; the caller's AWS_* variables are left alone)
 #   BACKUPKIT_TEST_AZURE_ENDPOINT (http://127.0.0.1:51000/devstoreaccount1),
 #     _AZURE_ACCOUNT, _AZURE_ACCESS_KEY (Azurite's well-known key),
 #     _AZURE_CONTAINER, _AZURITE_URL (http://127.0.0.1:51000, for clients
@@ -592,7 +592,7 @@ start_s3() {
     return 0
   fi
   stop_s3 # what a failed start left
-  local started=$EPOCHREALTIME installed venv dir pid port url code
+  local started=$EPOCHREALTIME installed venv dir pid port url keys
   install_s3 || { _svc_fail "moto could not be installed"; return 1; }
   installed=$(_svc_since "$started")
   venv=$(_svc_venv)
@@ -607,19 +607,38 @@ start_s3() {
   pid=$backupkit_svc_pid
   _svc_wait "$pid" 300 curl -fsS -o /dev/null "$url/moto-api/" && _svc_alive "$pid" ||
     { _svc_fail "moto's S3 server is not ready on 127.0.0.1:$port:" "$dir/server.log"; return 1; }
-  # moto checks no signature: an unsigned request creates the bucket.
-  code=$(curl -sS -o "$dir/bucket.out" -w '%{http_code}' -X PUT "$url/backupkit-test" 2>&1) || true
-  [ "$code" = 200 ] || {
-    cat "$dir/bucket.out" >&2 2>/dev/null || true
-    _svc_fail "could not create the S3 bucket backupkit-test: $code"
+  # While moto still takes any request, create the bucket and an IAM user
+  # allowed s3:*, with a fresh access key; then turn authentication on, so
+  # every later request needs that key and a valid SigV4 signature (a wrong
+  # key or secret gets 403, as from AWS).
+  keys=$("$venv/bin/python" - "$url" 2>"$dir/bootstrap.err" <<'PY'
+import json, sys, urllib.request
+import boto3
+url = sys.argv[1]
+boot = dict(endpoint_url=url, region_name="us-east-1",
+            aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+boto3.client("s3", **boot).create_bucket(Bucket="backupkit-test")
+iam = boto3.client("iam", **boot)
+iam.create_user(UserName="backupkit-test")
+iam.put_user_policy(UserName="backupkit-test", PolicyName="s3", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17",
+     "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+key = iam.create_access_key(UserName="backupkit-test")["AccessKey"]
+urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset-auth", data=b"0",
+                                              headers={"Content-Type": "text/plain"}), timeout=10)
+print(key["AccessKeyId"], key["SecretAccessKey"])
+PY
+  ) || {
+    tail -n 5 "$dir/bootstrap.err" >&2 2>/dev/null || true
+    _svc_fail "could not create the S3 bucket and access key"
     return 1
   }
   export BACKUPKIT_TEST_S3_ENDPOINT="$url"
   export BACKUPKIT_TEST_S3_BUCKET=backupkit-test
   export BACKUPKIT_TEST_S3_REGION=us-east-1
-  export BACKUPKIT_TEST_S3_ACCESS_KEY_ID=backupkit-test
-  export BACKUPKIT_TEST_S3_SECRET_ACCESS_KEY=backupkit-test-secret
-  _services_log "S3 (moto $(_svc_pip_version moto)) on 127.0.0.1:$port, bucket backupkit-test (ready in $(_svc_since "$started") s, $installed s of it installing)"
+  export BACKUPKIT_TEST_S3_ACCESS_KEY_ID="${keys%% *}"
+  export BACKUPKIT_TEST_S3_SECRET_ACCESS_KEY="${keys#* }"
+  _services_log "S3 (moto $(_svc_pip_version moto), signatures checked) on 127.0.0.1:$port, bucket backupkit-test (ready in $(_svc_since "$started") s, $installed s of it installing)"
 }
 
 stop_s3() {
