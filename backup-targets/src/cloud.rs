@@ -252,7 +252,7 @@ impl CloudTarget {
         self.shared.store.as_ref()
     }
 
-    fn map_err(&self, action: &'static str, key: &str, e: object_store::Error) -> Error {
+    fn map_err(&self, action: &'static str, key: &str, e: &object_store::Error) -> Error {
         self.shared.map_err(action, key, e)
     }
 }
@@ -260,9 +260,9 @@ impl CloudTarget {
 impl Shared {
     /// Maps a store error to the outcome callers match on, naming the
     /// target and the key, never a credential.
-    fn map_err(&self, action: &'static str, key: &str, e: object_store::Error) -> Error {
+    fn map_err(&self, action: &'static str, key: &str, e: &object_store::Error) -> Error {
         let path = format!("{}/{key}", self.location);
-        let text = error_text(&e);
+        let text = error_text(e);
         match e {
             object_store::Error::NotFound { .. } => Error::NotFound {
                 what: "object",
@@ -534,14 +534,14 @@ impl Target for CloudTarget {
                 .put_opts(&path, PutPayload::from(data.to_vec()), options),
         )
         .map(drop)
-        .map_err(|e| self.map_err("create", key, e))
+        .map_err(|e| self.map_err("create", key, &e))
     }
 
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>> {
         let path = self.path(key)?;
         let result = self
             .block_on(self.store().get(&path))
-            .map_err(|e| self.map_err("read", key, e))?;
+            .map_err(|e| self.map_err("read", key, &e))?;
         Ok(Box::new(CloudReader {
             stream: result.into_stream(),
             current: Bytes::new(),
@@ -554,7 +554,7 @@ impl Target for CloudTarget {
         let dir = self.dir_path(prefix)?;
         let listed: Vec<object_store::ObjectMeta> = self
             .block_on(self.store().list(dir.as_ref()).try_collect())
-            .map_err(|e| self.map_err("list", prefix, e))?;
+            .map_err(|e| self.map_err("list", prefix, &e))?;
         Ok(listed
             .into_iter()
             .filter_map(|o| {
@@ -572,7 +572,7 @@ impl Target for CloudTarget {
         let dir = self.dir_path(prefix)?;
         let listed = self
             .block_on(self.store().list_with_delimiter(dir.as_ref()))
-            .map_err(|e| self.map_err("list", prefix, e))?;
+            .map_err(|e| self.map_err("list", prefix, &e))?;
         let mut names: Vec<String> = listed
             .common_prefixes
             .iter()
@@ -590,7 +590,7 @@ impl Target for CloudTarget {
         let path = self.path(key)?;
         let meta = self
             .block_on(self.store().head(&path))
-            .map_err(|e| self.map_err("stat", key, e))?;
+            .map_err(|e| self.map_err("stat", key, &e))?;
         Ok(ObjectMeta {
             key: key.to_owned(),
             size: meta.size,
@@ -602,7 +602,7 @@ impl Target for CloudTarget {
         let path = self.path(key)?;
         match self.block_on(self.store().delete(&path)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.map_err("delete", key, e)),
+            Err(e) => Err(self.map_err("delete", key, &e)),
         }
     }
 }
@@ -620,7 +620,7 @@ struct CloudWriter {
 }
 
 impl CloudWriter {
-    fn io_error(&self, action: &'static str, e: object_store::Error) -> io::Error {
+    fn io_error(&self, action: &'static str, e: &object_store::Error) -> io::Error {
         let mapped = self.shared.map_err(action, &self.key, e);
         io::Error::other(mapped.to_string())
     }
@@ -636,7 +636,7 @@ impl Write for CloudWriter {
             }
             let upload = runtime
                 .block_on(self.shared.store.put_multipart(&self.path))
-                .map_err(|e| self.io_error("upload", e))?;
+                .map_err(|e| self.io_error("upload", &e))?;
             let mut upload = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
             let first = std::mem::take(&mut self.first);
             // Part uploads are spawned on the runtime: enter it.
@@ -646,7 +646,7 @@ impl Write for CloudWriter {
         }
         let upload = self.upload.as_mut().expect("upload started above");
         if let Err(e) = runtime.block_on(upload.wait_for_capacity(PARTS_IN_FLIGHT)) {
-            return Err(self.io_error("upload", e));
+            return Err(self.io_error("upload", &e));
         }
         let _guard = runtime.enter();
         upload.write(buf);
@@ -670,7 +670,7 @@ impl ObjectWriter for CloudWriter {
             }
             Some(upload) => runtime.block_on(upload.finish()).map(drop),
         };
-        result.map_err(|e| self.shared.map_err("upload", &self.key, e))
+        result.map_err(|e| self.shared.map_err("upload", &self.key, &e))
     }
 }
 
