@@ -1,0 +1,495 @@
+//! SFTP repositories (`sftp://[user@]host[:port]/path`), spoken over the
+//! system's `ssh` as restic does: `ssh -s host sftp` with `BatchMode=yes`.
+//!
+//! Going through `ssh` gives users what they expect of it: `~/.ssh/config`
+//! host aliases, keys and agents, `known_hosts` checking, jump hosts. Batch
+//! mode means a missing key or an unknown host key fails at once instead of
+//! prompting under cron.
+//!
+//! The client is a small SFTP version 3 implementation (the protocol
+//! OpenSSH's `sftp-server` speaks): requests are multiplexed over one
+//! connection by id, a reader thread routes replies, and reads and writes are
+//! pipelined (many requests in flight) so throughput does not wait on round
+//! trips. Writes go to a temporary name and are renamed into place with
+//! OpenSSH's `posix-rename` (atomic replace); locks use `hardlink` (atomic
+//! create-if-absent). A dropped connection is re-established with backoff
+//! for the next operation.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use backup_core::registry::TargetOptions;
+use backup_core::target::{TMP_MARK, check_key, tmp_key};
+use backup_core::{Error, ObjectMeta, ObjectWriter, Result, Target};
+
+mod protocol;
+mod stream;
+
+use protocol::{
+    Conn, FXF_CREAT, FXF_EXCL, FXF_READ, FXF_TRUNC, FXF_WRITE, FXP_WRITE, Out, Spec, status,
+};
+use stream::{SftpReader, SftpWriter, fsync};
+
+/// A repository on an SFTP server.
+pub struct SftpTarget {
+    spec: Spec,
+    /// Remote directory of the repository (absolute, or relative to the
+    /// login directory); no trailing slash.
+    root: String,
+    location: String,
+    connect_attempts: u32,
+    conn: Mutex<Option<Arc<Conn>>>,
+}
+
+impl fmt::Debug for SftpTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SftpTarget")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SftpTarget {
+    /// Opens `sftp://[user@]host[:port]/path` (the path is absolute;
+    /// `/~/path` is relative to the login directory). Options:
+    /// `ssh_command` (default `ssh`), `ssh_config` (`ssh -F`),
+    /// `identity_file` (`ssh -i`), `connect_timeout` (seconds, default 15),
+    /// `retries` (connection attempts, default 3).
+    pub fn open(location: &str, options: &TargetOptions) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::InvalidInput(format!(
+                "{location:?}: {why} (expected sftp://[USER@]HOST[:PORT]/PATH)"
+            ))
+        };
+        let rest = location
+            .strip_prefix("sftp://")
+            .or_else(|| location.strip_prefix("ssh://"))
+            .ok_or_else(|| bad("not an sftp:// URL"))?;
+        let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no path"))?;
+        let (user, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+            (h, after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        if let Some(p) = port
+            && p.parse::<u16>().is_err()
+        {
+            return Err(bad("the port is not a number"));
+        }
+        let path = path.trim_end_matches('/');
+        let root = match path.strip_prefix('~') {
+            Some(rel) => rel.trim_start_matches('/').to_owned(),
+            None => format!("/{path}"),
+        };
+        if root.split('/').any(|c| c == "..") {
+            return Err(bad("the path contains .."));
+        }
+
+        let mut program = "ssh".to_owned();
+        let mut args: Vec<String> = Vec::new();
+        let mut connect_timeout = "15".to_owned();
+        let mut connect_attempts = 3;
+        for (key, value) in options {
+            match key.as_str() {
+                "ssh_command" => program.clone_from(value),
+                "ssh_config" => args.extend(["-F".into(), value.clone()]),
+                "identity_file" => args.extend(["-i".into(), value.clone()]),
+                "connect_timeout" => {
+                    value
+                        .parse::<u32>()
+                        .map_err(|_| bad("connect_timeout is not a number of seconds"))?;
+                    connect_timeout.clone_from(value);
+                }
+                "retries" => {
+                    connect_attempts = value
+                        .parse::<u32>()
+                        .map_err(|_| bad("retries is not a count"))?
+                        .max(1);
+                }
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "unknown option {key:?} for SFTP repositories (known: ssh_command, \
+                         ssh_config, identity_file, connect_timeout, retries)"
+                    )));
+                }
+            }
+        }
+        args.extend(
+            [
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ServerAliveInterval=15",
+                "-o",
+                "ServerAliveCountMax=4",
+                "-o",
+            ]
+            .map(str::to_owned),
+        );
+        args.push(format!("ConnectTimeout={connect_timeout}"));
+        if let Some(p) = port {
+            args.extend(["-p".into(), p.to_owned()]);
+        }
+        let target = match user {
+            Some(u) => format!("{u}@{host}"),
+            None => host.to_owned(),
+        };
+        args.extend(["-s".into(), "--".into(), target.clone(), "sftp".into()]);
+        Ok(Self {
+            spec: Spec {
+                program,
+                args,
+                host: target,
+            },
+            location: location.trim_end_matches('/').to_owned(),
+            root,
+            connect_attempts,
+            conn: Mutex::new(None),
+        })
+    }
+
+    /// The live connection, connecting (with backoff) if there is none or
+    /// the last one dropped.
+    fn conn(&self) -> Result<Arc<Conn>> {
+        let mut slot = self.conn.lock().expect("connection slot");
+        if let Some(c) = slot.as_ref()
+            && c.alive.load(Ordering::SeqCst)
+        {
+            return Ok(Arc::clone(c));
+        }
+        let mut delay = Duration::from_millis(500);
+        let mut attempt = 1;
+        let conn = loop {
+            match Conn::open(&self.spec) {
+                Ok(c) => break c,
+                Err(e) if attempt >= self.connect_attempts || !transient(&e) => return Err(e),
+                Err(_) => {
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                    attempt += 1;
+                }
+            }
+        };
+        *slot = Some(Arc::clone(&conn));
+        Ok(conn)
+    }
+
+    /// Runs an idempotent operation, once more on a fresh connection if the
+    /// connection dropped under it.
+    fn retry<T>(
+        &self,
+        op: impl Fn(&Arc<Conn>) -> io::Result<T>,
+    ) -> Result<std::result::Result<T, io::Error>> {
+        let conn = self.conn()?;
+        match op(&conn) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
+                drop(conn);
+                let conn = self.conn()?;
+                Ok(op(&conn))
+            }
+            other => Ok(other),
+        }
+    }
+
+    fn remote(&self, key: &str) -> String {
+        if self.root.is_empty() {
+            key.to_owned()
+        } else if key.is_empty() {
+            self.root.clone()
+        } else {
+            format!("{}/{key}", self.root)
+        }
+    }
+
+    fn shown(&self, key: &str) -> String {
+        format!("{}/{key}", self.location)
+    }
+
+    fn map_err(&self, action: &'static str, key: &str, e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::NotFound {
+            Error::NotFound {
+                what: "object",
+                path: self.shown(key),
+            }
+        } else {
+            Error::io(action, self.shown(key), e)
+        }
+    }
+
+    /// Creates the directories above `key`, the repository's own included
+    /// (like `mkdir -p`).
+    fn make_parents(&self, conn: &Conn, key: &str) {
+        let dir = match key.rsplit_once('/') {
+            Some((d, _)) => self.remote(d),
+            None => self.root.clone(),
+        };
+        let mut path = String::new();
+        for (i, part) in dir.split('/').enumerate() {
+            if i > 0 {
+                path.push('/');
+            }
+            path.push_str(part);
+            if !part.is_empty() {
+                let _ = conn.mkdir(&path);
+            }
+        }
+    }
+
+    /// Opens a new temporary file beside `key`, creating directories.
+    fn create_tmp(&self, conn: &Conn, key: &str) -> Result<(Vec<u8>, String)> {
+        for attempt in 0..2 {
+            let tmp = self.remote(&tmp_key(key));
+            match conn.open_file(&tmp, FXF_WRITE | FXF_CREAT | FXF_EXCL | FXF_TRUNC) {
+                Ok(h) => return Ok((h, tmp)),
+                Err(e) if attempt == 0 && e.kind() != io::ErrorKind::PermissionDenied => {
+                    // Most likely a missing directory: create and try again.
+                    self.make_parents(conn, key);
+                }
+                Err(e) => return Err(self.map_err("create", key, e)),
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    fn walk(&self, conn: &Conn, dir_key: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
+        let entries = match conn.read_dir(&self.remote(dir_key)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.map_err("list", dir_key, e)),
+        };
+        for (name, attrs) in entries {
+            let key = if dir_key.is_empty() {
+                name.clone()
+            } else {
+                format!("{dir_key}/{name}")
+            };
+            if attrs.is_dir {
+                self.walk(conn, &key, out)?;
+            } else if attrs.is_file && !name.contains(TMP_MARK) {
+                out.push(ObjectMeta {
+                    key,
+                    size: attrs.size,
+                    modified: attrs
+                        .mtime
+                        .map(|t| UNIX_EPOCH + Duration::from_secs(u64::from(t))),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes empty directories from `key`'s parent up to the root.
+    fn prune_dirs(&self, conn: &Conn, key: &str) {
+        let mut dir = key.rsplit_once('/').map(|(d, _)| d);
+        while let Some(d) = dir {
+            if conn.rmdir(&self.remote(d)).is_err() {
+                break;
+            }
+            dir = d.rsplit_once('/').map(|(p, _)| p);
+        }
+    }
+}
+
+fn transient(e: &Error) -> bool {
+    let text = e.to_string();
+    !(text.contains("Permission denied")
+        || text.contains("Host key verification failed")
+        || text.contains("cannot run")
+        || text.contains("Could not resolve"))
+}
+
+impl Target for SftpTarget {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn put(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+        check_key(key)?;
+        let conn = self.conn()?;
+        let (handle, tmp) = self.create_tmp(&conn, key)?;
+        Ok(Box::new(SftpWriter::new(
+            conn,
+            handle,
+            tmp,
+            self.remote(key),
+            self.shown(key),
+        )))
+    }
+
+    fn create_new(&self, key: &str, data: &[u8]) -> Result<()> {
+        check_key(key)?;
+        let conn = self.conn()?;
+        let path = self.remote(key);
+        if !conn.has("hardlink@openssh.com") {
+            // Exclusive create; the content follows in the same session.
+            self.make_parents(&conn, key);
+            let handle = match conn.open_file(&path, FXF_WRITE | FXF_CREAT | FXF_EXCL) {
+                Ok(h) => h,
+                Err(_) if conn.stat(&path).is_ok() => {
+                    return Err(Error::AlreadyExists {
+                        path: self.shown(key),
+                    });
+                }
+                Err(e) => return Err(self.map_err("create", key, e)),
+            };
+            let body = Out::default().bytes(&handle).u64(0).bytes(data);
+            let written = conn.call(FXP_WRITE, &body).and_then(|r| status(&r));
+            let closed = conn.close(&handle);
+            return written
+                .and(closed)
+                .map_err(|e| self.map_err("write", key, e));
+        }
+        let (handle, tmp) = self.create_tmp(&conn, key)?;
+        let body = Out::default().bytes(&handle).u64(0).bytes(data);
+        let written = conn
+            .call(FXP_WRITE, &body)
+            .and_then(|r| status(&r))
+            .and_then(|()| fsync(&conn, &handle));
+        let closed = conn.close(&handle);
+        let result = match written.and(closed) {
+            Err(e) => Err(self.map_err("write", key, e)),
+            Ok(()) => {
+                match conn.extended("hardlink@openssh.com", &Out::default().str(&tmp).str(&path)) {
+                    Ok(()) => Ok(()),
+                    Err(_) if conn.stat(&path).is_ok() => Err(Error::AlreadyExists {
+                        path: self.shown(key),
+                    }),
+                    Err(e) => Err(self.map_err("create", key, e)),
+                }
+            }
+        };
+        let _ = conn.remove(&tmp);
+        result
+    }
+
+    fn get(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        check_key(key)?;
+        let path = self.remote(key);
+        let opened = self.retry(|c| c.open_file(&path, FXF_READ).map(|h| (Arc::clone(c), h)))?;
+        let (conn, handle) = match opened {
+            Ok(v) => v,
+            Err(e) => return Err(self.map_err("open", key, e)),
+        };
+        Ok(Box::new(SftpReader::new(conn, handle)))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let dir = prefix.rsplit_once('/').map_or("", |(d, _)| d);
+        if !dir.is_empty() {
+            check_key(dir)?;
+        }
+        let mut out = Vec::new();
+        let conn = self.conn()?;
+        match self.walk(&conn, dir, &mut out) {
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::ConnectionAborted => {
+                drop(conn);
+                out.clear();
+                self.walk(&*self.conn()?, dir, &mut out)?;
+            }
+            other => other?,
+        }
+        out.retain(|o| o.key.starts_with(prefix));
+        Ok(out)
+    }
+
+    fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = prefix.trim_end_matches('/');
+        if !dir.is_empty() {
+            check_key(dir)?;
+        }
+        let entries = match self.retry(|c| c.read_dir(&self.remote(dir)))? {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.map_err("list", dir, e)),
+        };
+        let mut names: Vec<String> = entries
+            .into_iter()
+            .filter(|(_, a)| a.is_dir)
+            .map(|(n, _)| n)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn stat(&self, key: &str) -> Result<ObjectMeta> {
+        check_key(key)?;
+        let attrs = self
+            .retry(|c| c.stat(&self.remote(key)))?
+            .map_err(|e| self.map_err("stat", key, e))?;
+        if attrs.is_dir {
+            return Err(Error::NotFound {
+                what: "object",
+                path: self.shown(key),
+            });
+        }
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size: attrs.size,
+            modified: attrs
+                .mtime
+                .map(|t| UNIX_EPOCH + Duration::from_secs(u64::from(t))),
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        match self.retry(|c| c.remove(&self.remote(key)))? {
+            Ok(()) => {
+                self.prune_dirs(&*self.conn()?, key);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.map_err("delete", key, e)),
+        }
+    }
+
+    fn sweep(&self, prefix: &str) -> Result<()> {
+        let dir = prefix.trim_end_matches('/');
+        if dir.is_empty() {
+            return Ok(());
+        }
+        check_key(dir)?;
+        let conn = self.conn()?;
+        self.sweep_dir(&conn, dir)
+    }
+}
+
+impl SftpTarget {
+    /// Removes temporary files below `dir`, then the directories left empty.
+    fn sweep_dir(&self, conn: &Conn, dir: &str) -> Result<()> {
+        let entries = match conn.read_dir(&self.remote(dir)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.map_err("list", dir, e)),
+        };
+        for (name, attrs) in entries {
+            let key = format!("{dir}/{name}");
+            if attrs.is_dir {
+                self.sweep_dir(conn, &key)?;
+            } else if name.contains(TMP_MARK) {
+                match conn.remove(&self.remote(&key)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(self.map_err("delete", &key, e)),
+                }
+            }
+        }
+        let _ = conn.rmdir(&self.remote(dir));
+        self.prune_dirs(conn, dir);
+        Ok(())
+    }
+}
