@@ -138,12 +138,22 @@ fn row_counts(conn: &Connection) -> rusqlite::Result<RowCounts> {
 }
 
 /// Integrity check, then row counts; `what` names the database in errors.
-fn check_and_count(path: &Path, what: &str) -> Result<RowCounts> {
+/// Stops with [`Error::Cancelled`] soon after `stop` returns true, even deep
+/// in the check (which takes minutes for a database of many GB).
+fn check_and_count(
+    path: &Path,
+    what: &str,
+    stop: impl Fn() -> bool + Send + 'static,
+) -> Result<RowCounts> {
     let damaged = |detail: String| Error::Integrity {
         snapshot: what.to_owned(),
         detail,
     };
     let conn = open(path).map_err(|e| backend(format!("cannot open {what}"), e))?;
+    // About a millisecond of work between two looks at the flag.
+    conn.progress_handler(100_000, Some(stop));
+    let interrupted =
+        |e: &rusqlite::Error| e.sqlite_error_code() == Some(ErrorCode::OperationInterrupted);
     // The check looks every row up in each of its table's indexes: with
     // SQLite's default 2 MiB cache those lookups re-read index pages from
     // the OS, which cost more system time than the check itself (7.3 s
@@ -153,6 +163,7 @@ fn check_and_count(path: &Path, what: &str) -> Result<RowCounts> {
         .map_err(|e| backend(format!("cannot prepare the check of {what}"), e))?;
     let problems = match integrity_problems(&conn) {
         Ok(p) => p,
+        Err(e) if interrupted(&e) => return Err(Error::Cancelled),
         Err(e) if is_damaged(&e) => vec![e.to_string()],
         Err(e) => return Err(backend(format!("integrity check of {what} failed"), e)),
     };
@@ -163,7 +174,9 @@ fn check_and_count(path: &Path, what: &str) -> Result<RowCounts> {
         )));
     }
     let counts = row_counts(&conn).map_err(|e| {
-        if is_damaged(&e) {
+        if interrupted(&e) {
+            Error::Cancelled
+        } else if is_damaged(&e) {
             damaged(format!("counting rows: {e}"))
         } else {
             backend(format!("cannot count rows of {what}"), e)
@@ -296,4 +309,41 @@ fn check_header(header: &[u8], len: u64) -> std::result::Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database whose integrity check takes many progress steps: rows
+    /// with an index on a column in random order.
+    fn indexed_db(dir: &Path) -> PathBuf {
+        let path = dir.join("lab.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE runs(id INTEGER PRIMARY KEY, score REAL);
+             CREATE INDEX runs_score ON runs(score);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+             INSERT INTO runs(score) SELECT abs(random() % 100000) FROM n;",
+        )
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn the_integrity_check_stops_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = indexed_db(dir.path());
+        let counts = check_and_count(&path, "lab.db", || false).unwrap();
+        assert_eq!(counts.get("runs"), Some(&20_000));
+        let asked = std::sync::Arc::new(AtomicU64::new(0));
+        let seen = std::sync::Arc::clone(&asked);
+        let err = check_and_count(&path, "lab.db", move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            true
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::Cancelled), "{err:?}");
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "stopped at the first look");
+    }
 }

@@ -22,16 +22,20 @@ const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// `fcntl` lock, about a microsecond.
 const FIRST_BACKOFF: Duration = Duration::from_micros(100);
 const MAX_BACKOFF: Duration = Duration::from_millis(2);
+/// Pages copied between two looks at the cancel flag: 4 MiB of 4 KiB pages.
+const PAGES_PER_STEP: std::os::raw::c_int = 1024;
 
 /// An SQLite database file to dump while other processes may use it.
 ///
 /// [`dump`](DatabaseSource::dump) copies the database with SQLite's online
-/// backup API, all pages in one step inside one read transaction: a
-/// consistent snapshot that concurrent writers can neither corrupt nor
-/// starve (in WAL mode they keep writing meanwhile; in rollback-journal mode
-/// they wait for the copy). The copy, written to a private file in the temp
-/// directory (it needs as much free space there as the database takes), is
-/// integrity-checked and counted, then streamed; it is always removed.
+/// backup API, all pages from one read transaction that stays open while
+/// the pages are copied in steps: a consistent snapshot that concurrent
+/// writers can neither corrupt nor starve (in WAL mode they keep writing
+/// meanwhile; in rollback-journal mode they wait for the copy). The copy,
+/// written to a private file in the temp directory (it needs as much free
+/// space there as the database takes), is integrity-checked and counted
+/// while it is streamed; it is always removed. Cancelling stops the copy
+/// between steps and the check within about a millisecond.
 /// Never copy a live `.db` with its `-wal`/`-shm` by hand.
 #[derive(Debug)]
 pub struct SqliteSource {
@@ -126,8 +130,11 @@ impl SqliteSource {
         )
     }
 
-    /// Copies the whole database into the empty file `copy` in one backup
-    /// step (one read transaction), retrying while it is locked.
+    /// Copies the whole database into the empty file `copy`: one read
+    /// transaction (retried while the database is locked) holds a single
+    /// snapshot while the backup API copies its pages in steps, so `cancel`
+    /// is seen between steps and writers can neither change nor restart
+    /// the copy.
     fn copy_into(&self, copy: &Path, cancel: &Cancel) -> Result<()> {
         let shown = self.path.display().to_string();
         let src = open(&self.path).map_err(|e| backend(format!("cannot open {shown}"), e))?;
@@ -145,22 +152,43 @@ impl SqliteSource {
                 dst.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")
             });
         setup.map_err(|e| backend(format!("cannot prepare the copy of {shown}"), e))?;
+        self.begin_read(&src, cancel)?;
         let backup = Backup::new(&src, &mut dst)
             .map_err(|e| backend(format!("cannot start copying {shown}"), e))?;
+        loop {
+            cancel.check()?;
+            match backup.step(PAGES_PER_STEP) {
+                Ok(StepResult::Done) => return Ok(()),
+                // Our read transaction keeps the snapshot: `Busy` cannot
+                // come from the source, and the copy is private.
+                Ok(_) => {}
+                Err(e) => return Err(backend(format!("cannot copy {shown}"), e)),
+            }
+        }
+    }
 
+    /// Opens a read transaction on `src` and reads from it, which takes
+    /// the snapshot; retries with backoff while a writer holds a lock that
+    /// keeps readers out, up to the busy timeout.
+    fn begin_read(&self, src: &rusqlite::Connection, cancel: &Cancel) -> Result<()> {
+        let shown = self.path.display().to_string();
         let started = Instant::now();
         let mut pause = FIRST_BACKOFF;
         let mut rng = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| u64::from(d.subsec_nanos()) | 1);
         loop {
-            match backup.step(-1) {
-                Ok(StepResult::Done) => return Ok(()),
-                Ok(StepResult::Busy | StepResult::Locked) => {}
-                Err(e) if is_busy(&e) => {}
-                // -1 copies everything in one step; `More` is not expected.
-                Ok(_) => continue,
-                Err(e) => return Err(backend(format!("cannot copy {shown}"), e)),
+            let read = src.execute_batch("BEGIN").and_then(|()| {
+                src.query_row("SELECT count(*) FROM sqlite_schema", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+            });
+            match read {
+                Ok(_) => return Ok(()),
+                Err(e) if is_busy(&e) => {
+                    let _ = src.execute_batch("ROLLBACK");
+                }
+                Err(e) => return Err(backend(format!("cannot read {shown}"), e)),
             }
             cancel.check()?;
             let waited = started.elapsed();
@@ -216,9 +244,13 @@ impl DatabaseSource for SqliteSource {
         // The integrity check (the slow part: index against table, about
         // 4.5 s for 200 MB) runs on the private copy while the copy is
         // streamed and compressed; the dump fails, and the engine commits
-        // nothing, unless both succeed.
+        // nothing, unless both succeed. A failed or cancelled stream stops
+        // the check at once.
+        let failed = Cancel::new();
+        let (stop, cancelled) = (failed.clone(), cancel.clone());
+        let stop = move || cancelled.is_cancelled() || stop.is_cancelled();
         let (verdict, streamed) = thread::scope(|s| {
-            let check = s.spawn(|| check_and_count(&copy.path, &what));
+            let check = s.spawn(|| check_and_count(&copy.path, &what, stop));
             let streamed = File::open(&copy.path)
                 .map_err(|e| Error::io("open", &*shown, e))
                 .and_then(|mut file| {
@@ -230,11 +262,16 @@ impl DatabaseSource for SqliteSource {
                         |e| Error::io("write the dump of", self.describe(), e),
                     )
                 });
+            if streamed.is_err() {
+                failed.cancel();
+            }
             let verdict = check
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (verdict, streamed)
         });
+        // The stream's error is the cause when it stopped the check.
+        streamed?;
         let counts = verdict.map_err(|e| match e {
             Error::Integrity { detail, .. } => Error::Integrity {
                 snapshot: self.describe(),
@@ -242,7 +279,6 @@ impl DatabaseSource for SqliteSource {
             },
             e => e,
         })?;
-        streamed?;
         Ok(counts)
     }
 }

@@ -175,16 +175,19 @@ impl DatabaseTarget for SqliteTarget {
                 ),
             });
         }
-        check_and_count(&temp.path, &self.describe()).map_err(|e| match e {
-            Error::Integrity { snapshot, detail } => Error::Integrity {
-                snapshot,
-                detail: format!(
-                    "the dump to restore fails its check ({detail}); {} is untouched",
-                    self.shown()
-                ),
+        let stop = cancel.clone();
+        check_and_count(&temp.path, &self.describe(), move || stop.is_cancelled()).map_err(
+            |e| match e {
+                Error::Integrity { snapshot, detail } => Error::Integrity {
+                    snapshot,
+                    detail: format!(
+                        "the dump to restore fails its check ({detail}); {} is untouched",
+                        self.shown()
+                    ),
+                },
+                e => e,
             },
-            e => e,
-        })?;
+        )?;
         cancel.check()?;
 
         if let Some(old) = old {
@@ -206,7 +209,7 @@ impl DatabaseTarget for SqliteTarget {
                 path: self.shown(),
             });
         }
-        check_and_count(&self.path, &self.describe())
+        check_and_count(&self.path, &self.describe(), || false)
     }
 }
 

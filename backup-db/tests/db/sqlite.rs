@@ -590,3 +590,56 @@ fn registry_opens_sqlite_urls() {
         Error::InvalidInput(_)
     ));
 }
+
+/// Cancels the dump when its first bytes arrive (the check has just
+/// started on the copy).
+struct CancelOnFirstWrite(Cancel, Option<Instant>);
+impl Write for CancelOnFirstWrite {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.1.is_none() {
+            self.1 = Some(Instant::now());
+            self.0.cancel();
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Ctrl-C during a dump stops the integrity check of the copy at once,
+/// instead of waiting for it (minutes, for a database of many GB).
+#[test]
+fn a_cancelled_dump_stops_its_integrity_check_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE samples(id INTEGER PRIMARY KEY, run INTEGER, value REAL, label TEXT);
+         CREATE INDEX samples_value ON samples(value);
+         CREATE INDEX samples_label ON samples(label, run);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400000)
+         INSERT INTO samples(run, value, label)
+             SELECT i % 997, random(), hex(randomblob(8)) FROM n;",
+    )
+    .unwrap();
+    drop(conn);
+    // How long the check of this database takes when left alone.
+    let started = Instant::now();
+    SqliteTarget::new(&path).unwrap().verify().unwrap();
+    let full_check = started.elapsed();
+
+    let cancel = Cancel::new();
+    let mut sink = CancelOnFirstWrite(cancel.clone(), None);
+    let source = SqliteSource::open(&path)
+        .unwrap()
+        .with_temp_dir(dir.path().to_owned());
+    let err = source.dump(&mut sink, &cancel).unwrap_err();
+    let latency = sink.1.expect("the dump wrote").elapsed();
+    assert!(matches!(err, Error::Cancelled), "{err:?}");
+    assert!(
+        latency * 4 < full_check,
+        "cancelled after {latency:?}; the whole check takes {full_check:?}"
+    );
+    assert_eq!(names(dir.path()), ["big.db"], "the copy is removed");
+}
