@@ -263,6 +263,16 @@ impl Shared {
     fn map_err(&self, action: &'static str, key: &str, e: &object_store::Error) -> Error {
         let path = format!("{}/{key}", self.location);
         let text = error_text(e);
+        // Some requests (Azure's and GCS's listings among them) come back
+        // as `Generic`, with the HTTP status only in the text of the request
+        // error they wrap; object_store does not export that error's type.
+        // The conformance tests hold this to the wording.
+        let denied = matches!(
+            e,
+            object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+        ) || text.contains("status code: 401")
+            || text.contains("status code: 403");
         match e {
             object_store::Error::NotFound { .. } => Error::NotFound {
                 what: "object",
@@ -270,22 +280,10 @@ impl Shared {
             },
             object_store::Error::AlreadyExists { .. }
             | object_store::Error::Precondition { .. } => Error::AlreadyExists { path },
-            object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. } => Error::PermissionDenied {
+            _ if denied => Error::PermissionDenied {
                 source: io::Error::new(io::ErrorKind::PermissionDenied, self.scrub(&text)),
                 path,
             },
-            // Some requests (Azure's and GCS's listings among them) come
-            // back as `Generic`, with the HTTP status only in the text of
-            // the request error they wrap; object_store does not export
-            // that error's type. The conformance tests hold this to the
-            // wording.
-            _ if text.contains("status code: 401") || text.contains("status code: 403") => {
-                Error::PermissionDenied {
-                    source: io::Error::new(io::ErrorKind::PermissionDenied, self.scrub(&text)),
-                    path,
-                }
-            }
             _ => Error::Backend {
                 backend: self.location.clone(),
                 message: format!(

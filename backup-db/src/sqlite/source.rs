@@ -247,8 +247,8 @@ impl DatabaseSource for SqliteSource {
         // nothing, unless both succeed. A failed or cancelled stream stops
         // the check at once.
         let failed = Cancel::new();
-        let (stop, cancelled) = (failed.clone(), cancel.clone());
-        let stop = move || cancelled.is_cancelled() || stop.is_cancelled();
+        let (stream_failed, cancelled) = (failed.clone(), cancel.clone());
+        let stop = move || cancelled.is_cancelled() || stream_failed.is_cancelled();
         let (verdict, streamed) = thread::scope(|s| {
             let check = s.spawn(|| check_and_count(&copy.path, &what, stop));
             let streamed = File::open(&copy.path)
