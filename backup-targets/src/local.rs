@@ -5,10 +5,18 @@
 //! over the destination, so a reader (or a crash) sees the old object or the
 //! whole new one. `create_new` publishes with `link(2)`, which fails if the
 //! name exists, so two racing creators never both succeed.
+//!
+//! Only real directories and regular files below the root belong to the
+//! repository. A symlink, FIFO, socket or device inside it is never read,
+//! listed, written through or deleted through (deleting a key that names a
+//! symlink removes at most the link itself): a hostile or damaged
+//! repository cannot make backupkit touch anything outside its root, nor
+//! hang on a FIFO. The root itself may be a symlink (a user's choice).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
 
 use backup_core::target::{TMP_MARK, tmp_key};
 use backup_core::{Error, ObjectMeta, ObjectWriter, Result, Target};
@@ -40,6 +48,41 @@ impl LocalTarget {
         Ok(self.root.join(key))
     }
 
+    /// The path of `key` when every directory on the way to it (below the
+    /// root) is a real directory; `None` when one is missing, a symlink or
+    /// not a directory: then the key is not part of the repository.
+    fn inside(&self, key: &str) -> Result<Option<PathBuf>> {
+        let path = self.path(key)?;
+        let parent = Path::new(key).parent().unwrap_or(Path::new(""));
+        Ok(self.real_dir(parent)?.map(|_| path))
+    }
+
+    /// `rel` (relative to the root) when it and every directory above it are
+    /// real directories; `None` when one is missing or is anything else.
+    fn real_dir(&self, rel: &Path) -> Result<Option<PathBuf>> {
+        let mut at = self.root.clone();
+        for c in rel.components() {
+            let Component::Normal(name) = c else {
+                return Ok(None);
+            };
+            at.push(name);
+            match fs::symlink_metadata(&at) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io("inspect", at.display().to_string(), e)),
+            }
+        }
+        Ok(Some(at))
+    }
+
+    fn not_found(&self, key: &str) -> Error {
+        Error::NotFound {
+            what: "object",
+            path: self.root.join(key).display().to_string(),
+        }
+    }
+
     fn map_err(&self, action: &'static str, key: &str, e: io::Error) -> Error {
         if e.kind() == io::ErrorKind::NotFound {
             Error::NotFound {
@@ -60,9 +103,44 @@ impl LocalTarget {
 
     /// Creates `path`'s directory; retried once because a concurrent delete
     /// may remove an empty directory between our create and use.
+    ///
+    /// Each directory below the root is created or must already be a real
+    /// directory: nothing is ever written through a symlink.
     fn create_parent(&self, path: &Path, key: &str) -> Result<()> {
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| self.map_err("create directory for", key, e))?;
+        let Some(parent) = path.parent() else {
+            return Ok(());
+        };
+        if !self.root.exists() {
+            fs::create_dir_all(&self.root)
+                .map_err(|e| self.map_err("create directory for", key, e))?;
+        }
+        let rel = parent.strip_prefix(&self.root).unwrap_or(Path::new(""));
+        let mut at = self.root.clone();
+        for c in rel.components() {
+            let Component::Normal(name) = c else {
+                return Err(Error::InvalidInput(format!("invalid object key {key:?}")));
+            };
+            at.push(name);
+            match fs::create_dir(&at) {
+                Ok(()) => continue,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(self.map_err("create directory for", key, e)),
+            }
+            match fs::symlink_metadata(&at) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(Error::io(
+                        "create directory for",
+                        self.root.join(key).display().to_string(),
+                        io::Error::other(format!(
+                            "{} is not a real directory (a symlink or a file); \
+                             refusing to write through it",
+                            at.display()
+                        )),
+                    ));
+                }
+                Err(e) => return Err(self.map_err("create directory for", key, e)),
+            }
         }
         Ok(())
     }
@@ -177,18 +255,35 @@ impl Target for LocalTarget {
     }
 
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>> {
-        let path = self.path(key)?;
-        let f = File::open(&path).map_err(|e| self.map_err("open", key, e))?;
+        let Some(path) = self.inside(key)? else {
+            return Err(self.not_found(key));
+        };
+        // O_NOFOLLOW: a symlink fails instead of being followed; O_NONBLOCK:
+        // opening a FIFO returns at once instead of waiting for a writer.
+        let f = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(self.not_found(key)),
+            Err(e) => return Err(self.map_err("open", key, e)),
+        };
+        let meta = f.metadata().map_err(|e| self.map_err("open", key, e))?;
+        if !meta.is_file() {
+            return Err(self.not_found(key));
+        }
         Ok(Box::new(f))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         // Walk only the directory the prefix names, then filter by prefix.
         let dir_part = prefix.rsplit_once('/').map_or("", |(d, _)| d);
-        let start = if dir_part.is_empty() {
-            self.root.clone()
-        } else {
-            self.path(dir_part)?
+        if !dir_part.is_empty() {
+            backup_core::target::check_key(dir_part)?;
+        }
+        let Some(start) = self.real_dir(Path::new(dir_part))? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         self.walk(&start, &mut out)?;
@@ -197,7 +292,9 @@ impl Target for LocalTarget {
     }
 
     fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
-        let dir = self.root.join(prefix.trim_end_matches('/'));
+        let Some(dir) = self.real_dir(Path::new(prefix.trim_end_matches('/')))? else {
+            return Ok(Vec::new());
+        };
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -217,13 +314,12 @@ impl Target for LocalTarget {
     }
 
     fn stat(&self, key: &str) -> Result<ObjectMeta> {
-        let path = self.path(key)?;
-        let m = fs::metadata(&path).map_err(|e| self.map_err("inspect", key, e))?;
+        let Some(path) = self.inside(key)? else {
+            return Err(self.not_found(key));
+        };
+        let m = fs::symlink_metadata(&path).map_err(|e| self.map_err("inspect", key, e))?;
         if !m.is_file() {
-            return Err(Error::NotFound {
-                what: "object",
-                path: path.display().to_string(),
-            });
+            return Err(self.not_found(key));
         }
         Ok(ObjectMeta {
             key: key.to_owned(),
@@ -233,7 +329,11 @@ impl Target for LocalTarget {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        let path = self.path(key)?;
+        // Never through a symlinked directory; a key naming a symlink
+        // removes the link, not what it points to.
+        let Some(path) = self.inside(key)? else {
+            return Err(self.not_found(key));
+        };
         match fs::remove_file(&path) {
             Ok(()) => {
                 self.prune_dirs(path.parent());
@@ -244,7 +344,9 @@ impl Target for LocalTarget {
     }
 
     fn sweep(&self, prefix: &str) -> Result<()> {
-        let dir = self.root.join(prefix.trim_end_matches('/'));
+        let Some(dir) = self.real_dir(Path::new(prefix.trim_end_matches('/')))? else {
+            return Ok(());
+        };
         let Ok(entries) = fs::read_dir(&dir) else {
             return Ok(());
         };

@@ -91,6 +91,116 @@ mod conformance {
         }
     }
 
+    /// A target whose objects live in the local directory `root` (a local
+    /// target, or an SFTP server on this machine) never reads, lists, writes
+    /// through or deletes through a symlink, and never opens a FIFO: a
+    /// hostile repository cannot reach outside its root or hang a reader.
+    pub fn links_and_special_files_are_not_objects(t: &Arc<dyn Target>, root: &std::path::Path) {
+        use std::os::unix::fs::symlink;
+        use std::path::Path;
+
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::create_dir_all(victim.join("sub")).unwrap();
+        std::fs::write(victim.join("keep"), b"precious").unwrap();
+        std::fs::write(victim.join("sub/inner"), b"also precious").unwrap();
+        let before = tree(&victim);
+
+        t.put_bytes("hostile/real/ok", b"fine").unwrap();
+        let real = root.join("hostile/real");
+        symlink(&victim, root.join("hostile/linked")).unwrap();
+        symlink(victim.join("keep"), real.join("file-link")).unwrap();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(real.join("fifo"))
+            .status()
+            .unwrap();
+        assert!(fifo.success(), "mkfifo failed");
+
+        let keys: Vec<String> = t
+            .list("hostile/")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(
+            keys,
+            ["hostile/real/ok"],
+            "links or a FIFO listed as objects"
+        );
+        assert!(t.list("hostile/linked/").unwrap().is_empty());
+        assert_eq!(t.list_dirs("hostile/").unwrap(), ["real"]);
+
+        for key in [
+            "hostile/linked/keep",
+            "hostile/linked/sub/inner",
+            "hostile/real/file-link",
+            "hostile/real/fifo",
+        ] {
+            // A FIFO must not block the open: bound the wait.
+            let (reader, owned) = (Arc::clone(t), key.to_owned());
+            let got = within_seconds(10, move || reader.get(&owned).map(|_| ()));
+            assert!(
+                matches!(got, Err(Error::NotFound { .. })),
+                "get {key}: {got:?}"
+            );
+            assert!(
+                matches!(t.stat(key), Err(Error::NotFound { .. })),
+                "stat {key}"
+            );
+            let _ = t.delete(key);
+        }
+        t.sweep("hostile/linked/").unwrap();
+        t.sweep("hostile/linked/sub/").unwrap();
+        assert!(
+            t.put_bytes("hostile/linked/new", b"x").is_err(),
+            "wrote through a symlink"
+        );
+        assert!(t.put_bytes("hostile/linked/sub/new", b"x").is_err());
+        assert!(t.create_new("hostile/linked/lock", b"x").is_err());
+        assert_eq!(
+            tree(&victim),
+            before,
+            "the directory outside the target changed"
+        );
+        assert!(!Path::new(&victim.join("new")).exists());
+
+        // Clean up what the test put there by hand.
+        let _ = std::fs::remove_file(root.join("hostile/linked"));
+        let _ = std::fs::remove_file(real.join("file-link"));
+        let _ = std::fs::remove_file(real.join("fifo"));
+        t.delete("hostile/real/ok").unwrap();
+    }
+
+    /// Every file below `dir` with its content, sorted.
+    fn tree(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                let p = e.path();
+                if e.file_type().unwrap().is_dir() {
+                    out.push((p.display().to_string(), Vec::new()));
+                    stack.push(p);
+                } else {
+                    out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Runs `f` on a thread; fails the test if it takes longer than `secs`.
+    fn within_seconds<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(secs))
+            .expect("the operation hung")
+    }
+
     /// Every operation on a target the credentials or the server's
     /// permissions keep us out of fails as `PermissionDenied`, the same
     /// outcome for every backend; the error names the location and never
@@ -242,6 +352,14 @@ fn local_target_conforms() {
     let t: std::sync::Arc<dyn backup_core::Target> =
         std::sync::Arc::new(backup_targets::LocalTarget::new(dir.path().join("store")).unwrap());
     conformance::run_all(&t);
+}
+
+#[test]
+fn local_target_ignores_links_and_special_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let t: std::sync::Arc<dyn backup_core::Target> =
+        std::sync::Arc::new(backup_targets::LocalTarget::new(dir.path()).unwrap());
+    conformance::links_and_special_files_are_not_objects(&t, dir.path());
 }
 
 #[test]
