@@ -43,10 +43,15 @@ pub trait DatabaseSource: Debug + Send + Sync {
 ///
 /// # Contract
 ///
-/// - `load` never leaves a half-loaded database where a good one was: it
-///   fails before touching an existing database unless `replace` is set,
-///   and builds the new one aside before it takes the name.
-/// - `verify` runs the engine's integrity check and counts rows per table.
+/// - `load_verified` builds the new database aside (a staging file or
+///   database), runs the engine's integrity check on it, counts its rows per
+///   table and hands the counts to `accept`. Only when `accept` returns `Ok`
+///   does the new database take the target's name, replacing the old one
+///   (which is kept until then). On any failure, `accept`'s included, the
+///   existing database is untouched and no staging copy is left behind.
+/// - It fails before touching an existing database unless `replace` is set.
+/// - `verify` runs the engine's integrity check on the database in place and
+///   counts rows per table.
 pub trait DatabaseTarget: Debug + Send + Sync {
     /// Where the database goes, fit for messages (no credentials).
     fn describe(&self) -> String;
@@ -54,8 +59,22 @@ pub trait DatabaseTarget: Debug + Send + Sync {
     /// Whether a database already exists there.
     fn exists(&self) -> Result<bool>;
 
-    /// Loads a dump made by the matching source.
-    fn load(&self, dump: &mut dyn Read, replace: bool, cancel: &Cancel) -> Result<()>;
+    /// Loads a dump made by the matching source, checked before it is put in
+    /// place (see the contract); returns the staged database's row counts.
+    fn load_verified(
+        &self,
+        dump: &mut dyn Read,
+        replace: bool,
+        accept: &dyn Fn(&RowCounts) -> Result<()>,
+        cancel: &Cancel,
+    ) -> Result<RowCounts>;
+
+    /// Loads a dump that passes the engine's own integrity check, whatever
+    /// its row counts.
+    fn load(&self, dump: &mut dyn Read, replace: bool, cancel: &Cancel) -> Result<()> {
+        self.load_verified(dump, replace, &|_| Ok(()), cancel)
+            .map(|_| ())
+    }
 
     /// Integrity check, then rows per table.
     fn verify(&self) -> Result<RowCounts>;

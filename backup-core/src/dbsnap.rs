@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::archive::{Compression, Entry, EntryKind, StreamCodec};
 use crate::backup::close_manifest;
 use crate::database::{DatabaseSource, RowCounts};
-use crate::hash::{Hashers, HashingWriter};
+use crate::hash::{Hashers, HashingWriter, SharedHasher};
 use crate::lock;
 use crate::progress::{Cancel, Event, Progress};
 use crate::repository::{Repository, tool_version};
@@ -334,29 +334,38 @@ impl Repository {
             operation: "restore",
             snapshot: Some(meta.id.clone()),
         });
+        let hashers = self.registry().hashers()?;
+        let mut tables = None;
         self.read_snapshot(
             &meta,
-            &mut |_, content| db.load(content, replace, cancel),
+            &mut |entry, content| {
+                // The staged database is checked before it takes the
+                // target's name: the dump's content against the manifest,
+                // its rows against those recorded at dump time.
+                let content_hash = SharedHasher::new(hashers.blake3());
+                let mut reader = content_hash.reader(content);
+                let accept = |counts: &RowCounts| {
+                    let (hash, size) = content_hash.finish();
+                    if size != entry.size || Some(&hash) != entry.blake3.as_ref() {
+                        return Err(Error::Integrity {
+                            snapshot: meta.id.clone(),
+                            detail: format!(
+                                "the dump does not match its manifest hash; {} is untouched",
+                                db.describe()
+                            ),
+                        });
+                    }
+                    rows_match(&meta.id, &info.tables, counts, &db.describe())
+                };
+                tables = Some(db.load_verified(&mut reader, replace, &accept, cancel)?);
+                Ok(())
+            },
             &mut |_| {},
         )?;
-        let tables = db.verify()?;
-        if tables != info.tables {
-            let differ: Vec<String> = info
-                .tables
-                .iter()
-                .filter(|(t, n)| tables.get(*t) != Some(n))
-                .map(|(t, n)| {
-                    format!(
-                        "{t}: {n} recorded, {} restored",
-                        tables.get(t).copied().unwrap_or(0)
-                    )
-                })
-                .collect();
-            return Err(Error::Integrity {
-                snapshot: meta.id,
-                detail: format!("restored row counts differ ({})", differ.join("; ")),
-            });
-        }
+        let tables = tables.ok_or_else(|| Error::Integrity {
+            snapshot: meta.id.clone(),
+            detail: "the snapshot holds no dump".into(),
+        })?;
         progress.event(&Event::Finished {
             operation: "restore",
             files: 1,
@@ -370,4 +379,32 @@ impl Repository {
             tables,
         })
     }
+}
+
+/// Whether the restored `got` row counts are those `recorded` at dump time;
+/// an integrity failure naming every table that differs otherwise.
+fn rows_match(id: &str, recorded: &RowCounts, got: &RowCounts, target: &str) -> Result<()> {
+    if got == recorded {
+        return Ok(());
+    }
+    let mut differ: Vec<String> = recorded
+        .iter()
+        .filter(|(t, n)| got.get(*t) != Some(n))
+        .map(|(t, n)| match got.get(t) {
+            Some(g) => format!("{t}: {n} recorded, {g} restored"),
+            None => format!("{t}: {n} recorded, table missing"),
+        })
+        .collect();
+    differ.extend(
+        got.keys()
+            .filter(|t| !recorded.contains_key(*t))
+            .map(|t| format!("{t}: not recorded, restored")),
+    );
+    Err(Error::Integrity {
+        snapshot: id.to_owned(),
+        detail: format!(
+            "restored row counts differ ({}); {target} is untouched",
+            differ.join("; ")
+        ),
+    })
 }

@@ -364,7 +364,7 @@ fn check_finds_flipped_truncated_and_missing_data_and_a_lying_manifest() {
         .unwrap()
         .replace("\"size\":3145728", "\"size\":3145729");
     fs::write(&manifest, &text).unwrap();
-    rewrite_record(&fx.snapshot_dir(&ids[3]), "manifest.jsonl", text.as_bytes());
+    reseal(&fx.snapshot_dir(&ids[3]));
 
     let report = fx.check_all();
     let damaged: Vec<&str> = report
@@ -396,17 +396,57 @@ fn check_finds_flipped_truncated_and_missing_data_and_a_lying_manifest() {
     );
 }
 
-/// Updates `snapshot.json`'s size and SHA-256 of one object to match `body`.
-fn rewrite_record(dir: &Path, name: &str, body: &[u8]) {
+/// Makes a snapshot directory consistent again after an edit, as an
+/// attacker who can recompute every checksum would: each object's record,
+/// `checksum` and `size_bytes`, the counts from the manifest, and
+/// `SHA256SUMS` with `snapshot.json`'s own SHA-256. What is left for the
+/// reader to find is only what no checksum can vouch for.
+fn reseal(dir: &Path) {
     let path = dir.join("snapshot.json");
     let mut meta: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
     for o in meta["objects"].as_array_mut().unwrap() {
-        if o["name"] == name {
-            o["size"] = body.len().into();
-            o["sha256"] = sha256_hex(body).into();
+        let body = fs::read(dir.join(o["name"].as_str().unwrap())).unwrap();
+        o["size"] = body.len().into();
+        o["sha256"] = sha256_hex(&body).into();
+    }
+    let data = meta["files_included"][0].as_str().unwrap().to_owned();
+    let body = fs::read(dir.join(&data)).unwrap();
+    meta["checksum"] = format!("sha256:{}", sha256_hex(&body)).into();
+    meta["size_bytes"] = body.len().into();
+    let (mut files, mut dirs, mut entries, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+    for line in fs::read_to_string(dir.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        entries += 1;
+        match e["kind"].as_str() {
+            Some("file") => {
+                files += 1;
+                bytes += e["size"].as_u64().unwrap_or(0);
+            }
+            Some("dir") => dirs += 1,
+            _ => {}
         }
     }
-    fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    meta["file_count"] = files.into();
+    meta["dir_count"] = dirs.into();
+    meta["entry_count"] = entries.into();
+    meta["source_bytes"] = bytes.into();
+    let json = serde_json::to_vec_pretty(&meta).unwrap();
+    fs::write(&path, &json).unwrap();
+    let mut sums = String::new();
+    for o in meta["objects"].as_array().unwrap() {
+        sums.push_str(&format!(
+            "{}  {}\n",
+            o["sha256"].as_str().unwrap(),
+            o["name"].as_str().unwrap()
+        ));
+    }
+    sums.push_str(&format!("{}  snapshot.json\n", sha256_hex(&json)));
+    fs::write(dir.join("SHA256SUMS"), sums).unwrap();
 }
 
 fn sha256_hex(body: &[u8]) -> String {
@@ -478,9 +518,8 @@ fn forge_snapshot(fx: &Fixture, entries: &[Forged<'_>]) -> String {
     let gz = gz.finish().unwrap();
     fs::write(dir.join("files.tar.gz"), &gz).unwrap();
     fs::write(dir.join("manifest.jsonl"), &manifest).unwrap();
-    fs::write(dir.join("SHA256SUMS"), "").unwrap();
     let meta = serde_json::json!({
-        "format": 1, "id": id, "timestamp": "2020-01-01T00:00:00Z", "kind": "files",
+        "format": 2, "id": id, "timestamp": "2020-01-01T00:00:00Z", "kind": "files",
         "status": "success", "error_message": null, "host": "h", "paths": ["/x"],
         "tool_version": "test", "duration_seconds": 0.0, "size_bytes": gz.len(),
         "source_bytes": 0, "checksum": format!("sha256:{}", sha256_hex(&gz)),
@@ -496,6 +535,7 @@ fn forge_snapshot(fx: &Fixture, entries: &[Forged<'_>]) -> String {
         serde_json::to_vec(&meta).unwrap(),
     )
     .unwrap();
+    reseal(&dir);
     id
 }
 
@@ -514,13 +554,13 @@ fn restore_refuses_to_write_outside_its_target() {
         ),
         (
             "hard link out",
-            vec![("h", Hardlink, Some("../outside/victim.txt"), b"")],
+            vec![("h", Hardlink, Some("../../outside/victim.txt"), b"")],
         ),
         (
             "write through own symlink",
             vec![
                 ("d", Dir, None, b""),
-                ("d/l", Symlink, Some("../../outside"), b""),
+                ("d/l", Symlink, Some("../../../outside"), b""),
                 ("d/l/victim.txt", File, None, b"pwned"),
             ],
         ),
@@ -531,15 +571,18 @@ fn restore_refuses_to_write_outside_its_target() {
         fs::create_dir_all(&outside).unwrap();
         fs::write(outside.join("victim.txt"), "safe").unwrap();
         let id = forge_snapshot(&fx, &entries);
+        // check applies the same rules as restore: every forged snapshot is
+        // a problem, though every checksum in it is right.
+        let report = fx.check_all();
+        assert_eq!(report.problems.len(), 1, "{what}: {report:?}");
         let target = fx.path("restore/here");
         let r = fx.restore(&id, &target);
         assert!(
-            matches!(
-                r,
-                Err(Error::UnsafePath { .. } | Error::AlreadyExists { .. })
-            ),
+            matches!(r, Err(Error::UnsafePath { .. } | Error::Integrity { .. })),
             "{what}: {r:?}"
         );
+        // Refused in the manifest pass, before anything was written.
+        assert!(!target.exists(), "{what}: restore wrote before refusing");
         assert_eq!(
             fs::read_to_string(outside.join("victim.txt")).unwrap(),
             "safe",
@@ -609,7 +652,7 @@ fn a_tampered_manifest_is_refused_before_anything_is_written() {
         "restore wrote before verifying the manifest"
     );
     // ...and with the checksum forged too, the path rule.
-    rewrite_record(&fx.snapshot_dir(&id), "manifest.jsonl", evil.as_bytes());
+    reseal(&fx.snapshot_dir(&id));
     let r = fx.restore(&id, &target);
     assert!(matches!(r, Err(Error::UnsafePath { .. })), "{r:?}");
     assert!(!target.exists());
@@ -892,6 +935,13 @@ mod database {
         lose: u64,
     }
 
+    impl LinesTarget {
+        fn count(&self, path: &std::path::Path) -> RowCounts {
+            let n = std::fs::read_to_string(path).unwrap().lines().count() as u64;
+            RowCounts::from([("lines".to_owned(), n - self.lose)])
+        }
+    }
+
     impl DatabaseTarget for LinesTarget {
         fn describe(&self) -> String {
             self.path.display().to_string()
@@ -899,15 +949,28 @@ mod database {
         fn exists(&self) -> Result<bool> {
             Ok(self.path.exists())
         }
-        fn load(&self, dump: &mut dyn Read, _replace: bool, _c: &Cancel) -> Result<()> {
+        fn load_verified(
+            &self,
+            dump: &mut dyn Read,
+            _replace: bool,
+            accept: &dyn Fn(&RowCounts) -> Result<()>,
+            _c: &Cancel,
+        ) -> Result<RowCounts> {
             let mut text = String::new();
             dump.read_to_string(&mut text)
                 .map_err(|e| Error::io("read", "dump", e))?;
-            std::fs::write(&self.path, text).map_err(|e| Error::io("write", "target", e))
+            let staged = self.path.with_extension("staged");
+            std::fs::write(&staged, text).map_err(|e| Error::io("write", "target", e))?;
+            let counts = self.count(&staged);
+            if let Err(e) = accept(&counts) {
+                std::fs::remove_file(&staged).unwrap();
+                return Err(e);
+            }
+            std::fs::rename(&staged, &self.path).unwrap();
+            Ok(counts)
         }
         fn verify(&self) -> Result<RowCounts> {
-            let n = std::fs::read_to_string(&self.path).unwrap().lines().count() as u64;
-            Ok(RowCounts::from([("lines".to_owned(), n - self.lose)]))
+            Ok(self.count(&self.path))
         }
     }
 
@@ -1056,6 +1119,23 @@ mod database {
             ),
             other => panic!("{other:?}"),
         }
+        // Nothing that failed verification is left at a new target...
+        assert!(
+            !fx.path("x.txt").exists(),
+            "a failed restore left a database"
+        );
+        assert!(!fx.path("x.staged").exists());
+        // ...and an existing database survives a failed replace.
+        std::fs::write(fx.path("x.txt"), "the old database\n").unwrap();
+        let replaced = repo.restore_database("latest", &url, true, &NoProgress, &Cancel::new());
+        assert!(
+            matches!(replaced, Err(Error::Integrity { .. })),
+            "{replaced:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(fx.path("x.txt")).unwrap(),
+            "the old database\n"
+        );
     }
 
     #[test]

@@ -444,7 +444,13 @@ impl DatabaseTarget for MysqlTarget {
         self.db_exists(&self.url.dbname)
     }
 
-    fn load(&self, dump: &mut dyn Read, replace: bool, cancel: &Cancel) -> Result<()> {
+    fn load_verified(
+        &self,
+        dump: &mut dyn Read,
+        replace: bool,
+        accept: &dyn Fn(&RowCounts) -> Result<()>,
+        cancel: &Cancel,
+    ) -> Result<RowCounts> {
         if !replace && self.db_exists(&self.url.dbname)? {
             return Err(Error::AlreadyExists {
                 path: self.describe(),
@@ -460,17 +466,30 @@ impl DatabaseTarget for MysqlTarget {
                 quote_ident(&tmp)
             ),
         )?;
+        // The old tables keep their place until the staged ones are checked.
         let loaded = self
             .run_client(&tmp, dump, cancel)
             .and_then(|()| cancel.check())
-            .and_then(|()| self.install(&tmp, replace));
+            .and_then(|()| self.count_rows(&tmp))
+            .and_then(|counts| accept(&counts).map(|()| counts))
+            .and_then(|counts| {
+                self.install(&tmp, replace)?;
+                Ok(counts)
+            });
         let dropped = self.drop_db(&tmp);
-        loaded?;
-        dropped
+        let counts = loaded?;
+        dropped?;
+        Ok(counts)
     }
 
     fn verify(&self) -> Result<RowCounts> {
-        let name = self.url.dbname.as_str();
+        self.count_rows(&self.url.dbname)
+    }
+}
+
+impl MysqlTarget {
+    /// A sanity query, then rows per table, of database `name`.
+    fn count_rows(&self, name: &str) -> Result<RowCounts> {
         let one = self.query(Some(name), "SELECT 1;\n")?;
         if one != vec![vec!["1".to_owned()]] {
             return Err(Error::Integrity {

@@ -193,7 +193,13 @@ impl DatabaseTarget for PostgresTarget {
         self.db_exists(&mut client, &self.url.dbname)
     }
 
-    fn load(&self, dump: &mut dyn Read, replace: bool, cancel: &Cancel) -> Result<()> {
+    fn load_verified(
+        &self,
+        dump: &mut dyn Read,
+        replace: bool,
+        accept: &dyn Fn(&RowCounts) -> Result<()>,
+        cancel: &Cancel,
+    ) -> Result<RowCounts> {
         let mut client = self.maintenance()?;
         if !replace && self.db_exists(&mut client, &self.url.dbname)? {
             return Err(Error::AlreadyExists {
@@ -213,20 +219,32 @@ impl DatabaseTarget for PostgresTarget {
                 self.url
                     .error(&format!("cannot create database {tmp:?}"), &e)
             })?;
+        // The old database keeps its name until the staged one is checked.
         let loaded = self
             .run_psql(&tmp, dump, cancel)
             .and_then(|()| cancel.check())
-            .and_then(|()| self.install(&mut client, &tmp, replace));
-        if let Err(e) = loaded {
+            .and_then(|()| self.count_rows(&tmp))
+            .and_then(|counts| accept(&counts).map(|()| counts))
+            .and_then(|counts| {
+                self.install(&mut client, &tmp, replace)?;
+                Ok(counts)
+            });
+        if loaded.is_err() {
             let _ = self.drop_db(&mut client, &tmp);
-            return Err(e);
         }
-        Ok(())
+        loaded
     }
 
     fn verify(&self) -> Result<RowCounts> {
-        let what = self.describe();
-        let mut client = self.url.connect(&self.url.dbname)?;
+        self.count_rows(&self.url.dbname)
+    }
+}
+
+impl PostgresTarget {
+    /// A sanity query, then rows per table, of database `dbname`.
+    fn count_rows(&self, dbname: &str) -> Result<RowCounts> {
+        let what = self.url.describe_db(dbname);
+        let mut client = self.url.connect(dbname)?;
         let one: i32 = client
             .query_one("SELECT 1", &[])
             .map_err(|e| {

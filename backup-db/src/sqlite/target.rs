@@ -126,7 +126,13 @@ impl DatabaseTarget for SqliteTarget {
         }
     }
 
-    fn load(&self, dump: &mut dyn Read, replace: bool, cancel: &Cancel) -> Result<()> {
+    fn load_verified(
+        &self,
+        dump: &mut dyn Read,
+        replace: bool,
+        accept: &dyn Fn(&RowCounts) -> Result<()>,
+        cancel: &Cancel,
+    ) -> Result<RowCounts> {
         let old = match fs::metadata(&self.path) {
             Ok(meta) if meta.is_dir() => {
                 return Err(Error::InvalidInput(format!(
@@ -176,8 +182,8 @@ impl DatabaseTarget for SqliteTarget {
             });
         }
         let stop = cancel.clone();
-        check_and_count(&temp.path, &self.describe(), move || stop.is_cancelled()).map_err(
-            |e| match e {
+        let counts = check_and_count(&temp.path, &self.describe(), move || stop.is_cancelled())
+            .map_err(|e| match e {
                 Error::Integrity { snapshot, detail } => Error::Integrity {
                     snapshot,
                     detail: format!(
@@ -186,9 +192,10 @@ impl DatabaseTarget for SqliteTarget {
                     ),
                 },
                 e => e,
-            },
-        )?;
+            })?;
         cancel.check()?;
+        // The staged copy is dropped (TempDb) if the caller refuses it.
+        accept(&counts)?;
 
         if let Some(old) = old {
             // Keep who may read the database.
@@ -199,7 +206,7 @@ impl DatabaseTarget for SqliteTarget {
             temp.keep();
         }
         sync_dir(dir);
-        Ok(())
+        Ok(counts)
     }
 
     fn verify(&self) -> Result<RowCounts> {

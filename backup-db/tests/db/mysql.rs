@@ -513,6 +513,33 @@ fn an_existing_database_is_untouched_unless_replaced() {
     assert_eq!(target.verify().unwrap(), expected_old);
     assert!(!db_exists(&url, &format!("{dst_name}__backupkit_restore")));
 
+    // A dump the caller refuses once it is staged (its row counts differ
+    // from those recorded): the old tables stay, no staging is left.
+    let refuse = |c: &RowCounts| {
+        assert_eq!(c, &counts(&[("t", 2)]), "accept sees the staged counts");
+        Err(Error::Integrity {
+            snapshot: "s".into(),
+            detail: "row counts differ".into(),
+        })
+    };
+    let err = target
+        .load_verified(&mut &dumped[..], true, &refuse, &Cancel::new())
+        .unwrap_err();
+    assert!(matches!(err, Error::Integrity { .. }), "{err}");
+    assert_eq!(target.verify().unwrap(), expected_old);
+    assert!(!db_exists(&url, &format!("{dst_name}__backupkit_restore")));
+    // On a new target nothing appears.
+    let fresh_name = format!("{dst_name}_fresh");
+    let fresh = MysqlTarget::new(&dst_url.replace(&dst_name, &fresh_name)).unwrap();
+    fresh
+        .load_verified(&mut &dumped[..], false, &refuse, &Cancel::new())
+        .unwrap_err();
+    assert!(!db_exists(&url, &fresh_name));
+    assert!(!db_exists(
+        &url,
+        &format!("{fresh_name}__backupkit_restore")
+    ));
+
     // With replace it takes the dump.
     target.load(&mut &dumped[..], true, &Cancel::new()).unwrap();
     assert_eq!(target.verify().unwrap(), counts(&[("t", 2)]));

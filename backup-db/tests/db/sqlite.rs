@@ -510,6 +510,34 @@ fn restores_never_damage_the_target() {
     assert_eq!(fs::read(&target_path).unwrap(), original);
     assert_eq!(names(&out), ["test_db.db"]);
 
+    // A dump whose counts the caller refuses (they differ from those
+    // recorded): checked on the staged copy, the old database untouched,
+    // nothing left behind; on a new target nothing appears.
+    let seen = std::cell::RefCell::new(None);
+    let refuse = |c: &RowCounts| {
+        *seen.borrow_mut() = Some(c.clone());
+        Err(Error::Integrity {
+            snapshot: "s".into(),
+            detail: "row counts differ".into(),
+        })
+    };
+    let err = target
+        .load_verified(&mut &dump[..], true, &refuse, &Cancel::new())
+        .unwrap_err();
+    assert!(matches!(err, Error::Integrity { .. }), "{err:?}");
+    assert_eq!(
+        seen.borrow().as_ref(),
+        Some(&counts),
+        "accept saw the staged counts"
+    );
+    assert_eq!(fs::read(&target_path).unwrap(), original);
+    assert_eq!(names(&out), ["test_db.db"]);
+    let fresh = SqliteTarget::new(out.join("fresh.db")).unwrap();
+    fresh
+        .load_verified(&mut &dump[..], false, &refuse, &Cancel::new())
+        .unwrap_err();
+    assert_eq!(names(&out), ["test_db.db"]);
+
     // replace = true: replaced, and the old side files are gone.
     fs::write(side(&target_path, "-wal"), b"stale wal").unwrap();
     fs::write(side(&target_path, "-shm"), b"stale shm").unwrap();
