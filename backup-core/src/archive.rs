@@ -19,6 +19,18 @@ pub enum EntryKind {
     Hardlink,
 }
 
+impl EntryKind {
+    /// The kind in words, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "directory",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Hardlink => "hard link",
+        }
+    }
+}
+
 /// One archive entry's metadata, as packed and as recorded in the manifest.
 ///
 /// `path` is relative, `/`-separated, and never contains `..`, an empty

@@ -4,7 +4,6 @@
 //! and the manifest at once; a second thread only counts, for progress. Every
 //! buffer is bounded, so memory stays flat however large the tree.
 
-use std::fmt::Write as _;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -253,16 +252,16 @@ impl Repository {
         ManifestWriter::new(out, id).ctx("write", &key)
     }
 
-    /// Stores `SHA256SUMS`, then `snapshot.json`: the commit point.
+    /// Stores `SHA256SUMS` (every object's SHA-256 and `snapshot.json`'s
+    /// own), then `snapshot.json`: the commit point.
     pub(crate) fn commit_snapshot(&self, meta: &SnapshotMeta, cancel: &Cancel) -> Result<()> {
-        let mut sums = String::new();
-        for o in &meta.objects {
-            let _ = writeln!(sums, "{}  {}", o.sha256, o.name);
-        }
+        let body = serde_json::to_vec_pretty(meta).expect("snapshot metadata serializes");
+        let mut hasher = self.registry().hashers()?.sha256();
+        hasher.update(&body);
+        let sums = crate::verify::sums_text(meta, Some(&hasher.finish_hex()));
         self.target()
             .put_bytes(&Repository::key(&meta.id, SHA256SUMS), sums.as_bytes())?;
         cancel.check()?;
-        let body = serde_json::to_vec_pretty(meta).expect("snapshot metadata serializes");
         self.target()
             .put_bytes(&Repository::key(&meta.id, SNAPSHOT_JSON), &body)
     }

@@ -171,7 +171,9 @@ impl Repository {
             }
             match self.load_snapshot(&id) {
                 Ok(meta) => listing.snapshots.push(meta),
-                Err(Error::Integrity { detail, .. }) => listing.damaged.push((id, detail)),
+                Err(Error::Integrity { detail, .. } | Error::Unsupported(detail)) => {
+                    listing.damaged.push((id, detail));
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -211,16 +213,30 @@ impl Repository {
             }
             other => other?,
         };
-        let meta: SnapshotMeta = serde_json::from_slice(&bytes).map_err(|e| Error::Integrity {
+        let damaged = |detail: String| Error::Integrity {
             snapshot: id.to_owned(),
-            detail: format!("{SNAPSHOT_JSON} cannot be read: {e}"),
-        })?;
-        if meta.id != id {
-            return Err(Error::Integrity {
-                snapshot: id.to_owned(),
-                detail: format!("{SNAPSHOT_JSON} names another snapshot, {:?}", meta.id),
-            });
+            detail,
+        };
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| damaged(format!("{SNAPSHOT_JSON} cannot be read: {e}")))?;
+        // What this build cannot read is refused before the rest is parsed
+        // (a newer format may mean something else by the same fields).
+        let format = value.get("format").and_then(serde_json::Value::as_u64);
+        let encrypted = value.get("encrypted").and_then(serde_json::Value::as_bool);
+        if let (Some(format), Some(encrypted)) = (format, encrypted) {
+            crate::snapshot::readable(u32::try_from(format).unwrap_or(u32::MAX), encrypted)
+                .map_err(|reason| Error::Unsupported(format!("snapshot {id}: {reason}")))?;
         }
+        let meta: SnapshotMeta = serde_json::from_value(value)
+            .map_err(|e| damaged(format!("{SNAPSHOT_JSON} cannot be read: {e}")))?;
+        if meta.id != id {
+            return Err(damaged(format!(
+                "{SNAPSHOT_JSON} names another snapshot, {:?}",
+                meta.id
+            )));
+        }
+        meta.consistent()
+            .map_err(|detail| damaged(format!("{SNAPSHOT_JSON}: {detail}")))?;
         Ok(meta)
     }
 

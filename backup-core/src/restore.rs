@@ -156,18 +156,9 @@ impl Repository {
         let root = &opts.target;
         let mut conflicts = (0usize, String::new());
         let (mut total_files, mut total_bytes) = (0u64, 0u64);
-        // An unsafe path is reported after the manifest's checksum is known
-        // good: a damaged manifest is an integrity failure first.
-        let mut unsafe_path = None;
+        // list_entries applies every manifest rule (unsafe paths,
+        // duplicates, hard links) before anything is written.
         self.list_entries(meta, &mut |e| {
-            let safe = safe_relative(&e.path).and_then(|_| match e.kind {
-                EntryKind::Hardlink => safe_relative(e.link.as_deref().unwrap_or("")),
-                _ => Ok(""),
-            });
-            if let Err(err) = safe {
-                unsafe_path.get_or_insert(err);
-                return Ok(());
-            }
             if !filter.includes(&e.path) {
                 return Ok(());
             }
@@ -186,9 +177,6 @@ impl Repository {
             }
             Ok(())
         })?;
-        if let Some(err) = unsafe_path {
-            return Err(err);
-        }
         if conflicts.0 > 0 {
             return Err(Error::WouldOverwrite {
                 count: conflicts.0,
@@ -339,9 +327,9 @@ impl Writer<'_> {
             Err(e) => Err(Error::io("inspect", dest.display().to_string(), e)),
             Ok(m) if m.is_dir() => Err(Error::AlreadyExists {
                 path: format!(
-                    "{} (a directory, where the snapshot has {:?})",
+                    "{} (a directory, where the snapshot has a {})",
                     dest.display(),
-                    entry.kind
+                    entry.kind.describe()
                 ),
             }),
             Ok(_) if self.overwrite => fs::remove_file(dest).ctx("remove", dest.display()),

@@ -7,8 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::Compression;
 
-/// Version of the `snapshot.json` format this build writes and reads.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+/// Version of the `snapshot.json` format this build writes.
+///
+/// Format 2 adds `snapshot.json`'s own SHA-256 to `SHA256SUMS`, so damage to
+/// the commit object is found (and `sha256sum -c SHA256SUMS` covers it).
+pub const SNAPSHOT_FORMAT: u32 = 2;
+/// The oldest `snapshot.json` format this build reads.
+pub const OLDEST_SNAPSHOT_FORMAT: u32 = 1;
 
 /// What a snapshot holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +130,96 @@ impl SnapshotMeta {
     pub fn data_object(&self) -> Option<&ObjectRecord> {
         self.files_included.first().and_then(|n| self.object(n))
     }
+
+    /// Whether this build can read the snapshot: `Err` names what it needs.
+    pub fn readable(&self) -> Result<(), String> {
+        readable(self.format, self.encrypted)
+    }
+
+    /// Checks that every recorded field that follows from another agrees
+    /// with it: object names are plain and unique, the data objects are
+    /// recorded, `checksum`, `size_bytes` and `compressed` match them.
+    /// (Counts are checked against the manifest as it is read.)
+    pub fn consistent(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::new();
+        for o in &self.objects {
+            let plain = !o.name.is_empty()
+                && o.name != "."
+                && o.name != ".."
+                && !o.name.contains(['/', '\\', '\0'])
+                && o.name != crate::repository::SNAPSHOT_JSON
+                && o.name != crate::repository::SHA256SUMS;
+            if !plain {
+                return Err(format!("object name {:?} is not a plain file name", o.name));
+            }
+            if !names.insert(o.name.as_str()) {
+                return Err(format!("object {:?} is recorded twice", o.name));
+            }
+            if o.sha256.len() != 64 || !o.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("object {:?} has no valid SHA-256", o.name));
+            }
+        }
+        if !self
+            .objects
+            .iter()
+            .any(|o| o.name == crate::manifest::MANIFEST_NAME)
+        {
+            return Err(format!("no record of {}", crate::manifest::MANIFEST_NAME));
+        }
+        let Some(data) = self.data_object() else {
+            return Err("no data object recorded".into());
+        };
+        let mut stored = 0u64;
+        for name in &self.files_included {
+            match self.object(name) {
+                Some(o) => stored += o.size,
+                None => return Err(format!("data object {name:?} is not recorded")),
+            }
+        }
+        if self.checksum != format!("sha256:{}", data.sha256) {
+            return Err(format!(
+                "checksum {:?} is not the SHA-256 of {}",
+                self.checksum, data.name
+            ));
+        }
+        if self.size_bytes != stored {
+            return Err(format!(
+                "size_bytes is {}, but the data objects hold {stored} bytes",
+                self.size_bytes
+            ));
+        }
+        if self.compressed != (self.compression != Compression::None) {
+            return Err(format!(
+                "compressed is {}, but compression is {}",
+                self.compressed,
+                self.compression.as_str()
+            ));
+        }
+        if self.kind == SnapshotKind::Database && self.database.is_none() {
+            return Err("a database snapshot without its database record".into());
+        }
+        Ok(())
+    }
+}
+
+/// Whether this build reads a snapshot of `format`, `encrypted` or not:
+/// `Err` names what it would need.
+pub fn readable(format: u32, encrypted: bool) -> Result<(), String> {
+    if !(OLDEST_SNAPSHOT_FORMAT..=SNAPSHOT_FORMAT).contains(&format) {
+        return Err(format!(
+            "snapshot format {format} is not one this backupkit ({}) reads \
+             (formats {OLDEST_SNAPSHOT_FORMAT} to {SNAPSHOT_FORMAT}); upgrade backupkit",
+            env!("CARGO_PKG_VERSION"),
+        ));
+    }
+    if encrypted {
+        return Err(format!(
+            "the snapshot is encrypted, and this backupkit ({}) cannot decrypt; \
+             use a backupkit that supports encrypted repositories",
+            env!("CARGO_PKG_VERSION"),
+        ));
+    }
+    Ok(())
 }
 
 /// A new snapshot id: `YYYYMMDD_HHMMSS_mmm_<kind>_<6 hex>` in UTC.

@@ -7,8 +7,9 @@ use std::io::Read;
 use crate::archive::{Entry, EntryKind};
 use crate::hash::{HashingReader, SharedHasher};
 use crate::manifest::{MANIFEST_NAME, ManifestReader};
-use crate::repository::Repository;
+use crate::repository::{Repository, SHA256SUMS, SNAPSHOT_JSON};
 use crate::snapshot::{ObjectRecord, SnapshotKind, SnapshotMeta};
+use crate::target::TargetExt;
 use crate::{Error, Result};
 
 fn integrity(meta: &SnapshotMeta, detail: impl Into<String>) -> Error {
@@ -18,24 +19,109 @@ fn integrity(meta: &SnapshotMeta, detail: impl Into<String>) -> Error {
     }
 }
 
+/// The text of `SHA256SUMS`: one `sha256sum` line per object, then
+/// `snapshot.json`'s own line (format 2 on).
+pub(crate) fn sums_text(meta: &SnapshotMeta, snapshot_json_sha: Option<&str>) -> String {
+    use std::fmt::Write as _;
+    let mut sums = String::new();
+    for o in &meta.objects {
+        let _ = writeln!(sums, "{}  {}", o.sha256, o.name);
+    }
+    if let Some(sha) = snapshot_json_sha {
+        let _ = writeln!(sums, "{sha}  {SNAPSHOT_JSON}");
+    }
+    sums
+}
+
+/// The most bytes a `SHA256SUMS` may have (a line per object).
+const MAX_SUMS_BYTES: u64 = 1 << 20;
+
 impl Repository {
-    /// Reads the whole manifest once, checking its SHA-256 and that every
-    /// entry parses; calls `each` for every entry.
+    /// Checks a snapshot's commit: `SHA256SUMS` must hold exactly the line
+    /// of every object recorded in `snapshot.json`, with its SHA-256, and
+    /// (format 2 on, or whenever it is there) `snapshot.json`'s own SHA-256,
+    /// so that damage to either of the two is found.
+    pub(crate) fn verify_commit(&self, meta: &SnapshotMeta) -> Result<()> {
+        let sums_key = Repository::key(&meta.id, SHA256SUMS);
+        let sums = match self.target().get(&sums_key) {
+            Err(Error::NotFound { .. }) => {
+                return Err(integrity(meta, format!("{SHA256SUMS} is missing")));
+            }
+            other => other?,
+        };
+        let mut text = Vec::new();
+        sums.take(MAX_SUMS_BYTES + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| Error::io("read", sums_key.clone(), e))?;
+        let body = match self
+            .target()
+            .get_bytes(&Repository::key(&meta.id, SNAPSHOT_JSON))
+        {
+            Err(Error::NotFound { .. }) => {
+                return Err(integrity(meta, format!("{SNAPSHOT_JSON} is missing")));
+            }
+            other => other?,
+        };
+        let mut hasher = self.registry().hashers()?.sha256();
+        hasher.update(&body);
+        let own = hasher.finish_hex();
+        let listed_own = std::str::from_utf8(&text).ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_suffix(&format!("  {SNAPSHOT_JSON}")))
+                .map(str::to_owned)
+        });
+        if let Some(listed) = &listed_own
+            && *listed != own
+        {
+            return Err(integrity(
+                meta,
+                format!(
+                    "{SNAPSHOT_JSON} does not match its SHA-256 in {SHA256SUMS}: one of the two is damaged"
+                ),
+            ));
+        }
+        let want_own = (meta.format >= 2 || listed_own.is_some()).then_some(own.as_str());
+        if text != sums_text(meta, want_own).as_bytes() {
+            return Err(integrity(
+                meta,
+                format!(
+                    "{SHA256SUMS} does not list the objects {SNAPSHOT_JSON} records: one of the two is damaged"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads the whole manifest once, after checking the snapshot's commit
+    /// (`SHA256SUMS` against `snapshot.json`); calls `each` for every entry.
+    ///
+    /// The manifest's SHA-256 must match, every entry must parse and obey
+    /// the rules every reader applies (relative paths without `..` or empty
+    /// components, no path listed twice or below a file or symlink, hard
+    /// links only to an earlier file), and the counts `snapshot.json`
+    /// records must be those of the manifest. A rule broken is reported only
+    /// once the manifest's checksum is known good (damage comes first).
     pub fn list_entries(
         &self,
         meta: &SnapshotMeta,
         each: &mut dyn FnMut(&Entry) -> Result<()>,
     ) -> Result<()> {
+        self.verify_commit(meta)?;
         let record = record(meta, MANIFEST_NAME)?;
         let key = Repository::key(&meta.id, MANIFEST_NAME);
         let hashers = self.registry().hashers()?;
         let shared = SharedHasher::new(hashers.sha256());
         let input = shared.reader(self.open_object(meta, &key)?);
+        let mut rules = EntryRules::new(meta);
         for entry in ManifestReader::new(input, MANIFEST_NAME, &meta.id)? {
-            each(&entry.map_err(|e| integrity(meta, format!("{MANIFEST_NAME}: {e}")))?)?;
+            let entry = entry.map_err(|e| integrity(meta, format!("{MANIFEST_NAME}: {e}")))?;
+            if rules.admit(&entry) {
+                each(&entry)?;
+            }
         }
         let (sha, size) = shared.finish();
-        check_digest(meta, record, &sha, size)
+        check_digest(meta, record, &sha, size)?;
+        rules.finish()
     }
 
     fn open_object(&self, meta: &SnapshotMeta, key: &str) -> Result<Box<dyn Read + Send>> {
@@ -238,23 +324,206 @@ fn check_digest(meta: &SnapshotMeta, record: &ObjectRecord, sha: &str, size: u64
     Ok(())
 }
 
+/// Compares an archive entry with its manifest entry; the error names the
+/// first field that differs and both values.
 fn compare(meta: &SnapshotMeta, object: &str, index: u64, got: &Entry, want: &Entry) -> Result<()> {
-    let same = got.path == want.path
-        && got.kind == want.kind
-        && (got.size == want.size || got.kind != EntryKind::File)
-        && got.mode == want.mode
-        && got.mtime == want.mtime
-        && got.link == want.link;
-    if same {
-        Ok(())
+    let link = |l: &Option<String>| {
+        l.as_deref()
+            .map_or_else(|| "none".to_owned(), |l| format!("{l:?}"))
+    };
+    let differs: Option<(&str, String, String)> = if got.path != want.path {
+        Some((
+            "path",
+            format!("{:?}", got.path),
+            format!("{:?}", want.path),
+        ))
+    } else if got.kind != want.kind {
+        Some((
+            "type",
+            got.kind.describe().into(),
+            want.kind.describe().into(),
+        ))
+    } else if got.kind == EntryKind::File && got.size != want.size {
+        Some(("size", got.size.to_string(), want.size.to_string()))
+    } else if got.mode != want.mode {
+        Some((
+            "mode",
+            format!("{:o}", got.mode),
+            format!("{:o}", want.mode),
+        ))
+    } else if got.mtime != want.mtime {
+        Some(("mtime", got.mtime.to_string(), want.mtime.to_string()))
+    } else if got.link != want.link {
+        Some(("link target", link(&got.link), link(&want.link)))
     } else {
-        Err(integrity(
+        None
+    };
+    match differs {
+        None => Ok(()),
+        Some((field, got_v, want_v)) => Err(integrity(
             meta,
             format!(
-                "entry {index} of {object} ({:?}, {:?}, {} bytes) disagrees with the manifest ({:?}, {:?}, {} bytes)",
-                got.path, got.kind, got.size, want.path, want.kind, want.size
+                "entry {index} of {object} ({:?}): its {field} is {got_v} in the archive but {want_v} in {MANIFEST_NAME}",
+                want.path
             ),
-        ))
+        )),
+    }
+}
+
+/// The rules every reader of a manifest applies, checked entry by entry in
+/// one pass (check, restore and ls trust exactly the same things), and the
+/// counts the manifest yields.
+///
+/// Paths seen are kept as 128-bit keyed hashes with their kind: about 40
+/// bytes per entry, however long the paths.
+struct EntryRules<'m> {
+    meta: &'m SnapshotMeta,
+    keys: (
+        std::collections::hash_map::RandomState,
+        std::collections::hash_map::RandomState,
+    ),
+    seen: std::collections::HashMap<u128, EntryKind>,
+    problem: Option<Error>,
+    files: u64,
+    dirs: u64,
+    entries: u64,
+    bytes: u64,
+}
+
+impl<'m> EntryRules<'m> {
+    fn new(meta: &'m SnapshotMeta) -> Self {
+        Self {
+            meta,
+            keys: Default::default(),
+            seen: std::collections::HashMap::new(),
+            problem: None,
+            files: 0,
+            dirs: 0,
+            entries: 0,
+            bytes: 0,
+        }
+    }
+
+    fn key(&self, path: &str) -> u128 {
+        use std::hash::BuildHasher;
+        let a = self.keys.0.hash_one(path);
+        let b = self.keys.1.hash_one(path);
+        (u128::from(a) << 64) | u128::from(b)
+    }
+
+    /// Counts `e` and checks it against the rules; `false` (the first
+    /// problem kept for [`EntryRules::finish`]) when it breaks one.
+    fn admit(&mut self, e: &Entry) -> bool {
+        self.entries += 1;
+        match e.kind {
+            EntryKind::File => {
+                self.files += 1;
+                self.bytes += e.size;
+            }
+            EntryKind::Dir => self.dirs += 1,
+            _ => {}
+        }
+        if self.problem.is_some() {
+            return false;
+        }
+        match self.rule(e) {
+            Ok(()) => true,
+            Err(err) => {
+                self.problem = Some(err);
+                false
+            }
+        }
+    }
+
+    fn rule(&mut self, e: &Entry) -> Result<()> {
+        safe_relative(&e.path)?;
+        let unsafe_entry = |reason: String| Error::UnsafePath {
+            path: e.path.clone(),
+            reason,
+        };
+        match e.kind {
+            EntryKind::Hardlink => {
+                let link = e.link.as_deref().unwrap_or("");
+                safe_relative(link).map_err(|err| match err {
+                    Error::UnsafePath { reason, .. } => {
+                        unsafe_entry(format!("hard link to {link:?}: {reason}"))
+                    }
+                    other => other,
+                })?;
+                if self.seen.get(&self.key(link)) != Some(&EntryKind::File) {
+                    return Err(unsafe_entry(format!(
+                        "hard link to {link:?}, which is not a file earlier in the snapshot"
+                    )));
+                }
+            }
+            EntryKind::Symlink if e.link.as_deref().is_none_or(str::is_empty) => {
+                return Err(unsafe_entry("symlink without a target".into()));
+            }
+            EntryKind::File if e.blake3.is_none() => {
+                return Err(integrity(
+                    self.meta,
+                    format!("{MANIFEST_NAME} lists file {:?} without its hash", e.path),
+                ));
+            }
+            _ => {}
+        }
+        let mut at = 0;
+        while let Some(i) = e.path[at..].find('/') {
+            let parent = &e.path[..at + i];
+            if let Some(kind) = self.seen.get(&self.key(parent))
+                && *kind != EntryKind::Dir
+            {
+                return Err(integrity(
+                    self.meta,
+                    format!(
+                        "{MANIFEST_NAME} lists {:?} inside {parent:?}, which is a {}",
+                        e.path,
+                        kind.describe()
+                    ),
+                ));
+            }
+            at += i + 1;
+        }
+        let key = self.key(&e.path);
+        if let Some(first) = self.seen.insert(key, e.kind) {
+            let detail = if first == e.kind {
+                format!("{MANIFEST_NAME} lists {:?} twice", e.path)
+            } else {
+                format!(
+                    "{MANIFEST_NAME} lists {:?} twice: as a {}, then as a {}",
+                    e.path,
+                    first.describe(),
+                    e.kind.describe()
+                )
+            };
+            return Err(integrity(self.meta, detail));
+        }
+        Ok(())
+    }
+
+    /// The first rule broken, else whether the counts `snapshot.json`
+    /// records are the manifest's.
+    fn finish(self) -> Result<()> {
+        if let Some(problem) = self.problem {
+            return Err(problem);
+        }
+        let m = self.meta;
+        for (field, recorded, counted) in [
+            ("file_count", m.file_count, self.files),
+            ("dir_count", m.dir_count, self.dirs),
+            ("entry_count", m.entry_count, self.entries),
+            ("source_bytes", m.source_bytes, self.bytes),
+        ] {
+            if recorded != counted {
+                return Err(integrity(
+                    m,
+                    format!(
+                        "{SNAPSHOT_JSON} records {field} {recorded}, but {MANIFEST_NAME} has {counted}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
