@@ -15,7 +15,7 @@ use crate::args::{
     UnlockArgs,
 };
 use crate::exit;
-use crate::output::{Reporter, Verbosity, confirm, human_bytes, json, out};
+use crate::output::{Reporter, Verbosity, confirm, human_bytes, json, out, shown};
 
 /// Why a command did not exit 0.
 pub(crate) enum Failure {
@@ -271,7 +271,7 @@ fn ls(ctx: &Ctx, a: &LsArgs) -> Outcome {
             let link = e
                 .link
                 .as_ref()
-                .map(|l| format!(" -> {l}"))
+                .map(|l| format!(" -> {}", shown(l)))
                 .unwrap_or_default();
             let time = chrono::DateTime::from_timestamp(e.mtime, 0)
                 .map(|t| {
@@ -282,7 +282,9 @@ fn ls(ctx: &Ctx, a: &LsArgs) -> Outcome {
                 .unwrap_or_default();
             format!(
                 "{kind}{:04o} {:>12} {time} /{}{link}",
-                e.mode, e.size, e.path
+                e.mode,
+                e.size,
+                shown(&e.path)
             )
         };
         first = false;
@@ -503,7 +505,7 @@ fn unlock(ctx: &Ctx, a: &UnlockArgs) -> Outcome {
         json(&serde_json::json!({ "removed": list }))?;
     } else {
         for l in &removed {
-            ctx.say(format!("removed {}", l.info.describe()))?;
+            ctx.say(format!("removed {}", l.describe()))?;
         }
         ctx.say(format!("{} lock(s) removed", removed.len()))?;
     }

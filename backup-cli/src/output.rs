@@ -74,18 +74,43 @@ impl Progress for Reporter {
                     bar.inc(*bytes);
                 }
                 if self.v.verbose > 0 {
-                    self.log(path);
+                    self.log(&shown(path));
                 }
             }
             Event::Warning { path, message } => {
                 *self.warnings.lock().expect("counter") += 1;
                 if !self.v.quiet {
-                    self.log(&format!("warning: {path}: {message}"));
+                    self.log(&format!("warning: {}: {}", shown(path), shown(message)));
                 }
             }
             _ => {}
         }
     }
+}
+
+/// A name as human output shows it: control characters (which could forge
+/// lines or drive the terminal) and backslashes escaped as `\n`, `\t`,
+/// `\r`, `\xNN` (`\u{NN}` for C1 controls) and `\\`, so that every
+/// shown name is unambiguous. `--json` output carries names exactly.
+pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.chars().any(|c| c.is_control() || c == '\\') {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut s = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\t' => s.push_str("\\t"),
+            '\r' => s.push_str("\\r"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                s.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => s.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => s.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(s)
 }
 
 /// Writes a result line to stdout.
@@ -133,4 +158,25 @@ pub fn confirm(question: &str, word: &str) -> Result<bool, String> {
         .read_line(&mut answer)
         .map_err(|e| format!("cannot read confirmation: {e}"))?;
     Ok(answer.trim() == word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn control_characters_and_backslashes_are_escaped() {
+        assert_eq!(shown("plain/ünï.csv"), "plain/ünï.csv");
+        assert_eq!(
+            shown("a\nd0755 0 2020-01-01 /forged"),
+            "a\\nd0755 0 2020-01-01 /forged"
+        );
+        assert_eq!(shown("\x1b[31mred\x07"), "\\x1b[31mred\\x07");
+        assert_eq!(shown("tab\there\r"), "tab\\there\\r");
+        assert_eq!(shown("back\\slash"), "back\\\\slash");
+        assert_eq!(shown("c1\u{9b}x"), "c1\\u{9b}x");
+        for s in ["\n", "\u{1b}", "\u{7f}", "\u{85}"] {
+            assert!(!shown(s).chars().any(char::is_control), "{s:?}");
+        }
+    }
 }

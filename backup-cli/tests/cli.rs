@@ -1041,7 +1041,117 @@ fn forget_refuses_ambiguous_or_empty_requests() {
     );
     let o = env.bk(&["forget", "--keep-last", "unlimited", "--yes"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(env.snapshot_ids(), vec![id.clone()]);
+    // An empty id (an unset shell variable) selects nothing, anywhere.
+    for args in [
+        &["forget", "", "--yes"][..],
+        &["forget", " ", "--yes"],
+        &["restore", "", "--target", env.path("out").to_str().unwrap()],
+        &["ls", ""],
+        &["check", ""],
+    ] {
+        assert_clean_error(&env.bk(args), 2, "empty snapshot id");
+    }
     assert_eq!(env.snapshot_ids(), vec![id]);
+    assert!(!env.path("out").exists());
+}
+
+#[test]
+fn hostile_names_are_escaped_in_human_output_and_exact_in_json() {
+    let env = Env::new();
+    env.init();
+    let data = env.path("data");
+    fs::create_dir_all(&data).unwrap();
+    let evil = "x\nd6666            0 2020-01-01 00:00:00 forged\x1b[2J";
+    fs::write(data.join(evil), "boo").unwrap();
+    let id = env.backup_ok(&[data.to_str().unwrap()]);
+    let o = env.bk(&["ls", &id]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        !text.contains('\x1b'),
+        "an escape sequence reached the terminal"
+    );
+    assert!(text.contains("x\\nd6666"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains("forged")).count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("d6666")),
+        "a forged line: {text}"
+    );
+    let o = env.bk(&["--json", "ls", &id]);
+    let entries: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"].as_str().unwrap().ends_with(evil)),
+        "JSON must keep the exact name"
+    );
+    let out = env.path("out");
+    let o = env.bk(&["-v", "restore", &id, "--target", out.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(!stderr(&o).contains('\x1b'), "{}", stderr(&o));
+    assert!(stderr(&o).contains("x\\nd6666"), "{}", stderr(&o));
+    assert!(!stderr(&o).lines().any(|l| l.starts_with("d6666")));
+}
+
+#[test]
+fn a_symlinked_snapshot_directory_is_never_read_or_deleted_through() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    let id = env.backup_ok(&[data.to_str().unwrap()]);
+    // Outside the repository: a directory with files and a subdirectory.
+    let canary = env.path("canary");
+    fs::create_dir_all(canary.join("sub")).unwrap();
+    fs::write(canary.join("precious.txt"), "keep me").unwrap();
+    fs::write(canary.join("sub/also.txt"), "and me").unwrap();
+    // A copy of a real snapshot's objects, so that read through the link it
+    // would look like a snapshot.
+    for name in [
+        "files.tar.gz",
+        "manifest.jsonl",
+        "SHA256SUMS",
+        "snapshot.json",
+    ] {
+        fs::copy(
+            env.path("repo/snapshots").join(&id).join(name),
+            canary.join(name),
+        )
+        .unwrap();
+    }
+    let before = walk_names(&canary);
+    let evil = id.replace("_files_", "_evil_");
+    std::os::unix::fs::symlink(&canary, env.path("repo/snapshots").join(&evil)).unwrap();
+
+    assert_eq!(env.snapshot_ids(), vec![id.clone()]);
+    for args in [
+        &["forget", evil.as_str(), "--yes"][..],
+        &["ls", evil.as_str()],
+        &[
+            "restore",
+            evil.as_str(),
+            "--target",
+            env.path("out").to_str().unwrap(),
+        ],
+    ] {
+        assert_clean_error(&env.bk(args), 4, "no snapshot matches");
+    }
+    let o = env.bk(&["forget", "--keep-last", "1", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = env.bk(&["check", "--read-data"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(walk_names(&canary), before, "the directory outside changed");
+    assert_eq!(
+        fs::read_to_string(canary.join("precious.txt")).unwrap(),
+        "keep me"
+    );
+    assert!(!env.path("out").exists());
 }
 
 /// A results database like seed 001's: two tables, one with a quoted name.

@@ -83,27 +83,62 @@ pub(crate) fn this_host() -> String {
 pub struct ListedLock {
     pub key: String,
     pub info: LockInfo,
+    /// Why the lock object could not be read (empty, truncated, not a
+    /// backupkit lock); `info` is then the safe reading of it.
+    pub unreadable: Option<String>,
 }
 
-/// Lists the locks of a repository. Unreadable lock objects are reported as
-/// exclusive locks of an unknown holder (the safe reading), unless they are
-/// older than [`STALE_AFTER`].
+impl ListedLock {
+    /// Whether `unlock` removes the lock without `--remove-all`: a stale
+    /// one, or one that cannot be read. An unreadable lock still blocks as
+    /// an exclusive one (it may be a newer backupkit's), until the user
+    /// removes it; locks are created whole, so it is never a lock that is
+    /// still being written.
+    pub fn is_removable(&self, now: DateTime<Utc>, this_host: &str) -> bool {
+        self.unreadable.is_some() || self.info.is_stale(now, this_host)
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.unreadable {
+            Some(reason) => format!(
+                "an unreadable lock object {} ({reason}; `backupkit unlock` removes it)",
+                self.key
+            ),
+            None => self.info.describe(),
+        }
+    }
+}
+
+/// Lists the locks of a repository. An unreadable lock object is listed as
+/// an exclusive lock (the safe reading) with the reason it cannot be read.
 pub fn list_locks(target: &dyn Target) -> Result<Vec<ListedLock>> {
     let mut out = Vec::new();
     for obj in target.list(LOCKS_PREFIX)? {
-        let info = match target.get_bytes(&obj.key) {
-            Ok(bytes) => serde_json::from_slice::<LockInfo>(&bytes).ok(),
+        let parsed = match target.get_bytes(&obj.key) {
+            Ok(bytes) if bytes.is_empty() => Err("it is empty".to_owned()),
+            Ok(bytes) => serde_json::from_slice::<LockInfo>(&bytes)
+                .map_err(|e| format!("it is not a backupkit lock: {e}")),
             Err(Error::NotFound { .. }) => continue, // released meanwhile
             Err(e) => return Err(e),
         };
-        let info = info.unwrap_or_else(|| LockInfo {
-            exclusive: true,
-            host: "unknown".into(),
-            pid: 0,
-            time: obj.modified.map_or_else(Utc::now, DateTime::<Utc>::from),
-            snapshot: None,
+        let (info, unreadable) = match parsed {
+            Ok(info) => (info, None),
+            Err(reason) => (
+                LockInfo {
+                    exclusive: true,
+                    host: "unknown".into(),
+                    pid: 0,
+                    time: obj.modified.map_or_else(Utc::now, DateTime::<Utc>::from),
+                    snapshot: None,
+                },
+                Some(reason),
+            ),
+        };
+        out.push(ListedLock {
+            key: obj.key,
+            info,
+            unreadable,
         });
-        out.push(ListedLock { key: obj.key, info });
     }
     Ok(out)
 }
@@ -150,7 +185,7 @@ impl LockGuard {
         if let Some(other) = conflict {
             let _ = target.delete(&key);
             return Err(Error::Locked {
-                holder: other.info.describe(),
+                holder: other.describe(),
             });
         }
 
@@ -196,7 +231,7 @@ pub fn unlock(target: &dyn Target, all: bool) -> Result<Vec<ListedLock>> {
     let now = Utc::now();
     let mut removed = Vec::new();
     for l in list_locks(target)? {
-        if all || l.info.is_stale(now, &host) {
+        if all || l.is_removable(now, &host) {
             target.delete(&l.key)?;
             removed.push(l);
         }

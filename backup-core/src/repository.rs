@@ -241,7 +241,18 @@ impl Repository {
     }
 
     /// Finds a snapshot by exact id, unique prefix, or `latest`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for an empty or blank id: an empty prefix
+    /// would match every snapshot (an unset shell variable must never
+    /// select, restore or forget anything).
     pub fn find_snapshot(&self, id: &str) -> Result<SnapshotMeta> {
+        if id.trim().is_empty() {
+            return Err(Error::InvalidInput(
+                "empty snapshot id: give an id, a unique prefix of one, or `latest`".into(),
+            ));
+        }
         // An exact id is read directly: other snapshots' state is irrelevant.
         match self.load_snapshot(id) {
             Err(Error::SnapshotNotFound { .. }) => {}

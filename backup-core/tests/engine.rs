@@ -724,6 +724,33 @@ fn an_exclusive_lock_conflicts_and_fails_clearly() {
 }
 
 #[test]
+fn an_unreadable_lock_is_reported_as_such_and_unlock_removes_it() {
+    let fx = Fixture::new();
+    let locks = fx.path("repo/locks");
+    for (name, body) in [("empty.json", ""), ("garbage.json", "{not json")] {
+        fs::create_dir_all(&locks).unwrap();
+        fs::write(locks.join(name), body).unwrap();
+        // It blocks as an exclusive lock would, and says what it is.
+        match fx.repo.lock_shared(None) {
+            Err(Error::Locked { holder }) => {
+                assert!(holder.contains("unreadable lock object"), "{holder}");
+                assert!(holder.contains(name), "{holder}");
+                assert!(!holder.contains("pid 0"), "{holder}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        // unlock without --remove-all removes it (and no live lock).
+        let live = fx.repo.lock_shared(Some("x".into()));
+        assert!(live.is_err());
+        let removed = fx.repo.unlock(false).unwrap();
+        assert_eq!(removed.len(), 1, "{name}: {removed:?}");
+        assert!(removed[0].unreadable.is_some());
+        assert!(fx.repo.locks().unwrap().is_empty());
+        fx.repo.lock_shared(None).unwrap();
+    }
+}
+
+#[test]
 fn leftovers_are_invisible_and_removed_unless_a_live_lock_claims_them() {
     let fx = Fixture::new();
     let src = fx.path("src");
