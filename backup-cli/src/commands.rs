@@ -117,7 +117,7 @@ pub fn dispatch(cli: &Cli, registry: &Arc<Registry>, cancel: &Cancel) -> i32 {
             code
         }
         Err(Failure::Core(e)) => {
-            eprintln!("backupkit: error: {}", error_chain(&e));
+            eprintln!("backupkit: error: {}{}", error_chain(&e), exit::hint(&e));
             exit::code_for(&e)
         }
     }

@@ -21,6 +21,19 @@ pub const INTEGRITY: i32 = 13;
 /// Interrupted (Ctrl-C); nothing partial is left visible.
 pub const INTERRUPTED: i32 = 130;
 
+/// How to get past an error with this command line's flags, appended to
+/// its message (the core names no frontend's flags).
+pub fn hint(e: &Error) -> &'static str {
+    match e {
+        Error::WouldOverwrite { .. } => " (pass --overwrite to replace them)",
+        Error::DatabaseExists { .. } => " (pass --force to replace it)",
+        Error::LockNotWritable { .. } => {
+            " (for a read-only repository, read-only commands take --no-lock)"
+        }
+        _ => "",
+    }
+}
+
 /// The exit code for an error.
 pub fn code_for(e: &Error) -> i32 {
     match e {

@@ -935,6 +935,64 @@ fn ctrl_c_cancels_cleanly_with_exit_130() {
     assert!(env.bk(&["unlock"]).stdout.starts_with(b"0 lock(s) removed"));
 }
 
+#[test]
+fn ctrl_c_stops_restore_and_check_inside_a_large_file() {
+    let env = Env::new();
+    env.init();
+    let data = env.path("data");
+    fs::create_dir_all(&data).unwrap();
+    // One large file (sparse, so cheap to make): cancellation between
+    // entries alone could not stop inside it.
+    let big = fs::File::create(data.join("recording.bin")).unwrap();
+    big.set_len(1 << 30).unwrap();
+    drop(big);
+    let id = env.backup_ok(&["--compression", "none", data.to_str().unwrap()]);
+
+    let out = env.path("out");
+    let restored = out
+        .join(data.strip_prefix("/").unwrap())
+        .join("recording.bin");
+    let child = Command::new(BIN)
+        .args(["-r", &env.repo(), "restore", &id, "--target"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the file is being written.
+    let started = std::time::Instant::now();
+    while !restored.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "restore never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal_after(&child, 20, "-INT");
+    let signalled = std::time::Instant::now();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 130, "{}", stderr(&o));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop",
+        signalled.elapsed()
+    );
+    assert!(!restored.exists(), "the partial file was left behind");
+
+    let child = Command::new(BIN)
+        .args(["-r", &env.repo(), "check", "--read-data"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    signal_after(&child, 300, "-INT");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 130, "{}", stderr(&o));
+    assert!(env.bk(&["unlock"]).stdout.starts_with(b"0 lock(s) removed"));
+}
+
 /// Moves a snapshot's recorded time (the policy works on `timestamp`).
 fn set_time(env: &Env, id: &str, time: &str) {
     let path = env.path("repo/snapshots").join(id).join("snapshot.json");

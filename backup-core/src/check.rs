@@ -103,7 +103,7 @@ impl Repository {
         cancel: &Cancel,
     ) -> Result<CheckReport> {
         let subset = parse_subset(opts)?;
-        let _lock = self.lock_shared(None)?;
+        let _lock = self.lock_read()?;
         progress.event(&Event::Started {
             operation: "check",
             snapshot: None,
@@ -130,7 +130,7 @@ impl Repository {
             let outcome = self.load_snapshot(id).and_then(|meta| {
                 self.check_structure(&meta)?;
                 if read {
-                    self.read_snapshot(&meta, &mut |_, _| cancel.check(), &mut |_| {})?;
+                    self.read_snapshot(&meta, &mut |_, _| cancel.check(), &mut |_| {}, cancel)?;
                 }
                 Ok(meta)
             });

@@ -57,7 +57,7 @@ impl Repository {
             snapshot: None,
         });
         // The source lock keeps `forget` from deleting what is being read.
-        let _source_lock = self.lock_shared(None)?;
+        let _source_lock = self.lock_read()?;
         let wanted: Vec<SnapshotMeta> = if ids.is_empty() {
             self.snapshots()?
         } else {
@@ -116,6 +116,8 @@ impl Repository {
         let _dest_lock = dest.lock_shared(Some(meta.id.clone()))?;
         // Leftovers of an earlier, interrupted copy of this snapshot.
         dest.delete_snapshot_objects(&meta.id)?;
+        // A snapshot whose commit does not hold together is not copied.
+        self.verify_commit(meta)?;
         let hashers = self.registry().hashers()?;
         let mut buf = vec![0u8; BUF];
         let mut bytes = 0;

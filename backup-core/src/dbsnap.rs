@@ -303,7 +303,7 @@ impl Repository {
     ///
     /// # Errors
     ///
-    /// [`Error::AlreadyExists`] when the database exists and `replace` is
+    /// [`Error::DatabaseExists`] when the database exists and `replace` is
     /// not set (nothing is touched); [`Error::Integrity`] when the stored
     /// dump is damaged (found before the target is touched) or the restored
     /// row counts differ.
@@ -325,11 +325,11 @@ impl Repository {
         })?;
         let db = self.registry().database_target(target)?;
         if !replace && db.exists()? {
-            return Err(Error::AlreadyExists {
-                path: format!("{} (pass --force to replace it)", db.describe()),
+            return Err(Error::DatabaseExists {
+                target: db.describe(),
             });
         }
-        let _lock = self.lock_shared(None)?;
+        let _lock = self.lock_read()?;
         progress.event(&Event::Started {
             operation: "restore",
             snapshot: Some(meta.id.clone()),
@@ -357,10 +357,20 @@ impl Repository {
                     }
                     rows_match(&meta.id, &info.tables, counts, &db.describe())
                 };
-                tables = Some(db.load_verified(&mut reader, replace, &accept, cancel)?);
+                let loaded = db.load_verified(&mut reader, replace, &accept, cancel);
+                tables = Some(match loaded {
+                    // Created by someone else since the look above.
+                    Err(Error::AlreadyExists { .. }) if !replace => {
+                        return Err(Error::DatabaseExists {
+                            target: db.describe(),
+                        });
+                    }
+                    other => other?,
+                });
                 Ok(())
             },
             &mut |_| {},
+            cancel,
         )?;
         let tables = tables.ok_or_else(|| Error::Integrity {
             snapshot: meta.id.clone(),

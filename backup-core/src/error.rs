@@ -46,6 +46,11 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A lock object could not be written (a read-only repository, or no
+    /// permission to write `locks/`).
+    #[error("cannot write a lock to {location}: {reason}")]
+    LockNotWritable { location: String, reason: String },
+
     /// Another process holds a conflicting lock on the repository.
     #[error("repository is locked by {holder} (if that process is gone, run `backupkit unlock`)")]
     Locked { holder: String },
@@ -58,11 +63,14 @@ pub enum Error {
     #[error("refusing unsafe entry {path:?}: {reason}")]
     UnsafePath { path: String, reason: String },
 
-    /// Files in the restore target would be overwritten.
-    #[error(
-        "{count} file(s) already exist in the target, first {first:?} (pass --overwrite to replace them)"
-    )]
+    /// Files in the restore target would be overwritten. (Frontends add how
+    /// to allow it: a flag, an argument.)
+    #[error("{count} file(s) already exist in the target, first {first:?}")]
     WouldOverwrite { count: usize, first: String },
+
+    /// A database restore would replace an existing database.
+    #[error("database {target} already exists")]
+    DatabaseExists { target: String },
 
     /// Options that cannot work together, or a value out of range.
     #[error("invalid option: {0}")]

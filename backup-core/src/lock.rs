@@ -174,7 +174,13 @@ impl LockGuard {
             crate::snapshot::random_u64()
         );
         let body = serde_json::to_vec(&info).expect("lock info serializes");
-        target.create_new(&key, &body)?;
+        target.create_new(&key, &body).map_err(|e| match e {
+            e @ (Error::PermissionDenied { .. } | Error::Io { .. }) => Error::LockNotWritable {
+                location: target.location(),
+                reason: crate::check::error_chain(&e),
+            },
+            e => e,
+        })?;
 
         // Create first, then look: of two racing exclusive lockers at least
         // one sees the other and backs off (restic's protocol).

@@ -90,3 +90,21 @@ impl Cancel {
         }
     }
 }
+
+/// A reader that fails as soon as `cancel` is set, so that work inside one
+/// large object (a restore of a big file, a read-data check) stops within
+/// one buffer of Ctrl-C. The error it gives is only a signal: callers that
+/// see an error with the flag set report [`crate::Error::Cancelled`].
+pub(crate) struct CancelReader<R> {
+    pub(crate) inner: R,
+    pub(crate) cancel: Cancel,
+}
+
+impl<R: std::io::Read> std::io::Read for CancelReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(std::io::Error::other("cancelled"));
+        }
+        self.inner.read(buf)
+    }
+}

@@ -58,6 +58,9 @@ pub fn tool_version() -> String {
 pub struct Repository {
     target: Arc<dyn Target>,
     registry: Arc<Registry>,
+    /// Whether read-only commands (check, restore, copy's source) take a
+    /// shared lock; see [`Repository::without_read_locks`].
+    read_locks: bool,
 }
 
 impl Repository {
@@ -93,7 +96,11 @@ impl Repository {
             }),
             other => other,
         }?;
-        Ok(Self { target, registry })
+        Ok(Self {
+            target,
+            registry,
+            read_locks: true,
+        })
     }
 
     /// Opens the repository at `location`.
@@ -132,7 +139,11 @@ impl Repository {
                 ),
             });
         }
-        Ok(Self { target, registry })
+        Ok(Self {
+            target,
+            registry,
+            read_locks: true,
+        })
     }
 
     pub fn target(&self) -> &Arc<dyn Target> {
@@ -332,6 +343,26 @@ impl Repository {
             }
         }
         self.target.sweep(&prefix)
+    }
+
+    /// The same repository, but read-only commands (check, restore, the
+    /// source side of copy) take no lock, as restic's `--no-lock`: for a
+    /// repository that cannot be written (a read-only mount or key). They
+    /// then do not stop a concurrent `forget` from deleting what they read;
+    /// what they read is still verified.
+    #[must_use]
+    pub fn without_read_locks(mut self) -> Self {
+        self.read_locks = false;
+        self
+    }
+
+    /// A shared lock for a read-only command, unless read locks are off.
+    pub(crate) fn lock_read(&self) -> Result<Option<LockGuard>> {
+        if self.read_locks {
+            self.lock_shared(None).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Takes a shared lock (several backups may run at once).

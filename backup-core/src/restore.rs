@@ -74,7 +74,7 @@ impl Repository {
             return Err(Error::InvalidInput("no restore target given".into()));
         }
         let filter = Filter::new(&opts.includes)?;
-        let _lock = self.lock_shared(None)?;
+        let _lock = self.lock_read()?;
         progress.event(&Event::Started {
             operation: "restore",
             snapshot: Some(meta.id.clone()),
@@ -124,6 +124,7 @@ impl Repository {
                 Ok(())
             },
             &mut |_| *unverified.borrow_mut() = None,
+            cancel,
         );
         if let Err(e) = read {
             // A file whose content failed its hash must not stay behind

@@ -7,6 +7,7 @@ use std::io::Read;
 use crate::archive::{Entry, EntryKind};
 use crate::hash::{HashingReader, SharedHasher};
 use crate::manifest::{MANIFEST_NAME, ManifestReader};
+use crate::progress::{Cancel, CancelReader};
 use crate::repository::{Repository, SHA256SUMS, SNAPSHOT_JSON};
 use crate::snapshot::{ObjectRecord, SnapshotKind, SnapshotMeta};
 use crate::target::TargetExt;
@@ -138,15 +139,34 @@ impl Repository {
     /// manifest; it reads the content through the given reader (what it does
     /// not read is still hashed and checked) and may return an error to stop.
     /// `verified` is called for each file once its content has matched.
+    ///
+    /// Reading stops within one buffer once `cancel` is set, with
+    /// [`Error::Cancelled`], inside a large file too.
     pub(crate) fn read_snapshot(
         &self,
         meta: &SnapshotMeta,
         visit: &mut dyn FnMut(&Entry, &mut dyn Read) -> Result<()>,
         verified: &mut dyn FnMut(&Entry),
+        cancel: &Cancel,
     ) -> Result<()> {
-        if meta.kind == SnapshotKind::Database {
-            return self.read_stream(meta, visit, verified);
+        let read = if meta.kind == SnapshotKind::Database {
+            self.read_stream(meta, visit, verified, cancel)
+        } else {
+            self.read_archive(meta, visit, verified, cancel)
+        };
+        match read {
+            Err(_) if cancel.is_cancelled() => Err(Error::Cancelled),
+            other => other,
         }
+    }
+
+    fn read_archive(
+        &self,
+        meta: &SnapshotMeta,
+        visit: &mut dyn FnMut(&Entry, &mut dyn Read) -> Result<()>,
+        verified: &mut dyn FnMut(&Entry),
+        cancel: &Cancel,
+    ) -> Result<()> {
         let data = meta
             .data_object()
             .ok_or_else(|| integrity(meta, "snapshot.json names no data object"))?;
@@ -161,7 +181,10 @@ impl Repository {
 
         let data_key = Repository::key(&meta.id, &data.name);
         let shared = SharedHasher::new(hashers.sha256());
-        let input = Box::new(shared.reader(self.open_object(meta, &data_key)?));
+        let input = Box::new(shared.reader(CancelReader {
+            inner: self.open_object(meta, &data_key)?,
+            cancel: cancel.clone(),
+        }));
         let mut index = 0u64;
         let unpacked = format.unpack(input, &mut |entry, content| {
             index += 1;
@@ -241,13 +264,20 @@ impl Repository {
         meta: &SnapshotMeta,
         visit: &mut dyn FnMut(&Entry, &mut dyn Read) -> Result<()>,
         verified: &mut dyn FnMut(&Entry),
+        cancel: &Cancel,
     ) -> Result<()> {
         let data = meta
             .data_object()
             .ok_or_else(|| integrity(meta, "snapshot.json names no data object"))?;
         let hashers = self.registry().hashers()?;
         let data_key = Repository::key(&meta.id, &data.name);
-        let mut whole = HashingReader::new(self.open_object(meta, &data_key)?, hashers.sha256());
+        let mut whole = HashingReader::new(
+            CancelReader {
+                inner: self.open_object(meta, &data_key)?,
+                cancel: cancel.clone(),
+            },
+            hashers.sha256(),
+        );
         std::io::copy(&mut whole, &mut std::io::sink())
             .map_err(|e| Error::io("read", data_key.clone(), e))?;
         let (sha, size) = whole.finish();
@@ -266,7 +296,10 @@ impl Repository {
         };
         let codec = self.registry().codec(meta.compression, meta.level)?;
         let decoded = codec
-            .decoder(self.open_object(meta, &data_key)?)
+            .decoder(Box::new(CancelReader {
+                inner: self.open_object(meta, &data_key)?,
+                cancel: cancel.clone(),
+            }))
             .map_err(|e| Error::io("decompress", data_key.clone(), e))?;
         let mut content = HashingReader::new(decoded, hashers.blake3());
         let read = visit(entry, &mut content).and_then(|()| {

@@ -1070,7 +1070,7 @@ mod database {
         // It exists now: no replacing without permission.
         let again = repo.restore_database("latest", &url, false, &NoProgress, &Cancel::new());
         assert!(
-            matches!(again, Err(Error::AlreadyExists { .. })),
+            matches!(again, Err(Error::DatabaseExists { .. })),
             "{again:?}"
         );
         repo.restore_database("latest", &url, true, &NoProgress, &Cancel::new())

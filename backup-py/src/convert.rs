@@ -1,6 +1,7 @@
 //! Results as Python objects: JSON values, timestamps, and the read-only
 //! result classes.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use backup_core::{CheckReport, RestoreSummary, SnapshotMeta, SnapshotStatus};
@@ -178,6 +179,9 @@ pub(crate) struct RestoreResult {
     bytes: u64,
     #[pyo3(get)]
     skipped: u64,
+    /// Rows per table of a restored database (verified); `None` for files.
+    #[pyo3(get)]
+    tables: Option<BTreeMap<String, u64>>,
 }
 
 impl RestoreResult {
@@ -191,6 +195,25 @@ impl RestoreResult {
             links: s.links,
             bytes: s.bytes,
             skipped: s.skipped,
+            tables: None,
+        })
+    }
+
+    /// A database restore: one dump into `target` (the path or URL given).
+    pub(crate) fn database(
+        py: Python<'_>,
+        s: backup_core::DatabaseRestoreSummary,
+        target: &str,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            snapshot_id: s.snapshot,
+            target: PathBuf::from(target).into_pyobject(py)?.unbind(),
+            files: 1,
+            dirs: 0,
+            links: 0,
+            bytes: 0,
+            skipped: 0,
+            tables: Some(s.tables),
         })
     }
 }

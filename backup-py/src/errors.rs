@@ -44,7 +44,7 @@ create_exception!(
     backupkit,
     WouldOverwriteError,
     BackupError,
-    "A restore would replace existing files (pass overwrite=True)."
+    "A restore would replace existing files or an existing database."
 );
 create_exception!(
     backupkit,
@@ -65,7 +65,12 @@ pub(crate) fn to_py(e: &Error) -> PyErr {
         }
         Error::Locked { .. } => LockedError::new_err(msg),
         Error::Integrity { .. } | Error::UnsafePath { .. } => IntegrityError::new_err(msg),
-        Error::WouldOverwrite { .. } => WouldOverwriteError::new_err(msg),
+        Error::WouldOverwrite { .. } => {
+            WouldOverwriteError::new_err(format!("{msg} (pass overwrite=True to replace them)"))
+        }
+        Error::DatabaseExists { .. } => {
+            WouldOverwriteError::new_err(format!("{msg} (pass force=True to replace it)"))
+        }
         Error::InvalidInput(_) => InvalidInputError::new_err(msg),
         // `Cancelled` arrives here only when no Ctrl-C caused it (the runner
         // raises the KeyboardInterrupt itself).

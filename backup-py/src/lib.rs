@@ -117,6 +117,14 @@ fn path_to_string(path: PathBuf) -> PyResult<String> {
     })
 }
 
+/// What `restore` restored.
+enum Restored {
+    Files(backup_core::RestoreSummary),
+    Database(backup_core::DatabaseRestoreSummary),
+    /// The database exists and `overwrite` was not given.
+    Exists(String),
+}
+
 /// The progress argument, refused early (before any work) if not callable.
 fn callback<'a, 'py>(
     progress: Option<&'a Bound<'py, PyAny>>,
@@ -213,6 +221,13 @@ impl PyRepository {
     ) -> PyResult<DatabaseBackupResult> {
         let given = path_to_string(database)?;
         let url = database_url(&given).map_err(|e| errors::to_py(&e))?;
+        if keep_last == Some(0) {
+            // 0 would read as "keep none" but could only mean "keep all":
+            // refused, as None already says "keep every dump".
+            return Err(InvalidInputError::new_err(
+                "keep_last must be at least 1 (leave it out to keep every dump)",
+            ));
+        }
         let interval = min_interval.unwrap_or(0.0);
         if !(interval.is_finite() && interval >= 0.0) {
             return Err(InvalidInputError::new_err(format!(
@@ -291,7 +306,10 @@ impl PyRepository {
         Ok(list)
     }
 
-    /// Restores a snapshot into `target` (created if missing).
+    /// Restores a snapshot into `target`: a files snapshot into a directory
+    /// (created if missing), a database snapshot into a database (an SQLite
+    /// file path or a URL; `overwrite` replaces an existing one), as the
+    /// CLI's `restore` does.
     #[pyo3(signature = (snapshot_id, target, *, include=None, overwrite=false, progress=None))]
     fn restore(
         &self,
@@ -302,15 +320,40 @@ impl PyRepository {
         overwrite: bool,
         progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<RestoreResult> {
+        let given = target.to_string_lossy().into_owned();
         let opts = RestoreOptions {
             target,
             includes: include.unwrap_or_default(),
             overwrite,
         };
-        let summary = self.run(py, callback(progress)?, |repo, progress, cancel| {
-            repo.restore(snapshot_id, &opts, progress, cancel)
+        let restored = self.run(py, callback(progress)?, |repo, progress, cancel| {
+            let meta = repo.find_snapshot(snapshot_id)?;
+            if meta.database.is_none() {
+                return repo
+                    .restore(&meta.id, &opts, progress, cancel)
+                    .map(Restored::Files);
+            }
+            if !opts.includes.is_empty() {
+                return Err(backup_core::Error::InvalidInput(format!(
+                    "snapshot {} is a database dump: include does not apply to it",
+                    meta.id
+                )));
+            }
+            let url = database_url(&given)?;
+            match repo.restore_database(&meta.id, &url, overwrite, progress, cancel) {
+                Ok(summary) => Ok(Restored::Database(summary)),
+                // Named with this method's argument, not restore_database's.
+                Err(backup_core::Error::DatabaseExists { target }) => Ok(Restored::Exists(target)),
+                Err(e) => Err(e),
+            }
         })?;
-        RestoreResult::new(py, summary)
+        match restored {
+            Restored::Files(summary) => RestoreResult::new(py, summary),
+            Restored::Database(summary) => RestoreResult::database(py, summary, &given),
+            Restored::Exists(target) => Err(WouldOverwriteError::new_err(format!(
+                "database {target} already exists (pass overwrite=True to replace it)"
+            ))),
+        }
     }
 
     /// Checks every snapshot; raises `IntegrityError` when problems are found.

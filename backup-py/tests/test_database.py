@@ -50,11 +50,19 @@ def test_restore_database_is_verified_and_never_overwrites_silently(
     target = tmp_path / "test_db.db"
     assert repo.restore_database(snap.id, target) == {"runs": 1234}
     assert _count(target) == 1234
-    with pytest.raises(backupkit.BackupError, match="--force|exists"):
+    with pytest.raises(backupkit.WouldOverwriteError, match=r"already exists \(pass force=True") as e:
         repo.restore_database(snap.id, target)
+    assert "--force" not in str(e.value)
     assert repo.restore_database(snap.id, target, force=True) == {"runs": 1234}
-    with pytest.raises(backupkit.InvalidInputError, match="database"):
-        repo.restore(snap.id, tmp_path / "dir")
+    # restore() takes a database snapshot too, as the CLI's restore does.
+    other = tmp_path / "via_restore.db"
+    r = repo.restore(snap.id, other)
+    assert r.tables == {"runs": 1234} and _count(other) == 1234
+    with pytest.raises(backupkit.WouldOverwriteError, match="overwrite=True"):
+        repo.restore(snap.id, other)
+    assert repo.restore(snap.id, other, overwrite=True).tables == {"runs": 1234}
+    with pytest.raises(backupkit.InvalidInputError, match="include"):
+        repo.restore(snap.id, tmp_path / "x.db", include=["*"])
 
 
 def test_a_writer_keeps_writing_and_the_dump_is_consistent(repo: backupkit.Repository, tmp_path: Path) -> None:

@@ -155,8 +155,9 @@ def test_would_overwrite(repo: backupkit.Repository, source: Path, tmp_path: Pat
     repo.restore(snap.id, target)
     changed = restored(target, source / "a.txt")
     changed.write_text("changed")
-    with pytest.raises(backupkit.WouldOverwriteError, match="already exist"):
+    with pytest.raises(backupkit.WouldOverwriteError, match=r"already exist.*overwrite=True") as e:
         repo.restore(snap.id, target)
+    assert "--overwrite" not in str(e.value), "a CLI flag named in a Python error"
     assert changed.read_text() == "changed"
     result = repo.restore(snap.id, target, overwrite=True)
     assert result.files == 4
@@ -175,6 +176,39 @@ def test_invalid_input(repo: backupkit.Repository, source: Path) -> None:
     with pytest.raises(TypeError, match="progress"):
         repo.backup(source, progress="print")  # type: ignore[arg-type]
     assert repo.snapshots() == []
+
+
+def test_empty_ids_and_keep_last_zero_are_refused(repo: backupkit.Repository, source: Path, tmp_path: Path) -> None:
+    snap = repo.backup(source)
+    assert snap is not None
+    # An empty id would be a prefix of every snapshot.
+    for empty in ("", " "):
+        with pytest.raises(backupkit.InvalidInputError, match="empty snapshot id"):
+            repo.forget([empty])
+        with pytest.raises(backupkit.InvalidInputError, match="empty snapshot id"):
+            repo.restore(empty, tmp_path / "out")
+        with pytest.raises(backupkit.InvalidInputError, match="empty snapshot id"):
+            repo.snapshot(empty)
+    assert [s.id for s in repo.snapshots()] == [snap.id]
+    assert not (tmp_path / "out").exists()
+    db = tmp_path / "r.db"
+    import sqlite3
+
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE t (x)")
+    with pytest.raises(backupkit.InvalidInputError, match="keep_last"):
+        repo.backup_database(db, keep_last=0)
+    assert [s.id for s in repo.snapshots()] == [snap.id]
+
+
+def test_an_unreadable_lock_is_named_and_unlock_removes_it(repo: backupkit.Repository, source: Path) -> None:
+    locks = Path(repo.location) / "locks"
+    locks.mkdir()
+    (locks / "broken.json").write_text("")
+    with pytest.raises(backupkit.LockedError, match="unreadable lock object"):
+        repo.backup(source)
+    assert repo.unlock() == 1
+    assert repo.backup(source) is not None
 
 
 def test_missing_source_is_backup_error(repo: backupkit.Repository, tmp_path: Path) -> None:

@@ -617,7 +617,7 @@ fn backup_and_restore_through_the_engine() {
     let err = repo
         .restore_database(&meta.id, &dst_url, false, &NoProgress, &Cancel::new())
         .unwrap_err();
-    assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+    assert!(matches!(err, Error::DatabaseExists { .. }), "{err}");
     assert!(!err.to_string().contains(&password));
 }
 

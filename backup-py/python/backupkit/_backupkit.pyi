@@ -96,6 +96,9 @@ class RestoreResult:
     def bytes(self) -> int: ...
     @property
     def skipped(self) -> int: ...
+    @property
+    def tables(self) -> dict[str, int] | None:
+        """Rows per table of a restored database (verified); None for files."""
 
 @final
 class CheckResult:
@@ -163,7 +166,10 @@ class Repository:
         include: Sequence[str] | None = None,
         overwrite: bool = False,
         progress: Callable[[dict[str, Any]], object] | None = None,
-    ) -> RestoreResult: ...
+    ) -> RestoreResult:
+        """Restore a snapshot: files into a directory, a database snapshot
+        into a database (an SQLite file path or a URL; ``overwrite=True``
+        replaces an existing one)."""
     def check(
         self, read_data: bool = False, *, read_data_subset: str | None = None
     ) -> CheckResult: ...
@@ -181,7 +187,9 @@ class Repository:
         """Back up a database: an SQLite file path or a URL.
 
         With ``min_interval`` (seconds) only if this host's newest dump of it
-        is older; with ``keep_last``, then keep only that many newest dumps.
+        is older; with ``keep_last`` (at least 1), then keep only that many
+        newest dumps of this database from this host; without it, every dump
+        is kept.
         """
     def restore_database(
         self,
