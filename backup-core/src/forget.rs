@@ -89,8 +89,10 @@ impl Repository {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] for an empty policy: it would keep
-    /// everything, and is almost certainly a mistake in a cron line.
+    /// [`Error::InvalidInput`] for an empty policy (it would keep
+    /// everything, and is almost certainly a mistake in a cron line), and for
+    /// a policy that would remove every snapshot of a group (nothing is
+    /// deleted then, in any group).
     pub fn forget_by_policy(&self, opts: &ForgetOptions) -> Result<Vec<ForgetGroup>> {
         if opts.policy.is_empty() {
             return Err(Error::InvalidInput(
@@ -131,19 +133,29 @@ impl Repository {
                 });
         }
         let now = Utc::now();
-        Ok(groups
+        groups
             .into_iter()
             .map(|((host, paths), candidates)| {
-                let (keep, remove) = apply(&candidates, &opts.policy, &chrono::Local, now)
-                    .into_iter()
-                    .partition(|d| d.keep);
-                ForgetGroup {
+                let (keep, remove): (Vec<Decision>, Vec<Decision>) =
+                    apply(&candidates, &opts.policy, &chrono::Local, now)
+                        .into_iter()
+                        .partition(|d| d.keep);
+                // As restic: a policy that would empty a group (a --keep-tag
+                // no snapshot has) is a mistake; nothing is deleted at all.
+                if keep.is_empty() {
+                    return Err(Error::InvalidInput(format!(
+                        "refusing to delete the last snapshot of the group host {host:?}, paths {paths:?}: \
+                         the policy keeps none of its {} snapshot(s)",
+                        remove.len()
+                    )));
+                }
+                Ok(ForgetGroup {
                     host,
                     paths,
                     keep,
                     remove,
-                }
+                })
             })
-            .collect())
+            .collect()
     }
 }

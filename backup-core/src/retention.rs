@@ -5,11 +5,14 @@
 //! `hourly`, `daily`, `weekly`, `monthly`, `yearly`) keeps a snapshot when
 //! its time falls in a bucket (hour, day, ISO week, month, year) other than
 //! the last bucket that rule kept, until its count runs out; while a rule
-//! still has count left, the oldest snapshot is kept too. `within` keeps
-//! everything newer than the duration before the newest snapshot (not
-//! before now); `within_*` keep one snapshot per bucket in that range; tags
-//! keep every snapshot that has all tags of one of the lists. A snapshot is
-//! kept if any rule keeps it, and each reason is reported.
+//! still has count left, the oldest snapshot is kept too (`oldest daily
+//! snapshot`). `within` keeps everything newer than the duration before the
+//! newest snapshot (not before now); `within_*` keep one snapshot per bucket
+//! in that range, and the oldest snapshot when it is in the range (`oldest
+//! daily within 30d`); tags keep every snapshot that has all tags of one of
+//! the lists. A snapshot is kept if any rule keeps it, and each reason is
+//! reported. Buckets are taken in the time zone given (the local one in the
+//! CLI, as restic does).
 
 use std::fmt;
 use std::str::FromStr;
@@ -258,7 +261,9 @@ struct WithinRule {
     since: DateTime<Utc>,
     bucket: Bucketer,
     last: Option<i64>,
-    reason: String,
+    /// `daily within`, and the duration, for the reason.
+    kind: &'static str,
+    within: KeepDuration,
 }
 
 /// The time `d` before `latest`, if `d` is given and not zero.
@@ -286,7 +291,8 @@ fn within_rules<Tz: TimeZone>(policy: &KeepPolicy, latest: &DateTime<Tz>) -> Vec
     .filter_map(|(d, bucket, why)| {
         Some(WithinRule {
             since: since(d, latest)?,
-            reason: format!("{why} {}", d?),
+            kind: why,
+            within: d?,
             bucket,
             last: None,
         })
@@ -359,19 +365,32 @@ pub fn apply<Tz: TimeZone>(
             // While count is left, the oldest snapshot is kept as well: it
             // makes the history kept as long as the policy allows.
             if Some(val) != rule.last || nr == last_index {
+                let oldest = Some(val) == rule.last;
                 rule.last = Some(val);
                 if rule.count != UNLIMITED {
                     rule.count -= 1;
                 }
-                reasons.push(rule.reason.to_owned());
+                reasons.push(if oldest {
+                    format!("oldest {}", rule.reason)
+                } else {
+                    rule.reason.to_owned()
+                });
             }
         }
         for rule in &mut within {
             if cur.time > rule.since {
                 let val = (rule.bucket)(&local, nr);
-                if Some(val) != rule.last {
+                // The oldest snapshot in the range is kept too, as restic
+                // does for the counted rules.
+                if Some(val) != rule.last || nr == last_index {
+                    let oldest = Some(val) == rule.last;
                     rule.last = Some(val);
-                    reasons.push(rule.reason.clone());
+                    reasons.push(format!(
+                        "{}{} {}",
+                        if oldest { "oldest " } else { "" },
+                        rule.kind,
+                        rule.within
+                    ));
                 }
             }
         }
@@ -676,6 +695,110 @@ mod tests {
                 "2026-11-24T12:00:00",
                 "2026-11-22T13:00:00"
             ]
+        );
+    }
+
+    /// Current restic (`internal/data/snapshot_policy.go`) keeps the oldest
+    /// snapshot for the `within_*` rules too, when it is in the range, and
+    /// says "oldest" when that is the only reason.
+    #[test]
+    fn the_oldest_snapshot_is_kept_and_labelled_like_restic() {
+        let c: Vec<Candidate> = [
+            "2026-11-24T18:00:00",
+            "2026-11-24T09:00:00",
+            "2026-11-23T10:00:00",
+            "2026-11-23T08:00:00",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Candidate {
+            id: format!("s{i}"),
+            time: at(t),
+            tags: Vec::new(),
+        })
+        .collect();
+        let now = at("2030-01-01T00:00:00");
+        let reasons = |p: &KeepPolicy| -> Vec<Vec<String>> {
+            apply(&c, p, &Utc, now)
+                .into_iter()
+                .map(|d| d.reasons)
+                .collect()
+        };
+        let within_daily = policy(|p| p.within_daily = Some("30d".parse().unwrap()));
+        assert_eq!(
+            reasons(&within_daily),
+            [
+                vec!["daily within 30d"],
+                vec![],
+                vec!["daily within 30d"],
+                vec!["oldest daily within 30d"],
+            ]
+        );
+        assert_eq!(
+            reasons(&policy(|p| p.daily = 5)),
+            [
+                vec!["daily snapshot"],
+                vec![],
+                vec!["daily snapshot"],
+                vec!["oldest daily snapshot"],
+            ]
+        );
+        // Out of range, the oldest is not kept by a within rule.
+        let short = policy(|p| p.within_hourly = Some("2h".parse().unwrap()));
+        assert_eq!(
+            reasons(&short),
+            [vec!["hourly within 2h"], vec![], vec![], vec![]]
+        );
+        // A count used up keeps no oldest (restic: only while count is left).
+        assert_eq!(
+            reasons(&policy(|p| p.daily = 2)),
+            [
+                vec!["daily snapshot"],
+                vec![],
+                vec!["daily snapshot"],
+                vec![]
+            ]
+        );
+    }
+
+    /// Days, weeks, ... are those of the time zone given: two snapshots an
+    /// hour apart across midnight UTC are one day two hours east.
+    #[test]
+    fn buckets_are_taken_in_the_time_zone_given() {
+        let c: Vec<Candidate> = [
+            "2026-11-25T01:30:00",
+            "2026-11-25T00:30:00",
+            "2026-11-24T23:30:00",
+            "2026-11-24T22:30:00",
+            "2026-11-20T12:00:00",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Candidate {
+            id: format!("s{i}"),
+            time: at(t),
+            tags: Vec::new(),
+        })
+        .collect();
+        let now = at("2030-01-01T00:00:00");
+        let daily3 = policy(|p| p.daily = 3);
+        let ids = |tz: &dyn Fn(&[Candidate]) -> Vec<Decision>| -> Vec<String> {
+            tz(&c)
+                .into_iter()
+                .filter(|d| d.keep)
+                .map(|d| d.id)
+                .collect()
+        };
+        assert_eq!(
+            ids(&|c| apply(c, &daily3, &Utc, now)),
+            ["s0", "s2", "s4"],
+            "in UTC: 25, 24 and 20 November"
+        );
+        let east = chrono::FixedOffset::east_opt(2 * 3600).unwrap();
+        assert_eq!(
+            ids(&|c| apply(c, &daily3, &east, now)),
+            ["s0", "s4"],
+            "at +02:00 the first four are all on 25 November"
         );
     }
 

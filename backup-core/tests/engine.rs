@@ -724,6 +724,65 @@ fn an_exclusive_lock_conflicts_and_fails_clearly() {
 }
 
 #[test]
+fn forget_by_policy_groups_by_paths_never_empties_a_group_and_locks_exclusively() {
+    use backup_core::forget::ForgetOptions;
+    use backup_core::retention::KeepPolicy;
+    let fx = Fixture::new();
+    let (a, b) = (fx.path("a"), fx.path("b"));
+    for d in [&a, &b] {
+        fs::create_dir_all(d).unwrap();
+        fs::write(d.join("f"), "x").unwrap();
+    }
+    let groups: [&[&Path]; 5] = [&[&a], &[&a], &[&b], &[&a, &b], &[&b, &a]];
+    let ids: Vec<String> = groups
+        .iter()
+        .map(|g| fx.backup(g).snapshot.unwrap().id)
+        .collect();
+    let last1 = ForgetOptions {
+        policy: KeepPolicy {
+            last: 1,
+            ..KeepPolicy::default()
+        },
+        ..ForgetOptions::default()
+    };
+    // A deleting command takes an exclusive lock: a backup holding a shared
+    // one stops it before it deletes anything.
+    {
+        let _backup = fx.repo.lock_shared(Some("running".into())).unwrap();
+        let r = fx.repo.forget_by_policy(&last1);
+        assert!(matches!(r, Err(Error::Locked { .. })), "{r:?}");
+        let r = fx.repo.forget(&ids[..1], false);
+        assert!(matches!(r, Err(Error::Locked { .. })), "{r:?}");
+        assert_eq!(fx.repo.snapshots().unwrap().len(), 5);
+    }
+    // A tag no snapshot has would empty every group: refused, nothing gone.
+    let no_such_tag = ForgetOptions {
+        policy: KeepPolicy {
+            tags: vec![vec!["no-such-tag".into()]],
+            ..KeepPolicy::default()
+        },
+        ..ForgetOptions::default()
+    };
+    match fx.repo.forget_by_policy(&no_such_tag) {
+        Err(Error::InvalidInput(m)) => assert!(m.contains("refusing to delete the last"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fx.repo.snapshots().unwrap().len(), 5);
+    // Groups are host and paths (in any order): a, b, and a+b.
+    let planned = fx.repo.forget_by_policy(&last1).unwrap();
+    assert_eq!(planned.len(), 3, "{planned:?}");
+    let mut left: Vec<String> = fx
+        .repo
+        .snapshots()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    left.sort();
+    assert_eq!(left, [ids[1].clone(), ids[2].clone(), ids[4].clone()]);
+}
+
+#[test]
 fn an_unreadable_lock_is_reported_as_such_and_unlock_removes_it() {
     let fx = Fixture::new();
     let locks = fx.path("repo/locks");
