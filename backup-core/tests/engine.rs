@@ -13,6 +13,9 @@ use backup_core::{
     RestoreOptions, SnapshotStatus,
 };
 
+#[path = "engine/hostile.rs"]
+mod hostile;
+
 fn registry() -> Arc<Registry> {
     let mut r = Registry::new();
     backup_targets::register(&mut r);
