@@ -1326,6 +1326,29 @@ fn sqlite_backup_auto_list_and_restore_like_seed_001() {
         .unwrap();
     assert_eq!(o.stdout, b"SQLite format 3");
     assert_eq!(code(&env.bk(&["check", "--read-data"])), 0);
+    // A second database in the same repository: each keeps its own newest
+    // two; pruning one never touches the other's dumps.
+    let second = env.path("second.db");
+    make_results_db(&second, 3);
+    for _ in 0..3 {
+        let o = env.bk(&[
+            "-q",
+            "auto",
+            "--db",
+            second.to_str().unwrap(),
+            "--min-interval",
+            "0",
+            "--keep",
+            "2",
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    let after = env.snapshot_ids();
+    assert_eq!(after.len(), 4, "{after:?}");
+    assert!(
+        ids.iter().all(|i| after.contains(i)),
+        "the first database's dumps were pruned"
+    );
 }
 
 #[test]

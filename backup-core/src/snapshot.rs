@@ -227,12 +227,21 @@ pub fn readable(format: u32, encrypted: bool) -> Result<(), String> {
 /// Time comes first so that ids of every kind sort by time, down to the
 /// millisecond; the random suffix keeps two backups started in the same
 /// millisecond apart.
+///
+/// Within one process the suffixes are a counter from a random start, so
+/// ids never repeat there (16 million in a row); between processes they are
+/// random.
 pub fn new_snapshot_id(kind: SnapshotKind, at: DateTime<Utc>) -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static START: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start = *START.get_or_init(random_u64);
+    let suffix = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) & 0x00ff_ffff;
     format!(
-        "{}_{}_{:06x}",
+        "{}_{}_{suffix:06x}",
         at.format("%Y%m%d_%H%M%S_%3f"),
         kind.as_str(),
-        random_u64() & 0x00ff_ffff
     )
 }
 
@@ -272,10 +281,12 @@ mod tests {
         let c = new_snapshot_id(SnapshotKind::Files, t3);
         assert!(a < b && b < c, "{a} {b} {c}");
         assert!(a.starts_with("20261123_020000_005_files_"), "{a}");
-        let same: std::collections::HashSet<_> = (0..200)
+        // In one millisecond, from one process: never the same (a random
+        // 24-bit suffix alone would repeat once in about 800 runs of this).
+        let same: std::collections::HashSet<_> = (0..5000)
             .map(|_| new_snapshot_id(SnapshotKind::Files, t1))
             .collect();
-        assert_eq!(same.len(), 200);
+        assert_eq!(same.len(), 5000);
         assert!(is_valid_id(&a));
         assert!(!is_valid_id("../x"));
         assert!(!is_valid_id(""));

@@ -424,6 +424,9 @@ fn reseal(dir: &Path) {
         let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
+        if e.get("path").is_none() {
+            continue; // the header line
+        }
         entries += 1;
         match e["kind"].as_str() {
             Some("file") => {

@@ -122,10 +122,15 @@ fn hostile_snapshots_are_refused_everywhere_and_the_canary_never_changes() {
                 [id.as_str()],
                 "{what} (read_data {read_data})"
             );
+            let message = &report.problems[0].message;
             assert!(
-                !report.problems[0].message.contains("Symlink"),
-                "{what}: a debug name in {:?}",
-                report.problems[0].message
+                !message.contains("Symlink"),
+                "{what}: a debug name in {message:?}"
+            );
+            // Refused for what it is, not for a side effect of forging.
+            assert!(
+                !message.contains("records") && !message.contains("SHA-256"),
+                "{what}: {message}"
             );
         }
         // restore: refused in the manifest pass, before anything is written.
@@ -383,5 +388,89 @@ fn corruption_sweep_finds_every_damaged_byte() {
     );
     eprintln!(
         "corruption sweep: {found:?}; backupkit.json: {refused} refused, {harmless} harmless"
+    );
+}
+
+/// Rewrites the snapshot's gzip archive through `edit` on the plain tar, then
+/// reseals everything: only what no checksum covers is left to find.
+fn edit_archive(fx: &Fixture, id: &str, edit: impl FnOnce(&mut Vec<u8>)) {
+    use std::io::{Read, Write};
+    let path = fx.snapshot_dir(id).join("files.tar.gz");
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(&fs::read(&path).unwrap()[..])
+        .read_to_end(&mut tar)
+        .unwrap();
+    edit(&mut tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    fs::write(&path, gz.finish().unwrap()).unwrap();
+    reseal(&fx.snapshot_dir(id));
+}
+
+/// The per-file BLAKE3 alone finds changed content when the archive's
+/// SHA-256 was recomputed; a changed mtime alone is named with both values.
+#[test]
+fn per_file_hashes_and_metadata_are_checked_on_their_own() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("data.csv"), "UNIQUE-CONTENT-0123456789\n").unwrap();
+    filetime::set_file_mtime(
+        src.join("data.csv"),
+        filetime::FileTime::from_unix_time(1_650_000_000, 0),
+    )
+    .unwrap();
+    let id = fx.backup(&[&src]).snapshot.unwrap().id;
+    assert!(fx.check_all().is_ok());
+
+    edit_archive(&fx, &id, |tar| {
+        let at = tar
+            .windows(14)
+            .position(|w| w == b"UNIQUE-CONTENT")
+            .unwrap();
+        tar[at] = b'X';
+    });
+    let report = fx.check_all();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert!(
+        report.problems[0]
+            .message
+            .contains("does not match its manifest hash"),
+        "{report:?}"
+    );
+    let out = fx.path("out");
+    assert!(matches!(
+        fx.restore(&id, &out),
+        Err(Error::Integrity { .. })
+    ));
+    assert!(
+        !out.join(rel(&src)).join("data.csv").exists(),
+        "a file that failed its hash was left behind"
+    );
+
+    // Put the content back; change the manifest's mtime only.
+    edit_archive(&fx, &id, |tar| {
+        let at = tar
+            .windows(14)
+            .position(|w| w == b"XNIQUE-CONTENT")
+            .unwrap();
+        tar[at] = b'U';
+    });
+    assert!(fx.check_all().is_ok());
+    let manifest = fx.snapshot_dir(&id).join("manifest.jsonl");
+    let text = fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("\"mtime\":1650000000"), "{text}");
+    fs::write(
+        &manifest,
+        text.replace("\"mtime\":1650000000", "\"mtime\":1650000001"),
+    )
+    .unwrap();
+    reseal(&fx.snapshot_dir(&id));
+    let report = fx.check_all();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    let message = &report.problems[0].message;
+    assert!(
+        message.contains("mtime is 1650000000 in the archive but 1650000001 in manifest.jsonl"),
+        "{message}"
     );
 }
