@@ -16,7 +16,9 @@
 #   start_s3              # exports BACKUPKIT_TEST_S3_ENDPOINT, ...
 # Run directly, it starts the services, runs a command, then stops them:
 #   scripts/services.sh cargo nextest run -p backup-db --all-features
-#   BACKUPKIT_SERVICES="s3 gcs" scripts/services.sh cargo nextest run -p backup-targets
+#   BACKUPKIT_SERVICES="s3 gcs" scripts/services.sh cargo nextest run -p backup-targets --all-features
+# (without --all-features the remote targets' tests are compiled out; under
+# BACKUPKIT_REQUIRE_SERVICES=1 a test then fails to say so)
 # BACKUPKIT_SERVICES lists what to start, of: postgres mariadb s3 azurite gcs
 # sshd rclone, or `remote` (the last five) or `all` (the default).
 #

@@ -13,7 +13,7 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 # Debian packages: tools the tests run, and the system SQLite that backupkit
 # links (shared with Python's sqlite3; see Cargo.toml).
 need_apt=()
-for tool in tar gzip setpriv mount script pkg-config; do
+for tool in tar gzip zstd setpriv mount script pkg-config; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 dpkg -s libsqlite3-dev >/dev/null 2>&1 || need_apt+=(libsqlite3-dev)
@@ -22,7 +22,7 @@ command -v sshfs >/dev/null 2>&1 || need_apt+=(sshfs)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing Debian packages for: ${need_apt[*]}"
   apt-get update -qq
-  apt-get install -y -qq tar gzip util-linux bsdutils mount pkg-config libsqlite3-dev sshfs >/dev/null
+  apt-get install -y -qq tar gzip zstd util-linux bsdutils mount pkg-config libsqlite3-dev sshfs >/dev/null
 fi
 
 venv="$root/target/venv"

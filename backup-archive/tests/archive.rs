@@ -73,13 +73,24 @@ fn csv(rng: &mut Rng, len: usize) -> Vec<u8> {
     v
 }
 
+/// Whether an external tool is installed. A test that needs it skips
+/// (saying so) without it, unless `BACKUPKIT_REQUIRE_SERVICES=1` (as in CI),
+/// where a missing tool fails the test instead: nothing skips silently.
 fn has_tool(name: &str) -> bool {
-    Command::new(name)
+    let found = Command::new(name)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var("BACKUPKIT_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "{name} is not installed and BACKUPKIT_REQUIRE_SERVICES=1 (scripts/test.sh installs it)"
+        );
+        eprintln!("skipping what needs {name}: not installed");
+    }
+    found
 }
 
 /// A `Write + Send + 'static` whose bytes can be taken back.

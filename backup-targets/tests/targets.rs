@@ -451,6 +451,34 @@ fn open(
     r.open_target_with(location, &options)
 }
 
+/// The remote targets' tests exist only with their cargo features; a run
+/// without them (`cargo nextest run -p backup-targets` without
+/// `--all-features`) would pass having tested nothing remote. Under
+/// `BACKUPKIT_REQUIRE_SERVICES=1` that fails here instead.
+#[test]
+fn every_remote_target_is_compiled_in_when_services_are_required() {
+    let compiled = [
+        ("s3", cfg!(feature = "s3")),
+        ("azure", cfg!(feature = "azure")),
+        ("gcs", cfg!(feature = "gcs")),
+        ("sftp", cfg!(feature = "sftp")),
+        ("rclone", cfg!(feature = "rclone")),
+    ];
+    let missing: Vec<&str> = compiled
+        .iter()
+        .filter(|(_, on)| !on)
+        .map(|(f, _)| *f)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    assert!(
+        std::env::var("BACKUPKIT_REQUIRE_SERVICES").as_deref() != Ok("1"),
+        "built without the features {missing:?}: their tests are compiled out (use --all-features)"
+    );
+    eprintln!("skipping the tests of {missing:?}: built without those features");
+}
+
 #[cfg(feature = "s3")]
 mod s3 {
     use super::*;
