@@ -19,7 +19,7 @@ pub struct Cli {
 
     /// A repository option, KEY=VALUE (repeat): endpoint, region,
     /// credentials, ... (see the README's table).
-    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE", global = true, value_parser = parse_option)]
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE", global = true, value_parser = OptionParser)]
     pub options: Vec<(String, String)>,
 
     /// Print machine-readable JSON on stdout.
@@ -66,11 +66,69 @@ pub enum Command {
     Copy(CopyArgs),
 }
 
-/// `KEY=VALUE`, for `-o`.
-fn parse_option(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
-        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+/// An option given without `=`: it may be a mistyped `KEY=SECRET`, so no
+/// part of it is shown.
+const NOT_KEY_VALUE: &str = "option is not KEY=VALUE (the value is not shown)";
+/// `=VALUE`.
+const NO_KEY: &str = "an option without a key: expected KEY=VALUE (the value is not shown)";
+/// A key that is no key (`secret_access_key:abc=...`): nothing is shown.
+const BAD_KEY: &str = "option is not KEY=VALUE: a key has only letters, digits, '_', '-' and \
+                       '.' (the option is not shown)";
+
+/// `KEY=VALUE`, for `-o`. Its errors never show the value, nor any part of
+/// an argument that is not `KEY=VALUE` (it may be a secret).
+fn parse_option(s: &str) -> Result<(String, String), &'static str> {
+    let Some((key, value)) = s.split_once('=') else {
+        return Err(NOT_KEY_VALUE);
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(NO_KEY);
+    }
+    if !key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    {
+        return Err(BAD_KEY);
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// clap's parser for `-o`, `--from-option` and `--to-option`: clap's own
+/// errors quote the rejected argument, which may be a secret; this one's
+/// say what is wrong without it.
+#[derive(Debug, Clone, Copy)]
+struct OptionParser;
+
+impl clap::builder::TypedValueParser for OptionParser {
+    type Value = (String, String);
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let flag = arg.map_or_else(
+            || "-o".to_owned(),
+            |a| match (a.get_short(), a.get_long()) {
+                (Some(s), Some(l)) => format!("-{s}/--{l}"),
+                (None, Some(l)) => format!("--{l}"),
+                (Some(s), None) => format!("-{s}"),
+                (None, None) => a.get_id().to_string(),
+            },
+        );
+        let parsed = value
+            .to_str()
+            .ok_or("option is not valid UTF-8 (the value is not shown)")
+            .and_then(parse_option);
+        parsed.map_err(|why| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("{flag}: {why}"),
+            )
+            .format(&mut cmd.clone())
+        })
     }
 }
 
@@ -86,10 +144,10 @@ pub struct CopyArgs {
     pub to_repo: Option<String>,
     /// An option of the source repository, KEY=VALUE (repeat); -o applies
     /// to -r/--repo.
-    #[arg(long = "from-option", value_name = "KEY=VALUE", value_parser = parse_option)]
+    #[arg(long = "from-option", value_name = "KEY=VALUE", value_parser = OptionParser)]
     pub from_options: Vec<(String, String)>,
     /// An option of the destination repository, KEY=VALUE (repeat).
-    #[arg(long = "to-option", value_name = "KEY=VALUE", value_parser = parse_option)]
+    #[arg(long = "to-option", value_name = "KEY=VALUE", value_parser = OptionParser)]
     pub to_options: Vec<(String, String)>,
 }
 
@@ -337,5 +395,108 @@ impl PolicyArgs {
             within_yearly: dur(&self.keep_within_yearly)?,
             tags: backup_core::retention::tag_lists(&self.keep_tags),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use clap::Parser;
+
+    use super::*;
+
+    fn error_of(args: &[&str]) -> String {
+        Cli::try_parse_from(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn well_formed_options_parse() {
+        for (arg, key, value) in [
+            ("region=us-east-1", "region", "us-east-1"),
+            (" endpoint = http://x ", "endpoint", " http://x "),
+            ("access_key=YWJjZA==", "access_key", "YWJjZA=="),
+            ("k=", "k", ""),
+            ("aws.x-y_z=a=b", "aws.x-y_z", "a=b"),
+        ] {
+            assert_eq!(
+                parse_option(arg),
+                Ok((key.to_owned(), value.to_owned())),
+                "{arg}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_options_never_show_their_value() {
+        for (arg, want) in [
+            ("secret_access_key:SECRET", NOT_KEY_VALUE),
+            ("SECRET", NOT_KEY_VALUE),
+            ("", NOT_KEY_VALUE),
+            ("=SECRET", NO_KEY),
+            ("  =SECRET", NO_KEY),
+            ("access_key:SECRET==", BAD_KEY),
+            ("secret key SECRET=x", BAD_KEY),
+        ] {
+            assert_eq!(parse_option(arg), Err(want), "{arg}");
+            let long = format!("--option={arg}");
+            for args in [
+                vec!["backupkit", "-o", arg, "snapshots"],
+                vec!["backupkit", &long, "snapshots"],
+                vec!["backupkit", "copy", "--from-option", arg],
+                vec!["backupkit", "copy", "--to-option", arg],
+            ] {
+                let text = error_of(&args);
+                assert!(!text.contains("SECRET"), "{args:?}: {text}");
+                assert!(text.contains(want), "{args:?}: {text}");
+            }
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_non_utf8_option_is_refused_without_showing_it() {
+        use std::os::unix::ffi::OsStringExt;
+        let args = [
+            OsString::from("backupkit"),
+            OsString::from("-o"),
+            OsString::from_vec(b"key=SECRET\xff".to_vec()),
+            OsString::from("snapshots"),
+        ];
+        let text = Cli::try_parse_from(args).unwrap_err().to_string();
+        assert!(text.contains("not valid UTF-8"), "{text}");
+        assert!(!text.contains("SECRET"), "{text}");
+    }
+
+    /// What the generated arguments are made of: the secret must never
+    /// come back in a message.
+    const PIECES: &[&str] = &[
+        "", "=", "==", ":", "/", "@", "[", "]", "%", "?", "#", " ", "\t", "\n", "-", "_", ".", "a",
+        "Z", "0", "é", "😀", "\u{0}", "\u{202e}", "key", "endpoint", "http://", "SECRET",
+    ];
+
+    /// Generated arguments: never a panic; a parsed option is the argument
+    /// split at its first `=`; an error is one of the fixed texts, which
+    /// hold no part of the argument.
+    #[test]
+    fn option_parsing_never_panics_and_never_echoes() {
+        let mut g = backup_core::testgen::Gen::new(7);
+        for i in 0..20_000 {
+            let arg = g.string_of(8, PIECES);
+            match parse_option(&arg) {
+                Ok((key, value)) => {
+                    let (k, v) = arg.split_once('=').unwrap();
+                    assert_eq!((key.as_str(), value.as_str()), (k.trim(), v));
+                }
+                Err(why) => assert!([NOT_KEY_VALUE, NO_KEY, BAD_KEY].contains(&why), "{why}"),
+            }
+            if i % 10 == 0 {
+                let long = format!("--option={arg}");
+                if let Err(e) = Cli::try_parse_from(["backupkit", &long, "snapshots"]) {
+                    let text = e.to_string();
+                    assert!(!text.contains("SECRET"), "{arg:?}: {text}");
+                }
+            }
+        }
     }
 }

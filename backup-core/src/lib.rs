@@ -26,6 +26,8 @@ pub mod snapshot;
 pub mod source;
 mod store;
 pub mod target;
+#[doc(hidden)]
+pub mod testgen;
 mod verify;
 
 pub use backup::{BackupOptions, BackupSummary, Warning};

@@ -303,6 +303,7 @@ fn is_secret_param(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{Registry, database_url, redact};
+    use crate::testgen::Gen;
 
     #[test]
     fn passwords_never_reach_messages() {
@@ -345,38 +346,6 @@ mod tests {
         }
     }
 
-    /// splitmix64: deterministic pseudo-random inputs without a dependency.
-    struct Gen(u64);
-
-    impl Gen {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        /// Up to `max` pieces that URL parsers trip on, or random characters.
-        fn string(&mut self, max: usize, pieces: &[&str]) -> String {
-            let mut s = String::new();
-            for _ in 0..self.below(max + 1) {
-                match self.below(4) {
-                    0 => s.push(char::from(self.below(128) as u8)),
-                    1 => s.push(
-                        char::from_u32((self.next() % 0x11_0000) as u32).unwrap_or('\u{fffd}'),
-                    ),
-                    _ => s.push_str(pieces[self.below(pieces.len())]),
-                }
-            }
-            s
-        }
-    }
-
     const PIECES: &[&str] = &[
         "", ":", "/", "//", "://", "@", "[", "]", "%", "%zz", "?", "#", " ", "\t", "\n", "=", "&",
         "a", "0", "-", "+", ".", "..", "é", "😀", "\u{0}", "\u{202e}", "s3", "sftp", "rclone:",
@@ -387,10 +356,10 @@ mod tests {
     /// location gets a scheme.
     #[test]
     fn location_and_database_url_parsing_never_panics() {
-        let mut g = Gen(1);
+        let mut g = Gen::new(1);
         let registry = Registry::new();
         for _ in 0..20_000 {
-            let location = g.string(8, PIECES);
+            let location = g.string_of(8, PIECES);
             let scheme = Registry::scheme_of(&location);
             assert!(!scheme.is_empty());
             assert!(location.starts_with(scheme) || scheme == super::LOCAL_SCHEME);
@@ -405,7 +374,7 @@ mod tests {
     /// redacted form, whatever surrounds it.
     #[test]
     fn redaction_hides_every_generated_password() {
-        let mut g = Gen(2);
+        let mut g = Gen::new(2);
         let no_secret: Vec<&str> = PIECES
             .iter()
             .copied()
@@ -413,9 +382,9 @@ mod tests {
             .collect();
         for _ in 0..20_000 {
             let scheme = ["postgres", "mysql", "sftp", "s3", "x"][g.below(5)];
-            let user = g.string(3, &no_secret).replace(['/', ':', 'S', 'W'], "");
-            let password = format!("SW{}", g.string(4, &no_secret));
-            let rest = g.string(6, &no_secret).replace(['S', 'W'], "");
+            let user = g.string_of(3, &no_secret).replace(['/', ':', 'S', 'W'], "");
+            let password = format!("SW{}", g.string_of(4, &no_secret));
+            let rest = g.string_of(6, &no_secret).replace(['S', 'W'], "");
             let url = format!("{scheme}://{user}:{password}@{rest}");
             let shown = redact(&url);
             assert!(!shown.contains(&password), "{url:?} -> {shown:?}");

@@ -78,12 +78,13 @@ pub fn register(registry: &mut Registry) {
     });
 }
 
-/// A duration option: `30s`, `2m`, `500ms`, or plain seconds.
+/// A duration option: `30s`, `2m`, `500ms`, or plain seconds. The message
+/// of a bad one names the option, never its value.
 pub(crate) fn parse_duration(key: &str, value: &str) -> Result<std::time::Duration> {
     use std::time::Duration;
     let bad = || {
         Error::InvalidInput(format!(
-            "option {key}={value:?}: expected a duration such as 30s, 2m or 500ms"
+            "option {key}: expected a duration such as 30s, 2m or 500ms (the value is not shown)"
         ))
     };
     let (number, unit) = value
@@ -93,7 +94,83 @@ pub(crate) fn parse_duration(key: &str, value: &str) -> Result<std::time::Durati
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
+        "m" => n.checked_mul(60).map(Duration::from_secs).ok_or_else(bad),
         _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backup_core::testgen::Gen;
+
+    #[test]
+    fn durations_parse_and_bad_ones_name_the_option_not_the_value() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("k", "30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("k", "2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(
+            parse_duration("k", "500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(parse_duration("k", "7").unwrap(), Duration::from_secs(7));
+        for bad in [
+            "soon-SECRET",
+            "",
+            "SECRET",
+            "5h",
+            "-5s",
+            "99999999999999999999s",
+            "18446744073709551615m",
+        ] {
+            let err = parse_duration("mount_timeout", bad).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, Error::InvalidInput(_)), "{bad:?}: {text}");
+            assert!(text.contains("option mount_timeout"), "{text}");
+            if !bad.is_empty() {
+                assert!(!text.contains(bad), "{bad:?} shown in {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn duration_parsing_never_panics_nor_shows_the_value() {
+        let expected = parse_duration("retry_timeout", "x")
+            .unwrap_err()
+            .to_string();
+        let mut g = Gen::new(11);
+        for _ in 0..20_000 {
+            let value = g.string(6);
+            if let Err(e) = parse_duration("retry_timeout", &value) {
+                assert_eq!(e.to_string(), expected, "{value:?}");
+            }
+        }
+    }
+
+    /// Local locations and options from generated strings: never a panic.
+    #[test]
+    fn local_locations_and_options_never_panic() {
+        let mut r = Registry::new();
+        register(&mut r);
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().display().to_string();
+        let mut g = Gen::new(12);
+        for i in 0..400 {
+            let location = match i % 3 {
+                0 => format!("{base}/{}", g.string(5)),
+                1 => format!("file://{base}/{}", g.string(5)),
+                _ => g.string(6),
+            };
+            let mut options = backup_core::TargetOptions::new();
+            if g.below(2) == 0 {
+                let key = g.part(&["mount_timeout", "mount_point", "nope"]);
+                let value = match key.as_str() {
+                    "mount_point" => g.part(&[base.as_str(), "/", "/proc"]),
+                    _ => g.part(&["1s", "10ms", "2m", "x"]),
+                };
+                options.insert(key, value);
+            }
+            let _ = r.open_target_with(&location, &options);
+        }
     }
 }

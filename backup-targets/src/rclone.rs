@@ -492,4 +492,35 @@ mod tests {
         assert_eq!(t("2026-11-24T14:02:22+01:00"), t("2026-11-24T13:02:22Z"));
         assert_eq!(t("garbage"), None);
     }
+
+    /// Generated locations, options and listing times: never a panic, and
+    /// an option's value never reaches a message.
+    #[test]
+    fn generated_locations_and_options_never_panic() {
+        use backup_core::Target;
+
+        let mut g = backup_core::testgen::Gen::new(41);
+        for _ in 0..20_000 {
+            let location = if g.below(2) == 0 {
+                g.string(8)
+            } else {
+                format!(
+                    "{}{}{}",
+                    g.part(&["rclone:", "rclone::", ""]),
+                    g.part(&["remote:", ":", "remote", ":s3,a=b:", ""]),
+                    g.string(3),
+                )
+            };
+            let key = g.part(&["rclone_command", "rclone_config", "rclone_args", "nope"]);
+            let value = format!("{}SECRET", g.string(3));
+            let options = [(key.clone(), value)].into_iter().collect();
+            match super::RcloneTarget::open(&location, &options) {
+                Ok(t) => {
+                    let _ = (t.location(), format!("{t:?}"), t.rc.path(&g.string(3)));
+                }
+                Err(e) => assert!(!e.to_string().contains("SECRET"), "{e}"),
+            }
+            let _ = super::parse_time(Some(&g.string(6)));
+        }
+    }
 }

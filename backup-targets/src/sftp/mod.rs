@@ -52,16 +52,22 @@ impl fmt::Debug for SftpTarget {
     }
 }
 
-impl SftpTarget {
-    /// Opens `sftp://[user@]host[:port]/path` (the path is absolute;
-    /// `/~/path` is relative to the login directory). Options:
-    /// `ssh_command` (default `ssh`), `ssh_config` (`ssh -F`),
-    /// `identity_file` (`ssh -i`), `connect_timeout` (seconds, default 15),
-    /// `retries` (connection attempts, default 3).
-    pub fn open(location: &str, options: &TargetOptions) -> Result<Self> {
+/// The parts of `sftp://[user@]host[:port]/path`.
+struct Parsed<'a> {
+    user: Option<&'a str>,
+    host: &'a str,
+    port: Option<&'a str>,
+    /// The remote directory, as [`SftpTarget::root`].
+    root: String,
+}
+
+impl<'a> Parsed<'a> {
+    /// Splits a location; refuses a password. No message shows the URL,
+    /// which may hold one.
+    fn of(location: &'a str) -> Result<Self> {
         let bad = |why: &str| {
             Error::InvalidInput(format!(
-                "{location:?}: {why} (expected sftp://[USER@]HOST[:PORT]/PATH)"
+                "invalid sftp URL: {why} (expected sftp://[USER@]HOST[:PORT]/PATH)"
             ))
         };
         let rest = location
@@ -73,9 +79,24 @@ impl SftpTarget {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
+        if user.is_some_and(|u| u.contains(':')) {
+            return Err(Error::InvalidInput(
+                "sftp URLs cannot carry a password: ssh uses keys or an agent; remove it from \
+                 the URL"
+                    .into(),
+            ));
+        }
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
             let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
-            (h, after.strip_prefix(':'))
+            let port = match after {
+                "" => None,
+                _ => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| bad("only :PORT may follow the [IPv6 address]"))?,
+                ),
+            };
+            (h, port)
         } else {
             match hostport.rsplit_once(':') {
                 Some((h, p)) => (h, Some(p)),
@@ -98,6 +119,33 @@ impl SftpTarget {
         if root.split('/').any(|c| c == "..") {
             return Err(bad("the path contains .."));
         }
+        Ok(Self {
+            user,
+            host,
+            port,
+            root,
+        })
+    }
+}
+
+impl SftpTarget {
+    /// Opens `sftp://[user@]host[:port]/path` (the path is absolute;
+    /// `/~/path` is relative to the login directory). Options:
+    /// `ssh_command` (default `ssh`), `ssh_config` (`ssh -F`),
+    /// `identity_file` (`ssh -i`), `connect_timeout` (seconds, default 15),
+    /// `retries` (connection attempts, default 3).
+    ///
+    /// A password in the URL is refused: ssh takes none on its command
+    /// line (it uses keys or an agent), and a URL with one would carry it
+    /// into messages and `ps`. No message of this function shows the URL,
+    /// which may hold one.
+    pub fn open(location: &str, options: &TargetOptions) -> Result<Self> {
+        let Parsed {
+            user,
+            host,
+            port,
+            root,
+        } = Parsed::of(location)?;
 
         let mut program = "ssh".to_owned();
         let mut args: Vec<String> = Vec::new();
@@ -109,15 +157,25 @@ impl SftpTarget {
                 "ssh_config" => args.extend(["-F".into(), value.clone()]),
                 "identity_file" => args.extend(["-i".into(), value.clone()]),
                 "connect_timeout" => {
-                    value
-                        .parse::<u32>()
-                        .map_err(|_| bad("connect_timeout is not a number of seconds"))?;
+                    value.parse::<u32>().map_err(|_| {
+                        Error::InvalidInput(
+                            "option connect_timeout: expected a number of seconds, like 15 (the \
+                             value is not shown)"
+                                .into(),
+                        )
+                    })?;
                     connect_timeout.clone_from(value);
                 }
                 "retries" => {
                     connect_attempts = value
                         .parse::<u32>()
-                        .map_err(|_| bad("retries is not a count"))?
+                        .map_err(|_| {
+                            Error::InvalidInput(
+                                "option retries: expected a count, like 3 (the value is not \
+                                 shown)"
+                                    .into(),
+                            )
+                        })?
                         .max(1);
                 }
                 _ => {
@@ -491,5 +549,204 @@ impl SftpTarget {
         let _ = conn.rmdir(&self.remote(dir));
         self.prune_dirs(conn, dir);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backup_core::testgen::Gen;
+
+    fn open(location: &str, pairs: &[(&str, &str)]) -> Result<SftpTarget> {
+        let options = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        SftpTarget::open(location, &options)
+    }
+
+    const PASSWORD_REFUSED: &str = "sftp URLs cannot carry a password: ssh uses keys or an \
+                                    agent; remove it from the URL";
+
+    #[test]
+    fn a_password_in_the_url_is_refused_and_never_shown() {
+        for location in [
+            "sftp://backup:hunter2-SECRET@nas.lab:2222/srv/backups",
+            "ssh://backup:hunter2-SECRET@nas.lab/srv",
+            "sftp://backup:hunter2-SECRET@[::1]:22/x",
+            "sftp://a@b:hunter2-SECRET@nas/x",
+            "sftp://backup:hunter2@SECRET@nas/x",
+            "sftp://backup:hunter2-SECRET@/x",
+            "sftp://backup:hunter2-SECRET@host:port/x",
+            "sftp://backup:hunter2-SECRET@host/../x",
+            "sftp://backup:@host/x",
+        ] {
+            for options in [&[][..], &[("connect_timeout", "x")], &[("nope", "1")]] {
+                let err = open(location, options).unwrap_err();
+                assert!(matches!(err, Error::InvalidInput(_)), "{location}: {err}");
+                assert_eq!(
+                    err.to_string(),
+                    format!("invalid option: {PASSWORD_REFUSED}")
+                );
+                let debug = format!("{err:?}");
+                assert!(
+                    !debug.contains("SECRET") && !debug.contains("hunter2"),
+                    "{debug}"
+                );
+            }
+        }
+    }
+
+    /// Messages about a bad URL or option never show the URL (which may
+    /// hold a secret) or an option's value.
+    #[test]
+    fn url_and_option_errors_never_show_the_url_or_values() {
+        for (location, options) in [
+            ("sftp://host:SECRET/x", &[][..]),
+            ("sftp://SECRET", &[]),
+            ("sftp://SECRET@/x", &[]),
+            ("sftp://[SECRET/x", &[]),
+            ("sftp://[::1]SECRET/x", &[]),
+            ("sftp://h/SECRET/../x", &[]),
+            ("http://SECRET/x", &[]),
+            ("sftp://h/x", &[("connect_timeout", "SECRET")]),
+            ("sftp://h/x", &[("retries", "SECRET")]),
+            ("sftp://h/x", &[("retries", "-1SECRET")]),
+        ] {
+            let err = open(location, options).unwrap_err();
+            assert!(matches!(err, Error::InvalidInput(_)), "{location}: {err}");
+            assert!(!err.to_string().contains("SECRET"), "{err}");
+            assert!(!format!("{err:?}").contains("SECRET"), "{err:?}");
+        }
+        let err = open("sftp://h/x", &[("retries", "x")]).unwrap_err();
+        assert!(err.to_string().contains("option retries"), "{err}");
+    }
+
+    /// Without a password, the ssh command line, the root and the location
+    /// are as they always were.
+    #[test]
+    fn the_ssh_command_line_is_unchanged_for_urls_without_a_password() {
+        let t = open(
+            "sftp://backup@nas.lab:2222/srv/backups/",
+            &[
+                ("ssh_config", "/etc/backupkit/ssh_config"),
+                ("identity_file", "/keys/id_ed25519"),
+                ("connect_timeout", "30"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(t.spec.program, "ssh");
+        assert_eq!(
+            t.spec.args,
+            [
+                "-i",
+                "/keys/id_ed25519",
+                "-F",
+                "/etc/backupkit/ssh_config",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ServerAliveInterval=15",
+                "-o",
+                "ServerAliveCountMax=4",
+                "-o",
+                "ConnectTimeout=30",
+                "-p",
+                "2222",
+                "-s",
+                "--",
+                "backup@nas.lab",
+                "sftp",
+            ]
+        );
+        assert_eq!(t.spec.host, "backup@nas.lab");
+        assert_eq!(t.root, "/srv/backups");
+        assert_eq!(t.location(), "sftp://backup@nas.lab:2222/srv/backups");
+        assert!(format!("{t:?}").contains("sftp://backup@nas.lab:2222/srv/backups"));
+
+        let t = open("ssh://nas/~/b", &[("ssh_command", "/usr/bin/ssh")]).unwrap();
+        assert_eq!(t.spec.program, "/usr/bin/ssh");
+        assert_eq!(
+            t.spec.args,
+            [
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ServerAliveInterval=15",
+                "-o",
+                "ServerAliveCountMax=4",
+                "-o",
+                "ConnectTimeout=15",
+                "-s",
+                "--",
+                "nas",
+                "sftp",
+            ]
+        );
+        assert_eq!(t.root, "b");
+        assert_eq!(t.connect_attempts, 3);
+
+        let t = open("sftp://u@[::1]:22/x", &[("retries", "0")]).unwrap();
+        assert_eq!(t.spec.host, "u@::1");
+        assert!(t.spec.args.ends_with(&[
+            "-p".to_owned(),
+            "22".to_owned(),
+            "-s".to_owned(),
+            "--".to_owned(),
+            "u@::1".to_owned(),
+            "sftp".to_owned()
+        ]));
+        assert_eq!(t.connect_attempts, 1);
+    }
+
+    /// Generated locations and options: never a panic; a generated password
+    /// is always refused and never reaches a message, `Debug`, the location
+    /// or the ssh command line.
+    #[test]
+    fn generated_urls_never_panic_nor_leak_a_password() {
+        let mut g = Gen::new(31);
+        for _ in 0..20_000 {
+            let location = if g.below(2) == 0 {
+                g.string(8)
+            } else {
+                format!(
+                    "{}{}{}{}{}",
+                    g.part(&["sftp://", "ssh://", "sftp:/", ""]),
+                    g.part(&["", "user@", "a@b@", "@"]),
+                    g.part(&["host", "[::1]", "[::1", "h:22", "h:", "h:x", ""]),
+                    g.part(&["/", "/srv/b", "/~/b", "/..", ""]),
+                    g.string(3),
+                )
+            };
+            let key = g.part(&["connect_timeout", "retries", "ssh_config", "nope"]);
+            let value = g.string(3);
+            let _ = open(&location, &[(&key, &value)]);
+            if let Ok(t) = open(&location, &[]) {
+                let _ = (t.location(), format!("{t:?}"));
+            }
+
+            // A URL with a password somewhere in its user part.
+            let user = g.string(2).replace(['/', ':'], "");
+            let password = format!("PW{}", g.string(3).replace(['/', 'P'], ""));
+            let rest = g.string(4).replace('P', "");
+            let location = format!(
+                "{}{user}:{password}@{}{rest}",
+                g.part(&["sftp://", "ssh://"]),
+                g.part(&["host/", "[::1]:22/", "h:22/x/", ""]),
+            );
+            match open(&location, &[]) {
+                Err(e) => {
+                    assert!(!e.to_string().contains(&password), "{location:?}: {e}");
+                    assert!(!format!("{e:?}").contains(&password), "{location:?}");
+                }
+                Ok(t) => {
+                    // The password's `@` ended the user part: what is
+                    // left is no password, but nothing may show the
+                    // part before `@`.
+                    assert!(!t.spec.host.contains(':'), "{location:?}");
+                    assert!(!t.spec.args.iter().any(|a| a.contains(&password)));
+                }
+            }
+        }
     }
 }
