@@ -93,6 +93,7 @@ impl Progress for Reporter {
 /// `\r`, `\xNN` (`\u{NN}` for C1 controls) and `\\`, so that every
 /// shown name is unambiguous. `--json` output carries names exactly.
 pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    use std::fmt::Write as _;
     if !name.chars().any(|c| c.is_control() || c == '\\') {
         return std::borrow::Cow::Borrowed(name);
     }
@@ -104,9 +105,11 @@ pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
             '\t' => s.push_str("\\t"),
             '\r' => s.push_str("\\r"),
             c if (c as u32) < 0x80 && c.is_control() => {
-                s.push_str(&format!("\\x{:02x}", c as u32));
+                let _ = write!(s, "\\x{:02x}", c as u32);
             }
-            c if c.is_control() => s.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c if c.is_control() => {
+                let _ = write!(s, "\\u{{{:x}}}", c as u32);
+            }
             c => s.push(c),
         }
     }

@@ -412,8 +412,13 @@ fn full_disk_fails_cleanly_and_leaves_nothing_visible() {
     let repo = mnt.join("repo");
     let r = repo.to_str().unwrap();
     let data = env.data();
-    fs::write(data.join("big.bin"), pseudo_random(3 << 20, 3)).unwrap();
     assert_eq!(code(&env.run(&["-r", r, "init"])), 0);
+    // A first, small snapshot fits; the second does not.
+    let o = env.run(&["-r", r, "--json", "backup", data.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let first: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let first = first["snapshot"]["id"].as_str().unwrap().to_owned();
+    fs::write(data.join("big.bin"), pseudo_random(3 << 20, 3)).unwrap();
     let o = env.run(&[
         "-r",
         r,
@@ -422,14 +427,42 @@ fn full_disk_fails_cleanly_and_leaves_nothing_visible() {
         "--compression",
         "none",
     ]);
-    let _ = Command::new("umount").arg("-l").arg(&mnt).status();
     let err = stderr(&o);
+    // What is visible afterwards: the first snapshot only, whole; no
+    // unfinished directory, no temporary file, no lock.
+    let listed = env.run(&["-r", r, "snapshots", "--json"]);
+    let ids: Vec<String> = serde_json::from_slice::<serde_json::Value>(&listed.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    let check = env.run(&["-r", r, "--json", "check", "--read-data"]);
+    let left = walk_names(&repo);
+    let _ = Command::new("umount").arg("-l").arg(&mnt).status();
     assert_eq!(code(&o), 1, "{err}");
     assert!(
         err.contains("No space left") || err.contains("space"),
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(ids, [first]);
+    assert_eq!(code(&check), 0, "{}", stderr(&check));
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(report["unfinished"], serde_json::json!([]), "{report}");
+    let stray = |n: &String| {
+        n.contains(".tmp-")
+            || (Path::new(n).extension().is_some_and(|e| e == "json")
+                && n != "backupkit.json"
+                && n != "snapshot.json")
+    };
+    assert!(!left.iter().any(stray), "left behind: {left:?}");
+    assert_eq!(
+        left.iter().filter(|n| n.contains("_files_")).count(),
+        1,
+        "only the first snapshot's directory: {left:?}"
+    );
 }
 
 fn require_or_skip(what: &str) {
@@ -637,6 +670,8 @@ fn dry_run_writes_nothing() {
         stdout(&o)
     );
     assert!(env.snapshot_ids().is_empty());
+    // Nothing at all was written: the repository holds only its marker.
+    assert_eq!(walk_names(&env.path("repo")), ["backupkit.json"]);
 }
 
 /// The README's promise: with backupkit gone, `sha256sum -c` and plain `tar`

@@ -445,13 +445,17 @@ fn reseal(dir: &Path) {
     fs::write(&path, &json).unwrap();
     let mut sums = String::new();
     for o in meta["objects"].as_array().unwrap() {
-        sums.push_str(&format!(
-            "{}  {}\n",
+        for part in [
             o["sha256"].as_str().unwrap(),
-            o["name"].as_str().unwrap()
-        ));
+            "  ",
+            o["name"].as_str().unwrap(),
+            "\n",
+        ] {
+            sums.push_str(part);
+        }
     }
-    sums.push_str(&format!("{}  snapshot.json\n", sha256_hex(&json)));
+    sums.push_str(&sha256_hex(&json));
+    sums.push_str("  snapshot.json\n");
     fs::write(dir.join("SHA256SUMS"), sums).unwrap();
 }
 
