@@ -92,7 +92,15 @@ impl RcloneTarget {
                 }
             }
         }
-        global.extend(["--log-level".into(), "ERROR".into()]);
+        // rclone's local backend never shows a symlink or special file in a
+        // listing; its sftp backend follows links unless told to skip them
+        // (other backends ignore the flag). Together with the directory
+        // checks below, nothing is read or deleted through a symlink.
+        global.extend([
+            "--log-level".into(),
+            "ERROR".into(),
+            "--sftp-skip-links".into(),
+        ]);
         Ok(Self {
             rc: Arc::new(Rclone {
                 program,
@@ -207,11 +215,59 @@ impl Rclone {
         })
     }
 
+    /// Whether each directory on the way to `dir` (relative to the root) is
+    /// a real one: listed as a directory in its parent's listing, where
+    /// links never appear. A component not listed but there when looked up
+    /// directly is a link or a special file.
+    fn way(&self, dir: &str) -> Result<Way> {
+        let mut parent = String::new();
+        for part in dir.split('/').filter(|p| !p.is_empty()) {
+            let listed = self
+                .lsjson(&parent, &["--dirs-only"])?
+                .into_iter()
+                .any(|o| o.is_dir && o.name == part);
+            let here = if parent.is_empty() {
+                part.to_owned()
+            } else {
+                format!("{parent}/{part}")
+            };
+            if !listed {
+                let path = self.path(&here);
+                let there = self.run(
+                    "inspect",
+                    &here,
+                    &["lsjson", "--stat", "--no-mimetype", "--retries", "1", &path],
+                );
+                return match there {
+                    Err(Error::NotFound { .. }) => Ok(Way::Missing),
+                    Err(e) => Err(e),
+                    Ok(_) => Ok(Way::NotADirectory),
+                };
+            }
+            parent = here;
+        }
+        Ok(Way::Directories)
+    }
+
     /// Moves `from` over `to` on the remote (server-side where it can).
     fn move_to(&self, from: &str, to: &str, key: &str) -> Result<()> {
         self.run("move into place", key, &["moveto", from, to])
             .map(drop)
     }
+}
+
+/// What stands on the way to a directory of the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Directories,
+    Missing,
+    /// A symlink, file or special file: what is below is not the target's.
+    NotADirectory,
+}
+
+/// The directory part of a key (`""` at the root).
+fn parent_of(key: &str) -> &str {
+    key.rsplit_once('/').map_or("", |(d, _)| d)
 }
 
 fn parse_time(s: Option<&str>) -> Option<SystemTime> {
@@ -227,6 +283,15 @@ impl Target for RcloneTarget {
 
     fn put(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
         check_key(key)?;
+        if self.rc.way(parent_of(key))? == Way::NotADirectory {
+            return Err(Error::io(
+                "create",
+                self.rc.shown(key),
+                io::Error::other(
+                    "a directory on the way is a symlink or a file; refusing to write through it",
+                ),
+            ));
+        }
         let tmp = self.rc.path(&tmp_key(key));
         let mut child = self
             .rc
@@ -290,6 +355,9 @@ impl Target for RcloneTarget {
         if !dir.is_empty() {
             check_key(dir)?;
         }
+        if self.rc.way(dir)? != Way::Directories {
+            return Ok(Vec::new());
+        }
         Ok(self
             .rc
             .lsjson(dir, &["-R", "--files-only"])?
@@ -315,6 +383,9 @@ impl Target for RcloneTarget {
         if !dir.is_empty() {
             check_key(dir)?;
         }
+        if self.rc.way(dir)? != Way::Directories {
+            return Ok(Vec::new());
+        }
         let mut names: Vec<String> = self
             .rc
             .lsjson(dir, &["--dirs-only"])?
@@ -325,24 +396,24 @@ impl Target for RcloneTarget {
         Ok(names)
     }
 
+    /// A regular file below real directories, as its directory lists it.
     fn stat(&self, key: &str) -> Result<ObjectMeta> {
         check_key(key)?;
-        let path = self.rc.path(key);
-        let out = self.rc.run(
-            "stat",
-            key,
-            &["lsjson", "--stat", "--no-mimetype", "--retries", "1", &path],
-        )?;
-        let o: Listed = serde_json::from_slice(&out).map_err(|e| Error::Format {
+        let not_found = || Error::NotFound {
+            what: "object",
             path: self.rc.shown(key),
-            source: e,
-        })?;
-        if o.is_dir {
-            return Err(Error::NotFound {
-                what: "object",
-                path: self.rc.shown(key),
-            });
+        };
+        let parent = parent_of(key);
+        if self.rc.way(parent)? != Way::Directories {
+            return Err(not_found());
         }
+        let name = key.rsplit_once('/').map_or(key, |(_, n)| n);
+        let o = self
+            .rc
+            .lsjson(parent, &["--files-only"])?
+            .into_iter()
+            .find(|o| !o.is_dir && o.name == name)
+            .ok_or_else(not_found)?;
         Ok(ObjectMeta {
             key: key.to_owned(),
             size: o.size.max(0) as u64,
@@ -352,6 +423,10 @@ impl Target for RcloneTarget {
 
     fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
+        // Never through a symlinked directory (a link itself is removed).
+        if self.rc.way(parent_of(key))? != Way::Directories {
+            return Ok(());
+        }
         let path = self.rc.path(key);
         match self
             .rc
@@ -368,6 +443,9 @@ impl Target for RcloneTarget {
             return Ok(());
         }
         check_key(dir)?;
+        if self.rc.way(dir)? != Way::Directories {
+            return Ok(());
+        }
         let path = self.rc.path(dir);
         let include = format!("*{TMP_MARK}*");
         match self

@@ -800,6 +800,23 @@ mod sftp {
         conformance::run_all(&t);
     }
 
+    /// The server is on this machine: its directory can be given links and
+    /// a FIFO behind the target's back.
+    #[test]
+    fn sftp_target_ignores_links_and_special_files() {
+        let Some(v) = service("sftp_target_ignores_links_and_special_files", VARS) else {
+            return;
+        };
+        let prefix = unique_prefix("hostile");
+        let t = open(
+            &format!("sftp://{}{}/{prefix}", v[1], v[2]),
+            &[("ssh_config", &v[0])],
+        )
+        .unwrap();
+        let root = std::path::Path::new(&v[2]).join(&prefix);
+        conformance::links_and_special_files_are_not_objects(&t, &root);
+    }
+
     #[test]
     fn sftp_reconnects_after_the_connection_drops() {
         let Some(v) = service("sftp_reconnects_after_the_connection_drops", VARS) else {
@@ -924,6 +941,39 @@ mod rclone {
         )
         .unwrap();
         conformance::run_all(&t);
+    }
+
+    /// Links and a FIFO put into the directory behind the remote named by
+    /// `remote_var` (on this machine) are not objects.
+    fn ignores_links(test: &str, remote_var: &str) {
+        let Some(v) = service(test, &["BACKUPKIT_TEST_RCLONE_CONFIG", remote_var]) else {
+            return;
+        };
+        let prefix = unique_prefix("hostile");
+        let t = open(
+            &format!("rclone:{}/{prefix}", v[1]),
+            &[("rclone_config", &v[0])],
+        )
+        .unwrap();
+        let dir = v[1].split_once(':').unwrap().1;
+        let root = std::path::Path::new(dir).join(&prefix);
+        conformance::links_and_special_files_are_not_objects(&t, &root);
+    }
+
+    #[test]
+    fn rclone_sftp_remote_ignores_links_and_special_files() {
+        ignores_links(
+            "rclone_sftp_remote_ignores_links_and_special_files",
+            "BACKUPKIT_TEST_RCLONE_SFTP_REMOTE",
+        );
+    }
+
+    #[test]
+    fn rclone_local_remote_ignores_links_and_special_files() {
+        ignores_links(
+            "rclone_local_remote_ignores_links_and_special_files",
+            "BACKUPKIT_TEST_RCLONE_LOCAL_REMOTE",
+        );
     }
 
     #[test]

@@ -288,6 +288,51 @@ impl SftpTarget {
         }
     }
 
+    /// What stands on the way from the root to the directory `dir_key`
+    /// (relative to the root): each component is looked at without
+    /// following symlinks.
+    fn way(&self, conn: &Conn, dir_key: &str) -> io::Result<Way> {
+        let mut at = String::new();
+        for part in dir_key.split('/').filter(|p| !p.is_empty()) {
+            if !at.is_empty() {
+                at.push('/');
+            }
+            at.push_str(part);
+            match conn.lstat(&self.remote(&at)) {
+                Ok(a) if a.is_dir => {}
+                Ok(_) => return Ok(Way::NotADirectory),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Way::Missing),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Way::Directories)
+    }
+
+    /// Makes sure nothing is written through a symlink: the directories
+    /// above `key` are created where missing and must all be real ones.
+    fn ensure_parents(&self, conn: &Conn, key: &str) -> Result<()> {
+        let parent = parent_of(key);
+        let mut way = self
+            .way(conn, parent)
+            .map_err(|e| self.map_err("inspect", key, e))?;
+        if way == Way::Missing {
+            self.make_parents(conn, key);
+            way = self
+                .way(conn, parent)
+                .map_err(|e| self.map_err("inspect", key, e))?;
+        }
+        match way {
+            Way::Directories | Way::Missing => Ok(()),
+            Way::NotADirectory => Err(Error::io(
+                "create",
+                self.shown(key),
+                io::Error::other(
+                    "a directory on the way is a symlink or a file; refusing to write through it",
+                ),
+            )),
+        }
+    }
+
     /// Creates the directories above `key`, the repository's own included
     /// (like `mkdir -p`).
     fn make_parents(&self, conn: &Conn, key: &str) {
@@ -378,6 +423,7 @@ impl Target for SftpTarget {
     fn put(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
         check_key(key)?;
         let conn = self.conn()?;
+        self.ensure_parents(&conn, key)?;
         let (handle, tmp) = self.create_tmp(&conn, key)?;
         Ok(Box::new(SftpWriter::new(
             conn,
@@ -391,6 +437,7 @@ impl Target for SftpTarget {
     fn create_new(&self, key: &str, data: &[u8]) -> Result<()> {
         check_key(key)?;
         let conn = self.conn()?;
+        self.ensure_parents(&conn, key)?;
         let path = self.remote(key);
         if !conn.has("hardlink@openssh.com") {
             // Exclusive create; the content follows in the same session.
@@ -437,7 +484,12 @@ impl Target for SftpTarget {
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>> {
         check_key(key)?;
         let path = self.remote(key);
-        let opened = self.retry(|c| c.open_file(&path, FXF_READ).map(|h| (Arc::clone(c), h)))?;
+        // Only a regular file below real directories is opened: never a
+        // symlink's target, and never a FIFO (the server's open would wait).
+        let opened = self.retry(|c| {
+            self.regular_file(c, key)?;
+            c.open_file(&path, FXF_READ).map(|h| (Arc::clone(c), h))
+        })?;
         let (conn, handle) = match opened {
             Ok(v) => v,
             Err(e) => return Err(self.map_err("open", key, e)),
@@ -452,6 +504,13 @@ impl Target for SftpTarget {
         }
         let mut out = Vec::new();
         let conn = self.conn()?;
+        if self
+            .way(&conn, dir)
+            .map_err(|e| self.map_err("list", dir, e))?
+            != Way::Directories
+        {
+            return Ok(out);
+        }
         match self.walk(&conn, dir, &mut out) {
             Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::ConnectionAborted => {
                 drop(conn);
@@ -469,7 +528,11 @@ impl Target for SftpTarget {
         if !dir.is_empty() {
             check_key(dir)?;
         }
-        let entries = match self.retry(|c| c.read_dir(&self.remote(dir)))? {
+        let listed = self.retry(|c| match self.way(c, dir)? {
+            Way::Directories => c.read_dir(&self.remote(dir)),
+            _ => Ok(Vec::new()),
+        })?;
+        let entries = match listed {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.map_err("list", dir, e)),
@@ -486,14 +549,8 @@ impl Target for SftpTarget {
     fn stat(&self, key: &str) -> Result<ObjectMeta> {
         check_key(key)?;
         let attrs = self
-            .retry(|c| c.stat(&self.remote(key)))?
+            .retry(|c| self.regular_file(c, key))?
             .map_err(|e| self.map_err("stat", key, e))?;
-        if attrs.is_dir {
-            return Err(Error::NotFound {
-                what: "object",
-                path: self.shown(key),
-            });
-        }
         Ok(ObjectMeta {
             key: key.to_owned(),
             size: attrs.size,
@@ -505,7 +562,13 @@ impl Target for SftpTarget {
 
     fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
-        match self.retry(|c| c.remove(&self.remote(key)))? {
+        // Never through a symlinked directory; a key naming a symlink
+        // removes the link itself.
+        let removed = self.retry(|c| match self.way(c, parent_of(key))? {
+            Way::Directories => c.remove(&self.remote(key)),
+            _ => Err(io::ErrorKind::NotFound.into()),
+        })?;
+        match removed {
             Ok(()) => {
                 self.prune_dirs(&*self.conn()?, key);
                 Ok(())
@@ -522,11 +585,49 @@ impl Target for SftpTarget {
         }
         check_key(dir)?;
         let conn = self.conn()?;
+        if self
+            .way(&conn, dir)
+            .map_err(|e| self.map_err("list", dir, e))?
+            != Way::Directories
+        {
+            return Ok(());
+        }
         self.sweep_dir(&conn, dir)
     }
 }
 
+/// What stands on the way to a directory of the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// Every component is a real directory.
+    Directories,
+    /// A component does not exist.
+    Missing,
+    /// A component is a symlink, a file or something else: what is below
+    /// it is not part of the target.
+    NotADirectory,
+}
+
+/// The directory part of a key (`""` at the root).
+fn parent_of(key: &str) -> &str {
+    key.rsplit_once('/').map_or("", |(d, _)| d)
+}
+
 impl SftpTarget {
+    /// The attributes of `key` when it is a regular file below real
+    /// directories; a not-found error otherwise.
+    fn regular_file(&self, c: &Conn, key: &str) -> io::Result<protocol::Attrs> {
+        if self.way(c, parent_of(key))? != Way::Directories {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        let attrs = c.lstat(&self.remote(key))?;
+        if attrs.is_file {
+            Ok(attrs)
+        } else {
+            Err(io::ErrorKind::NotFound.into())
+        }
+    }
+
     /// Removes temporary files below `dir`, then the directories left empty.
     fn sweep_dir(&self, conn: &Conn, dir: &str) -> Result<()> {
         let entries = match conn.read_dir(&self.remote(dir)) {

@@ -24,6 +24,7 @@ const FXP_READDIR: u8 = 12;
 const FXP_REMOVE: u8 = 13;
 const FXP_MKDIR: u8 = 14;
 const FXP_RMDIR: u8 = 15;
+const FXP_LSTAT: u8 = 7;
 const FXP_STAT: u8 = 17;
 const FXP_RENAME: u8 = 18;
 const FXP_EXTENDED: u8 = 200;
@@ -436,6 +437,12 @@ impl Conn {
 
     pub(super) fn stat(&self, path: &str) -> io::Result<Attrs> {
         let reply = expect(self.call(FXP_STAT, &Out::default().str(path))?, FXP_ATTRS)?;
+        parse_attrs(&mut In(&reply.body))
+    }
+
+    /// The attributes of `path` itself: a symlink is not followed.
+    pub(super) fn lstat(&self, path: &str) -> io::Result<Attrs> {
+        let reply = expect(self.call(FXP_LSTAT, &Out::default().str(path))?, FXP_ATTRS)?;
         parse_attrs(&mut In(&reply.body))
     }
 
