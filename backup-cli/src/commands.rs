@@ -60,6 +60,17 @@ impl Ctx<'_> {
         self.open_at(self.location()?, &self.cli.options)
     }
 
+    /// Opens the repository for a read-only command: without locks when
+    /// `--no-lock` is given.
+    fn open_read(&self) -> Result<Repository, Failure> {
+        let repo = self.open()?;
+        Ok(if self.cli.no_lock {
+            repo.without_read_locks()
+        } else {
+            repo
+        })
+    }
+
     /// Opens a repository at `location` with `-o`-style options.
     fn open_at(&self, location: &str, options: &[(String, String)]) -> Result<Repository, Failure> {
         let target = self.target(location, options)?;
@@ -93,6 +104,20 @@ pub fn dispatch(cli: &Cli, registry: &Arc<Registry>, cancel: &Cancel) -> i32 {
             json: cli.json,
         },
     };
+    let read_only = matches!(
+        cli.command,
+        Command::Snapshots(_)
+            | Command::Ls(_)
+            | Command::Restore(_)
+            | Command::Check(_)
+            | Command::Copy(_)
+    );
+    if cli.no_lock && !read_only {
+        eprintln!(
+            "backupkit: error: --no-lock is only for read-only commands (snapshots, ls, restore, check, copy)"
+        );
+        return exit::USAGE;
+    }
     let result = match &cli.command {
         Command::Init => init(&ctx),
         Command::Backup(a) => backup(&ctx, a),
@@ -248,7 +273,7 @@ fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Outcome {
 }
 
 fn ls(ctx: &Ctx, a: &LsArgs) -> Outcome {
-    let repo = ctx.open()?;
+    let repo = ctx.open_read()?;
     let meta = repo.find_snapshot(&a.snapshot)?;
     let mut first = true;
     if ctx.v.json {
@@ -303,7 +328,7 @@ fn ls(ctx: &Ctx, a: &LsArgs) -> Outcome {
 }
 
 fn restore(ctx: &Ctx, a: &RestoreArgs) -> Outcome {
-    let repo = ctx.open()?;
+    let repo = ctx.open_read()?;
     let meta = repo.find_snapshot(&a.snapshot)?;
     if meta.database.is_some() {
         return crate::db::restore(ctx, a, &repo, &meta);
@@ -334,7 +359,7 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> Outcome {
 }
 
 fn check(ctx: &Ctx, a: &CheckArgs) -> Outcome {
-    let repo = ctx.open()?;
+    let repo = ctx.open_read()?;
     let opts = CheckOptions {
         read_data: a.read_data,
         read_data_subset: a.read_data_subset.clone(),
@@ -522,6 +547,11 @@ fn copy(ctx: &Ctx, a: &CopyArgs) -> Outcome {
         None => (ctx.location()?, &ctx.cli.options),
     };
     let source = ctx.open_at(from, from_options)?;
+    let source = if ctx.cli.no_lock {
+        source.without_read_locks()
+    } else {
+        source
+    };
     let dest = ctx.open_at(to, to_options)?;
     if source.location() == dest.location() {
         return Err(Failure::Exit(

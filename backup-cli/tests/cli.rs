@@ -372,6 +372,61 @@ fn unreadable_file_gives_a_warning_and_exit_3() {
     assert!(v[0]["warnings"][0].as_str().unwrap().contains("secret.csv"));
 }
 
+#[test]
+fn a_read_only_repository_is_restored_and_checked_with_no_lock() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    let id = env.backup_ok(&[data.to_str().unwrap()]);
+    // The repository is not writable by the user who reads it (root writes
+    // everywhere, so the reader is `nobody`; otherwise the mode is enough).
+    set_mode(env.dir.path(), 0o755);
+    let out = env.path("out");
+    fs::create_dir_all(&out).unwrap();
+    set_mode(&out, 0o777);
+    let reader = |args: &[&str]| -> Output {
+        let mut c = if is_root() {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+            c
+        } else {
+            Command::new(BIN)
+        };
+        c.arg("-r")
+            .arg(env.path("repo"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    if !is_root() {
+        set_mode(&env.path("repo"), 0o555);
+    }
+    let target = out.to_str().unwrap();
+    let o = reader(&["restore", &id, "--target", target]);
+    assert_clean_error(&o, 1, "cannot write a lock");
+    assert!(stderr(&o).contains("--no-lock"), "{}", stderr(&o));
+    let o = reader(&["--no-lock", "restore", &id, "--target", target]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        fs::read_to_string(out.join(rel_path(&data)).join("a.csv")).unwrap(),
+        "x,y\n1,2\n"
+    );
+    let o = reader(&["--no-lock", "check", "--read-data"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // Commands that write do not take it.
+    let o = reader(&["--no-lock", "forget", &id, "--yes"]);
+    assert_clean_error(&o, 2, "only for read-only commands");
+    if !is_root() {
+        set_mode(&env.path("repo"), 0o755);
+    }
+    assert_eq!(env.snapshot_ids(), vec![id]);
+}
+
+fn rel_path(p: &Path) -> &Path {
+    p.strip_prefix("/").unwrap()
+}
+
 fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()

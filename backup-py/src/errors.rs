@@ -68,6 +68,9 @@ pub(crate) fn to_py(e: &Error) -> PyErr {
         Error::WouldOverwrite { .. } => {
             WouldOverwriteError::new_err(format!("{msg} (pass overwrite=True to replace them)"))
         }
+        Error::LockNotWritable { .. } => BackupError::new_err(format!(
+            "{msg} (for a read-only repository, pass no_lock=True to Repository)"
+        )),
         Error::DatabaseExists { .. } => {
             WouldOverwriteError::new_err(format!("{msg} (pass force=True to replace it)"))
         }

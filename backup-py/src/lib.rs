@@ -42,6 +42,8 @@ struct PyRepository {
     location: String,
     /// May hold secrets: never shown by `Debug` or `repr`.
     options: backup_core::TargetOptions,
+    /// Read-only methods take no lock (a read-only repository).
+    no_lock: bool,
     registry: Arc<Registry>,
 }
 
@@ -72,7 +74,13 @@ impl PyRepository {
     }
 
     fn open(&self) -> backup_core::Result<backup_core::Repository> {
-        backup_core::Repository::from_target(Arc::clone(&self.registry), self.target()?)
+        let repo =
+            backup_core::Repository::from_target(Arc::clone(&self.registry), self.target()?)?;
+        Ok(if self.no_lock {
+            repo.without_read_locks()
+        } else {
+            repo
+        })
     }
 
     fn target(&self) -> backup_core::Result<Arc<dyn backup_core::Target>> {
@@ -140,11 +148,16 @@ fn callback<'a, 'py>(
 #[pymethods]
 impl PyRepository {
     #[new]
-    #[pyo3(signature = (location, *, options=None))]
-    fn new(location: PathBuf, options: Option<BTreeMap<String, String>>) -> PyResult<Self> {
+    #[pyo3(signature = (location, *, options=None, no_lock=false))]
+    fn new(
+        location: PathBuf,
+        options: Option<BTreeMap<String, String>>,
+        no_lock: bool,
+    ) -> PyResult<Self> {
         Ok(Self {
             location: path_to_string(location)?,
             options: options.unwrap_or_default(),
+            no_lock,
             registry: backup_cli::registry(),
         })
     }

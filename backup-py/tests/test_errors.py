@@ -135,6 +135,27 @@ def test_locked(repo: backupkit.Repository, source: Path) -> None:
     assert repo.forget([snap.id]) == [snap.id]
 
 
+def test_no_lock_reads_without_taking_a_lock(repo: backupkit.Repository, source: Path, tmp_path: Path) -> None:
+    snap = repo.backup(source)
+    assert snap is not None
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        lock = _write_lock(repo, sleeper.pid)
+        with pytest.raises(backupkit.LockedError):
+            repo.check(read_data=True)
+        reader = backupkit.Repository(repo.location, no_lock=True)
+        assert reader.check(read_data=True).ok
+        assert reader.restore(snap.id, tmp_path / "out").files == 4
+        # It took no lock of its own: only the one written above is there.
+        assert sorted(p.name for p in lock.parent.iterdir()) == [lock.name]
+        # Writing still locks.
+        with pytest.raises(backupkit.LockedError):
+            reader.forget([snap.id])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_unlock_remove_all(repo: backupkit.Repository) -> None:
     sleeper = subprocess.Popen(["sleep", "30"])
     try:

@@ -140,7 +140,11 @@ class Repository:
         location: str | os.PathLike[str],
         *,
         options: Mapping[str, str] | None = None,
-    ) -> Repository: ...
+        no_lock: bool = False,
+    ) -> Repository:
+        """A repository at a directory or URL. With ``no_lock``, read-only
+        methods (snapshots, ls, restore, check, copy's source) take no lock,
+        for a repository that cannot be written."""
     @property
     def location(self) -> str: ...
     def init(self) -> None: ...
