@@ -904,18 +904,28 @@ fn read_data_subsets_cover_every_snapshot_once() {
     for _ in 0..6 {
         env.backup_ok(&["-q", data.to_str().unwrap()]);
     }
-    let mut read = 0;
+    let mut read: Vec<String> = Vec::new();
     for n in 1..=3 {
         let subset = format!("{n}/3");
         let o = env.bk(&["check", "--read-data-subset", &subset, "--json"]);
         assert_eq!(code(&o), 0, "{}", stderr(&o));
         let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(report["snapshots_checked"], 6);
-        read += report["snapshots_read"].as_u64().unwrap();
+        let ids: Vec<String> = report["read"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(report["snapshots_read"], ids.len());
+        read.extend(ids);
     }
+    read.sort();
+    let mut all = env.snapshot_ids();
+    all.sort();
     assert_eq!(
-        read, 6,
-        "the three groups together read every snapshot once"
+        read, all,
+        "the three groups together read every snapshot, each once"
     );
     let o = env.bk(&["check", "--read-data-subset", "50%", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

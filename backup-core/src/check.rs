@@ -38,6 +38,8 @@ pub struct CheckProblem {
 pub struct CheckReport {
     pub snapshots_checked: u64,
     pub snapshots_read: u64,
+    /// Ids of the snapshots whose data was read and found whole.
+    pub read: Vec<String>,
     pub problems: Vec<CheckProblem>,
     /// Unfinished snapshot directories (removed by the next backup).
     pub unfinished: Vec<String>,
@@ -138,6 +140,7 @@ impl Repository {
                 Ok(meta) => {
                     if read {
                         report.snapshots_read += 1;
+                        report.read.push(meta.id.clone());
                     }
                     progress.event(&Event::File {
                         path: meta.id,

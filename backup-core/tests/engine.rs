@@ -696,11 +696,45 @@ fn two_backups_at_once_both_succeed() {
     let fx = Arc::new(Fixture::new());
     let src = fx.path("src");
     make_tree(&src);
+    // A rendezvous inside both backups (at their first stored file, with
+    // their locks held): they provably overlap, and a backup that waited for
+    // the other to finish would time out here instead of passing.
+    let met = Arc::new((Mutex::new(0u32), std::sync::Condvar::new()));
     let handles: Vec<_> = (0..2)
         .map(|_| {
             let fx = Arc::clone(&fx);
             let src = src.clone();
-            std::thread::spawn(move || fx.backup(&[&src]).snapshot.unwrap().id)
+            let met = Arc::clone(&met);
+            std::thread::spawn(move || {
+                let arrived = std::sync::atomic::AtomicBool::new(false);
+                let progress = move |e: &Event| {
+                    if matches!(e, Event::File { .. })
+                        && !arrived.swap(true, std::sync::atomic::Ordering::SeqCst)
+                    {
+                        let (count, cv) = &*met;
+                        let mut n = count.lock().unwrap();
+                        *n += 1;
+                        cv.notify_all();
+                        let (n, timeout) = cv
+                            .wait_timeout_while(n, std::time::Duration::from_secs(60), |n| *n < 2)
+                            .unwrap();
+                        assert!(
+                            !timeout.timed_out() && *n == 2,
+                            "the backups did not overlap"
+                        );
+                    }
+                };
+                let opts = BackupOptions {
+                    paths: vec![src],
+                    ..BackupOptions::default()
+                };
+                fx.repo
+                    .backup(&opts, &progress, &Cancel::new())
+                    .unwrap()
+                    .snapshot
+                    .unwrap()
+                    .id
+            })
         })
         .collect();
     let mut ids: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();

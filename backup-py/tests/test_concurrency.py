@@ -98,10 +98,20 @@ def test_failing_progress_callback_cancels(repo: backupkit.Repository, big_sourc
 def test_threads_share_a_repository(repo: backupkit.Repository, source: Path) -> None:
     errors: list[BaseException] = []
     ids: list[str] = []
+    # Each backup waits at its first file for all the others: they provably
+    # run at once (a backup that waited for another would break the barrier).
+    barrier = threading.Barrier(4, timeout=60)
 
     def work() -> None:
+        first = threading.Event()
+
+        def progress(event: dict[str, Any]) -> None:
+            if event["event"] == "file" and not first.is_set():
+                first.set()
+                barrier.wait()
+
         try:
-            snap = repo.backup(source)
+            snap = repo.backup(source, progress=progress)
             assert snap is not None
             ids.append(snap.id)
         except BaseException as e:  # noqa: BLE001 - reported below
