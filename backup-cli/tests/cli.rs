@@ -609,6 +609,10 @@ fn kill_9_mid_upload_leaves_nothing_visible(
     let before = ids_at(env, location, opts).len();
     let mut completed = 0;
     let mut killed = 0;
+    // Kills that landed inside the backup's work: it held its lock (taken
+    // before the first object is written, released after the commit), so
+    // the kill left it behind.
+    let mut killed_while_writing = 0;
     for delay_ms in [120, 300, 700] {
         let mut all: Vec<&str> = vec!["-r", location];
         all.extend(opts.iter().map(String::as_str));
@@ -617,6 +621,14 @@ fn kill_9_mid_upload_leaves_nothing_visible(
             completed += 1;
         } else {
             killed += 1;
+            let mut unlock: Vec<&str> = vec!["-r", location];
+            unlock.extend(opts.iter().map(String::as_str));
+            unlock.push("unlock");
+            let o = env.run(&unlock);
+            assert_eq!(code(&o), 0, "{location}: {}", stderr(&o));
+            if !stdout(&o).starts_with("0 lock(s)") {
+                killed_while_writing += 1;
+            }
         }
         let ids = ids_at(env, location, opts);
         assert_eq!(
@@ -628,6 +640,10 @@ fn kill_9_mid_upload_leaves_nothing_visible(
     assert!(
         killed > 0,
         "{location}: no kill landed before the backup finished"
+    );
+    assert!(
+        killed_while_writing > 0,
+        "{location}: no kill landed while the backup was writing (none left its lock)"
     );
     let mut all: Vec<&str> = vec!["-r", location];
     all.extend(opts.iter().map(String::as_str));

@@ -342,6 +342,22 @@ fn corruption_sweep_finds_every_damaged_byte() {
         found.push((name, damages.len(), caught));
     }
     assert!(fx.check_all().is_ok(), "the sweep left damage behind");
+    // A missing SHA256SUMS: reported by check and refused by restore alike.
+    let sums = dir.join("SHA256SUMS");
+    let kept = fs::read(&sums).unwrap();
+    fs::remove_file(&sums).unwrap();
+    let report = fx.check_all();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert!(
+        report.problems[0].message.contains("SHA256SUMS is missing"),
+        "{report:?}"
+    );
+    assert!(matches!(
+        fx.restore(&id, &fx.path("r")),
+        Err(Error::Integrity { .. })
+    ));
+    assert!(!fx.path("r").exists());
+    fs::write(&sums, kept).unwrap();
     for (name, tried, caught) in &found {
         assert_eq!(caught, tried, "{name}: {caught} of {tried} damages found");
     }
