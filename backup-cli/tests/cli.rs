@@ -613,6 +613,11 @@ fn kill_9_mid_upload_leaves_nothing_visible(
     // before the first object is written, released after the commit), so
     // the kill left it behind.
     let mut killed_while_writing = 0;
+    // Kills that left a snapshot directory with objects but no commit: an
+    // upload was under way. Over SFTP the temporary objects show it; object
+    // stores and rclone keep an unfinished upload invisible, so there only
+    // the lock left behind shows the kill landed inside the backup.
+    let mut killed_mid_upload = 0;
     for delay_ms in [120, 300, 700] {
         let mut all: Vec<&str> = vec!["-r", location];
         all.extend(opts.iter().map(String::as_str));
@@ -621,6 +626,17 @@ fn kill_9_mid_upload_leaves_nothing_visible(
             completed += 1;
         } else {
             killed += 1;
+            let mut check: Vec<&str> = vec!["-r", location];
+            check.extend(opts.iter().map(String::as_str));
+            check.extend(["--json", "check"]);
+            let o = env.run(&check);
+            let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            if report["unfinished"]
+                .as_array()
+                .is_some_and(|u| !u.is_empty())
+            {
+                killed_mid_upload += 1;
+            }
             let mut unlock: Vec<&str> = vec!["-r", location];
             unlock.extend(opts.iter().map(String::as_str));
             unlock.push("unlock");
@@ -644,6 +660,10 @@ fn kill_9_mid_upload_leaves_nothing_visible(
     assert!(
         killed_while_writing > 0,
         "{location}: no kill landed while the backup was writing (none left its lock)"
+    );
+    assert!(
+        killed_mid_upload > 0 || !location.starts_with("sftp://"),
+        "{location}: no kill landed mid-upload (none left an unfinished snapshot)"
     );
     let mut all: Vec<&str> = vec!["-r", location];
     all.extend(opts.iter().map(String::as_str));
@@ -1873,6 +1893,133 @@ fn a_stale_or_missing_mount_fails_fast_and_clearly() {
     assert_clean_error(&o, 4, "mount it, e.g. `sudo mount");
 }
 
+/// The values of `vars`, or `None` (after `require_or_skip(what)`) when one
+/// is unset.
+fn service_vars(vars: &[&str], what: &str) -> Option<Vec<String>> {
+    let v: Vec<String> = vars
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().filter(|s| !s.is_empty()))
+        .collect();
+    if v.len() < vars.len() {
+        require_or_skip(what);
+        return None;
+    }
+    Some(v)
+}
+
+/// rclone has no exclusive create (backupkit's is check-then-write there,
+/// exclusive only inside one process), so locking between two processes
+/// rests on the create-then-look protocol: a process that wants an
+/// exclusive lock while another's backup holds a shared one must back off.
+/// Two processes racing to create the same object may both succeed, but the
+/// object is always one whole version (atomic replace).
+#[test]
+fn two_processes_on_an_rclone_repository_lock_each_other_out() {
+    let Some(v) = service_vars(
+        &[
+            "BACKUPKIT_TEST_RCLONE_CONFIG",
+            "BACKUPKIT_TEST_RCLONE_LOCAL_REMOTE",
+        ],
+        "rclone (BACKUPKIT_TEST_RCLONE_*; scripts/services.sh)",
+    ) else {
+        return;
+    };
+    let env = Env::new();
+    let data = env.data();
+    fs::write(data.join("big.bin"), pseudo_random(48 << 20, 11)).unwrap();
+    let unique = format!("two-{}", std::process::id());
+    let location = format!("rclone:{}/{unique}", v[1]);
+    let opt = format!("rclone_config={}", v[0]);
+    let dir = Path::new(v[1].split_once(':').unwrap().1).join(&unique);
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = vec!["-r".into(), location.clone(), "-o".into(), opt.clone()];
+        all.extend(extra.iter().map(|s| (*s).to_owned()));
+        all
+    };
+    let run = |extra: &[&str]| {
+        let all = args(extra);
+        env.run(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    assert_eq!(code(&run(&["init"])), 0);
+    // Two snapshots of one group: `forget --keep-last 1` has one to delete.
+    for _ in 0..2 {
+        let o = run(&["-q", "backup", env.path("data/a.csv").to_str().unwrap()]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+
+    // Process A backs up (a shared lock, for seconds); process B's forget
+    // (an exclusive lock) must be refused while A runs.
+    let mut a = Command::new(BIN)
+        .args(args(&["-q", "backup", data.to_str().unwrap()]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    // A committed lock (not the temporary object it is written to first).
+    let locked = || {
+        fs::read_dir(dir.join("locks")).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| !e.file_name().to_string_lossy().contains(".tmp-"))
+        })
+    };
+    while !locked() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "A never took its lock"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let b = run(&["forget", "--keep-last", "1", "--yes"]);
+    let a_still_running = a.try_wait().unwrap().is_none();
+    assert_eq!(code(&b), 11, "B: {}", stderr(&b));
+    assert!(stderr(&b).contains("shared lock"), "{}", stderr(&b));
+    assert!(
+        a_still_running,
+        "A finished before B looked: nothing was shown"
+    );
+    let a = a.wait_with_output().unwrap();
+    assert!(
+        a.status.success(),
+        "A: {}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    // Once A is done, B's forget goes through: one of the two is removed.
+    let b = run(&["--json", "forget", "--keep-last", "1", "--yes"]);
+    assert_eq!(code(&b), 0, "{}", stderr(&b));
+    let report: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    let removed: usize = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["remove"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(removed, 1, "{report}");
+
+    // Two processes creating the same repository marker at once: one or
+    // both report success, and the marker is whole either way.
+    let fresh = format!("{location}-init");
+    let both: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            Command::new(BIN)
+                .args(["-r", &fresh, "-o", &opt, "init"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<i32> = both
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().status.code().unwrap_or(-1))
+        .collect();
+    assert!(codes.contains(&0), "{codes:?}");
+    let o = env.run(&["-r", &fresh, "-o", &opt, "snapshots", "--json"]);
+    assert_eq!(code(&o), 0, "the marker is not whole: {}", stderr(&o));
+}
+
 #[test]
 fn sftp_and_rclone_repositories_from_the_command_line() {
     let vars = [
@@ -1882,14 +2029,12 @@ fn sftp_and_rclone_repositories_from_the_command_line() {
         "BACKUPKIT_TEST_RCLONE_CONFIG",
         "BACKUPKIT_TEST_RCLONE_LOCAL_REMOTE",
     ];
-    let v: Vec<String> = vars
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().filter(|s| !s.is_empty()))
-        .collect();
-    if v.len() < vars.len() {
-        require_or_skip("sshd and rclone (BACKUPKIT_TEST_SSH_*, _RCLONE_*; scripts/services.sh)");
+    let Some(v) = service_vars(
+        &vars,
+        "sshd and rclone (BACKUPKIT_TEST_SSH_*, _RCLONE_*; scripts/services.sh)",
+    ) else {
         return;
-    }
+    };
     let env = Env::new();
     let data = env.data();
     // Large enough that an upload is under way for a while.
