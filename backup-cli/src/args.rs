@@ -22,9 +22,10 @@ pub struct Cli {
     #[arg(short = 'o', long = "option", value_name = "KEY=VALUE", global = true, value_parser = OptionParser)]
     pub options: Vec<(String, String)>,
 
-    /// Take no lock, for read-only commands (snapshots, ls, restore, check,
-    /// and copy's source) on a repository that cannot be written: a
-    /// read-only mount or key. A concurrent forget is then not held off.
+    /// Take no lock in read-only commands (restore, check, and copy's
+    /// source; ls and snapshots take none anyway), for a repository that
+    /// cannot be written: a read-only mount or key. A concurrent forget is
+    /// then not held off.
     #[arg(long, global = true)]
     pub no_lock: bool,
 

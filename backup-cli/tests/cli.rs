@@ -340,22 +340,8 @@ fn unreadable_file_gives_a_warning_and_exit_3() {
     set_mode(&root.join("data/ok.csv"), 0o644);
     set_mode(&root.join("data/secret.csv"), 0o000);
     let repo = root.join("repo");
-    let as_user = |args: &[&str]| -> Output {
-        let mut c = if is_root() {
-            // root reads everything: run as `nobody` so the file is unreadable.
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
-            c
-        } else {
-            Command::new(BIN)
-        };
-        c.arg("-r")
-            .arg(&repo)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    // root reads everything: run as `nobody` so the file is unreadable.
+    let as_user = |args: &[&str]| unprivileged(&repo, args);
     let o = as_user(&["init"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let o = as_user(&["backup", root.join("data").to_str().unwrap()]);
@@ -384,21 +370,7 @@ fn a_read_only_repository_is_restored_and_checked_with_no_lock() {
     let out = env.path("out");
     fs::create_dir_all(&out).unwrap();
     set_mode(&out, 0o777);
-    let reader = |args: &[&str]| -> Output {
-        let mut c = if is_root() {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
-            c
-        } else {
-            Command::new(BIN)
-        };
-        c.arg("-r")
-            .arg(env.path("repo"))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let reader = |args: &[&str]| unprivileged(&env.path("repo"), args);
     if !is_root() {
         set_mode(&env.path("repo"), 0o555);
     }
@@ -421,6 +393,24 @@ fn a_read_only_repository_is_restored_and_checked_with_no_lock() {
         set_mode(&env.path("repo"), 0o755);
     }
     assert_eq!(env.snapshot_ids(), vec![id]);
+}
+
+/// Runs backupkit on `repo` as a user without root's rights: `nobody` when
+/// the tests run as root, else the current user.
+fn unprivileged(repo: &Path, args: &[&str]) -> Output {
+    let mut c = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    c.arg("-r")
+        .arg(repo)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 fn rel_path(p: &Path) -> &Path {

@@ -8,9 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::progress::{Cancel, Event, Progress};
-use crate::repository::{Repository, SHA256SUMS, SNAPSHOT_JSON};
+use crate::repository::{Repository, SNAPSHOT_JSON};
 use crate::snapshot::SnapshotMeta;
-use crate::target::TargetExt;
 use crate::{Error, Result};
 
 /// What to check.
@@ -215,12 +214,7 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        if !self
-            .target()
-            .exists(&Repository::key(&meta.id, SHA256SUMS))?
-        {
-            return Err(integrity(format!("{SHA256SUMS} is missing")));
-        }
+        // Checks SHA256SUMS against snapshot.json first.
         self.list_entries(meta, &mut |_| Ok(()))
     }
 }

@@ -174,12 +174,20 @@ impl LockGuard {
             crate::snapshot::random_u64()
         );
         let body = serde_json::to_vec(&info).expect("lock info serializes");
-        target.create_new(&key, &body).map_err(|e| match e {
-            e @ (Error::PermissionDenied { .. } | Error::Io { .. }) => Error::LockNotWritable {
-                location: target.location(),
-                reason: crate::check::error_chain(&e),
-            },
-            e => e,
+        // Refused writes only: a network error is not a read-only repository.
+        target.create_new(&key, &body).map_err(|e| {
+            let refused = matches!(
+                e.io_kind(),
+                Some(std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem)
+            );
+            if refused {
+                Error::LockNotWritable {
+                    location: target.location(),
+                    reason: crate::check::error_chain(&e),
+                }
+            } else {
+                e
+            }
         })?;
 
         // Create first, then look: of two racing exclusive lockers at least

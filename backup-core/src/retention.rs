@@ -698,25 +698,30 @@ mod tests {
         );
     }
 
+    /// Snapshots `s0`, `s1`, ... at `times`, without tags.
+    fn untagged(times: &[&str]) -> Vec<Candidate> {
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Candidate {
+                id: format!("s{i}"),
+                time: at(t),
+                tags: Vec::new(),
+            })
+            .collect()
+    }
+
     /// Current restic (`internal/data/snapshot_policy.go`) keeps the oldest
     /// snapshot for the `within_*` rules too, when it is in the range, and
     /// says "oldest" when that is the only reason.
     #[test]
     fn the_oldest_snapshot_is_kept_and_labelled_like_restic() {
-        let c: Vec<Candidate> = [
+        let c = untagged(&[
             "2026-11-24T18:00:00",
             "2026-11-24T09:00:00",
             "2026-11-23T10:00:00",
             "2026-11-23T08:00:00",
-        ]
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Candidate {
-            id: format!("s{i}"),
-            time: at(t),
-            tags: Vec::new(),
-        })
-        .collect();
+        ]);
         let now = at("2030-01-01T00:00:00");
         let reasons = |p: &KeepPolicy| -> Vec<Vec<String>> {
             apply(&c, p, &Utc, now)
@@ -765,21 +770,13 @@ mod tests {
     /// hour apart across midnight UTC are one day two hours east.
     #[test]
     fn buckets_are_taken_in_the_time_zone_given() {
-        let c: Vec<Candidate> = [
+        let c = untagged(&[
             "2026-11-25T01:30:00",
             "2026-11-25T00:30:00",
             "2026-11-24T23:30:00",
             "2026-11-24T22:30:00",
             "2026-11-20T12:00:00",
-        ]
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Candidate {
-            id: format!("s{i}"),
-            time: at(t),
-            tags: Vec::new(),
-        })
-        .collect();
+        ]);
         let now = at("2030-01-01T00:00:00");
         let daily3 = policy(|p| p.daily = 3);
         let ids = |tz: &dyn Fn(&[Candidate]) -> Vec<Decision>| -> Vec<String> {

@@ -131,11 +131,6 @@ impl SnapshotMeta {
         self.files_included.first().and_then(|n| self.object(n))
     }
 
-    /// Whether this build can read the snapshot: `Err` names what it needs.
-    pub fn readable(&self) -> Result<(), String> {
-        readable(self.format, self.encrypted)
-    }
-
     /// Checks that every recorded field that follows from another agrees
     /// with it: object names are plain and unique, the data objects are
     /// recorded, `checksum`, `size_bytes` and `compressed` match them.

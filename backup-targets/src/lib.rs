@@ -10,6 +10,8 @@ pub mod mount;
 pub mod rclone;
 #[cfg(feature = "sftp")]
 pub mod sftp;
+#[cfg(any(feature = "sftp", feature = "rclone"))]
+mod way;
 
 use std::sync::Arc;
 

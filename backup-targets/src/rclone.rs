@@ -23,6 +23,8 @@ use std::time::SystemTime;
 use backup_core::registry::TargetOptions;
 use backup_core::target::{TMP_MARK, check_key, tmp_key};
 use backup_core::{Error, ObjectMeta, ObjectWriter, Result, Target};
+
+use crate::way::{Way, parent_of, refused_write};
 use serde::Deserialize;
 
 /// rclone's exit code for "directory or object not found".
@@ -256,20 +258,6 @@ impl Rclone {
     }
 }
 
-/// What stands on the way to a directory of the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Way {
-    Directories,
-    Missing,
-    /// A symlink, file or special file: what is below is not the target's.
-    NotADirectory,
-}
-
-/// The directory part of a key (`""` at the root).
-fn parent_of(key: &str) -> &str {
-    key.rsplit_once('/').map_or("", |(d, _)| d)
-}
-
 fn parse_time(s: Option<&str>) -> Option<SystemTime> {
     chrono::DateTime::parse_from_rfc3339(s?)
         .ok()
@@ -284,13 +272,7 @@ impl Target for RcloneTarget {
     fn put(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
         check_key(key)?;
         if self.rc.way(parent_of(key))? == Way::NotADirectory {
-            return Err(Error::io(
-                "create",
-                self.rc.shown(key),
-                io::Error::other(
-                    "a directory on the way is a symlink or a file; refusing to write through it",
-                ),
-            ));
+            return Err(refused_write(self.rc.shown(key)));
         }
         let tmp = self.rc.path(&tmp_key(key));
         let mut child = self

@@ -25,6 +25,8 @@ use backup_core::registry::TargetOptions;
 use backup_core::target::{TMP_MARK, check_key, tmp_key};
 use backup_core::{Error, ObjectMeta, ObjectWriter, Result, Target};
 
+use crate::way::{Way, parent_of, refused_write};
+
 mod protocol;
 mod stream;
 
@@ -323,13 +325,7 @@ impl SftpTarget {
         }
         match way {
             Way::Directories | Way::Missing => Ok(()),
-            Way::NotADirectory => Err(Error::io(
-                "create",
-                self.shown(key),
-                io::Error::other(
-                    "a directory on the way is a symlink or a file; refusing to write through it",
-                ),
-            )),
+            Way::NotADirectory => Err(refused_write(self.shown(key))),
         }
     }
 
@@ -594,23 +590,6 @@ impl Target for SftpTarget {
         }
         self.sweep_dir(&conn, dir)
     }
-}
-
-/// What stands on the way to a directory of the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Way {
-    /// Every component is a real directory.
-    Directories,
-    /// A component does not exist.
-    Missing,
-    /// A component is a symlink, a file or something else: what is below
-    /// it is not part of the target.
-    NotADirectory,
-}
-
-/// The directory part of a key (`""` at the root).
-fn parent_of(key: &str) -> &str {
-    key.rsplit_once('/').map_or("", |(d, _)| d)
 }
 
 impl SftpTarget {
