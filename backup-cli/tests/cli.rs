@@ -597,7 +597,6 @@ fn kill_9_mid_upload_leaves_nothing_visible(
     data: &str,
 ) {
     let before = ids_at(env, location, opts).len();
-    let mut completed = 0;
     let mut killed = 0;
     // Kills that landed inside the backup's work: it held its lock (taken
     // before the first object is written, released after the commit), so
@@ -608,13 +607,35 @@ fn kill_9_mid_upload_leaves_nothing_visible(
     // stores and rclone keep an unfinished upload invisible, so there only
     // the lock left behind shows the kill landed inside the backup.
     let mut killed_mid_upload = 0;
+    let mut listed = before;
     for delay_ms in [120, 300, 700] {
         let mut all: Vec<&str> = vec!["-r", location];
         all.extend(opts.iter().map(String::as_str));
         all.extend(["-q", "backup", data]);
-        if run_killed_after(&all, delay_ms) {
-            completed += 1;
+        let finished = run_killed_after(&all, delay_ms);
+        let ids = ids_at(env, location, opts);
+        if finished {
+            assert_eq!(ids.len(), listed + 1, "{location}: {ids:?}");
+        } else if ids.len() == listed + 1 {
+            // Killed after its commit point (snapshot.json stored): a
+            // complete snapshot, which must read back whole.
+            let newest = ids.last().unwrap();
+            let mut check: Vec<&str> = vec!["-r", location];
+            check.extend(opts.iter().map(String::as_str));
+            check.extend(["check", "--read-data", newest]);
+            let o = env.run(&check);
+            assert_eq!(
+                code(&o),
+                0,
+                "{location}: killed after its commit: {}",
+                stderr(&o)
+            );
         } else {
+            assert_eq!(
+                ids.len(),
+                listed,
+                "{location}: a killed backup is listed: {ids:?}"
+            );
             killed += 1;
             let mut check: Vec<&str> = vec!["-r", location];
             check.extend(opts.iter().map(String::as_str));
@@ -636,12 +657,7 @@ fn kill_9_mid_upload_leaves_nothing_visible(
                 killed_while_writing += 1;
             }
         }
-        let ids = ids_at(env, location, opts);
-        assert_eq!(
-            ids.len(),
-            before + completed,
-            "{location}: a killed backup is listed: {ids:?}"
-        );
+        listed = ids.len();
     }
     assert!(
         killed > 0,
