@@ -71,6 +71,85 @@ pub enum Command {
     /// Copy snapshots to another repository (all, or the ids given),
     /// skipping those it already has.
     Copy(CopyArgs),
+    /// Make DEST hold the same files as SOURCE, as plain files, copying only
+    /// what changed (a verified, incremental mirror).
+    #[command(visible_alias = "sync")]
+    Mirror(MirrorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// One or more sources, then the destination. One source directory's
+    /// contents become DEST's; a file, or each of several sources, becomes
+    /// DEST/NAME.
+    #[arg(required = true, num_args = 2.., value_name = "SOURCE... DEST")]
+    pub paths: Vec<String>,
+    /// Exclude paths matching a glob (`*.tmp`, `cache/`, `/abs/path`);
+    /// excluded destination files are never deleted.
+    #[arg(short = 'e', long = "exclude", value_name = "GLOB")]
+    pub excludes: Vec<String>,
+    /// Read exclude globs from a file, one per line.
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Delete destination files that are not in the sources (after every
+    /// copy, and never from an empty source).
+    #[arg(long)]
+    pub delete: bool,
+    /// Delete nothing if the plan deletes more than N entries, or N% of the
+    /// destination's.
+    #[arg(long, value_name = "N|N%", requires = "delete")]
+    pub max_delete: Option<String>,
+    /// Never overwrite a destination file that is newer than the source's.
+    #[arg(short = 'u', long)]
+    pub update: bool,
+    /// Compare content (BLAKE3 of both sides) instead of size and mtime.
+    #[arg(short = 'c', long)]
+    pub checksum: bool,
+    /// mtimes this close are equal (default: the coarser precision of the
+    /// two sides): 2s, 500ms, 0.
+    #[arg(long, value_name = "DURATION", value_parser = parse_window)]
+    pub modify_window: Option<std::time::Duration>,
+    /// Move replaced and deleted files to this directory (relative to DEST)
+    /// instead of destroying them.
+    #[arg(long, value_name = "DIR")]
+    pub backup_dir: Option<String>,
+    /// Show the plan (what would be copied, updated, deleted and why);
+    /// write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Parallel copies (default: the destination's own).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub transfers: Option<u16>,
+    /// Ignore backupkit's record at the destination; compare with its
+    /// listing alone.
+    #[arg(long)]
+    pub full_scan: bool,
+    /// Check the mirror afterwards: count, size, checksum or sample:N.
+    #[arg(long, value_name = "MODE")]
+    pub verify: Option<String>,
+    /// Only check DEST against the sources (with --verify's MODE, size by
+    /// default); copy nothing.
+    #[arg(long, conflicts_with_all = ["dry_run", "update", "checksum", "backup_dir", "max_delete"])]
+    pub verify_only: bool,
+    /// An option of the sources, KEY=VALUE (repeat); -o applies to DEST.
+    #[arg(long = "source-option", value_name = "KEY=VALUE", value_parser = OptionParser)]
+    pub source_options: Vec<(String, String)>,
+}
+
+/// A duration for `--modify-window`: a number of seconds, or with a unit
+/// (ns, us, ms, s).
+fn parse_window(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, scale) = [("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3), ("s", 1.0)]
+        .iter()
+        .find_map(|(u, f)| t.strip_suffix(u).map(|n| (n, *f)))
+        .unwrap_or((t, 1.0));
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 1e9 => {
+            Ok(std::time::Duration::from_secs_f64(v * scale))
+        }
+        _ => Err(format!("{s:?} is not a duration such as 2s, 500ms or 0")),
+    }
 }
 
 /// An option given without `=`: it may be a mistyped `KEY=SECRET`, so no

@@ -129,6 +129,7 @@ pub fn dispatch(cli: &Cli, registry: &Arc<Registry>, cancel: &Cancel) -> i32 {
         Command::Unlock(a) => unlock(&ctx, a),
         Command::Auto(a) => crate::db::auto(&ctx, a),
         Command::Copy(a) => copy(&ctx, a),
+        Command::Mirror(a) => crate::mirror::mirror(&ctx, a),
     };
     match result {
         Ok(code) => code,

@@ -43,7 +43,9 @@ pub fn code_for(e: &Error) -> i32 {
         | Error::NotFound { .. } => NOT_FOUND,
         Error::RepositoryNotFound { .. } => REPOSITORY_NOT_FOUND,
         Error::Locked { .. } => LOCKED,
-        Error::Integrity { .. } | Error::UnsafePath { .. } => INTEGRITY,
+        Error::Integrity { .. } | Error::UnsafePath { .. } | Error::MirrorMismatch { .. } => {
+            INTEGRITY
+        }
         Error::Cancelled => INTERRUPTED,
         _ => FAILURE,
     }

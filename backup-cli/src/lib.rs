@@ -5,6 +5,7 @@ mod args;
 mod commands;
 mod db;
 pub mod exit;
+mod mirror;
 mod output;
 
 use std::ffi::OsString;

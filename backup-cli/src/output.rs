@@ -20,6 +20,8 @@ pub struct Verbosity {
 pub struct Reporter {
     bar: Option<ProgressBar>,
     v: Verbosity,
+    /// Print each mirror decision (a dry run's plan).
+    plan: bool,
     warnings: Mutex<u64>,
 }
 
@@ -39,8 +41,17 @@ impl Reporter {
         Self {
             bar,
             v,
+            plan: false,
             warnings: Mutex::new(0),
         }
+    }
+
+    /// Also prints each mirror decision (on stdout: it is the result of a
+    /// dry run), unless `--json` or `--quiet`.
+    #[must_use]
+    pub fn listing_plan(mut self, plan: bool) -> Self {
+        self.plan = plan;
+        self
     }
 
     fn log(&self, line: &str) {
@@ -75,6 +86,18 @@ impl Progress for Reporter {
                 }
                 if self.v.verbose > 0 {
                     self.log(&shown(path));
+                }
+            }
+            Event::Planned {
+                action,
+                path,
+                reason,
+                ..
+            } if (self.plan || self.v.verbose > 0) && !self.v.quiet && !self.v.json => {
+                let line = format!("{action:<7} {} ({reason})", shown(path));
+                match &self.bar {
+                    Some(bar) => bar.suspend(|| drop(out(&line))),
+                    None => drop(out(&line)),
                 }
             }
             Event::Warning { path, message } => {

@@ -80,6 +80,16 @@ pub enum Error {
     #[error("not supported: {0}")]
     Unsupported(String),
 
+    /// A safety guard refused a destructive step (a mirror that would delete
+    /// from an empty source, or more than its delete limit). Nothing was
+    /// deleted.
+    #[error("refusing to delete: {reason}")]
+    Refused { reason: String },
+
+    /// A mirror's destination does not hold what its source holds.
+    #[error("mirror {destination} differs from its source: {detail}")]
+    MirrorMismatch { destination: String, detail: String },
+
     /// The operation was cancelled (Ctrl-C or a caller's cancel flag).
     #[error("cancelled")]
     Cancelled,

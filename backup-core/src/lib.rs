@@ -5,30 +5,27 @@
 //! formats and hashes come from `backup-archive`, storage from
 //! `backup-targets`, and a frontend joins them through a [`Registry`].
 
-pub mod archive;
-pub mod backup;
-pub mod check;
-pub mod copy;
-pub mod database;
-mod dbsnap;
+// Shared model and composition.
 pub mod error;
-pub mod forget;
-pub mod hash;
-pub mod lock;
-pub mod manifest;
 pub mod progress;
 pub mod registry;
-pub mod repository;
-pub mod restore;
-pub mod retention;
-mod sink;
-pub mod snapshot;
-pub mod source;
-mod store;
+// Storage contracts: objects (snapshot repositories) and trees of files
+// (mirrors).
 pub mod target;
+pub mod tree;
+// What is read, and how it is packed.
+pub mod archive;
+pub mod database;
+pub mod hash;
+pub mod source;
+// The engines.
+pub mod mirror;
+pub mod snapshot;
 #[doc(hidden)]
 pub mod testgen;
-mod verify;
+
+pub use snapshot::{backup, check, copy, forget, lock, manifest, repository, restore, retention};
+pub(crate) use snapshot::{dbsnap, sink, store, verify};
 
 pub use backup::{BackupOptions, BackupSummary, Warning};
 pub use check::{CheckOptions, CheckProblem, CheckReport, error_chain};

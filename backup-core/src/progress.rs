@@ -22,6 +22,16 @@ pub enum Event {
     File { path: String, bytes: u64 },
     /// Something the user must know about; the operation goes on.
     Warning { path: String, message: String },
+    /// A mirror's decision for one path (every decision but "unchanged"):
+    /// `action` is copy, update, delete, mkdir, link, skip or keep;
+    /// `reason` says why. Given before the action is done, and for a dry
+    /// run instead of it.
+    Planned {
+        action: &'static str,
+        path: String,
+        reason: &'static str,
+        bytes: u64,
+    },
     /// The operation ended successfully (possibly with warnings).
     Finished {
         operation: &'static str,

@@ -21,6 +21,9 @@ pub type TargetOptions = BTreeMap<String, String>;
 
 /// Opens a target from the location string (scheme included) and options.
 pub type TargetFactory = Arc<dyn Fn(&str, &TargetOptions) -> Result<Arc<dyn Target>> + Send + Sync>;
+/// Opens a mirror tree from the location string and options.
+pub type TreeFactory =
+    Arc<dyn Fn(&str, &TargetOptions) -> Result<Arc<dyn crate::tree::Tree>> + Send + Sync>;
 /// Makes an archive format for a compression and level.
 pub type FormatFactory =
     Arc<dyn Fn(Compression, Option<i32>) -> Result<Box<dyn ArchiveFormat>> + Send + Sync>;
@@ -62,6 +65,7 @@ pub const LOCAL_SCHEME: &str = "file";
 #[derive(Default, Clone)]
 pub struct Registry {
     schemes: BTreeMap<String, TargetFactory>,
+    trees: BTreeMap<String, TreeFactory>,
     formats: Option<FormatFactory>,
     codecs: Option<CodecFactory>,
     hashers: Option<Arc<dyn Hashers>>,
@@ -72,6 +76,7 @@ impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
             .field("schemes", &self.schemes.keys().collect::<Vec<_>>())
+            .field("trees", &self.trees.keys().collect::<Vec<_>>())
             .field("formats", &self.formats.is_some())
             .field("codecs", &self.codecs.is_some())
             .field("hashers", &self.hashers)
@@ -94,6 +99,49 @@ impl Registry {
     ) -> &mut Self {
         self.schemes.insert(scheme.to_owned(), Arc::new(factory));
         self
+    }
+
+    /// Registers a mirror tree scheme; as [`Registry::register_scheme`].
+    pub fn register_tree(
+        &mut self,
+        scheme: &str,
+        factory: impl Fn(&str, &TargetOptions) -> Result<Arc<dyn crate::tree::Tree>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> &mut Self {
+        self.trees.insert(scheme.to_owned(), Arc::new(factory));
+        self
+    }
+
+    /// Opens the mirror tree a location names, with backend options.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for a scheme this build has no trees for.
+    pub fn open_tree(
+        &self,
+        location: &str,
+        options: &TargetOptions,
+    ) -> Result<Arc<dyn crate::tree::Tree>> {
+        let scheme = Self::scheme_of(location);
+        if let Some(f) = self.trees.get(scheme) {
+            return f(location, options);
+        }
+        match KNOWN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
+            Some((_, feature)) if !self.schemes.contains_key(scheme) => {
+                Err(Error::Unsupported(format!(
+                    "{scheme}:// locations: this backupkit was built without feature `{feature}`"
+                )))
+            }
+            Some(_) => Err(Error::Unsupported(format!(
+                "mirrors to and from {scheme}:// locations are not available yet (snapshot \
+                 repositories are)"
+            ))),
+            None => Err(Error::Unsupported(format!(
+                "unknown location scheme {scheme:?} (expected a local path)"
+            ))),
+        }
     }
 
     pub fn set_formats(

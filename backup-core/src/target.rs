@@ -102,7 +102,17 @@ pub fn tmp_key(key: &str) -> String {
         Some((d, n)) => (Some(d), n),
         None => (None, key),
     };
-    let tmp = format!(".{name}{TMP_MARK}{:016x}", crate::snapshot::random_u64());
+    // Names may use all 255 bytes a filesystem allows: the temporary name
+    // keeps at most 233 of them (1 + 233 + 5 + 16 = 255).
+    let mut keep = name.len().min(233);
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    let tmp = format!(
+        ".{}{TMP_MARK}{:016x}",
+        &name[..keep],
+        crate::snapshot::random_u64()
+    );
     match dir {
         Some(d) => format!("{d}/{tmp}"),
         None => tmp,

@@ -5,6 +5,7 @@
 #[cfg(feature = "cloud")]
 pub mod cloud;
 mod local;
+mod local_tree;
 pub mod mount;
 #[cfg(feature = "rclone")]
 pub mod rclone;
@@ -18,29 +19,45 @@ use std::sync::Arc;
 use backup_core::{Error, Registry, Result, Target};
 
 pub use local::LocalTarget;
+pub use local_tree::LocalTree;
+
+/// The options of local paths: `mount_point` and `mount_timeout`.
+fn local_options(
+    options: &backup_core::TargetOptions,
+) -> Result<(Option<std::path::PathBuf>, std::time::Duration)> {
+    let mut mount_point = None;
+    let mut timeout = mount::DEFAULT_TIMEOUT;
+    for (key, value) in options {
+        match key.as_str() {
+            "mount_point" => mount_point = Some(std::path::PathBuf::from(value)),
+            "mount_timeout" => timeout = parse_duration(key, value)?,
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "unknown option {key:?} for local repositories and mirrors (known: \
+                     mount_point, mount_timeout)"
+                )));
+            }
+        }
+    }
+    Ok((mount_point, timeout))
+}
 
 /// Registers every target this build has: `file` and plain paths always,
 /// `s3`, `az`/`azure` and `gs` with their features.
 pub fn register(registry: &mut Registry) {
     registry.register_scheme(backup_core::registry::LOCAL_SCHEME, |location, options| {
         let path = location.strip_prefix("file://").unwrap_or(location);
-        let mut mount_point = None;
-        let mut timeout = mount::DEFAULT_TIMEOUT;
-        for (key, value) in options {
-            match key.as_str() {
-                "mount_point" => mount_point = Some(std::path::PathBuf::from(value)),
-                "mount_timeout" => timeout = parse_duration(key, value)?,
-                _ => {
-                    return Err(Error::InvalidInput(format!(
-                        "unknown option {key:?} for local repositories (known: mount_point, \
-                         mount_timeout)"
-                    )));
-                }
-            }
-        }
+        let (mount_point, timeout) = local_options(options)?;
         let target = LocalTarget::new(path)?;
         mount::check(target.root(), mount_point.as_deref(), timeout)?;
         Ok(Arc::new(target) as Arc<dyn Target>)
+    });
+    registry.register_tree(backup_core::registry::LOCAL_SCHEME, |location, options| {
+        let path = location.strip_prefix("file://").unwrap_or(location);
+        let (mount_point, timeout) = local_options(options)?;
+        let tree = LocalTree::new(path)?;
+        mount::check(tree.root_dir(), mount_point.as_deref(), timeout)?;
+        Ok(Arc::new(tree) as Arc<dyn backup_core::tree::Tree>)
     });
     #[cfg(feature = "s3")]
     registry.register_scheme("s3", |location, options| {

@@ -372,6 +372,19 @@ mod conformance {
     }
 }
 
+#[path = "targets/trees.rs"]
+mod trees;
+
+#[test]
+fn local_tree_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tree");
+    trees::run_all(&|sub: &str| {
+        std::sync::Arc::new(backup_targets::LocalTree::new(root.join(sub)).unwrap())
+            as std::sync::Arc<dyn backup_core::tree::Tree>
+    });
+}
+
 #[test]
 fn local_target_conforms() {
     let dir = tempfile::tempdir().unwrap();

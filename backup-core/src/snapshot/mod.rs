@@ -1,4 +1,24 @@
-//! Snapshot metadata (`snapshot.json`) and snapshot ids.
+//! Snapshots: the model (`snapshot.json`, snapshot ids) and the engines that
+//! make, read, check, copy and forget them in a repository.
+//!
+//! The engines are submodules; the crate root re-exports them under their
+//! old short paths (`backup_core::backup`, `backup_core::repository`, ...).
+
+pub mod backup;
+pub mod check;
+pub mod copy;
+pub(crate) mod dbsnap;
+pub mod forget;
+pub mod lock;
+pub mod manifest;
+pub mod repository;
+pub mod restore;
+pub mod retention;
+pub(crate) mod sink;
+pub(crate) mod store;
+pub(crate) mod verify;
+
+// Snapshot metadata (`snapshot.json`) and snapshot ids.
 
 use std::hash::{BuildHasher, Hasher};
 

@@ -1,0 +1,158 @@
+//! One file's copy: read from the source, write under a temporary name,
+//! check the source did not change meanwhile, commit.
+
+use std::io::{Read, Write};
+use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver};
+
+use crate::hash::Hashers;
+use crate::mirror::Problem;
+use crate::mirror::record::RecordLine;
+use crate::mirror::run::{Ctx, Job, JobResult};
+use crate::progress::{Cancel, CancelReader};
+use crate::tree::{FileAttrs, Tree, join};
+use crate::{Error, Result};
+
+/// Copy buffer size.
+const BUF: usize = 256 * 1024;
+
+pub(super) fn worker(
+    ctx: &Ctx<'_>,
+    jobs: &Mutex<Receiver<Job>>,
+    results: &mpsc::Sender<(u64, JobResult)>,
+) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let result = copy_file(ctx, &job);
+        if results.send((job.id, result)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Copies one file under a temporary name, checks the source did not
+/// change meanwhile, then commits it.
+pub(super) fn copy_file(ctx: &Ctx<'_>, job: &Job) -> JobResult {
+    let src = ctx.sources[job.source].tree.as_ref();
+    let path = &job.entry.path;
+    let failed = |message: String| {
+        JobResult::Failed(Problem {
+            path: path.clone(),
+            message,
+        })
+    };
+    let attrs = FileAttrs {
+        mtime_ns: job.entry.mtime_ns,
+        mode: job.entry.mode.filter(|_| ctx.caps.modes),
+    };
+    let reader = match src.open(&job.rel) {
+        Ok(r) => r,
+        Err(Error::Cancelled) => return JobResult::Fatal(Error::Cancelled),
+        Err(Error::NotFound { .. }) => return failed("vanished before it was copied".into()),
+        Err(e) => return failed(format!("cannot read: {}", crate::check::error_chain(&e))),
+    };
+    let mut writer = match ctx.dest.write(path, attrs) {
+        Ok(w) => w,
+        Err(e) => return failed(format!("cannot write: {}", crate::check::error_chain(&e))),
+    };
+    let mut reader = CancelReader {
+        inner: reader,
+        cancel: ctx.cancel.clone(),
+    };
+    let mut hasher = ctx.hashers.blake3();
+    let mut buf = vec![0u8; BUF];
+    let mut bytes = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) if ctx.cancel.is_cancelled() => return JobResult::Fatal(Error::Cancelled),
+            Err(e) => return failed(format!("cannot read: {e}")),
+        };
+        hasher.update(&buf[..n]);
+        if let Err(e) = writer.write_all(&buf[..n]) {
+            return failed(format!("cannot write: {e}"));
+        }
+        bytes += n as u64;
+    }
+    drop(reader);
+    match src.stat(&job.rel) {
+        Ok(Some(now))
+            if now.size == job.entry.size
+                && now.mtime_ns == job.entry.mtime_ns
+                && bytes == job.entry.size => {}
+        Ok(None) => return failed("vanished while it was copied; not copied".into()),
+        Ok(Some(_)) => {
+            return failed(
+                "changed while it was copied; not copied (the next run copies it)".into(),
+            );
+        }
+        Err(e) => return failed(format!("cannot read: {}", crate::check::error_chain(&e))),
+    }
+    if job.replaces
+        && let Some(dir) = &ctx.opts.backup_dir
+        && let Err(e) = ctx.dest.rename(path, &join(dir, path))
+    {
+        return failed(format!(
+            "cannot move the old file to the backup directory: {}",
+            crate::check::error_chain(&e)
+        ));
+    }
+    match writer.commit() {
+        Ok(stored) => JobResult::Done {
+            line: RecordLine {
+                path: path.clone(),
+                size: bytes,
+                mtime_ns: job.entry.mtime_ns,
+                stamp: stored.stamp,
+                blake3: Some(hasher.finish_hex()),
+            },
+            bytes,
+        },
+        Err(Error::Cancelled) => JobResult::Fatal(Error::Cancelled),
+        Err(e) => failed(format!("cannot write: {}", crate::check::error_chain(&e))),
+    }
+}
+
+/// A record line in waiting: known now, or when a copy ends.
+/// The errors a worker stops the run with are cancellations.
+pub(super) fn clone_fatal(e: &Error) -> Error {
+    match e {
+        Error::Cancelled => Error::Cancelled,
+        other => Error::Backend {
+            backend: "mirror".into(),
+            message: crate::check::error_chain(other),
+            source: None,
+        },
+    }
+}
+
+/// BLAKE3 of a tree's file, streamed.
+pub(crate) fn hash_file(
+    tree: &dyn Tree,
+    path: &str,
+    hashers: &dyn Hashers,
+    cancel: &Cancel,
+) -> Result<String> {
+    let mut reader = CancelReader {
+        inner: tree.open(path)?,
+        cancel: cancel.clone(),
+    };
+    let mut hasher = hashers.blake3();
+    let mut buf = vec![0u8; BUF];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) if cancel.is_cancelled() => return Err(Error::Cancelled),
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    }
+    Ok(hasher.finish_hex())
+}

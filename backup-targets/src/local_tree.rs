@@ -1,0 +1,602 @@
+//! A local or mounted directory as a mirror [`Tree`].
+//!
+//! Files are written to a hidden temporary name beside their final name
+//! (`.NAME.tmp-<16 hex>`), with mode and mtime set, and renamed into place
+//! in batches: one `syncfs` makes a whole batch durable, then each file is
+//! renamed over its old version. A reader, a kill or a power loss sees the
+//! old file or the whole new one. A run that is killed leaves temporary
+//! files, which the next walk reports as leftovers.
+//!
+//! Nothing is written or read through a symlink below the root: each
+//! directory on the way is checked with `lstat`, and files are opened with
+//! `O_NOFOLLOW`. Symlinks in the tree are listed (and copied) as links.
+//!
+//! The mtime precision and case sensitivity come from the filesystem type
+//! (`statfs`), of the destination itself: FAT and exFAT keep 2 s, SMB and
+//! NTFS 100 ns, FUSE filesystems (sshfs) are taken as 1 s, and the rest
+//! (ext4, xfs, btrfs, tmpfs, NFS) as 1 ns.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backup_core::target::{TMP_MARK, check_key, tmp_key};
+use backup_core::tree::{
+    EntryKind, FileAttrs, FileWriter, Stored, Tree, TreeCaps, TreeEntry, Walked,
+};
+use backup_core::{Error, Result};
+
+/// Files committed but not yet renamed before a batch is made visible.
+const BATCH_FILES: usize = 512;
+/// Bytes committed but not yet renamed before a batch is made visible.
+const BATCH_BYTES: u64 = 256 << 20;
+
+/// A directory tree on a local or mounted filesystem.
+#[derive(Debug)]
+pub struct LocalTree {
+    root: PathBuf,
+    follow_links: bool,
+    caps: TreeCaps,
+    pending: Arc<Mutex<Pending>>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    renames: Vec<(PathBuf, PathBuf)>,
+    bytes: u64,
+}
+
+impl LocalTree {
+    /// A tree rooted at `root` (which need not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        let root: PathBuf = root.into();
+        if root.as_os_str().is_empty() {
+            return Err(Error::InvalidInput("empty path".into()));
+        }
+        let root = std::path::absolute(&root)
+            .map_err(|e| Error::io("resolve", root.display().to_string(), e))?;
+        if root.to_str().is_none() {
+            return Err(Error::InvalidInput(format!(
+                "path {} is not valid UTF-8",
+                root.display()
+            )));
+        }
+        let caps = probe_caps(&root);
+        Ok(Self {
+            root,
+            follow_links: false,
+            caps,
+            pending: Arc::default(),
+        })
+    }
+
+    /// Overrides the probed capabilities (tests emulate other filesystems).
+    #[must_use]
+    pub fn with_caps(mut self, caps: TreeCaps) -> Self {
+        self.caps = caps;
+        self
+    }
+
+    pub fn root_dir(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, rel: &str) -> Result<PathBuf> {
+        if rel.is_empty() {
+            return Ok(self.root.clone());
+        }
+        check_key(rel)?;
+        Ok(self.root.join(rel))
+    }
+
+    fn io(&self, action: &'static str, rel: &str, e: io::Error) -> Error {
+        let path = self.root.join(rel).display().to_string();
+        if e.kind() == io::ErrorKind::NotFound {
+            Error::NotFound { what: "file", path }
+        } else {
+            Error::io(action, path, e)
+        }
+    }
+
+    /// Makes every directory from the root down to `rel` (inclusive) exist
+    /// as a real directory, never passing through a symlink.
+    fn real_dirs(&self, rel: &str, mode: Option<u32>) -> Result<PathBuf> {
+        let mut at = self.root.clone();
+        match fs::symlink_metadata(&at) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&at).map_err(|e| self.io("create directory", "", e))?;
+            }
+            Err(e) => return Err(self.io("inspect", "", e)),
+        }
+        if rel.is_empty() {
+            return Ok(at);
+        }
+        let parts: Vec<&str> = rel.split('/').collect();
+        for (i, name) in parts.iter().enumerate() {
+            at.push(name);
+            let last = i + 1 == parts.len();
+            match fs::symlink_metadata(&at) {
+                Ok(m) if m.is_dir() => continue,
+                Ok(_) => {
+                    return Err(Error::io(
+                        "create directory",
+                        at.display().to_string(),
+                        io::Error::other(
+                            "a file or symlink is in the way; refusing to write through it",
+                        ),
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("inspect", at.display().to_string(), e)),
+            }
+            match fs::create_dir(&at) {
+                Ok(()) => {
+                    if let (true, Some(m)) = (last, mode) {
+                        let _ = fs::set_permissions(&at, fs::Permissions::from_mode(m & 0o7777));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("create directory", at.display().to_string(), e)),
+            }
+        }
+        Ok(at)
+    }
+
+    fn parent_of(rel: &str) -> &str {
+        rel.rsplit_once('/').map_or("", |(p, _)| p)
+    }
+
+    fn entry(rel: String, meta: &fs::Metadata, path: &Path) -> Option<TreeEntry> {
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            EntryKind::Dir
+        } else if ft.is_file() {
+            EntryKind::File
+        } else if ft.is_symlink() {
+            EntryKind::Symlink
+        } else {
+            // FIFOs, sockets and devices are not mirrored (as rsync without -D).
+            return None;
+        };
+        let link = if kind == EntryKind::Symlink {
+            Some(fs::read_link(path).ok()?.to_str()?.to_owned())
+        } else {
+            None
+        };
+        Some(TreeEntry {
+            path: rel,
+            kind,
+            size: if kind == EntryKind::File {
+                meta.len()
+            } else {
+                0
+            },
+            mtime_ns: Some(meta.mtime() * 1_000_000_000 + meta.mtime_nsec()),
+            mode: Some(meta.mode() & 0o7777),
+            link,
+            stamp: None,
+        })
+    }
+
+    /// Renames the pending batch into place after one filesystem sync.
+    fn publish(&self, pending: &mut Pending) -> Result<()> {
+        if pending.renames.is_empty() {
+            return Ok(());
+        }
+        sync_fs(&self.root)?;
+        for (tmp, fin) in pending.renames.drain(..) {
+            fs::rename(&tmp, &fin)
+                .map_err(|e| Error::io("rename", fin.display().to_string(), e))?;
+        }
+        pending.bytes = 0;
+        Ok(())
+    }
+}
+
+/// One `syncfs` of the filesystem that holds `path`.
+fn sync_fs(path: &Path) -> Result<()> {
+    let dir = File::open(path).map_err(|e| Error::io("open", path.display().to_string(), e))?;
+    rustix::fs::syncfs(&dir)
+        .map_err(|e| Error::io("sync", path.display().to_string(), io::Error::from(e)))
+}
+
+/// The filesystem's mtime precision, case sensitivity and what it keeps,
+/// from its type (of the deepest existing directory on the way to `root`).
+fn probe_caps(root: &Path) -> TreeCaps {
+    const MSDOS: u64 = 0x4d44;
+    const EXFAT: u64 = 0x2011_bab0;
+    const CIFS: u64 = 0xff53_4d42;
+    const SMB2: u64 = 0xfe53_4d42;
+    const NTFS: u64 = 0x5346_544e;
+    const NTFS3: u64 = 0x7366_746e;
+    const FUSE: u64 = 0x6573_5546;
+    let mut at = Some(root);
+    let mut kind = None;
+    while let Some(p) = at {
+        if let Ok(st) = rustix::fs::statfs(p) {
+            kind = Some(st.f_type as u64);
+            break;
+        }
+        at = p.parent();
+    }
+    let mut caps = TreeCaps {
+        mtime_precision: Duration::from_nanos(1),
+        case_insensitive: false,
+        symlinks: true,
+        dirs: true,
+        modes: true,
+        transfers: 4,
+    };
+    match kind {
+        Some(MSDOS | EXFAT) => {
+            caps.mtime_precision = Duration::from_secs(2);
+            caps.case_insensitive = true;
+            caps.symlinks = false;
+            caps.modes = false;
+        }
+        Some(CIFS | SMB2) => {
+            caps.mtime_precision = Duration::from_nanos(100);
+            caps.case_insensitive = true;
+            caps.symlinks = false;
+            caps.modes = false;
+        }
+        Some(NTFS | NTFS3) => caps.mtime_precision = Duration::from_nanos(100),
+        Some(FUSE) => caps.mtime_precision = Duration::from_secs(1),
+        _ => {}
+    }
+    caps
+}
+
+/// Whether `name` is a temporary name of [`tmp_key`]: `.NAME.tmp-` and
+/// sixteen hex digits.
+fn is_leftover(name: &str) -> bool {
+    let Some(i) = name.rfind(TMP_MARK) else {
+        return false;
+    };
+    let suffix = &name[i + TMP_MARK.len()..];
+    name.starts_with('.') && suffix.len() == 16 && suffix.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Tree for LocalTree {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn root_path(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn caps(&self) -> TreeCaps {
+        self.caps.clone()
+    }
+
+    fn root(&self) -> Result<Option<TreeEntry>> {
+        match fs::metadata(&self.root) {
+            Ok(m) => Ok(Self::entry(String::new(), &m, &self.root)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io("inspect", "", e)),
+        }
+    }
+
+    fn walk<'a>(
+        &'a self,
+        skip: &'a (dyn Fn(&str, EntryKind) -> bool + Sync),
+    ) -> Result<Box<dyn Iterator<Item = Result<Walked>> + Send + 'a>> {
+        let mut walk = Walk {
+            tree: self,
+            skip,
+            stack: Vec::new(),
+            queue: std::collections::VecDeque::new(),
+        };
+        walk.open_dir(String::new());
+        Ok(Box::new(walk))
+    }
+
+    fn stat(&self, rel: &str) -> Result<Option<TreeEntry>> {
+        let path = self.path(rel)?;
+        let meta = if self.follow_links {
+            fs::metadata(&path)
+        } else {
+            fs::symlink_metadata(&path)
+        };
+        match meta {
+            Ok(m) => Ok(Self::entry(rel.to_owned(), &m, &path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io("inspect", rel, e)),
+        }
+    }
+
+    fn open(&self, rel: &str) -> Result<Box<dyn Read + Send>> {
+        let path = self.path(rel)?;
+        let mut o = OpenOptions::new();
+        o.read(true);
+        if !rel.is_empty() && !self.follow_links {
+            o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        } else {
+            o.custom_flags(libc::O_NONBLOCK);
+        }
+        let f = o.open(&path).map_err(|e| self.io("open", rel, e))?;
+        let m = f.metadata().map_err(|e| self.io("inspect", rel, e))?;
+        if !m.is_file() {
+            return Err(Error::io(
+                "open",
+                path.display().to_string(),
+                io::Error::other("not a regular file"),
+            ));
+        }
+        Ok(Box::new(f))
+    }
+
+    fn write(&self, rel: &str, attrs: FileAttrs) -> Result<Box<dyn FileWriter>> {
+        let path = self.path(rel)?;
+        if rel.is_empty() {
+            return Err(Error::InvalidInput("cannot write over the root".into()));
+        }
+        self.real_dirs(Self::parent_of(rel), None)?;
+        let name = path
+            .file_name()
+            .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
+        let tmp = path.with_file_name(tmp_key(&name));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| self.io("create", rel, e))?;
+        Ok(Box::new(LocalWriter {
+            file: Some(io::BufWriter::with_capacity(256 * 1024, file)),
+            tmp,
+            fin: path,
+            attrs,
+            bytes: 0,
+            pending: Arc::clone(&self.pending),
+            tree: self.root.clone(),
+        }))
+    }
+
+    fn flush(&self) -> Result<()> {
+        let mut p = self.pending.lock().map_err(|_| poisoned())?;
+        let had = !p.renames.is_empty();
+        self.publish(&mut p)?;
+        if had {
+            // The renames themselves.
+            sync_fs(&self.root)?;
+        }
+        Ok(())
+    }
+
+    fn make_dir(&self, rel: &str, attrs: FileAttrs) -> Result<()> {
+        self.real_dirs(rel, attrs.mode).map(drop)
+    }
+
+    fn set_dir_mtime(&self, rel: &str, mtime_ns: i64) -> Result<()> {
+        let path = self.path(rel)?;
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            _ => return Ok(()),
+        }
+        filetime::set_file_mtime(&path, file_time(mtime_ns))
+            .map_err(|e| self.io("set the mtime of", rel, e))
+    }
+
+    fn symlink(&self, rel: &str, target: &str) -> Result<()> {
+        let path = self.path(rel)?;
+        self.real_dirs(Self::parent_of(rel), None)?;
+        let name = path
+            .file_name()
+            .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
+        let tmp = path.with_file_name(tmp_key(&name));
+        std::os::unix::fs::symlink(target, &tmp).map_err(|e| self.io("create symlink", rel, e))?;
+        fs::rename(&tmp, &path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            self.io("create symlink", rel, e)
+        })
+    }
+
+    fn remove(&self, rel: &str, kind: EntryKind) -> Result<()> {
+        let path = self.path(rel)?;
+        let r = if kind == EntryKind::Dir {
+            fs::remove_dir(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io("remove", rel, e)),
+        }
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let src = self.path(from)?;
+        let dst = self.path(to)?;
+        self.real_dirs(Self::parent_of(to), None)?;
+        fs::rename(&src, &dst).map_err(|e| self.io("move", from, e))
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Backend {
+        backend: "local".into(),
+        message: "a copy thread panicked".into(),
+        source: None,
+    }
+}
+
+fn file_time(ns: i64) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000) as u32,
+    )
+}
+
+/// A file being written under its temporary name.
+struct LocalWriter {
+    file: Option<io::BufWriter<File>>,
+    tmp: PathBuf,
+    fin: PathBuf,
+    attrs: FileAttrs,
+    bytes: u64,
+    pending: Arc<Mutex<Pending>>,
+    tree: PathBuf,
+}
+
+impl Write for LocalWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("writer already committed"))?
+            .write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().map_or(Ok(()), Write::flush)
+    }
+}
+
+impl FileWriter for LocalWriter {
+    fn commit(mut self: Box<Self>) -> Result<Stored> {
+        let path = self.fin.display().to_string();
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::InvalidInput("writer already committed".into()))?;
+        let file = file
+            .into_inner()
+            .map_err(|e| Error::io("write", path.clone(), e.into_error()))?;
+        if let Some(m) = self.attrs.mode {
+            file.set_permissions(fs::Permissions::from_mode(m & 0o7777))
+                .map_err(|e| Error::io("set the mode of", path.clone(), e))?;
+        }
+        if let Some(ns) = self.attrs.mtime_ns {
+            filetime::set_file_handle_times(&file, None, Some(file_time(ns)))
+                .map_err(|e| Error::io("set the mtime of", path.clone(), e))?;
+        }
+        drop(file);
+        let mut p = self.pending.lock().map_err(|_| poisoned())?;
+        p.renames
+            .push((std::mem::take(&mut self.tmp), self.fin.clone()));
+        p.bytes += self.bytes;
+        if p.renames.len() >= BATCH_FILES || p.bytes >= BATCH_BYTES {
+            let renames = std::mem::take(&mut p.renames);
+            p.bytes = 0;
+            sync_fs(&self.tree)?;
+            for (tmp, fin) in renames {
+                fs::rename(&tmp, &fin)
+                    .map_err(|e| Error::io("rename", fin.display().to_string(), e))?;
+            }
+        }
+        Ok(Stored::default())
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        // Not committed: the temporary file goes.
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// The depth-first walk: one sorted list of children per open directory.
+struct Walk<'a> {
+    tree: &'a LocalTree,
+    skip: &'a (dyn Fn(&str, EntryKind) -> bool + Sync),
+    stack: Vec<std::vec::IntoIter<(String, Option<TreeEntry>)>>,
+    queue: std::collections::VecDeque<Walked>,
+}
+
+impl Walk<'_> {
+    /// Reads and sorts one directory's children, pushing them on the stack.
+    fn open_dir(&mut self, rel: String) {
+        let dir = self.tree.root.join(&rel);
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.queue.push_back(Walked::Warning {
+                    path: rel,
+                    message: format!("cannot list the directory: {e}"),
+                });
+                return;
+            }
+        };
+        let mut children = Vec::new();
+        for de in rd {
+            let de = match de {
+                Ok(de) => de,
+                Err(e) => {
+                    self.queue.push_back(Walked::Warning {
+                        path: rel.clone(),
+                        message: format!("cannot list the directory: {e}"),
+                    });
+                    continue;
+                }
+            };
+            let name = de.file_name();
+            let Some(name) = name.to_str() else {
+                self.queue.push_back(Walked::Warning {
+                    path: backup_core::tree::join(&rel, &name.to_string_lossy()),
+                    message: "the name is not valid UTF-8; not mirrored".into(),
+                });
+                continue;
+            };
+            let child = backup_core::tree::join(&rel, name);
+            if is_leftover(name) {
+                self.queue.push_back(Walked::Leftover(child));
+                continue;
+            }
+            let path = de.path();
+            let meta = if self.tree.follow_links {
+                fs::metadata(&path)
+            } else {
+                de.metadata()
+            };
+            match meta {
+                Ok(m) => {
+                    let entry = LocalTree::entry(child.clone(), &m, &path);
+                    children.push((child, entry));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => self.queue.push_back(Walked::Warning {
+                    path: child,
+                    message: format!("cannot read: {e}"),
+                }),
+            }
+        }
+        children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.stack.push(children.into_iter());
+    }
+}
+
+impl Iterator for Walk<'_> {
+    type Item = Result<Walked>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(w) = self.queue.pop_front() {
+                return Some(Ok(w));
+            }
+            let top = self.stack.last_mut()?;
+            let Some((rel, entry)) = top.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let Some(entry) = entry else { continue };
+            if (self.skip)(&rel, entry.kind) {
+                continue;
+            }
+            if entry.kind == EntryKind::Dir {
+                self.open_dir(rel);
+            }
+            return Some(Ok(Walked::Entry(entry)));
+        }
+    }
+}
