@@ -2080,3 +2080,267 @@ fn sftp_and_rclone_repositories_from_the_command_line() {
     let o = env.run(&["-r", &sftp, "-o", "password=x", "snapshots"]);
     assert_clean_error(&o, 2, "unknown option \"password\" for SFTP repositories");
 }
+
+/// A source tree for mirrors: `n` small CSVs in two directories and `big`
+/// binaries of `mib` MiB each.
+fn mirror_tree(root: &Path, n: usize, big: u64, mib: usize) {
+    fs::create_dir_all(root.join("runs/2026")).unwrap();
+    fs::create_dir_all(root.join("videos")).unwrap();
+    for i in 0..n {
+        let dir = if i % 2 == 0 { "runs" } else { "runs/2026" };
+        fs::write(
+            root.join(format!("{dir}/r{i:03}.csv")),
+            format!("{i},{}\n", i * 7).repeat(40),
+        )
+        .unwrap();
+    }
+    for i in 0..big {
+        fs::write(
+            root.join(format!("videos/v{i}.bin")),
+            pseudo_random(mib << 20, i),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn mirror_copies_only_what_changed_and_says_so() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    mirror_tree(&src, 20, 1, 1);
+    let (s, d) = (src.to_str().unwrap(), dst.to_str().unwrap());
+    let o = env.run(&["mirror", s, d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("21 copied, 0 updated, 0 deleted"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(stderr(&o), "");
+    // `sync` is the same command; a second run copies nothing.
+    let o = env.run(&["--json", "sync", s, d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["copied"].as_u64(), v["unchanged"].as_u64()),
+        (Some(0), Some(21))
+    );
+    assert_eq!(v["failed"], serde_json::json!([]));
+    // A dry run prints its plan on stdout, a line per decision, and writes
+    // nothing.
+    fs::write(src.join("runs/r000.csv"), "changed").unwrap();
+    fs::remove_file(src.join("videos/v0.bin")).unwrap();
+    let o = env.run(&["mirror", "-n", "--delete", s, d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("update  runs/r000.csv (size differs)")
+            || out.contains("update  runs/r000.csv (changed in the source)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("delete  videos/v0.bin (not in the source)"),
+        "{out}"
+    );
+    assert!(out.contains("dry run: would mirror"), "{out}");
+    assert!(dst.join("videos/v0.bin").exists());
+    // -v lists each decision on a real run; --verify checks afterwards.
+    let o = env.run(&["mirror", "-v", "--delete", "--verify", "checksum", s, d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("1 updated, 1 deleted"), "{out}");
+    assert!(
+        out.contains("verify (checksum)") && out.contains(": ok:"),
+        "{out}"
+    );
+    assert!(!dst.join("videos/v0.bin").exists());
+    // --quiet prints nothing on success.
+    let o = env.run(&["-q", "mirror", s, d]);
+    assert_eq!(
+        (code(&o), stdout(&o), stderr(&o)),
+        (0, String::new(), String::new())
+    );
+}
+
+#[test]
+fn mirror_refusals_and_mismatches_have_their_exit_codes() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    mirror_tree(&src, 20, 0, 0);
+    let (s, d) = (src.to_str().unwrap(), dst.to_str().unwrap());
+    assert_eq!(code(&env.run(&["mirror", s, d])), 0);
+    // A missing source: 4, one line, nothing touched.
+    let missing = env.path("nowhere");
+    let o = env.run(&["mirror", "--delete", missing.to_str().unwrap(), d]);
+    assert_clean_error(&o, 4, "mirror source not found");
+    // An empty source (an unmounted share) never deletes: 1, one line.
+    let empty = env.path("empty");
+    fs::create_dir(&empty).unwrap();
+    let o = env.run(&["mirror", "--delete", empty.to_str().unwrap(), d]);
+    assert_clean_error(&o, 1, "refusing to delete");
+    assert_eq!(walk_names(&dst.join("runs")).len(), 21);
+    // More deletions than --max-delete: nothing deleted, exit 3.
+    for i in 0..6 {
+        fs::remove_file(src.join(format!("runs/r{:03}.csv", i * 2))).unwrap();
+    }
+    let o = env.run(&["mirror", "--delete", "--max-delete", "5", s, d]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("refusing to delete: the plan deletes 6"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(walk_names(&dst.join("runs")).len(), 21);
+    let o = env.run(&["mirror", "--delete", "--max-delete", "60%", s, d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // Bad flag values: 2.
+    for bad in [
+        vec!["mirror", "--verify", "all", s, d],
+        vec!["mirror", "--delete", "--max-delete", "lots", s, d],
+        vec!["mirror", "--modify-window", "soon", s, d],
+        vec!["mirror", "--max-delete", "5", s, d],
+        vec!["mirror", s],
+    ] {
+        let o = env.run(&bad);
+        assert_eq!(code(&o), 2, "{bad:?}: {}", stderr(&o));
+    }
+    // Bit rot at the destination: only content verification finds it (13).
+    let victim = dst.join("runs/2026/r001.csv");
+    let meta = fs::metadata(&victim).unwrap();
+    let mut body = fs::read(&victim).unwrap();
+    body[3] ^= 0x20;
+    fs::write(&victim, &body).unwrap();
+    filetime_like(&victim, &meta);
+    assert_eq!(
+        code(&env.run(&["mirror", "--verify-only", s, d])),
+        0,
+        "sizes match"
+    );
+    let o = env.run(&["mirror", "--verify-only", "--verify", "checksum", s, d]);
+    assert_eq!(code(&o), 13, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("different runs/2026/r001.csv"),
+        "{}",
+        stdout(&o)
+    );
+    let o = env.run(&["mirror", "--verify", "checksum", s, d]);
+    assert_eq!(
+        code(&o),
+        13,
+        "a quick-check mirror keeps the rotten copy: {}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("differs from its source"),
+        "{}",
+        stderr(&o)
+    );
+    let o = env.run(&["mirror", "--checksum", "--verify", "checksum", s, d]);
+    assert_eq!(code(&o), 0, "--checksum repairs it: {}", stderr(&o));
+}
+
+/// Gives `path` the mtime in `meta` again (after an edit in place).
+fn filetime_like(path: &Path, meta: &fs::Metadata) {
+    let t = meta.modified().unwrap();
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_modified(t).unwrap();
+}
+
+#[test]
+fn a_mirror_file_that_cannot_be_read_is_named_and_exits_3() {
+    let env = Env::new();
+    let root = env.path("world");
+    fs::create_dir_all(root.join("data")).unwrap();
+    set_mode(env.dir.path(), 0o755);
+    set_mode(&root, 0o777);
+    set_mode(&root.join("data"), 0o777);
+    fs::write(root.join("data/ok.csv"), "1\n").unwrap();
+    fs::write(root.join("data/secret.csv"), "2\n").unwrap();
+    set_mode(&root.join("data/ok.csv"), 0o644);
+    set_mode(&root.join("data/secret.csv"), 0o000);
+    let dst = root.join("dst");
+    let run = |extra: &[&str]| {
+        let mut c = if is_root() {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+            c
+        } else {
+            Command::new(BIN)
+        };
+        c.arg("mirror")
+            .args(extra)
+            .arg(root.join("data"))
+            .arg(&dst)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("secret.csv") && err.contains("incomplete"),
+        "{err}"
+    );
+    assert_eq!(fs::read(dst.join("ok.csv")).unwrap(), b"1\n");
+    assert!(!dst.join("secret.csv").exists());
+}
+
+#[test]
+fn kill_9_during_a_mirror_leaves_no_partial_file_and_the_next_run_finishes() {
+    let env = Env::new();
+    let (src, dst) = (env.path("src"), env.path("dst"));
+    mirror_tree(&src, 300, 6, 8);
+    let (s, d) = (src.to_str().unwrap(), dst.to_str().unwrap());
+    let mut leftovers_seen = 0;
+    for delay_ms in [5u64, 40, 90, 160, 300] {
+        // Each run starts from scratch, so that every kill lands mid-copy.
+        let _ = fs::remove_dir_all(&dst);
+        run_killed_after(&["mirror", "--transfers", "2", s, d], delay_ms);
+        if !dst.exists() {
+            continue;
+        }
+        // Whatever has a final name is whole.
+        for name in walk_files(&dst) {
+            let rel = name.strip_prefix(&dst).unwrap();
+            let text = rel.to_string_lossy();
+            if text.contains(".tmp-") {
+                leftovers_seen += 1;
+                continue;
+            }
+            if text.starts_with(".backupkit-mirror") {
+                continue;
+            }
+            assert_eq!(
+                fs::read(&name).unwrap(),
+                fs::read(src.join(rel)).unwrap(),
+                "partial file at a final name after a kill at {delay_ms} ms: {text}"
+            );
+        }
+    }
+    assert!(leftovers_seen > 0, "no kill landed mid-copy");
+    // A killed run into an existing mirror, then a run that finishes it.
+    let _ = fs::remove_dir_all(&dst);
+    run_killed_after(&["mirror", s, d], 120);
+    let o = env.run(&["--json", "mirror", "--verify", "checksum", s, d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["verify"]["hashed"], 306, "{v}");
+    assert!(
+        walk_files(&dst)
+            .iter()
+            .all(|p| !p.to_string_lossy().contains(".tmp-"))
+    );
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk_files(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

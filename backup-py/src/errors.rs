@@ -53,6 +53,19 @@ create_exception!(
     "Options that cannot work together, or a value out of range."
 );
 
+create_exception!(
+    backupkit,
+    MirrorMismatchError,
+    IntegrityError,
+    "A mirror's destination does not hold what its source holds; `.report` says what differs."
+);
+create_exception!(
+    backupkit,
+    RefusedError,
+    BackupError,
+    "A safety guard refused a destructive step (a mirror that would delete from an empty source); nothing was deleted."
+);
+
 /// The Python exception for a core error; its message is the error and its
 /// causes in one line.
 pub(crate) fn to_py(e: &Error) -> PyErr {
@@ -65,6 +78,7 @@ pub(crate) fn to_py(e: &Error) -> PyErr {
         }
         Error::Locked { .. } => LockedError::new_err(msg),
         Error::Integrity { .. } | Error::UnsafePath { .. } => IntegrityError::new_err(msg),
+        Error::MirrorMismatch { .. } => MirrorMismatchError::new_err(msg),
         Error::WouldOverwrite { .. } => {
             WouldOverwriteError::new_err(format!("{msg} (pass overwrite=True to replace them)"))
         }
@@ -75,6 +89,7 @@ pub(crate) fn to_py(e: &Error) -> PyErr {
             WouldOverwriteError::new_err(format!("{msg} (pass force=True to replace it)"))
         }
         Error::InvalidInput(_) => InvalidInputError::new_err(msg),
+        Error::Refused { .. } => RefusedError::new_err(msg),
         // `Cancelled` arrives here only when no Ctrl-C caused it (the runner
         // raises the KeyboardInterrupt itself).
         _ => BackupError::new_err(msg),

@@ -8,6 +8,7 @@
 
 mod convert;
 mod errors;
+mod mirror;
 mod run;
 
 use std::collections::BTreeMap;
@@ -119,7 +120,7 @@ fn one_or_more_paths(paths: &Bound<'_, PyAny>) -> PyResult<Vec<PathBuf>> {
 fn path_to_string(path: PathBuf) -> PyResult<String> {
     path.into_os_string().into_string().map_err(|p| {
         InvalidInputError::new_err(format!(
-            "repository location {} is not valid UTF-8",
+            "location {} is not valid UTF-8",
             p.to_string_lossy()
         ))
     })
@@ -538,6 +539,16 @@ fn _backupkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("IntegrityError", integrity)?;
     m.add("WouldOverwriteError", py.get_type::<WouldOverwriteError>())?;
     m.add("InvalidInputError", py.get_type::<InvalidInputError>())?;
+    m.add("RefusedError", py.get_type::<errors::RefusedError>())?;
+    let mismatch = py.get_type::<errors::MirrorMismatchError>();
+    // Set on instances raised by mirror() (with verify) and verify_mirror().
+    mismatch.setattr("report", py.None())?;
+    mismatch.setattr("mirror", py.None())?;
+    m.add("MirrorMismatchError", mismatch)?;
+    m.add_class::<mirror::MirrorResult>()?;
+    m.add_class::<mirror::VerifyResult>()?;
+    m.add_function(wrap_pyfunction!(mirror::mirror_tree, m)?)?;
+    m.add_function(wrap_pyfunction!(mirror::verify_mirror, m)?)?;
     m.add_function(wrap_pyfunction!(main, m)?)?;
     Ok(())
 }

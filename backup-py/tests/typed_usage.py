@@ -40,6 +40,19 @@ def run(workdir: Path) -> list[str]:
     except backupkit.IntegrityError as e:
         failed = e.result
         problems = failed.problems if failed is not None else []
+    mirrored: backupkit.MirrorResult = backupkit.mirror(
+        source, workdir / "mirror", delete=True, verify="checksum", exclude=["*.tmp"]
+    )
+    copied: int = mirrored.copied
+    failed_files: list[tuple[str, str]] = mirrored.failed
+    try:
+        verified: backupkit.VerifyResult = backupkit.verify_mirror(
+            [source], workdir / "mirror", mode="sample:10"
+        )
+        missing: list[str] = verified.missing
+    except backupkit.MirrorMismatchError as e:
+        missing = e.report.missing if e.report is not None else []
+    print(copied, failed_files, missing)
     removed: list[str] = repo.forget([snap.id])
     unlocked: int = repo.unlock(remove_all=False)
     print(when.isoformat(), size, tags, len(meta), len(entries), target.name, problems, unlocked)

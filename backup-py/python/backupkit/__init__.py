@@ -6,6 +6,7 @@
 >>> snap = repo.backup(["/etc", "/home"], tags=["nightly"])
 >>> repo.restore(snap.id, "/tmp/restored")
 >>> repo.backup_database("outputs/results.db", min_interval=3600, keep_last=10)
+>>> backupkit.mirror("/data/recordings", "/mnt/share/recordings", verify="sample:10")
 
 Every engine call runs in native code with the GIL released; Ctrl-C stops it
 cleanly and raises KeyboardInterrupt. Errors are subclasses of BackupError.
@@ -19,14 +20,20 @@ from backupkit._backupkit import (
     IntegrityError,
     InvalidInputError,
     LockedError,
+    MirrorMismatchError,
+    MirrorResult,
+    RefusedError,
     Repository,
     RepositoryExistsError,
     RepositoryNotFoundError,
     RestoreResult,
     Snapshot,
     SnapshotNotFoundError,
+    VerifyResult,
     WouldOverwriteError,
     __version__,
+    mirror,
+    verify_mirror,
 )
 
 __all__ = [
@@ -37,12 +44,18 @@ __all__ = [
     "IntegrityError",
     "InvalidInputError",
     "LockedError",
+    "MirrorMismatchError",
+    "MirrorResult",
+    "RefusedError",
     "Repository",
     "RepositoryExistsError",
     "RepositoryNotFoundError",
     "RestoreResult",
     "Snapshot",
     "SnapshotNotFoundError",
+    "VerifyResult",
     "WouldOverwriteError",
     "__version__",
+    "mirror",
+    "verify_mirror",
 ]

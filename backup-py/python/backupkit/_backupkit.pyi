@@ -22,6 +22,12 @@ __all__ = [
     "IntegrityError",
     "WouldOverwriteError",
     "InvalidInputError",
+    "RefusedError",
+    "MirrorMismatchError",
+    "MirrorResult",
+    "VerifyResult",
+    "mirror",
+    "verify_mirror",
     "main",
 ]
 
@@ -41,6 +47,18 @@ class IntegrityError(BackupError):
 
 class WouldOverwriteError(BackupError): ...
 class InvalidInputError(BackupError): ...
+
+class MirrorMismatchError(IntegrityError):
+    """A mirror's destination does not hold what its source holds."""
+
+    report: VerifyResult | None
+    """What differs."""
+    mirror: MirrorResult | None
+    """The mirror's result, when raised by `mirror` (with ``verify``)."""
+
+class RefusedError(BackupError):
+    """A safety guard refused a destructive step (a mirror that would delete
+    from an empty source); nothing was deleted."""
 
 @final
 class Snapshot:
@@ -236,3 +254,119 @@ class Repository:
     def unlock(self, *, remove_all: bool = False) -> int: ...
 
 def main(argv: Sequence[str]) -> int: ...
+
+_Location = str | os.PathLike[str]
+
+@final
+class VerifyResult:
+    """What `verify_mirror` (or `mirror(verify=...)`) found."""
+    @property
+    def destination(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def files(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def hashed(self) -> int:
+        """Files read on both sides and compared by content."""
+    @property
+    def missing(self) -> list[str]: ...
+    @property
+    def extra(self) -> list[str]: ...
+    @property
+    def different(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of files that differ."""
+    @property
+    def unreadable(self) -> list[tuple[str, str]]: ...
+    @property
+    def ok(self) -> bool: ...
+
+@final
+class MirrorResult:
+    """What `mirror` did (with ``dry_run``, would do)."""
+    @property
+    def destination(self) -> str: ...
+    @property
+    def dry_run(self) -> bool: ...
+    @property
+    def copied(self) -> int: ...
+    @property
+    def updated(self) -> int: ...
+    @property
+    def deleted(self) -> int: ...
+    @property
+    def unchanged(self) -> int: ...
+    @property
+    def skipped(self) -> int: ...
+    @property
+    def extraneous(self) -> int:
+        """Destination files not in the source, kept (no ``delete``)."""
+    @property
+    def dirs_created(self) -> int: ...
+    @property
+    def links(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def cleaned(self) -> int:
+        """Leftovers of interrupted runs removed."""
+    @property
+    def failed(self) -> list[tuple[str, str]]:
+        """``(path, message)`` of files not mirrored; the next run retries."""
+    @property
+    def notices(self) -> list[tuple[str, str]]: ...
+    @property
+    def refused(self) -> str | None:
+        """Why deletions were refused; then nothing was deleted."""
+    @property
+    def verify(self) -> VerifyResult | None: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def complete(self) -> bool:
+        """No file failed, no deletion was refused, verification passed."""
+
+def mirror(
+    source: _Location | Sequence[_Location],
+    dest: _Location,
+    *,
+    delete: bool = False,
+    update: bool = False,
+    checksum: bool = False,
+    verify: str | None = None,
+    exclude: Sequence[str] | None = None,
+    dry_run: bool = False,
+    max_delete: str | None = None,
+    backup_dir: str | None = None,
+    modify_window: float | None = None,
+    transfers: int | None = None,
+    full_scan: bool = False,
+    progress: Callable[[dict[str, Any]], object] | None = None,
+    options: Mapping[str, str] | None = None,
+    source_options: Mapping[str, str] | None = None,
+) -> MirrorResult:
+    """Make ``dest`` hold the same files as ``source``, copying only what
+    changed. One source directory's contents become ``dest``'s; a file, or
+    each of several sources, becomes ``dest/NAME``. ``verify`` is
+    ``"count"``, ``"size"``, ``"checksum"`` or ``"sample:N"``;
+    ``max_delete`` a count or a percentage (``"10%"``); ``modify_window``
+    seconds. Raises MirrorMismatchError (with ``.report`` and ``.mirror``)
+    when the verification fails, RefusedError when ``delete`` meets an empty
+    source."""
+
+def verify_mirror(
+    source: _Location | Sequence[_Location],
+    dest: _Location,
+    *,
+    mode: str = "size",
+    exact: bool = False,
+    exclude: Sequence[str] | None = None,
+    progress: Callable[[dict[str, Any]], object] | None = None,
+    options: Mapping[str, str] | None = None,
+    source_options: Mapping[str, str] | None = None,
+) -> VerifyResult:
+    """Check that ``dest`` holds every file of ``source``; with ``exact``
+    extra files count too. Raises MirrorMismatchError (with ``.report``) on
+    a mismatch."""
