@@ -30,9 +30,9 @@ use backup_core::tree::{
 use backup_core::{Error, Result};
 
 /// Files committed but not yet renamed before a batch is made visible.
-const BATCH_FILES: usize = 512;
+const BATCH_FILES: usize = 4096;
 /// Bytes committed but not yet renamed before a batch is made visible.
-const BATCH_BYTES: u64 = 256 << 20;
+const BATCH_BYTES: u64 = 512 << 20;
 
 /// A directory tree on a local or mounted filesystem.
 #[derive(Debug)]
@@ -47,6 +47,21 @@ pub struct LocalTree {
 struct Pending {
     renames: Vec<(PathBuf, PathBuf)>,
     bytes: u64,
+    /// Held while a batch is synced and renamed, so that `flush` returns
+    /// only after every batch taken before it is visible.
+    publishing: Arc<Mutex<()>>,
+}
+
+/// Syncs the filesystem once, then renames a batch into place.
+fn publish_batch(root: &Path, renames: Vec<(PathBuf, PathBuf)>) -> Result<()> {
+    if renames.is_empty() {
+        return Ok(());
+    }
+    sync_fs(root)?;
+    for (tmp, fin) in renames {
+        fs::rename(&tmp, &fin).map_err(|e| Error::io("rename", fin.display().to_string(), e))?;
+    }
+    Ok(())
 }
 
 impl LocalTree {
@@ -180,20 +195,6 @@ impl LocalTree {
             link,
             stamp: None,
         })
-    }
-
-    /// Renames the pending batch into place after one filesystem sync.
-    fn publish(&self, pending: &mut Pending) -> Result<()> {
-        if pending.renames.is_empty() {
-            return Ok(());
-        }
-        sync_fs(&self.root)?;
-        for (tmp, fin) in pending.renames.drain(..) {
-            fs::rename(&tmp, &fin)
-                .map_err(|e| Error::io("rename", fin.display().to_string(), e))?;
-        }
-        pending.bytes = 0;
-        Ok(())
     }
 }
 
@@ -359,10 +360,14 @@ impl Tree for LocalTree {
     }
 
     fn flush(&self) -> Result<()> {
-        let mut p = self.pending.lock().map_err(|_| poisoned())?;
-        let had = !p.renames.is_empty();
-        self.publish(&mut p)?;
-        if had {
+        let (renames, publishing) = {
+            let mut p = self.pending.lock().map_err(|_| poisoned())?;
+            p.bytes = 0;
+            (std::mem::take(&mut p.renames), Arc::clone(&p.publishing))
+        };
+        let _turn = publishing.lock().map_err(|_| poisoned())?;
+        if !renames.is_empty() {
+            publish_batch(&self.root, renames)?;
             // The renames themselves.
             sync_fs(&self.root)?;
         }
@@ -480,18 +485,20 @@ impl FileWriter for LocalWriter {
                 .map_err(|e| Error::io("set the mtime of", path.clone(), e))?;
         }
         drop(file);
-        let mut p = self.pending.lock().map_err(|_| poisoned())?;
-        p.renames
-            .push((std::mem::take(&mut self.tmp), self.fin.clone()));
-        p.bytes += self.bytes;
-        if p.renames.len() >= BATCH_FILES || p.bytes >= BATCH_BYTES {
-            let renames = std::mem::take(&mut p.renames);
-            p.bytes = 0;
-            sync_fs(&self.tree)?;
-            for (tmp, fin) in renames {
-                fs::rename(&tmp, &fin)
-                    .map_err(|e| Error::io("rename", fin.display().to_string(), e))?;
-            }
+        let batch = {
+            let mut p = self.pending.lock().map_err(|_| poisoned())?;
+            p.renames
+                .push((std::mem::take(&mut self.tmp), self.fin.clone()));
+            p.bytes += self.bytes;
+            (p.renames.len() >= BATCH_FILES || p.bytes >= BATCH_BYTES).then(|| {
+                p.bytes = 0;
+                (std::mem::take(&mut p.renames), Arc::clone(&p.publishing))
+            })
+        };
+        // The sync runs outside the lock: the other copies go on meanwhile.
+        if let Some((renames, publishing)) = batch {
+            let _turn = publishing.lock().map_err(|_| poisoned())?;
+            publish_batch(&self.tree, renames)?;
         }
         Ok(Stored::default())
     }

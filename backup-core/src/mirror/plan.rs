@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use crate::mirror::copy::{clone_fatal, hash_file};
 use crate::mirror::record::{RECORD_PATH, RecordLine, RecordOut, RecordReader};
 use crate::mirror::run::{Ctx, Job, JobResult};
-use crate::mirror::stream::{SourceItem, Walk};
+use crate::mirror::stream::{SourceItem, Sources, Walk, next_err};
 use crate::mirror::{MirrorSummary, Problem};
 use crate::progress::Event;
 use crate::tree::{EntryKind, FileAttrs, TreeEntry, Walked, cmp_paths, join};
@@ -118,11 +118,8 @@ impl<'c, 'a> Planner<'c, 'a> {
     }
 
     /// Walks the three streams together, one path at a time.
-    pub(super) fn merge(
-        &mut self,
-        src: &mut Peekable<Box<dyn Iterator<Item = Result<SourceItem>> + Send + '_>>,
-        dst: Walk<'_>,
-    ) -> Result<()> {
+    pub(super) fn merge(&mut self, src: Sources<'_>, dst: Walk<'_>) -> Result<()> {
+        let mut src = src.peekable();
         let mut dst = dst.peekable();
         loop {
             self.ctx.cancel.check()?;
@@ -130,50 +127,7 @@ impl<'c, 'a> Planner<'c, 'a> {
                 return Err(e);
             }
             self.pump(false)?;
-            // Items without a path first: warnings and leftovers.
-            match src.peek() {
-                Some(Err(_)) => {
-                    return Err(src.next().and_then(Result::err).unwrap_or(Error::Cancelled));
-                }
-                Some(Ok(SourceItem::Warning { .. })) => {
-                    if let Some(Ok(SourceItem::Warning { path, message })) = src.next() {
-                        self.state.source_errors += 1;
-                        self.fail(&path, message);
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            match dst.peek() {
-                Some(Err(_)) => {
-                    return Err(dst.next().and_then(Result::err).unwrap_or(Error::Cancelled));
-                }
-                Some(Ok(Walked::Leftover(_))) => {
-                    if let Some(Ok(Walked::Leftover(path))) = dst.next() {
-                        self.leftover(&path)?;
-                    }
-                    continue;
-                }
-                Some(Ok(Walked::Warning { .. })) => {
-                    if let Some(Ok(Walked::Warning { path, message })) = dst.next() {
-                        self.summary.notices.push(Problem { path, message });
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            if let Some(Some(Err(_))) = self.old.as_mut().map(Peekable::peek) {
-                if let Some(Some(Err(e))) = self.old.as_mut().map(Iterator::next) {
-                    self.summary.notices.push(Problem {
-                        path: RECORD_PATH.into(),
-                        message: format!(
-                            "{}; comparing with the destination's listing alone",
-                            crate::check::error_chain(&e)
-                        ),
-                    });
-                }
-                self.old = None;
-                self.state.record.damaged = true;
+            if self.pathless(&mut src, &mut dst)? {
                 continue;
             }
             let sk = match src.peek() {
@@ -224,6 +178,57 @@ impl<'c, 'a> Planner<'c, 'a> {
             };
             self.step(&key, s, d, r)?;
         }
+    }
+
+    /// Takes what has no path from the heads of the streams: warnings,
+    /// leftovers, a damaged record. Whether it took anything.
+    fn pathless(
+        &mut self,
+        src: &mut Peekable<Sources<'_>>,
+        dst: &mut Peekable<Walk<'_>>,
+    ) -> Result<bool> {
+        match src.peek() {
+            Some(Err(_)) => return Err(next_err(src)),
+            Some(Ok(SourceItem::Warning { .. })) => {
+                if let Some(Ok(SourceItem::Warning { path, message })) = src.next() {
+                    self.state.source_errors += 1;
+                    self.fail(&path, message);
+                }
+                return Ok(true);
+            }
+            _ => {}
+        }
+        match dst.peek() {
+            Some(Err(_)) => return Err(next_err(dst)),
+            Some(Ok(Walked::Leftover(_))) => {
+                if let Some(Ok(Walked::Leftover(path))) = dst.next() {
+                    self.leftover(&path)?;
+                }
+                return Ok(true);
+            }
+            Some(Ok(Walked::Warning { .. })) => {
+                if let Some(Ok(Walked::Warning { path, message })) = dst.next() {
+                    self.summary.notices.push(Problem { path, message });
+                }
+                return Ok(true);
+            }
+            _ => {}
+        }
+        if let Some(Some(Err(_))) = self.old.as_mut().map(Peekable::peek) {
+            if let Some(Some(Err(e))) = self.old.as_mut().map(Iterator::next) {
+                self.summary.notices.push(Problem {
+                    path: RECORD_PATH.into(),
+                    message: format!(
+                        "{}; comparing with the destination's listing alone",
+                        crate::check::error_chain(&e)
+                    ),
+                });
+            }
+            self.old = None;
+            self.state.record.damaged = true;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Removes a leftover of an interrupted run.

@@ -61,7 +61,7 @@ pub fn mirror(
     if opts.delete {
         refuse_empty(&sources, &roots, &src_skips)?;
     }
-    let mut src = stream::sources(&sources, &roots, &src_skips)?.peekable();
+    let src = stream::sources(&sources, &roots, &src_skips)?;
     let dest_walk: Walk<'_> = match dest_root {
         Some(_) => Box::new(Ordered::new(
             dest.walk(dst_skip.as_ref())?,
@@ -95,14 +95,7 @@ pub fn mirror(
         caps: dest_caps,
     };
     let root_time = root_time(&sources, &roots, dest_root.as_ref());
-    let state = match copy_phase(
-        &ctx,
-        &mut summary,
-        &mut src,
-        dest_walk,
-        old_record,
-        root_time,
-    ) {
+    let state = match copy_phase(&ctx, &mut summary, src, dest_walk, old_record, root_time) {
         Ok(s) => s,
         Err(e) => {
             // What was committed is whole: make it visible, then report.
@@ -141,7 +134,7 @@ pub fn mirror(
 fn copy_phase(
     ctx: &Ctx<'_>,
     summary: &mut MirrorSummary,
-    src: &mut std::iter::Peekable<stream::Sources<'_>>,
+    src: stream::Sources<'_>,
     dest_walk: Walk<'_>,
     old_record: Option<RecordReader>,
     root_time: Option<DirTime>,
@@ -157,6 +150,10 @@ fn copy_phase(
             scope.spawn(move || worker(ctx, &job_rx, &res_tx));
         }
         drop(res_tx);
+        // Both walks run ahead on threads of their own: on a local disk the
+        // two sides' stats then overlap.
+        let src: stream::Sources<'_> = Box::new(stream::prefetch(scope, src));
+        let dest_walk: Walk<'_> = Box::new(stream::prefetch(scope, dest_walk));
         let mut plan = Planner::new(ctx, summary, job_tx, res_rx, old_record, root_time);
         let merged = plan.merge(src, dest_walk);
         // Closing the job channel ends the workers; then every result is in.

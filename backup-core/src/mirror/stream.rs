@@ -110,6 +110,39 @@ pub(crate) fn sources<'a>(
     Ok(Box::new(Ordered::new(chained, "the sources")))
 }
 
+/// Items per hand-over from a [`prefetch`] thread.
+const PREFETCH_BATCH: usize = 512;
+
+/// Runs `items` on a thread of its own, handing them over in batches, so
+/// that the walks of both sides (a stat per entry each) overlap. The thread
+/// ends when the items do, or when the consumer is dropped.
+pub(crate) fn prefetch<'scope, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    items: impl Iterator<Item = T> + Send + 'scope,
+) -> impl Iterator<Item = T> + Send + 'scope {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<T>>(8);
+    scope.spawn(move || {
+        let mut batch = Vec::with_capacity(PREFETCH_BATCH);
+        for item in items {
+            batch.push(item);
+            if batch.len() == PREFETCH_BATCH
+                && tx
+                    .send(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(PREFETCH_BATCH),
+                    ))
+                    .is_err()
+            {
+                return;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(batch);
+        }
+    });
+    rx.into_iter().flatten()
+}
+
 /// Something with a canonical path.
 pub(crate) trait Keyed {
     fn key(&self) -> Option<&str>;
