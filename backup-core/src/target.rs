@@ -119,6 +119,17 @@ pub fn tmp_key(key: &str) -> String {
     }
 }
 
+/// Whether a file name is one of [`tmp_key`]'s temporary names: `.NAME`,
+/// [`TMP_MARK`], sixteen hex digits. Trees report such files as leftovers
+/// of unfinished writes, never as a user's files.
+pub fn is_tmp_name(name: &str) -> bool {
+    let Some(i) = name.rfind(TMP_MARK) else {
+        return false;
+    };
+    let suffix = &name[i + TMP_MARK.len()..];
+    name.starts_with('.') && suffix.len() == 16 && suffix.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Checks an object key: `/`-separated, relative, without empty, `.` or `..`
 /// components. Every target calls this before touching its store, so a key
 /// can never name something outside the target's root.

@@ -189,6 +189,84 @@ pub trait Tree: Debug + Send + Sync {
     fn rename(&self, from: &str, to: &str) -> Result<()>;
 }
 
+/// The skip rule a walk is given.
+pub type Skip<'a> = &'a (dyn Fn(&str, EntryKind) -> bool + Sync);
+
+/// Lists one directory for a [`DepthFirst`] walk.
+pub trait ListDir: Send {
+    /// Puts the entries of directory `dir` (`""` for the root) into
+    /// `entries`, in any order, and what was met on the way (warnings,
+    /// leftovers, an error that ends the walk) into `met`.
+    fn list(&mut self, dir: &str, entries: &mut Vec<TreeEntry>, met: &mut Vec<Result<Walked>>);
+}
+
+/// A depth-first walk in canonical order, for trees that list one
+/// directory at a time: each directory's entries are sorted by name, and a
+/// directory's contents follow it directly (which is [`cmp_paths`] order).
+/// Memory holds one listing per open directory level.
+pub struct DepthFirst<'a, L> {
+    lister: L,
+    skip: Skip<'a>,
+    stack: Vec<std::vec::IntoIter<TreeEntry>>,
+    met: std::collections::VecDeque<Result<Walked>>,
+}
+
+impl<L> std::fmt::Debug for DepthFirst<'_, L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DepthFirst")
+            .field("depth", &self.stack.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, L: ListDir> DepthFirst<'a, L> {
+    /// A walk from the root.
+    pub fn new(lister: L, skip: Skip<'a>) -> Self {
+        let mut walk = Self {
+            lister,
+            skip,
+            stack: Vec::new(),
+            met: std::collections::VecDeque::new(),
+        };
+        walk.open("");
+        walk
+    }
+
+    fn open(&mut self, dir: &str) {
+        let mut entries = Vec::new();
+        let mut met = Vec::new();
+        self.lister.list(dir, &mut entries, &mut met);
+        self.met.extend(met);
+        entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        self.stack.push(entries.into_iter());
+    }
+}
+
+impl<L: ListDir> Iterator for DepthFirst<'_, L> {
+    type Item = Result<Walked>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(m) = self.met.pop_front() {
+                return Some(m);
+            }
+            let top = self.stack.last_mut()?;
+            let Some(entry) = top.next() else {
+                self.stack.pop();
+                continue;
+            };
+            if (self.skip)(&entry.path, entry.kind) {
+                continue;
+            }
+            if entry.kind == EntryKind::Dir {
+                let dir = entry.path.clone();
+                self.open(&dir);
+            }
+            return Some(Ok(Walked::Entry(entry)));
+        }
+    }
+}
+
 /// The canonical order of tree paths: bytes, with `/` before every other
 /// byte, so that `a/b` sorts before `a.txt` and every directory's contents
 /// follow it directly.

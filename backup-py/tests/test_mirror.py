@@ -7,7 +7,6 @@ import _thread
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -124,14 +123,15 @@ def test_several_sources_go_to_their_names(source: Path, tmp_path: Path) -> None
 
 def test_ctrl_c_and_failing_callbacks_cancel_cleanly(big_source: Path, tmp_path: Path) -> None:
     dest = tmp_path / "mirror"
-    timer = threading.Timer(0.15, _thread.interrupt_main)
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            backupkit.mirror(big_source, dest, transfers=1, progress=lambda e: time.sleep(0.05))
-    finally:
-        timer.cancel()
-        timer.join()
+
+    def ctrl_c_after_the_first_file(event: dict[str, Any]) -> None:
+        # Ctrl-C as the second of six files is being copied.
+        if event["event"] == "file":
+            _thread.interrupt_main()
+            time.sleep(1)
+
+    with pytest.raises(KeyboardInterrupt):
+        backupkit.mirror(big_source, dest, transfers=1, progress=ctrl_c_after_the_first_file)
     src_files = _files(big_source)
     for name, body in _files(dest).items():
         assert ".tmp-" not in name, f"temporary file left: {name}"

@@ -21,8 +21,8 @@ use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
-    WriteMultipart,
+    Attributes, BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult, RetryConfig, WriteMultipart,
 };
 
 /// Size of one multipart upload part (S3's minimum is 5 MiB).
@@ -647,7 +647,7 @@ impl CloudTarget {
         })
     }
 
-    fn path(&self, key: &str) -> Result<Path> {
+    pub(crate) fn path(&self, key: &str) -> Result<Path> {
         check_key(key)?;
         if self.prefix.len() + key.len() > MAX_KEY {
             return Err(Error::InvalidInput(format!(
@@ -672,20 +672,43 @@ impl CloudTarget {
             .map_err(|e| Error::InvalidInput(format!("invalid prefix {prefix:?}: {e}")))
     }
 
-    fn key_of(&self, path: &Path) -> Option<String> {
+    pub(crate) fn key_of(&self, path: &Path) -> Option<String> {
         path.as_ref().strip_prefix(&self.prefix).map(str::to_owned)
     }
 
-    fn block_on<F: Future>(&self, future: F) -> F::Output {
+    /// The key prefix inside the bucket: empty or ending with `/`.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.shared.runtime.block_on(future)
     }
 
-    fn store(&self) -> &dyn ObjectStore {
+    pub(crate) fn store(&self) -> &dyn ObjectStore {
         self.shared.store.as_ref()
     }
 
-    fn map_err(&self, action: &'static str, key: &str, e: &object_store::Error) -> Error {
+    pub(crate) fn map_err(
+        &self,
+        action: &'static str,
+        key: &str,
+        e: &object_store::Error,
+    ) -> Error {
         self.shared.map_err(action, key, e)
+    }
+
+    /// A streaming writer for `key` whose object gets `attributes` (user
+    /// metadata, for mirrors) when it is committed.
+    pub(crate) fn writer(&self, key: &str, attributes: Attributes) -> Result<CloudWriter> {
+        Ok(CloudWriter {
+            path: self.path(key)?,
+            key: key.to_owned(),
+            shared: Arc::clone(&self.shared),
+            attributes,
+            first: Vec::new(),
+            upload: None,
+        })
     }
 }
 
@@ -964,13 +987,7 @@ impl Target for CloudTarget {
     }
 
     fn put(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
-        Ok(Box::new(CloudWriter {
-            path: self.path(key)?,
-            key: key.to_owned(),
-            shared: Arc::clone(&self.shared),
-            first: Vec::new(),
-            upload: None,
-        }))
+        Ok(Box::new(self.writer(key, Attributes::new())?))
     }
 
     fn create_new(&self, key: &str, data: &[u8]) -> Result<()> {
@@ -1060,10 +1077,13 @@ impl Target for CloudTarget {
 /// Streams one object up. Small objects (under one part) go up in one
 /// request at commit; larger ones as a multipart upload that completes at
 /// commit, or is aborted when the writer is dropped.
-struct CloudWriter {
+pub(crate) struct CloudWriter {
     path: Path,
     key: String,
     shared: Arc<Shared>,
+    /// Given to the upload when it starts (multipart) or at commit (one
+    /// request).
+    attributes: Attributes,
     /// Bytes before the first part is full.
     first: Vec<u8>,
     upload: Option<WriteMultipart>,
@@ -1073,6 +1093,34 @@ impl CloudWriter {
     fn io_error(&self, action: &'static str, e: &object_store::Error) -> io::Error {
         let mapped = self.shared.map_err(action, &self.key, e);
         io::Error::other(mapped.to_string())
+    }
+
+    /// Completes the object (what [`ObjectWriter::commit`] does), giving the
+    /// store's answer: its `ETag`, where the store sends one.
+    pub(crate) fn finish(&mut self) -> Result<PutResult> {
+        let runtime = self.shared.runtime;
+        let result = match self.upload.take() {
+            None => {
+                let body = PutPayload::from(std::mem::take(&mut self.first));
+                let options = PutOptions {
+                    attributes: std::mem::take(&mut self.attributes),
+                    ..PutOptions::default()
+                };
+                runtime.block_on(self.shared.store.put_opts(&self.path, body, options))
+            }
+            Some(upload) => runtime.block_on(upload.finish()),
+        };
+        result.map_err(|e| self.shared.map_err("upload", &self.key, &e))
+    }
+
+    /// The `ETag` of the object as stored now (one `HEAD`), for a store
+    /// whose upload answer had none.
+    pub(crate) fn head_e_tag(&self) -> Result<Option<String>> {
+        self.shared
+            .runtime
+            .block_on(self.shared.store.head(&self.path))
+            .map(|meta| meta.e_tag)
+            .map_err(|e| self.shared.map_err("stat", &self.key, &e))
     }
 }
 
@@ -1084,8 +1132,12 @@ impl Write for CloudWriter {
                 self.first.extend_from_slice(buf);
                 return Ok(buf.len());
             }
+            let options = PutMultipartOptions {
+                attributes: self.attributes.clone(),
+                ..PutMultipartOptions::default()
+            };
             let upload = runtime
-                .block_on(self.shared.store.put_multipart(&self.path))
+                .block_on(self.shared.store.put_multipart_opts(&self.path, options))
                 .map_err(|e| self.io_error("upload", &e))?;
             let mut upload = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
             let first = std::mem::take(&mut self.first);
@@ -1110,17 +1162,7 @@ impl Write for CloudWriter {
 
 impl ObjectWriter for CloudWriter {
     fn commit(mut self: Box<Self>) -> Result<()> {
-        let runtime = self.shared.runtime;
-        let result = match self.upload.take() {
-            None => {
-                let body = PutPayload::from(std::mem::take(&mut self.first));
-                runtime
-                    .block_on(self.shared.store.put(&self.path, body))
-                    .map(drop)
-            }
-            Some(upload) => runtime.block_on(upload.finish()).map(drop),
-        };
-        result.map_err(|e| self.shared.map_err("upload", &self.key, &e))
+        self.finish().map(drop)
     }
 }
 

@@ -4,6 +4,8 @@
 
 #[cfg(feature = "cloud")]
 pub mod cloud;
+#[cfg(feature = "cloud")]
+mod cloud_tree;
 mod local;
 mod local_tree;
 pub mod mount;
@@ -67,6 +69,14 @@ pub fn register(registry: &mut Registry) {
             options,
         )?) as Arc<dyn Target>)
     });
+    #[cfg(feature = "s3")]
+    registry.register_tree("s3", |location, options| {
+        Ok(Arc::new(cloud_tree::CloudTree::open(
+            cloud::Cloud::S3,
+            location,
+            options,
+        )?) as Arc<dyn backup_core::tree::Tree>)
+    });
     #[cfg(feature = "azure")]
     for scheme in ["az", "azure"] {
         registry.register_scheme(scheme, |location, options| {
@@ -76,11 +86,25 @@ pub fn register(registry: &mut Registry) {
                 options,
             )?) as Arc<dyn Target>)
         });
+        registry.register_tree(scheme, |location, options| {
+            Ok(Arc::new(cloud_tree::CloudTree::open(
+                cloud::Cloud::Azure,
+                location,
+                options,
+            )?) as Arc<dyn backup_core::tree::Tree>)
+        });
     }
     #[cfg(feature = "sftp")]
     for scheme in ["sftp", "ssh"] {
         registry.register_scheme(scheme, |location, options| {
             Ok(Arc::new(sftp::SftpTarget::open(location, options)?) as Arc<dyn Target>)
+        });
+    }
+    #[cfg(feature = "sftp")]
+    for scheme in ["sftp", "ssh"] {
+        registry.register_tree(scheme, |location, options| {
+            Ok(Arc::new(sftp::SftpTree::open(location, options)?)
+                as Arc<dyn backup_core::tree::Tree>)
         });
     }
     #[cfg(feature = "rclone")]
@@ -94,6 +118,14 @@ pub fn register(registry: &mut Registry) {
             location,
             options,
         )?) as Arc<dyn Target>)
+    });
+    #[cfg(feature = "gcs")]
+    registry.register_tree("gs", |location, options| {
+        Ok(Arc::new(cloud_tree::CloudTree::open(
+            cloud::Cloud::Gcs,
+            location,
+            options,
+        )?) as Arc<dyn backup_core::tree::Tree>)
     });
 }
 

@@ -23,9 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backup_core::target::{TMP_MARK, check_key, tmp_key};
+use backup_core::target::{check_key, is_tmp_name, tmp_key};
 use backup_core::tree::{
-    EntryKind, FileAttrs, FileWriter, Stored, Tree, TreeCaps, TreeEntry, Walked,
+    DepthFirst, EntryKind, FileAttrs, FileWriter, ListDir, Stored, Tree, TreeCaps, TreeEntry,
+    Walked, join,
 };
 use backup_core::{Error, Result};
 
@@ -252,16 +253,6 @@ fn probe_caps(root: &Path) -> TreeCaps {
     caps
 }
 
-/// Whether `name` is a temporary name of [`tmp_key`]: `.NAME.tmp-` and
-/// sixteen hex digits.
-fn is_leftover(name: &str) -> bool {
-    let Some(i) = name.rfind(TMP_MARK) else {
-        return false;
-    };
-    let suffix = &name[i + TMP_MARK.len()..];
-    name.starts_with('.') && suffix.len() == 16 && suffix.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 impl Tree for LocalTree {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -287,14 +278,7 @@ impl Tree for LocalTree {
         &'a self,
         skip: &'a (dyn Fn(&str, EntryKind) -> bool + Sync),
     ) -> Result<Box<dyn Iterator<Item = Result<Walked>> + Send + 'a>> {
-        let mut walk = Walk {
-            tree: self,
-            skip,
-            stack: Vec::new(),
-            queue: std::collections::VecDeque::new(),
-        };
-        walk.open_dir(String::new());
-        Ok(Box::new(walk))
+        Ok(Box::new(DepthFirst::new(Lister { tree: self }, skip)))
     }
 
     fn stat(&self, rel: &str) -> Result<Option<TreeEntry>> {
@@ -513,51 +497,46 @@ impl Drop for LocalWriter {
     }
 }
 
-/// The depth-first walk: one sorted list of children per open directory.
-struct Walk<'a> {
+/// Lists one local directory for the depth-first walk.
+struct Lister<'a> {
     tree: &'a LocalTree,
-    skip: &'a (dyn Fn(&str, EntryKind) -> bool + Sync),
-    stack: Vec<std::vec::IntoIter<(String, Option<TreeEntry>)>>,
-    queue: std::collections::VecDeque<Walked>,
 }
 
-impl Walk<'_> {
-    /// Reads and sorts one directory's children, pushing them on the stack.
-    fn open_dir(&mut self, rel: String) {
-        let dir = self.tree.root.join(&rel);
+impl ListDir for Lister<'_> {
+    fn list(&mut self, rel: &str, entries: &mut Vec<TreeEntry>, met: &mut Vec<Result<Walked>>) {
+        let dir = self.tree.root.join(rel);
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) => {
-                self.queue.push_back(Walked::Warning {
-                    path: rel,
+                met.push(Ok(Walked::Warning {
+                    path: rel.to_owned(),
                     message: format!("cannot list the directory: {e}"),
-                });
+                }));
                 return;
             }
         };
-        let mut children = Vec::new();
         for de in rd {
             let de = match de {
                 Ok(de) => de,
                 Err(e) => {
-                    self.queue.push_back(Walked::Warning {
-                        path: rel.clone(),
+                    met.push(Ok(Walked::Warning {
+                        path: rel.to_owned(),
                         message: format!("cannot list the directory: {e}"),
-                    });
+                    }));
                     continue;
                 }
             };
             let name = de.file_name();
             let Some(name) = name.to_str() else {
-                self.queue.push_back(Walked::Warning {
-                    path: backup_core::tree::join(&rel, &name.to_string_lossy()),
+                met.push(Ok(Walked::Warning {
+                    path: join(rel, &name.to_string_lossy()),
                     message: "the name is not valid UTF-8; not mirrored".into(),
-                });
+                }));
                 continue;
             };
-            let child = backup_core::tree::join(&rel, name);
-            if is_leftover(name) {
-                self.queue.push_back(Walked::Leftover(child));
+            let child = join(rel, name);
+            if is_tmp_name(name) {
+                met.push(Ok(Walked::Leftover(child)));
                 continue;
             }
             let path = de.path();
@@ -567,43 +546,13 @@ impl Walk<'_> {
                 de.metadata()
             };
             match meta {
-                Ok(m) => {
-                    let entry = LocalTree::entry(child.clone(), &m, &path);
-                    children.push((child, entry));
-                }
+                Ok(m) => entries.extend(LocalTree::entry(child, &m, &path)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => self.queue.push_back(Walked::Warning {
+                Err(e) => met.push(Ok(Walked::Warning {
                     path: child,
                     message: format!("cannot read: {e}"),
-                }),
+                })),
             }
-        }
-        children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        self.stack.push(children.into_iter());
-    }
-}
-
-impl Iterator for Walk<'_> {
-    type Item = Result<Walked>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(w) = self.queue.pop_front() {
-                return Some(Ok(w));
-            }
-            let top = self.stack.last_mut()?;
-            let Some((rel, entry)) = top.next() else {
-                self.stack.pop();
-                continue;
-            };
-            let Some(entry) = entry else { continue };
-            if (self.skip)(&rel, entry.kind) {
-                continue;
-            }
-            if entry.kind == EntryKind::Dir {
-                self.open_dir(rel);
-            }
-            return Some(Ok(Walked::Entry(entry)));
         }
     }
 }

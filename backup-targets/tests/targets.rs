@@ -466,13 +466,28 @@ fn open(
     location: &str,
     options: &[(&str, &str)],
 ) -> backup_core::Result<std::sync::Arc<dyn backup_core::Target>> {
+    registry().open_target_with(location, &owned(options))
+}
+
+/// A mirror tree through the registry, as frontends open one.
+fn open_tree(
+    location: &str,
+    options: &[(&str, &str)],
+) -> std::sync::Arc<dyn backup_core::tree::Tree> {
+    registry().open_tree(location, &owned(options)).unwrap()
+}
+
+fn registry() -> backup_core::Registry {
     let mut r = backup_core::Registry::new();
     backup_targets::register(&mut r);
-    let options = options
+    r
+}
+
+fn owned(options: &[(&str, &str)]) -> backup_core::TargetOptions {
+    options
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    r.open_target_with(location, &options)
+        .collect()
 }
 
 /// The remote targets' tests exist only with their cargo features; a run
@@ -634,6 +649,170 @@ mod s3 {
         let t = target(&v, &unique_prefix("conformance"));
         conformance::run_all(&t);
     }
+
+    include!("targets/cloud_trees.rs");
+
+    /// A mirror tree at `prefix` in the test bucket, opened through the
+    /// registry; `endpoint` replaces the server's.
+    fn tree(
+        v: &[String],
+        prefix: &str,
+        endpoint: Option<&str>,
+    ) -> std::sync::Arc<dyn backup_core::tree::Tree> {
+        let mut opts = options(v);
+        if let Some(endpoint) = endpoint {
+            endpoint.clone_into(&mut opts[0].1);
+        }
+        let opts: Vec<(&str, &str)> = opts.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        open_tree(&format!("s3://{}/{prefix}", v[1]), &opts)
+    }
+
+    #[test]
+    fn s3_tree_conforms() {
+        let Some(v) = service("s3_tree_conforms", VARS) else {
+            return;
+        };
+        let base = unique_prefix("tree");
+        super::trees::run_all(&|sub: &str| {
+            tree(&v, format!("{base}/{sub}").trim_end_matches('/'), None)
+        });
+        clear(tree(&v, &base, None).as_ref());
+    }
+
+    #[test]
+    fn s3_tree_rerun_without_changes_makes_no_head_requests() {
+        let Some(v) = service("s3_tree_rerun_without_changes_makes_no_head_requests", VARS) else {
+            return;
+        };
+        let prefix = unique_prefix("no-head");
+        unchanged_rerun_makes_no_head_requests(&v[0], &|endpoint| {
+            tree(&v, &prefix, Some(endpoint))
+        });
+    }
+
+    #[test]
+    fn s3_tree_stamps_and_mtimes_agree_for_small_and_multipart_files() {
+        let Some(v) = service(
+            "s3_tree_stamps_and_mtimes_agree_for_small_and_multipart_files",
+            VARS,
+        ) else {
+            return;
+        };
+        stamps_and_mtimes_agree_for_small_and_multipart_files(
+            tree(&v, &unique_prefix("stamps"), None).as_ref(),
+        );
+    }
+
+    #[test]
+    fn s3_tree_finds_objects_changed_behind_its_back() {
+        let Some(v) = service("s3_tree_finds_objects_changed_behind_its_back", VARS) else {
+            return;
+        };
+        changes_at_the_destination_are_found(tree(&v, &unique_prefix("changed"), None).as_ref());
+    }
+
+    #[test]
+    fn s3_tree_wrong_secret_is_permission_denied_and_not_shown() {
+        let Some(mut v) = service(
+            "s3_tree_wrong_secret_is_permission_denied_and_not_shown",
+            VARS,
+        ) else {
+            return;
+        };
+        let wrong = "wrong-secret-wrong-secret-wrong-secret";
+        v[3] = wrong.into();
+        tree_access_is_denied(tree(&v, "denied", None).as_ref(), wrong);
+    }
+
+    /// After a mirror, rclone reads the source's exact mtimes from the
+    /// metadata backupkit wrote (the same bucket as a remote defined by
+    /// `RCLONE_CONFIG_BKCHECK_*` variables, not in any config file).
+    #[test]
+    fn s3_tree_mtimes_are_read_by_rclone() {
+        let Some(v) = service("s3_tree_mtimes_are_read_by_rclone", VARS) else {
+            return;
+        };
+        let prefix = unique_prefix("rclone");
+        let dest = tree(&v, &prefix, None);
+        let (_dir, root) = source_files(5);
+        let opts = backup_core::mirror::MirrorOptions::default();
+        let first = mirror_into(&root, dest.as_ref(), &opts);
+        assert_eq!(first.copied, 5, "{first:?}");
+
+        let config = tempfile::NamedTempFile::new().unwrap();
+        let mut cmd = std::process::Command::new("rclone");
+        cmd.args(["lsjson", "-R", "--files-only", "--retries", "1"])
+            .args(["--low-level-retries", "1", "--contimeout", "5s"])
+            .args(["--timeout", "20s", "--config"])
+            .arg(config.path())
+            .arg(format!("bkcheck:{}/{prefix}", v[1]));
+        // rclone 1.60's AWS SDK cannot load a CA bundle into its HTTP
+        // transport and fails on this variable, which plain HTTP never needs.
+        cmd.env_remove("AWS_CA_BUNDLE");
+        for (key, value) in [
+            ("TYPE", "s3"),
+            ("PROVIDER", "Other"),
+            ("ENDPOINT", &v[0]),
+            ("ACCESS_KEY_ID", &v[2]),
+            ("SECRET_ACCESS_KEY", &v[3]),
+            ("REGION", "us-east-1"),
+        ] {
+            cmd.env(format!("RCLONE_CONFIG_BKCHECK_{key}"), value);
+        }
+        let out = match cmd.output() {
+            Ok(out) => out,
+            Err(e) => {
+                assert!(
+                    std::env::var("BACKUPKIT_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                    "rclone cannot be run ({e}) and BACKUPKIT_REQUIRE_SERVICES=1"
+                );
+                eprintln!("SKIPPED s3_tree_mtimes_are_read_by_rclone: rclone cannot be run ({e})");
+                clear(dest.as_ref());
+                return;
+            }
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "rclone lsjson failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // One object per line: {"Path":"d1/f01.txt",...,"ModTime":"...",...}
+        let field = |line: &str, name: &str| -> Option<String> {
+            let start = line.find(&format!("\"{name}\":\""))? + name.len() + 4;
+            let end = start + line[start..].find('"')?;
+            Some(line[start..end].to_owned())
+        };
+        let mut listed: Vec<(String, i64)> = text
+            .lines()
+            .filter_map(|l| Some((field(l, "Path")?, field(l, "ModTime")?)))
+            .filter(|(p, _)| !p.starts_with(".backupkit-mirror/"))
+            .map(|(p, time)| {
+                let ns = chrono::DateTime::parse_from_rfc3339(&time)
+                    .unwrap_or_else(|e| panic!("{time}: {e}"))
+                    .timestamp_nanos_opt()
+                    .unwrap();
+                (p, ns)
+            })
+            .collect();
+        listed.sort();
+        let mut want: Vec<(String, i64)> = (0..5)
+            .map(|i| {
+                let path = format!("d{}/f{i:02}.txt", i % 4);
+                let mtime = std::fs::metadata(root.join(&path))
+                    .unwrap()
+                    .modified()
+                    .unwrap()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos();
+                (path, i64::try_from(mtime).unwrap())
+            })
+            .collect();
+        want.sort();
+        assert_eq!(listed, want, "rclone's view of the mirror: {text}");
+        clear(dest.as_ref());
+    }
 }
 
 #[cfg(feature = "azure")]
@@ -679,6 +858,87 @@ mod azure {
         let wrong = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmcta2V5LXdyb25nLWtleQ==";
         let t = target(&v, wrong).unwrap();
         conformance::access_is_denied(t.as_ref(), &format!("az://{}", v[3]), Some(wrong));
+    }
+
+    include!("targets/cloud_trees.rs");
+
+    /// A mirror tree at `prefix` in the test container, opened through the
+    /// registry; `endpoint` replaces the server's.
+    fn tree(
+        v: &[String],
+        prefix: &str,
+        endpoint: Option<&str>,
+    ) -> std::sync::Arc<dyn backup_core::tree::Tree> {
+        open_tree(
+            &format!("az://{}/{prefix}", v[3]),
+            &[
+                ("endpoint", endpoint.unwrap_or(&v[0])),
+                ("account_name", &v[1]),
+                ("access_key", &v[2]),
+                ("allow_http", "true"),
+            ],
+        )
+    }
+
+    #[test]
+    fn azure_tree_conforms() {
+        let Some(v) = service("azure_tree_conforms", VARS) else {
+            return;
+        };
+        let base = unique_prefix("tree");
+        super::trees::run_all(&|sub: &str| {
+            tree(&v, format!("{base}/{sub}").trim_end_matches('/'), None)
+        });
+        clear(tree(&v, &base, None).as_ref());
+    }
+
+    #[test]
+    fn azure_tree_rerun_without_changes_makes_no_head_requests() {
+        let Some(v) = service(
+            "azure_tree_rerun_without_changes_makes_no_head_requests",
+            VARS,
+        ) else {
+            return;
+        };
+        let prefix = unique_prefix("no-head");
+        unchanged_rerun_makes_no_head_requests(&v[0], &|endpoint| {
+            tree(&v, &prefix, Some(endpoint))
+        });
+    }
+
+    #[test]
+    fn azure_tree_wrong_key_is_permission_denied_and_not_shown() {
+        let Some(mut v) = service(
+            "azure_tree_wrong_key_is_permission_denied_and_not_shown",
+            VARS,
+        ) else {
+            return;
+        };
+        // A well-formed key (base64) that is not the account's.
+        let wrong = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmcta2V5LXdyb25nLWtleQ==";
+        v[2] = wrong.into();
+        tree_access_is_denied(tree(&v, "denied", None).as_ref(), wrong);
+    }
+
+    #[test]
+    fn azure_tree_stamps_and_mtimes_agree_for_small_and_multipart_files() {
+        let Some(v) = service(
+            "azure_tree_stamps_and_mtimes_agree_for_small_and_multipart_files",
+            VARS,
+        ) else {
+            return;
+        };
+        stamps_and_mtimes_agree_for_small_and_multipart_files(
+            tree(&v, &unique_prefix("stamps"), None).as_ref(),
+        );
+    }
+
+    #[test]
+    fn azure_tree_finds_objects_changed_behind_its_back() {
+        let Some(v) = service("azure_tree_finds_objects_changed_behind_its_back", VARS) else {
+            return;
+        };
+        changes_at_the_destination_are_found(tree(&v, &unique_prefix("changed"), None).as_ref());
     }
 }
 
@@ -823,6 +1083,118 @@ mod sftp {
         let t = open(&location(&v, "conformance"), &[("ssh_config", &v[0])]).unwrap();
         conformance::run_all(&t);
         conformance::unfinished_writes_leave_a_directory_to_sweep(t.as_ref());
+    }
+
+    fn tree(location: &str, ssh_config: &str) -> std::sync::Arc<dyn backup_core::tree::Tree> {
+        open_tree(location, &[("ssh_config", ssh_config)])
+    }
+
+    #[test]
+    fn sftp_tree_conforms() {
+        let Some(v) = service("sftp_tree_conforms", VARS) else {
+            return;
+        };
+        let base = location(&v, "tree");
+        super::trees::run_all(&|sub: &str| {
+            let loc = if sub.is_empty() {
+                base.clone()
+            } else {
+                format!("{base}/{sub}")
+            };
+            tree(&loc, &v[0])
+        });
+    }
+
+    /// Seed 004's pull: a device's tree over SFTP mirrored to a local
+    /// directory, incrementally, verified by content, with the device's
+    /// mtimes (whole seconds over SFTP) kept.
+    #[test]
+    fn a_tree_is_pulled_from_an_sftp_host_incrementally() {
+        use backup_core::mirror::{self, MirrorOptions, VerifyMode};
+        use backup_core::{Cancel, NoProgress};
+        let Some(v) = service("a_tree_is_pulled_from_an_sftp_host_incrementally", VARS) else {
+            return;
+        };
+        let prefix = unique_prefix("pull");
+        // The server is this machine: the device's files are made in place.
+        let device = std::path::Path::new(&v[2]).join(&prefix);
+        std::fs::create_dir_all(device.join("results/ETHOSCOPE_004/2026-12-01")).unwrap();
+        std::fs::write(
+            device.join("results/ETHOSCOPE_004/2026-12-01/db.db"),
+            vec![3u8; 700_000],
+        )
+        .unwrap();
+        std::fs::write(device.join("results/ETHOSCOPE_004/notes.txt"), "n").unwrap();
+        std::os::unix::fs::symlink("notes.txt", device.join("results/ETHOSCOPE_004/latest"))
+            .unwrap();
+        let _ = std::process::Command::new("chown")
+            .args(["-R", "backupkit-sftp", device.to_str().unwrap()])
+            .status();
+        let local = tempfile::tempdir().unwrap();
+        let dest = backup_targets::LocalTree::new(local.path().join("pulled")).unwrap();
+        let src = tree(&format!("sftp://{}{}/{prefix}", v[1], v[2]), &v[0]);
+        let sources = mirror::sources_for(vec![src]).unwrap();
+        let mut registry = backup_core::Registry::new();
+        backup_archive::register(&mut registry);
+        let hashers = registry.hashers().unwrap();
+        let run = |verify: Option<VerifyMode>| {
+            let opts = MirrorOptions {
+                verify,
+                ..MirrorOptions::default()
+            };
+            mirror::mirror(
+                &sources,
+                &dest,
+                &opts,
+                hashers.as_ref(),
+                &NoProgress,
+                &Cancel::new(),
+            )
+            .unwrap()
+        };
+        let first = run(Some(VerifyMode::Checksum));
+        assert_eq!((first.copied, first.links), (2, 1), "{first:?}");
+        assert!(first.is_complete(), "{first:?}");
+        assert_eq!(
+            first.modify_window_ns, 1_000_000_000,
+            "SFTP keeps whole seconds"
+        );
+        let pulled = local.path().join("pulled/results/ETHOSCOPE_004");
+        assert_eq!(std::fs::read(pulled.join("notes.txt")).unwrap(), b"n");
+        assert_eq!(
+            std::fs::read_link(pulled.join("latest")).unwrap(),
+            std::path::Path::new("notes.txt")
+        );
+        let device_mtime = std::fs::metadata(device.join("results/ETHOSCOPE_004/notes.txt"))
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let local_mtime = std::fs::metadata(pulled.join("notes.txt"))
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert_eq!(device_mtime, local_mtime);
+        let again = run(None);
+        assert_eq!(
+            (again.copied, again.updated, again.unchanged),
+            (0, 0, 3),
+            "{again:?}"
+        );
+        std::fs::write(
+            device.join("results/ETHOSCOPE_004/2026-12-01/db.db"),
+            vec![4u8; 800_000],
+        )
+        .unwrap();
+        let changed = run(Some(VerifyMode::Checksum));
+        assert_eq!(changed.updated, 1, "{changed:?}");
+        assert!(changed.is_complete());
+        let _ = std::fs::remove_dir_all(&device);
     }
 
     /// The server is on this machine: its directory can be given links and

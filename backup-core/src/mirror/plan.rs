@@ -6,7 +6,7 @@ use std::iter::Peekable;
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use crate::mirror::copy::{clone_fatal, hash_file};
-use crate::mirror::record::{RECORD_PATH, RecordLine, RecordOut, RecordReader};
+use crate::mirror::record::{RECORD_PATH, RecordLine, RecordOut, RecordReader, STATE_DIR};
 use crate::mirror::run::{Ctx, Job, JobResult};
 use crate::mirror::stream::{SourceItem, Sources, Walk, next_err};
 use crate::mirror::{MirrorSummary, Problem};
@@ -233,6 +233,11 @@ impl<'c, 'a> Planner<'c, 'a> {
 
     /// Removes a leftover of an interrupted run.
     pub(super) fn leftover(&mut self, path: &str) -> Result<()> {
+        // Once this run writes its own record, a temporary file in the
+        // state directory may be that one: the next run removes the rest.
+        if self.state.record.dirty && path.starts_with(&format!("{STATE_DIR}/")) {
+            return Ok(());
+        }
         if !self.ctx.opts.dry_run {
             self.ctx.dest.remove(path, EntryKind::File)?;
         }
@@ -435,10 +440,18 @@ impl<'c, 'a> Planner<'c, 'a> {
         &mut self,
         source: usize,
         rel: String,
-        entry: TreeEntry,
+        mut entry: TreeEntry,
         d: Option<TreeEntry>,
         r: Option<RecordLine>,
     ) -> Result<()> {
+        // A source listing without mtimes (an object store's): the file's
+        // own metadata, so that the copy gets the source's mtime.
+        if entry.mtime_ns.is_none()
+            && let Some(full) = self.ctx.sources[source].tree.stat(&rel)?
+        {
+            entry.mtime_ns = full.mtime_ns;
+            entry.stamp = full.stamp;
+        }
         let Some(mut d) = d else {
             self.event("copy", &entry.path, "new file", entry.size);
             return self.dispatch(source, rel, entry, false, r);
@@ -463,9 +476,19 @@ impl<'c, 'a> Planner<'c, 'a> {
         if self.ctx.opts.checksum {
             return self.by_content(source, rel, entry, &d, r);
         }
-        // A listing without mtimes (an object store's), or `full_scan`:
-        // the file's own metadata.
-        if (d.mtime_ns.is_none() || self.ctx.opts.full_scan)
+        // A file whose stamp (an object store's ETag) is still the one the
+        // record has is as backupkit left it, with the mtime it set: no
+        // request for its metadata. Otherwise a listing without mtimes, or
+        // `full_scan`, asks for the file's own.
+        let vouched = !self.ctx.opts.full_scan
+            && r.as_ref().is_some_and(|rec| {
+                rec.size == d.size && rec.stamp.is_some() && rec.stamp == d.stamp
+            });
+        if vouched {
+            if d.mtime_ns.is_none() {
+                d.mtime_ns = r.as_ref().and_then(|rec| rec.mtime_ns);
+            }
+        } else if (d.mtime_ns.is_none() || self.ctx.opts.full_scan)
             && let Some(full) = self.ctx.dest.stat(&d.path)?
         {
             d = full;

@@ -184,7 +184,7 @@ impl Iterator for RecordReader {
 pub(crate) struct RecordOut {
     writer: Option<Box<dyn FileWriter>>,
     same: u64,
-    dirty: bool,
+    pub(crate) dirty: bool,
     pub(crate) damaged: bool,
     had_old: bool,
     /// A dry run writes no record.

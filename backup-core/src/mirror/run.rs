@@ -64,7 +64,7 @@ pub fn mirror(
     let src = stream::sources(&sources, &roots, &src_skips)?;
     let dest_walk: Walk<'_> = match dest_root {
         Some(_) => Box::new(Ordered::new(
-            dest.walk(dst_skip.as_ref())?,
+            stream::without_state(dest.walk(dst_skip.as_ref())?),
             "the destination",
         )),
         None => Box::new(std::iter::empty()),

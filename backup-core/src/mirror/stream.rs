@@ -18,29 +18,40 @@ pub(crate) type Walk<'a> = Box<dyn Iterator<Item = Result<Walked>> + Send + 'a>;
 pub(crate) type Skip = Box<dyn Fn(&str, EntryKind) -> bool + Sync>;
 
 /// The skip rule of a source: its excludes, matched against the tree's own
-/// path of each entry.
+/// path of each entry, and backupkit's state directory (a source that is
+/// itself a mirror keeps its own record, which is not the data).
 pub(crate) fn source_skip(tree: &dyn Tree, excludes: &Excludes) -> Skip {
     let root = tree.root_path();
     let excludes = excludes.clone();
     Box::new(move |rel, _| {
-        !excludes.patterns().is_empty()
-            && excludes.is_excluded(Path::new(&format!("{}/{rel}", root.trim_end_matches('/'))))
+        rel == STATE_DIR
+            || !excludes.patterns().is_empty()
+                && excludes.is_excluded(Path::new(&format!("{}/{rel}", root.trim_end_matches('/'))))
     })
 }
 
-/// The skip rule of a destination: backupkit's state directory, the backup
-/// directories, and the excludes (an excluded destination file is never
-/// deleted).
+/// The skip rule of a destination: the backup directories and the
+/// excludes (an excluded destination file is never deleted). backupkit's
+/// state directory is walked, for the leftovers a killed run left there,
+/// and its entries dropped by [`without_state`].
 pub(crate) fn dest_skip(tree: &dyn Tree, excludes: &Excludes, backup_dirs: Vec<String>) -> Skip {
     let root = tree.root_path();
     let excludes = excludes.clone();
     Box::new(move |rel, _| {
-        rel == STATE_DIR
-            || backup_dirs.iter().any(|d| d == rel)
+        backup_dirs.iter().any(|d| d == rel)
             || (!excludes.patterns().is_empty()
                 && excludes
                     .is_excluded(Path::new(&format!("{}/{rel}", root.trim_end_matches('/')))))
     })
+}
+
+/// A destination walk without backupkit's state directory, but with the
+/// leftovers of unfinished writes in it (a killed run's half record).
+pub(crate) fn without_state(walk: Walk<'_>) -> Walk<'_> {
+    let state = format!("{STATE_DIR}/");
+    Box::new(walk.filter(move |w| {
+        !matches!(w, Ok(Walked::Entry(e)) if e.path == STATE_DIR || e.path.starts_with(&state))
+    }))
 }
 
 /// One item of the merged source stream: which source, the entry with its

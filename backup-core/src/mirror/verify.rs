@@ -133,7 +133,7 @@ pub fn verify(
     let dest_skip = stream::dest_skip(dest, excludes, backup_dirs(dest, None, true)?);
     let src = stream::sources(&sources, &roots, &skips)?;
     let dest_walk: Walk<'_> = Box::new(Ordered::new(
-        dest.walk(dest_skip.as_ref())?,
+        stream::without_state(dest.walk(dest_skip.as_ref())?),
         "the destination",
     ));
     let mut check = Checker {

@@ -506,6 +506,15 @@ fn leftovers_of_a_killed_run_are_removed_and_the_job_finished() {
     assert_eq!((s.cleaned, s.copied), (1, 1), "{s:?}");
     assert!(!dst.join("d/.big.bin.tmp-0123456789abcdef").exists());
     assert_eq!(fs::read(dst.join("d/.notes.tmp-mine")).unwrap(), b"mine");
+    // A record half-written by a killed run goes too; the state directory
+    // itself is never extraneous, even with --delete.
+    let half = dst.join(".backupkit-mirror/.record.tmp-00000000deadbeef");
+    fs::write(&half, b"backupkit-mirror-record 1\nhal").unwrap();
+    let s = run(&src, &dst, |o| o.delete = true).unwrap();
+    // The one deletion is the user's extraneous `.notes.tmp-mine`.
+    assert_eq!((s.cleaned, s.deleted, s.copied), (1, 1, 0), "{s:?}");
+    assert!(!half.exists() && !dst.join("d/.notes.tmp-mine").exists());
+    assert!(dst.join(".backupkit-mirror/record").is_file());
     let report = verify(&src, &dst, VerifyMode::Checksum, false);
     assert!(report.matches(), "{report:?}");
     assert_eq!(report.hashed, 1);

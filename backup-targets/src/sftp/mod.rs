@@ -29,6 +29,9 @@ use crate::way::{Way, parent_of, refused_write};
 
 mod protocol;
 mod stream;
+mod tree;
+
+pub use tree::SftpTree;
 
 use protocol::{
     Conn, FXF_CREAT, FXF_EXCL, FXF_READ, FXF_TRUNC, FXF_WRITE, FXP_WRITE, Out, Spec, status,

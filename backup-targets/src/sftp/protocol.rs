@@ -16,7 +16,7 @@ use backup_core::{Error, Result};
 const FXP_INIT: u8 = 1;
 const FXP_VERSION: u8 = 2;
 const FXP_OPEN: u8 = 3;
-const FXP_CLOSE: u8 = 4;
+pub(super) const FXP_CLOSE: u8 = 4;
 pub(super) const FXP_READ: u8 = 5;
 pub(super) const FXP_WRITE: u8 = 6;
 const FXP_OPENDIR: u8 = 11;
@@ -27,7 +27,11 @@ const FXP_RMDIR: u8 = 15;
 const FXP_LSTAT: u8 = 7;
 const FXP_STAT: u8 = 17;
 const FXP_RENAME: u8 = 18;
-const FXP_EXTENDED: u8 = 200;
+const FXP_SETSTAT: u8 = 9;
+pub(super) const FXP_FSETSTAT: u8 = 10;
+const FXP_READLINK: u8 = 19;
+const FXP_SYMLINK: u8 = 20;
+pub(super) const FXP_EXTENDED: u8 = 200;
 const FXP_STATUS: u8 = 101;
 const FXP_HANDLE: u8 = 102;
 pub(super) const FXP_DATA: u8 = 103;
@@ -155,8 +159,31 @@ impl<'a> In<'a> {
 pub(super) struct Attrs {
     pub(super) size: u64,
     pub(super) mtime: Option<u32>,
+    /// Permission bits (`0o7777` at most).
+    pub(super) mode: Option<u32>,
     pub(super) is_dir: bool,
     pub(super) is_file: bool,
+    pub(super) is_symlink: bool,
+}
+
+/// Attributes to set: an mtime (seconds; the atime is set to it too) and
+/// permission bits.
+pub(super) fn attrs_body(mut out: Out, mtime: Option<u32>, mode: Option<u32>) -> Out {
+    let mut flags = 0;
+    if mode.is_some() {
+        flags |= ATTR_PERMISSIONS;
+    }
+    if mtime.is_some() {
+        flags |= ATTR_ACMODTIME;
+    }
+    out = out.u32(flags);
+    if let Some(m) = mode {
+        out = out.u32(m & 0o7777);
+    }
+    if let Some(t) = mtime {
+        out = out.u32(t).u32(t);
+    }
+    out
 }
 
 fn parse_attrs(r: &mut In<'_>) -> io::Result<Attrs> {
@@ -169,9 +196,12 @@ fn parse_attrs(r: &mut In<'_>) -> io::Result<Attrs> {
         r.take(8)?;
     }
     if flags & ATTR_PERMISSIONS != 0 {
-        let mode = r.u32()? & 0o170_000;
-        a.is_dir = mode == 0o040_000;
-        a.is_file = mode == 0o100_000;
+        let mode = r.u32()?;
+        let kind = mode & 0o170_000;
+        a.is_dir = kind == 0o040_000;
+        a.is_file = kind == 0o100_000;
+        a.is_symlink = kind == 0o120_000;
+        a.mode = Some(mode & 0o7777);
     }
     if flags & ATTR_ACMODTIME != 0 {
         r.u32()?;
@@ -480,6 +510,43 @@ impl Conn {
             Err(e) => return Err(e),
         }
         status(&self.call(FXP_RENAME, &Out::default().str(from).str(to))?)
+    }
+
+    /// Sets the mtime and permission bits of `path` (a symlink is followed:
+    /// callers check what `path` is first).
+    pub(super) fn setstat(
+        &self,
+        path: &str,
+        mtime: Option<u32>,
+        mode: Option<u32>,
+    ) -> io::Result<()> {
+        status(&self.call(
+            FXP_SETSTAT,
+            &attrs_body(Out::default().str(path), mtime, mode),
+        )?)
+    }
+
+    /// The target of the symlink `path`.
+    pub(super) fn readlink(&self, path: &str) -> io::Result<String> {
+        let reply = expect(
+            self.call(FXP_READLINK, &Out::default().str(path))?,
+            FXP_NAME,
+        )?;
+        let mut r = In(&reply.body);
+        if r.u32()? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "empty READLINK reply",
+            ));
+        }
+        r.string()
+    }
+
+    /// Creates the symlink `link` pointing to `target`. OpenSSH's server
+    /// takes the two paths in the reverse of the draft's order (target
+    /// first), and so does every client that talks to it.
+    pub(super) fn symlink(&self, target: &str, link: &str) -> io::Result<()> {
+        status(&self.call(FXP_SYMLINK, &Out::default().str(target).str(link))?)
     }
 
     /// Entries of a directory: name and attributes, without `.` and `..`.

@@ -1,0 +1,352 @@
+//! An SFTP directory as a mirror [`Tree`]: push to an SSH host, or pull from
+//! one (seed 004's devices), over the same connection code as the SFTP
+//! repositories.
+//!
+//! Files are written to a temporary name beside their final one, their
+//! mtime and mode set on the open handle, synced (`fsync@openssh.com`) and
+//! renamed over the old file with `posix-rename@openssh.com`. Walks list
+//! one directory per request stream and never follow a symlink; nothing is
+//! written through a symlinked directory. SFTP version 3 keeps mtimes in
+//! whole seconds, so the tree's precision is 1 s (the mirror record keeps
+//! the source's exact mtime, so changes within a second are still seen).
+
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backup_core::registry::TargetOptions;
+use backup_core::target::{check_key, is_tmp_name};
+use backup_core::tree::{
+    DepthFirst, EntryKind, FileAttrs, FileWriter, ListDir, Tree, TreeCaps, TreeEntry, Walked, join,
+};
+use backup_core::{Error, Result};
+
+use super::SftpTarget;
+use super::protocol::{Attrs, Conn, FXF_READ};
+use super::stream::{SftpReader, SftpWriter};
+use crate::way::{Way, parent_of, refused_write};
+
+/// A directory tree on an SFTP server.
+#[derive(Debug)]
+pub struct SftpTree {
+    t: SftpTarget,
+    /// Directories known to be real ones (checked or made by this tree), so
+    /// that a write into one does not look at every component again.
+    known_dirs: Mutex<HashSet<String>>,
+}
+
+/// Known directories kept before the cache starts over.
+const KNOWN_DIRS: usize = 100_000;
+
+impl SftpTree {
+    /// A tree at `sftp://[user@]host[:port]/path`, with the SFTP
+    /// repositories' options (`ssh_config`, `identity_file`, ...).
+    pub fn open(location: &str, options: &TargetOptions) -> Result<Self> {
+        Ok(Self {
+            t: SftpTarget::open(location, options)?,
+            known_dirs: Mutex::default(),
+        })
+    }
+
+    /// Makes sure the directories above `path` are real ones (creating
+    /// missing ones), once per directory.
+    fn parents(&self, conn: &Conn, path: &str) -> Result<()> {
+        let parent = parent_of(path);
+        if self.known_dirs.lock().is_ok_and(|k| k.contains(parent)) {
+            return Ok(());
+        }
+        self.t.ensure_parents(conn, path)?;
+        if let Ok(mut known) = self.known_dirs.lock() {
+            if known.len() > KNOWN_DIRS {
+                known.clear();
+            }
+            let mut at = parent;
+            while !at.is_empty() && known.insert(at.to_owned()) {
+                at = parent_of(at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets what was known about `path` and below (it was removed or
+    /// moved).
+    fn forget_dir(&self, path: &str) {
+        if let Ok(mut known) = self.known_dirs.lock() {
+            let below = format!("{path}/");
+            known.retain(|d| d != path && !d.starts_with(&below));
+        }
+    }
+
+    fn entry(&self, conn: &Conn, path: String, a: &Attrs) -> io::Result<Option<TreeEntry>> {
+        let kind = if a.is_dir {
+            EntryKind::Dir
+        } else if a.is_file {
+            EntryKind::File
+        } else if a.is_symlink {
+            EntryKind::Symlink
+        } else {
+            return Ok(None);
+        };
+        let link = if kind == EntryKind::Symlink {
+            Some(conn.readlink(&self.t.remote(&path))?)
+        } else {
+            None
+        };
+        Ok(Some(TreeEntry {
+            path,
+            kind,
+            size: if kind == EntryKind::File { a.size } else { 0 },
+            mtime_ns: a.mtime.map(|t| i64::from(t) * 1_000_000_000),
+            mode: a.mode,
+            link,
+            stamp: None,
+        }))
+    }
+
+    /// Every directory from the root to `path` (inclusive) as a real one,
+    /// created where missing; never through a symlink.
+    fn real_dirs(&self, conn: &Conn, path: &str) -> Result<()> {
+        let probe = join(path, "x");
+        self.t.ensure_parents(conn, &probe)?;
+        match self
+            .t
+            .way(conn, path)
+            .map_err(|e| self.t.map_err("inspect", path, e))?
+        {
+            Way::Directories => Ok(()),
+            _ => Err(refused_write(self.t.shown(path))),
+        }
+    }
+
+    fn secs(ns: Option<i64>) -> Option<u32> {
+        ns.map(|n| u32::try_from(n.div_euclid(1_000_000_000)).unwrap_or(0))
+    }
+
+    fn is_real_dir(&self, conn: &Conn, path: &str) -> io::Result<bool> {
+        Ok(self.t.way(conn, path)? == Way::Directories)
+    }
+}
+
+impl Tree for SftpTree {
+    fn location(&self) -> String {
+        self.t.location.clone()
+    }
+
+    fn root_path(&self) -> String {
+        self.t.root.clone()
+    }
+
+    fn caps(&self) -> TreeCaps {
+        TreeCaps {
+            mtime_precision: Duration::from_secs(1),
+            case_insensitive: false,
+            symlinks: true,
+            dirs: true,
+            modes: true,
+            transfers: 12,
+        }
+    }
+
+    fn root(&self) -> Result<Option<TreeEntry>> {
+        let root = if self.t.root.is_empty() {
+            ".".to_owned()
+        } else {
+            self.t.root.clone()
+        };
+        let got = self.t.retry(|c| c.stat(&root))?;
+        match got {
+            Ok(a) => {
+                let conn = self.t.conn()?;
+                self.entry(
+                    &conn,
+                    String::new(),
+                    &Attrs {
+                        is_symlink: false,
+                        ..a
+                    },
+                )
+                .map_err(|e| self.t.map_err("inspect", "", e))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.t.map_err("inspect", "", e)),
+        }
+    }
+
+    fn walk<'a>(
+        &'a self,
+        skip: &'a (dyn Fn(&str, EntryKind) -> bool + Sync),
+    ) -> Result<Box<dyn Iterator<Item = Result<Walked>> + Send + 'a>> {
+        let conn = self.t.conn()?;
+        Ok(Box::new(DepthFirst::new(Lister { tree: self, conn }, skip)))
+    }
+
+    fn stat(&self, path: &str) -> Result<Option<TreeEntry>> {
+        if path.is_empty() {
+            return self.root();
+        }
+        check_key(path)?;
+        let got = self.t.retry(|c| {
+            if !self.is_real_dir(c, parent_of(path))? {
+                return Err(io::ErrorKind::NotFound.into());
+            }
+            let a = c.lstat(&self.t.remote(path))?;
+            self.entry(c, path.to_owned(), &a)
+        })?;
+        match got {
+            Ok(e) => Ok(e),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.t.map_err("inspect", path, e)),
+        }
+    }
+
+    fn open(&self, path: &str) -> Result<Box<dyn Read + Send>> {
+        if !path.is_empty() {
+            return backup_core::Target::get(&self.t, path);
+        }
+        // The root itself is a file (a one-file source).
+        let opened = self.t.retry(|c| {
+            c.open_file(&self.t.root, FXF_READ)
+                .map(|h| (Arc::clone(c), h))
+        })?;
+        let (conn, handle) = opened.map_err(|e| self.t.map_err("open", "", e))?;
+        Ok(Box::new(SftpReader::new(conn, handle)))
+    }
+
+    fn write(&self, path: &str, attrs: FileAttrs) -> Result<Box<dyn FileWriter>> {
+        check_key(path)?;
+        let conn = self.t.conn()?;
+        self.parents(&conn, path)?;
+        let (handle, tmp) = self.t.create_tmp(&conn, path)?;
+        Ok(Box::new(
+            SftpWriter::new(conn, handle, tmp, self.t.remote(path), self.t.shown(path))
+                .with_attrs(Self::secs(attrs.mtime_ns), attrs.mode),
+        ))
+    }
+
+    fn make_dir(&self, path: &str, attrs: FileAttrs) -> Result<()> {
+        let conn = self.t.conn()?;
+        if path.is_empty() {
+            self.t.make_parents(&conn, "x");
+            return Ok(());
+        }
+        check_key(path)?;
+        self.real_dirs(&conn, path)?;
+        if let Some(mode) = attrs.mode {
+            conn.setstat(&self.t.remote(path), None, Some(mode))
+                .map_err(|e| self.t.map_err("set the mode of", path, e))?;
+        }
+        Ok(())
+    }
+
+    fn set_dir_mtime(&self, path: &str, mtime_ns: i64) -> Result<()> {
+        let conn = self.t.conn()?;
+        let remote = if path.is_empty() {
+            self.t.root.clone()
+        } else {
+            check_key(path)?;
+            if !self
+                .is_real_dir(&conn, path)
+                .map_err(|e| self.t.map_err("inspect", path, e))?
+            {
+                return Ok(());
+            }
+            self.t.remote(path)
+        };
+        conn.setstat(&remote, Self::secs(Some(mtime_ns)), None)
+            .map_err(|e| self.t.map_err("set the mtime of", path, e))
+    }
+
+    fn symlink(&self, path: &str, target: &str) -> Result<()> {
+        check_key(path)?;
+        let conn = self.t.conn()?;
+        self.t.ensure_parents(&conn, path)?;
+        let tmp = self.t.remote(&backup_core::target::tmp_key(path));
+        conn.symlink(target, &tmp)
+            .map_err(|e| self.t.map_err("create symlink", path, e))?;
+        conn.rename_over(&tmp, &self.t.remote(path)).map_err(|e| {
+            let _ = conn.remove(&tmp);
+            self.t.map_err("create symlink", path, e)
+        })
+    }
+
+    fn remove(&self, path: &str, kind: EntryKind) -> Result<()> {
+        check_key(path)?;
+        let removed = self.t.retry(|c| {
+            if !self.is_real_dir(c, parent_of(path))? {
+                return Err(io::ErrorKind::NotFound.into());
+            }
+            let remote = self.t.remote(path);
+            if kind == EntryKind::Dir {
+                c.rmdir(&remote)
+            } else {
+                c.remove(&remote)
+            }
+        })?;
+        self.forget_dir(path);
+        match removed {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.t.map_err("remove", path, e)),
+        }
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        check_key(from)?;
+        check_key(to)?;
+        let conn = self.t.conn()?;
+        self.t.ensure_parents(&conn, to)?;
+        if !self
+            .is_real_dir(&conn, parent_of(from))
+            .map_err(|e| self.t.map_err("inspect", from, e))?
+        {
+            return Err(Error::NotFound {
+                what: "file",
+                path: self.t.shown(from),
+            });
+        }
+        self.forget_dir(from);
+        conn.rename_over(&self.t.remote(from), &self.t.remote(to))
+            .map_err(|e| self.t.map_err("move", from, e))
+    }
+}
+
+/// Lists one remote directory for the depth-first walk.
+struct Lister<'a> {
+    tree: &'a SftpTree,
+    conn: Arc<Conn>,
+}
+
+impl ListDir for Lister<'_> {
+    fn list(&mut self, rel: &str, entries: &mut Vec<TreeEntry>, met: &mut Vec<Result<Walked>>) {
+        let t = &self.tree.t;
+        let listed = match self.conn.read_dir(&t.remote(rel)) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
+                met.push(Err(t.map_err("list", rel, e)));
+                return;
+            }
+            Err(e) => {
+                met.push(Ok(Walked::Warning {
+                    path: rel.to_owned(),
+                    message: format!("cannot list the directory: {e}"),
+                }));
+                return;
+            }
+        };
+        for (name, attrs) in listed {
+            let path = join(rel, &name);
+            if is_tmp_name(&name) {
+                met.push(Ok(Walked::Leftover(path)));
+                continue;
+            }
+            match self.tree.entry(&self.conn, path.clone(), &attrs) {
+                Ok(e) => entries.extend(e),
+                Err(e) => met.push(Ok(Walked::Warning {
+                    path,
+                    message: format!("cannot read: {e}"),
+                })),
+            }
+        }
+    }
+}
