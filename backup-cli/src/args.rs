@@ -131,6 +131,10 @@ pub struct MirrorArgs {
     /// default); copy nothing.
     #[arg(long, conflicts_with_all = ["dry_run", "update", "checksum", "backup_dir", "max_delete"])]
     pub verify_only: bool,
+    /// Copy what symlinks in a local source point to, instead of the links
+    /// (a link loop is walked once).
+    #[arg(short = 'L', long)]
+    pub copy_links: bool,
     /// An option of the sources, KEY=VALUE (repeat); -o applies to DEST.
     #[arg(long = "source-option", value_name = "KEY=VALUE", value_parser = OptionParser)]
     pub source_options: Vec<(String, String)>,

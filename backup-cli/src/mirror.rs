@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use backup_core::mirror::{self, MirrorOptions, MirrorSummary, VerifyMode, VerifyReport};
+use backup_core::mirror::{
+    self, MirrorOptions, MirrorSource, MirrorSummary, VerifyMode, VerifyReport,
+};
 use backup_core::source::Excludes;
 use backup_core::tree::Tree;
 use backup_core::{Error, TargetOptions};
@@ -14,16 +16,24 @@ use crate::commands::{Ctx, Failure, Outcome};
 use crate::exit;
 use crate::output::{Reporter, human_bytes, json, shown};
 
-pub(crate) fn mirror(ctx: &Ctx, a: &MirrorArgs) -> Outcome {
+/// The sources and the destination, opened through the registry.
+fn trees(ctx: &Ctx, a: &MirrorArgs) -> Result<(Vec<MirrorSource>, Arc<dyn Tree>), Failure> {
     let (dest_loc, source_locs) = a.paths.split_last().expect("clap requires two paths");
-    let source_options: TargetOptions = a.source_options.iter().cloned().collect();
+    let mut source_options: TargetOptions = a.source_options.iter().cloned().collect();
+    if a.copy_links {
+        source_options.insert("copy_links".into(), "true".into());
+    }
     let dest_options: TargetOptions = ctx.cli.options.iter().cloned().collect();
     let mut trees: Vec<Arc<dyn Tree>> = Vec::new();
     for loc in source_locs {
         trees.push(ctx.registry.open_tree(loc, &source_options)?);
     }
     let sources = mirror::sources_for(trees)?;
-    let dest = ctx.registry.open_tree(dest_loc, &dest_options)?;
+    Ok((sources, ctx.registry.open_tree(dest_loc, &dest_options)?))
+}
+
+pub(crate) fn mirror(ctx: &Ctx, a: &MirrorArgs) -> Outcome {
+    let (sources, dest) = trees(ctx, a)?;
     let mut patterns = a.excludes.clone();
     for f in &a.exclude_files {
         patterns.extend(Excludes::read_pattern_file(f)?);

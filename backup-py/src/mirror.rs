@@ -244,8 +244,8 @@ fn parse<T: std::str::FromStr<Err = backup_core::Error>>(
 #[pyo3(name = "mirror", signature = (
     source, dest, *, delete=false, update=false, checksum=false, verify=None,
     exclude=None, dry_run=false, max_delete=None, backup_dir=None,
-    modify_window=None, transfers=None, full_scan=false, progress=None,
-    options=None, source_options=None
+    modify_window=None, transfers=None, full_scan=false, copy_links=false,
+    progress=None, options=None, source_options=None
 ))]
 #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per CLI flag
 #[allow(clippy::needless_pass_by_value)] // pyo3 extracts arguments as owned values
@@ -264,13 +264,17 @@ pub(crate) fn mirror_tree(
     modify_window: Option<f64>,
     transfers: Option<usize>,
     full_scan: bool,
+    copy_links: bool,
     progress: Option<&Bound<'_, PyAny>>,
     options: Option<BTreeMap<String, String>>,
     source_options: Option<BTreeMap<String, String>>,
 ) -> PyResult<MirrorResult> {
     let registry = backup_cli::registry();
-    let (sources, dest, options, source_options) =
+    let (sources, dest, options, mut source_options) =
         locations(source, dest, options, source_options)?;
+    if copy_links {
+        source_options.insert("copy_links".into(), "true".into());
+    }
     let modify_window = match modify_window {
         Some(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s)),
         Some(s) => {

@@ -178,3 +178,11 @@ def test_a_1_gib_file_is_mirrored_with_flat_memory(tmp_path: Path) -> None:
     assert (dest / "recording.bin").stat().st_size == size
     grown = peak - baseline
     assert grown < 64 * 1024, f"peak RSS grew by {grown} KiB"
+
+
+def test_copy_links_copies_the_target_of_a_symlink(source: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "mirror"
+    result = backupkit.mirror(source, dest, copy_links=True)
+    assert result.links == 0 and result.copied == 5
+    assert not (dest / "link").is_symlink()
+    assert (dest / "link").read_text() == "hello backupkit\n"

@@ -56,8 +56,19 @@ pub fn register(registry: &mut Registry) {
     });
     registry.register_tree(backup_core::registry::LOCAL_SCHEME, |location, options| {
         let path = location.strip_prefix("file://").unwrap_or(location);
-        let (mount_point, timeout) = local_options(options)?;
-        let tree = LocalTree::new(path)?;
+        // `copy_links` is a mirror source's alone (`--copy-links`).
+        let mut options = options.clone();
+        let follow = match options.remove("copy_links").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(Error::InvalidInput(
+                    "option copy_links: expected true or false".into(),
+                ));
+            }
+        };
+        let (mount_point, timeout) = local_options(&options)?;
+        let tree = LocalTree::new(path)?.following_links(follow);
         mount::check(tree.root_dir(), mount_point.as_deref(), timeout)?;
         Ok(Arc::new(tree) as Arc<dyn backup_core::tree::Tree>)
     });

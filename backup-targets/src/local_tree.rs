@@ -89,6 +89,15 @@ impl LocalTree {
         })
     }
 
+    /// Lists symlinks as what they point to (`--copy-links`): a link to a
+    /// file is copied as that file, a link to a directory walked as one. A
+    /// directory reached a second time (a link loop) is not walked again.
+    #[must_use]
+    pub fn following_links(mut self, follow: bool) -> Self {
+        self.follow_links = follow;
+        self
+    }
+
     /// Overrides the probed capabilities (tests emulate other filesystems).
     #[must_use]
     pub fn with_caps(mut self, caps: TreeCaps) -> Self {
@@ -278,7 +287,13 @@ impl Tree for LocalTree {
         &'a self,
         skip: &'a (dyn Fn(&str, EntryKind) -> bool + Sync),
     ) -> Result<Box<dyn Iterator<Item = Result<Walked>> + Send + 'a>> {
-        Ok(Box::new(DepthFirst::new(Lister { tree: self }, skip)))
+        Ok(Box::new(DepthFirst::new(
+            Lister {
+                tree: self,
+                seen: std::collections::HashSet::new(),
+            },
+            skip,
+        )))
     }
 
     fn stat(&self, rel: &str) -> Result<Option<TreeEntry>> {
@@ -500,11 +515,24 @@ impl Drop for LocalWriter {
 /// Lists one local directory for the depth-first walk.
 struct Lister<'a> {
     tree: &'a LocalTree,
+    /// Directories walked so far (device, inode), when following links.
+    seen: std::collections::HashSet<(u64, u64)>,
 }
 
 impl ListDir for Lister<'_> {
     fn list(&mut self, rel: &str, entries: &mut Vec<TreeEntry>, met: &mut Vec<Result<Walked>>) {
         let dir = self.tree.root.join(rel);
+        if self.tree.follow_links
+            && let Ok(m) = fs::metadata(&dir)
+            && !self.seen.insert((m.dev(), m.ino()))
+        {
+            met.push(Ok(Walked::Warning {
+                path: rel.to_owned(),
+                message: "a directory reached again through a symlink (a loop); not walked again"
+                    .into(),
+            }));
+            return;
+        }
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) => {
@@ -547,6 +575,16 @@ impl ListDir for Lister<'_> {
             };
             match meta {
                 Ok(m) => entries.extend(LocalTree::entry(child, &m, &path)),
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        && self.tree.follow_links
+                        && fs::symlink_metadata(&path).is_ok() =>
+                {
+                    met.push(Ok(Walked::Warning {
+                        path: child,
+                        message: "a symlink whose target does not exist; not copied".into(),
+                    }));
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => met.push(Ok(Walked::Warning {
                     path: child,

@@ -35,6 +35,7 @@ pub fn mirror(
     let mut sources = sources.to_vec();
     sources.sort_by(|a, b| cmp_paths(&a.prefix, &b.prefix));
     check_sources(&sources)?;
+    check_apart(&sources, dest)?;
     check_backup_dir(opts.backup_dir.as_deref())?;
     let roots = source_roots(&sources)?;
     let dest_root = dest_dir(dest)?;
@@ -272,6 +273,27 @@ fn refuse_empty(sources: &[MirrorSource], roots: &[TreeEntry], skips: &[Skip]) -
                     s.tree.location()
                 ),
             });
+        }
+    }
+    Ok(())
+}
+
+/// A destination inside a source (or a source inside the destination, or
+/// both the same) would copy the mirror into itself, or delete the source:
+/// refused. Locations are compared as their kinds print them (absolute
+/// local paths; `sftp://host/path`).
+fn check_apart(sources: &[MirrorSource], dest: &dyn Tree) -> Result<()> {
+    let d = dest.location();
+    let d = d.trim_end_matches('/');
+    for s in sources {
+        let l = s.tree.location();
+        let l = l.trim_end_matches('/');
+        let inside = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+        if inside(d, l) || inside(l, d) {
+            return Err(Error::InvalidInput(format!(
+                "the source {l} and the destination {d} overlap: a mirror needs two separate \
+                 trees"
+            )));
         }
     }
     Ok(())

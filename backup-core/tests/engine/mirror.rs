@@ -228,6 +228,27 @@ fn the_record_catches_changes_finer_than_the_destinations_mtimes() {
 }
 
 #[test]
+fn a_destination_inside_its_source_or_the_reverse_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("data");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("sub/f"), "f").unwrap();
+    for (s, d) in [
+        (src.clone(), src.join("backup")),
+        (src.join("sub"), src.clone()),
+        (src.clone(), src.clone()),
+    ] {
+        let e = run(&s, &d, |o| o.delete = true).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+        assert!(e.to_string().contains("overlap"), "{e}");
+    }
+    assert!(!src.join("backup").exists());
+    assert_eq!(fs::read(src.join("sub/f")).unwrap(), b"f");
+    // A sibling whose name merely starts the same is fine.
+    assert!(run(&src, &dir.path().join("data-mirror"), |_| {}).is_ok());
+}
+
+#[test]
 fn update_never_overwrites_a_newer_destination_file() {
     let dir = tempfile::tempdir().unwrap();
     let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
@@ -869,4 +890,39 @@ fn cancelling_leaves_only_whole_files_and_the_next_run_completes() {
     let s = run(&src, &dst, |o| o.verify = Some(VerifyMode::Checksum)).unwrap();
     assert!(s.is_complete(), "{s:?}");
     assert_eq!(s.copied as usize + got.len(), 40);
+}
+
+#[test]
+fn copy_links_copies_what_links_point_to_and_walks_a_loop_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(outside.join("deep")).unwrap();
+    fs::write(outside.join("deep/x.csv"), "x").unwrap();
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/real.csv"), "r").unwrap();
+    std::os::unix::fs::symlink("d/real.csv", src.join("file_link")).unwrap();
+    std::os::unix::fs::symlink(&outside, src.join("dir_link")).unwrap();
+    std::os::unix::fs::symlink("..", src.join("d/loop")).unwrap();
+    std::os::unix::fs::symlink("nowhere", src.join("dangling")).unwrap();
+    let follow: Arc<dyn Tree> = Arc::new(LocalTree::new(&src).unwrap().following_links(true));
+    let s = run_with(vec![follow], tree(&dst).as_ref(), |_| {}).unwrap();
+    assert_eq!(fs::read(dst.join("file_link")).unwrap(), b"r");
+    assert!(
+        fs::symlink_metadata(dst.join("file_link"))
+            .unwrap()
+            .is_file()
+    );
+    assert_eq!(fs::read(dst.join("dir_link/deep/x.csv")).unwrap(), b"x");
+    // The loop (d/loop is the source root again) is walked once; it and the
+    // dangling link are named, and the run is partial.
+    let named: Vec<&str> = s.failed.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(named, ["dangling", "d/loop"], "{s:?}");
+    assert!(!dst.join("d/loop/d").exists());
+    assert!(!s.is_complete());
+    // Without it, links are copied as links.
+    let dst2 = dir.path().join("dst2");
+    let s = run(&src, &dst2, |_| {}).unwrap();
+    assert!(s.failed.is_empty(), "{s:?}");
+    assert_eq!(fs::read_link(dst2.join("d/loop")).unwrap(), Path::new(".."));
 }

@@ -343,6 +343,7 @@ def mirror(
     modify_window: float | None = None,
     transfers: int | None = None,
     full_scan: bool = False,
+    copy_links: bool = False,
     progress: Callable[[dict[str, Any]], object] | None = None,
     options: Mapping[str, str] | None = None,
     source_options: Mapping[str, str] | None = None,
