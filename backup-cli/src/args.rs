@@ -120,8 +120,18 @@ pub struct MirrorArgs {
     /// Parallel copies (default: the destination's own).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub transfers: Option<u16>,
-    /// Ignore backupkit's record at the destination; compare with its
-    /// listing alone.
+    /// Give up on an SSH host that stops answering, or a mount that does not
+    /// answer, after this long (default 300s over SSH, 10s for a mount):
+    /// the run fails instead of hanging.
+    #[arg(long, value_name = "DURATION", value_parser = parse_window)]
+    pub timeout: Option<std::time::Duration>,
+    /// At most this many bytes per second, for all copies together: 500K,
+    /// 10M, 1G (a bare number is KiB/s, as in rsync and rclone).
+    #[arg(long, value_name = "RATE")]
+    pub bwlimit: Option<String>,
+    /// Ask the destination for each file's own metadata instead of trusting
+    /// its listing and backupkit's record (one request per file on object
+    /// stores).
     #[arg(long)]
     pub full_scan: bool,
     /// Check the mirror afterwards: count, size, checksum or sample:N.

@@ -26,10 +26,37 @@ fn trees(ctx: &Ctx, a: &MirrorArgs) -> Result<(Vec<MirrorSource>, Arc<dyn Tree>)
     let dest_options: TargetOptions = ctx.cli.options.iter().cloned().collect();
     let mut trees: Vec<Arc<dyn Tree>> = Vec::new();
     for loc in source_locs {
-        trees.push(ctx.registry.open_tree(loc, &source_options)?);
+        trees.push(
+            ctx.registry
+                .open_tree(loc, &with_timeout(loc, &source_options, a))?,
+        );
     }
     let sources = mirror::sources_for(trees)?;
-    Ok((sources, ctx.registry.open_tree(dest_loc, &dest_options)?))
+    let dest = ctx
+        .registry
+        .open_tree(dest_loc, &with_timeout(dest_loc, &dest_options, a))?;
+    Ok((sources, dest))
+}
+
+/// `--timeout` as the location's own option: `timeout` (seconds) for SSH
+/// hosts, `mount_timeout` for local paths; an option given with `-o` wins.
+fn with_timeout(location: &str, options: &TargetOptions, a: &MirrorArgs) -> TargetOptions {
+    let mut options = options.clone();
+    if let Some(t) = a.timeout {
+        let secs = t.as_secs().max(1);
+        match backup_core::Registry::scheme_of(location) {
+            "sftp" | "ssh" => {
+                options.entry("timeout".into()).or_insert(secs.to_string());
+            }
+            backup_core::registry::LOCAL_SCHEME => {
+                options
+                    .entry("mount_timeout".into())
+                    .or_insert(format!("{secs}s"));
+            }
+            _ => {}
+        }
+    }
+    options
 }
 
 pub(crate) fn mirror(ctx: &Ctx, a: &MirrorArgs) -> Outcome {
@@ -81,6 +108,7 @@ pub(crate) fn mirror(ctx: &Ctx, a: &MirrorArgs) -> Outcome {
         backup_dir: a.backup_dir.clone(),
         dry_run: a.dry_run,
         transfers: a.transfers.map(usize::from),
+        bwlimit: a.bwlimit.as_deref().map(mirror::parse_rate).transpose()?,
         full_scan: a.full_scan,
         verify,
     };

@@ -2078,7 +2078,7 @@ fn sftp_and_rclone_repositories_from_the_command_line() {
     }
     // A wrong option is a usage error for each kind.
     let o = env.run(&["-r", &sftp, "-o", "password=x", "snapshots"]);
-    assert_clean_error(&o, 2, "unknown option \"password\" for SFTP repositories");
+    assert_clean_error(&o, 2, "unknown option \"password\" for SFTP locations");
 }
 
 /// A source tree for mirrors: `n` small CSVs in two directories and `big`
@@ -2393,7 +2393,18 @@ fn mirrors_push_to_and_pull_from_an_sftp_host() {
             .all(|p| !p.to_string_lossy().contains(".tmp-")),
         "the finishing run removes what the killed ones left"
     );
-    let o = env.run(&["-o", &ssh, "--json", "sync", s, &remote]);
+    let o = env.run(&[
+        "-o",
+        &ssh,
+        "--json",
+        "sync",
+        "--timeout",
+        "30s",
+        "--bwlimit",
+        "50M",
+        s,
+        &remote,
+    ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let again: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(

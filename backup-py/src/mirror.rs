@@ -244,7 +244,7 @@ fn parse<T: std::str::FromStr<Err = backup_core::Error>>(
 #[pyo3(name = "mirror", signature = (
     source, dest, *, delete=false, update=false, checksum=false, verify=None,
     exclude=None, dry_run=false, max_delete=None, backup_dir=None,
-    modify_window=None, transfers=None, full_scan=false, copy_links=false,
+    modify_window=None, transfers=None, bwlimit=None, full_scan=false, copy_links=false,
     progress=None, options=None, source_options=None
 ))]
 #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per CLI flag
@@ -263,6 +263,7 @@ pub(crate) fn mirror_tree(
     backup_dir: Option<String>,
     modify_window: Option<f64>,
     transfers: Option<usize>,
+    bwlimit: Option<String>,
     full_scan: bool,
     copy_links: bool,
     progress: Option<&Bound<'_, PyAny>>,
@@ -297,6 +298,11 @@ pub(crate) fn mirror_tree(
         backup_dir,
         dry_run,
         transfers,
+        bwlimit: bwlimit
+            .as_deref()
+            .map(mirror::parse_rate)
+            .transpose()
+            .map_err(|e| errors::to_py(&e))?,
         full_scan,
         verify: parse::<VerifyMode>(verify.as_deref())?,
     };

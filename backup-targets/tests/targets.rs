@@ -1105,6 +1105,57 @@ mod sftp {
         });
     }
 
+    /// A server that stops answering (its ssh stopped with SIGSTOP) fails
+    /// the operation within the `timeout` option, never hangs it.
+    #[test]
+    fn a_stalled_sftp_server_fails_within_the_timeout() {
+        let Some(v) = service("a_stalled_sftp_server_fails_within_the_timeout", VARS) else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let wrapper = dir.path().join("ssh");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho $$ > {}\nexec ssh \"$@\"\n",
+                pidfile.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let t = open_tree(
+            &location(&v, "stall"),
+            &[
+                ("ssh_config", &v[0]),
+                ("ssh_command", wrapper.to_str().unwrap()),
+                ("timeout", "2"),
+            ],
+        );
+        t.make_dir("d", backup_core::tree::FileAttrs::default())
+            .unwrap();
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let signal = |sig: &str| {
+            std::process::Command::new("kill")
+                .args([sig, pid.trim()])
+                .status()
+                .unwrap()
+        };
+        assert!(signal("-STOP").success());
+        let started = std::time::Instant::now();
+        let e = t.stat("d").unwrap_err();
+        let took = started.elapsed();
+        let _ = signal("-CONT");
+        assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+        assert!(took >= std::time::Duration::from_secs(2), "took {took:?}");
+        let msg = backup_core::error_chain(&e);
+        assert!(msg.contains("did not answer"), "{msg}");
+    }
+
     /// Seed 004's pull: a device's tree over SFTP mirrored to a local
     /// directory, incrementally, verified by content, with the device's
     /// mtimes (whole seconds over SFTP) kept.

@@ -16,6 +16,47 @@ use crate::{Error, Result};
 /// Copy buffer size.
 const BUF: usize = 256 * 1024;
 
+/// A byte budget shared by every copy thread: at most `rate` bytes per
+/// second since the first byte, with a burst of one buffer.
+#[derive(Debug)]
+pub(crate) struct RateLimit {
+    rate: u64,
+    state: Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl RateLimit {
+    pub(crate) fn new(rate: u64) -> Self {
+        Self {
+            rate,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// Accounts for `n` bytes, sleeping until the budget allows them.
+    fn take(&self, n: usize, cancel: &Cancel) {
+        let wait = {
+            let Ok(mut st) = self.state.lock() else {
+                return;
+            };
+            let start = *st.0.get_or_insert_with(std::time::Instant::now);
+            st.1 += n as u64;
+            let allowed_at = std::time::Duration::from_secs_f64(
+                st.1.saturating_sub(BUF as u64) as f64 / self.rate as f64,
+            );
+            allowed_at.saturating_sub(start.elapsed())
+        };
+        // Sleep in short steps, so that Ctrl-C is not held up.
+        let until = std::time::Instant::now() + wait;
+        while !cancel.is_cancelled() {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(std::time::Duration::from_millis(50)));
+        }
+    }
+}
+
 pub(super) fn worker(
     ctx: &Ctx<'_>,
     jobs: &Mutex<Receiver<Job>>,
@@ -74,6 +115,9 @@ pub(super) fn copy_file(ctx: &Ctx<'_>, job: &Job) -> JobResult {
             Err(_) if ctx.cancel.is_cancelled() => return JobResult::Fatal(Error::Cancelled),
             Err(e) => return failed(format!("cannot read: {e}")),
         };
+        if let Some(limit) = &ctx.limit {
+            limit.take(n, ctx.cancel);
+        }
         hasher.update(&buf[..n]);
         if let Err(e) = writer.write_all(&buf[..n]) {
             return failed(format!("cannot write: {e}"));

@@ -130,6 +130,36 @@ impl std::str::FromStr for MaxDelete {
     }
 }
 
+/// A bandwidth limit as users write it (rclone's and rsync's form): a
+/// number of KiB per second, or with a suffix `B`, `K`, `M`, `G` (powers of
+/// 1024): `500` and `500K` are 500 KiB/s, `10M` 10 MiB/s.
+pub fn parse_rate(s: &str) -> crate::Result<u64> {
+    let t = s.trim();
+    let bad = || {
+        crate::Error::InvalidInput(format!(
+            "bandwidth limit {s:?} is not a rate such as 500K, 10M or 1G (per second)"
+        ))
+    };
+    let (num, scale) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let scale: u64 = match c.to_ascii_uppercase() {
+                'B' => 1,
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(bad()),
+            };
+            (&t[..i], scale)
+        }
+        _ => (t, 1 << 10),
+    };
+    let v: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(bad());
+    }
+    Ok(((v * scale as f64) as u64).max(1))
+}
+
 /// How a mirror is checked after it is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -183,6 +213,8 @@ pub struct MirrorOptions {
     pub dry_run: bool,
     /// Parallel copies; `None` is the destination's own default.
     pub transfers: Option<usize>,
+    /// At most this many bytes per second, for all copies together.
+    pub bwlimit: Option<u64>,
     /// Ask the destination for every file's own metadata (one request per
     /// file on an object store) instead of trusting its listing and the
     /// record to stand for it.

@@ -94,6 +94,7 @@ pub fn mirror(
         cancel,
         window,
         caps: dest_caps,
+        limit: opts.bwlimit.map(crate::mirror::copy::RateLimit::new),
     };
     let root_time = root_time(&sources, &roots, dest_root.as_ref());
     let state = match copy_phase(&ctx, &mut summary, src, dest_walk, old_record, root_time) {
@@ -363,6 +364,8 @@ pub(super) struct Ctx<'a> {
     pub(super) window: Duration,
     /// What the destination keeps.
     pub(super) caps: crate::tree::TreeCaps,
+    /// `bwlimit`, shared by the copy threads.
+    pub(super) limit: Option<crate::mirror::copy::RateLimit>,
 }
 
 /// One file to copy.

@@ -926,3 +926,30 @@ fn copy_links_copies_what_links_point_to_and_walks_a_loop_once() {
     assert!(s.failed.is_empty(), "{s:?}");
     assert_eq!(fs::read_link(dst2.join("d/loop")).unwrap(), Path::new(".."));
 }
+
+#[test]
+fn bwlimit_holds_all_copies_together_to_the_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    fs::create_dir(&src).unwrap();
+    for i in 0..3 {
+        fs::write(src.join(format!("f{i}.bin")), pseudo_random(2 << 20, i)).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let s = run(&src, &dst, |o| {
+        o.bwlimit = Some(mirror::parse_rate("2M").unwrap());
+        o.transfers = Some(3);
+    })
+    .unwrap();
+    let took = started.elapsed();
+    assert_eq!(s.bytes, 6 << 20);
+    // 6 MiB at 2 MiB/s, less one buffer of burst: at least 2.8 s, whatever
+    // the three copies do in parallel.
+    assert!(took >= Duration::from_millis(2800), "took {took:?}");
+    assert_eq!(mirror::parse_rate("500").unwrap(), 500 << 10);
+    assert_eq!(mirror::parse_rate("1.5M").unwrap(), 3 << 19);
+    assert_eq!(mirror::parse_rate("64B").unwrap(), 64);
+    for bad in ["", "fast", "0", "-1M", "10X"] {
+        assert!(mirror::parse_rate(bad).is_err(), "{bad}");
+    }
+}

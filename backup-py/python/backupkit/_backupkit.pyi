@@ -342,6 +342,7 @@ def mirror(
     backup_dir: str | None = None,
     modify_window: float | None = None,
     transfers: int | None = None,
+    bwlimit: str | None = None,
     full_scan: bool = False,
     copy_links: bool = False,
     progress: Callable[[dict[str, Any]], object] | None = None,
@@ -353,7 +354,7 @@ def mirror(
     each of several sources, becomes ``dest/NAME``. ``verify`` is
     ``"count"``, ``"size"``, ``"checksum"`` or ``"sample:N"``;
     ``max_delete`` a count or a percentage (``"10%"``); ``modify_window``
-    seconds. Raises MirrorMismatchError (with ``.report`` and ``.mirror``)
+    seconds; ``bwlimit`` a rate such as ``"10M"`` (per second). Raises MirrorMismatchError (with ``.report`` and ``.mirror``)
     when the verification fails, RefusedError when ``delete`` meets an empty
     source."""
 

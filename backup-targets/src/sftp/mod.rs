@@ -156,6 +156,7 @@ impl SftpTarget {
         let mut args: Vec<String> = Vec::new();
         let mut connect_timeout = "15".to_owned();
         let mut connect_attempts = 3;
+        let mut timeout = Duration::from_secs(300);
         for (key, value) in options {
             match key.as_str() {
                 "ssh_command" => program.clone_from(value),
@@ -171,6 +172,21 @@ impl SftpTarget {
                     })?;
                     connect_timeout.clone_from(value);
                 }
+                "timeout" => {
+                    timeout = Duration::from_secs(
+                        value
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|s| *s > 0)
+                            .ok_or_else(|| {
+                                Error::InvalidInput(
+                                    "option timeout: expected a number of seconds, like 300 \
+                                     (the value is not shown)"
+                                        .into(),
+                                )
+                            })?,
+                    );
+                }
                 "retries" => {
                     connect_attempts = value
                         .parse::<u32>()
@@ -185,8 +201,8 @@ impl SftpTarget {
                 }
                 _ => {
                     return Err(Error::InvalidInput(format!(
-                        "unknown option {key:?} for SFTP repositories (known: ssh_command, \
-                         ssh_config, identity_file, connect_timeout, retries)"
+                        "unknown option {key:?} for SFTP locations (known: ssh_command, \
+                         ssh_config, identity_file, connect_timeout, timeout, retries)"
                     )));
                 }
             }
@@ -217,6 +233,7 @@ impl SftpTarget {
                 program,
                 args,
                 host: target,
+                timeout,
             },
             location: location.trim_end_matches('/').to_owned(),
             root,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,6 +75,9 @@ pub(super) struct Spec {
     pub(super) args: Vec<String>,
     /// `user@host` or an ssh-config alias, for messages.
     pub(super) host: String,
+    /// How long a request may wait for its reply before the connection is
+    /// given up (a server that stopped answering).
+    pub(super) timeout: Duration,
 }
 
 /// One `ssh -s sftp` session.
@@ -86,6 +89,7 @@ pub(super) struct Conn {
     pub(super) alive: Arc<AtomicBool>,
     stderr: Arc<Mutex<String>>,
     extensions: Vec<String>,
+    timeout: Duration,
 }
 
 impl Drop for Conn {
@@ -347,6 +351,7 @@ impl Conn {
             alive,
             stderr,
             extensions,
+            timeout: spec.timeout,
         }))
     }
 
@@ -403,7 +408,25 @@ impl Conn {
     }
 
     pub(super) fn wait(&self, rx: &Receiver<Reply>) -> io::Result<Reply> {
-        rx.recv().map_err(|_| self.lost())
+        match rx.recv_timeout(self.timeout) {
+            Ok(reply) => Ok(reply),
+            Err(RecvTimeoutError::Disconnected) => Err(self.lost()),
+            Err(RecvTimeoutError::Timeout) => {
+                // A server that stopped answering: this connection is done
+                // (every other waiter fails too), never a hang.
+                self.alive.store(false, Ordering::SeqCst);
+                if let Ok(mut child) = self.child.lock() {
+                    let _ = child.kill();
+                }
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the SFTP server did not answer for {} s (option timeout)",
+                        self.timeout.as_secs()
+                    ),
+                ))
+            }
+        }
     }
 
     pub(super) fn call(&self, kind: u8, body: &Out) -> io::Result<Reply> {
