@@ -1085,6 +1085,27 @@ mod sftp {
         conformance::unfinished_writes_leave_a_directory_to_sweep(t.as_ref());
     }
 
+    /// An ssh that records its pid in `dir`, so that a test can stop or
+    /// drop exactly its own connection (other tests share the server).
+    fn pid_recording_ssh(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let pidfile = dir.join("pid");
+        let wrapper = dir.join("ssh");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho $$ > {}\nexec ssh \"$@\"\n",
+                pidfile.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        (wrapper, pidfile)
+    }
+
     fn tree(location: &str, ssh_config: &str) -> std::sync::Arc<dyn backup_core::tree::Tree> {
         open_tree(location, &[("ssh_config", ssh_config)])
     }
@@ -1113,21 +1134,7 @@ mod sftp {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
-        let pidfile = dir.path().join("pid");
-        let wrapper = dir.path().join("ssh");
-        std::fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\necho $$ > {}\nexec ssh \"$@\"\n",
-                pidfile.display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            &wrapper,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        let (wrapper, pidfile) = pid_recording_ssh(dir.path());
         let t = open_tree(
             &location(&v, "stall"),
             &[
@@ -1270,24 +1277,8 @@ mod sftp {
         let Some(v) = service("sftp_reconnects_after_the_connection_drops", VARS) else {
             return;
         };
-        // An ssh that records its pid, so the test can drop exactly its
-        // own connection (other tests share the server).
         let dir = tempfile::tempdir().unwrap();
-        let pidfile = dir.path().join("pid");
-        let wrapper = dir.path().join("ssh");
-        std::fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\necho $$ > {}\nexec ssh \"$@\"\n",
-                pidfile.display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            &wrapper,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        let (wrapper, pidfile) = pid_recording_ssh(dir.path());
         let t = open(
             &location(&v, "reconnect"),
             &[
