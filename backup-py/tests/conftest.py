@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 import backupkit
+
+# Python installs its Ctrl-C handler only when SIGINT is not ignored at
+# start-up, and a shell's background job starts with SIGINT ignored: then
+# `_thread.interrupt_main()` does nothing, and the Ctrl-C tests would test
+# nothing. The tests want Python's own handler, wherever they run.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Fixed modification times (with nanoseconds) so a restore can be compared
 # exactly.
