@@ -398,6 +398,15 @@ fn a_read_only_repository_is_restored_and_checked_with_no_lock() {
 /// Runs backupkit on `repo` as a user without root's rights: `nobody` when
 /// the tests run as root, else the current user.
 fn unprivileged(repo: &Path, args: &[&str]) -> Output {
+    let repo = repo.to_str().unwrap();
+    let mut all = vec!["-r", repo];
+    all.extend_from_slice(args);
+    as_nobody(&all)
+}
+
+/// Runs backupkit as `nobody` when the tests run as root (root reads
+/// everything), else as the current user.
+fn as_nobody(args: &[&str]) -> Output {
     let mut c = if is_root() {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
@@ -405,12 +414,7 @@ fn unprivileged(repo: &Path, args: &[&str]) -> Output {
     } else {
         Command::new(BIN)
     };
-    c.arg("-r")
-        .arg(repo)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    c.args(args).stdin(Stdio::null()).output().unwrap()
 }
 
 fn rel_path(p: &Path) -> &Path {
@@ -2259,23 +2263,8 @@ fn a_mirror_file_that_cannot_be_read_is_named_and_exits_3() {
     set_mode(&root.join("data/ok.csv"), 0o644);
     set_mode(&root.join("data/secret.csv"), 0o000);
     let dst = root.join("dst");
-    let run = |extra: &[&str]| {
-        let mut c = if is_root() {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
-            c
-        } else {
-            Command::new(BIN)
-        };
-        c.arg("mirror")
-            .args(extra)
-            .arg(root.join("data"))
-            .arg(&dst)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
-    let o = run(&[]);
+    let (data, dst_s) = (root.join("data"), dst.to_str().unwrap().to_owned());
+    let o = as_nobody(&["mirror", data.to_str().unwrap(), &dst_s]);
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     let err = stderr(&o);
     assert!(

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver};
 
 use crate::hash::Hashers;
+use crate::hash::HashingReader;
 use crate::mirror::Problem;
 use crate::mirror::record::RecordLine;
 use crate::mirror::run::{Ctx, Job, JobResult};
@@ -92,7 +93,7 @@ pub(super) fn copy_file(ctx: &Ctx<'_>, job: &Job) -> JobResult {
     };
     let reader = match src.open(&job.rel) {
         Ok(r) => r,
-        Err(Error::Cancelled) => return JobResult::Fatal(Error::Cancelled),
+        Err(Error::Cancelled) => return JobResult::Cancelled,
         Err(Error::NotFound { .. }) => return failed("vanished before it was copied".into()),
         Err(e) => return failed(format!("cannot read: {}", crate::check::error_chain(&e))),
     };
@@ -100,31 +101,30 @@ pub(super) fn copy_file(ctx: &Ctx<'_>, job: &Job) -> JobResult {
         Ok(w) => w,
         Err(e) => return failed(format!("cannot write: {}", crate::check::error_chain(&e))),
     };
-    let mut reader = CancelReader {
-        inner: reader,
-        cancel: ctx.cancel.clone(),
-    };
-    let mut hasher = ctx.hashers.blake3();
+    let mut reader = HashingReader::new(
+        CancelReader {
+            inner: reader,
+            cancel: ctx.cancel.clone(),
+        },
+        ctx.hashers.blake3(),
+    );
     let mut buf = vec![0u8; BUF];
-    let mut bytes = 0u64;
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) if ctx.cancel.is_cancelled() => return JobResult::Fatal(Error::Cancelled),
+            Err(_) if ctx.cancel.is_cancelled() => return JobResult::Cancelled,
             Err(e) => return failed(format!("cannot read: {e}")),
         };
         if let Some(limit) = &ctx.limit {
             limit.take(n, ctx.cancel);
         }
-        hasher.update(&buf[..n]);
         if let Err(e) = writer.write_all(&buf[..n]) {
             return failed(format!("cannot write: {e}"));
         }
-        bytes += n as u64;
     }
-    drop(reader);
+    let (blake3, bytes) = reader.finish();
     match src.stat(&job.rel) {
         Ok(Some(now))
             if now.size == job.entry.size
@@ -154,25 +154,12 @@ pub(super) fn copy_file(ctx: &Ctx<'_>, job: &Job) -> JobResult {
                 size: bytes,
                 mtime_ns: job.entry.mtime_ns,
                 stamp: stored.stamp,
-                blake3: Some(hasher.finish_hex()),
+                blake3: Some(blake3),
             },
             bytes,
         },
-        Err(Error::Cancelled) => JobResult::Fatal(Error::Cancelled),
+        Err(Error::Cancelled) => JobResult::Cancelled,
         Err(e) => failed(format!("cannot write: {}", crate::check::error_chain(&e))),
-    }
-}
-
-/// A record line in waiting: known now, or when a copy ends.
-/// The errors a worker stops the run with are cancellations.
-pub(super) fn clone_fatal(e: &Error) -> Error {
-    match e {
-        Error::Cancelled => Error::Cancelled,
-        other => Error::Backend {
-            backend: "mirror".into(),
-            message: crate::check::error_chain(other),
-            source: None,
-        },
     }
 }
 
@@ -183,20 +170,14 @@ pub(crate) fn hash_file(
     hashers: &dyn Hashers,
     cancel: &Cancel,
 ) -> Result<String> {
-    let mut reader = CancelReader {
+    let reader = CancelReader {
         inner: tree.open(path)?,
         cancel: cancel.clone(),
     };
-    let mut hasher = hashers.blake3();
-    let mut buf = vec![0u8; BUF];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) if cancel.is_cancelled() => return Err(Error::Cancelled),
-            Err(e) => return Err(Error::io("read", path, e)),
-        }
+    let mut hashed = HashingReader::new(reader, hashers.blake3());
+    match std::io::copy(&mut hashed, &mut std::io::sink()) {
+        Ok(_) => Ok(hashed.finish().0),
+        Err(_) if cancel.is_cancelled() => Err(Error::Cancelled),
+        Err(e) => Err(Error::io("read", path, e)),
     }
-    Ok(hasher.finish_hex())
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::iter::Peekable;
 use std::sync::mpsc::{Receiver, SyncSender};
 
-use crate::mirror::copy::{clone_fatal, hash_file};
+use crate::mirror::copy::hash_file;
 use crate::mirror::record::{RECORD_PATH, RecordLine, RecordOut, RecordReader, STATE_DIR};
 use crate::mirror::run::{Ctx, Job, JobResult};
 use crate::mirror::stream::{SourceItem, Sources, Walk, next_err};
@@ -17,7 +17,8 @@ use crate::{Error, Result};
 /// Record lines that may wait for one slow copy before planning pauses.
 const MAX_WAITING: usize = 65_536;
 
-pub(super) enum Slot {
+/// A record line in waiting: known now, or when a copy ends.
+enum Slot {
     Ready(Option<RecordLine>),
     Waiting(u64),
 }
@@ -46,17 +47,18 @@ pub(super) struct DirTime {
 
 /// Plans path by path and feeds the workers.
 pub(super) struct Planner<'c, 'a> {
-    pub(super) ctx: &'c Ctx<'a>,
-    pub(super) summary: &'c mut MirrorSummary,
-    pub(super) jobs: Option<SyncSender<Job>>,
-    pub(super) results: Receiver<(u64, JobResult)>,
-    pub(super) done: HashMap<u64, JobResult>,
-    pub(super) in_flight: u64,
-    pub(super) next_id: u64,
-    pub(super) slots: VecDeque<(Option<RecordLine>, Slot)>,
-    pub(super) old: Option<Peekable<RecordReader>>,
-    pub(super) fatal: Option<Error>,
-    pub(super) state: EndState,
+    ctx: &'c Ctx<'a>,
+    summary: &'c mut MirrorSummary,
+    jobs: Option<SyncSender<Job>>,
+    results: Receiver<(u64, JobResult)>,
+    done: HashMap<u64, JobResult>,
+    in_flight: u64,
+    next_id: u64,
+    slots: VecDeque<(Option<RecordLine>, Slot)>,
+    old: Option<Peekable<RecordReader>>,
+    /// A copy thread saw the run cancelled.
+    cancelled: bool,
+    state: EndState,
 }
 
 impl<'c, 'a> Planner<'c, 'a> {
@@ -79,7 +81,7 @@ impl<'c, 'a> Planner<'c, 'a> {
             next_id: 0,
             slots: VecDeque::new(),
             old: old.map(Iterator::peekable),
-            fatal: None,
+            cancelled: false,
             state: EndState {
                 deletions: Vec::new(),
                 deferred: Vec::new(),
@@ -97,7 +99,7 @@ impl<'c, 'a> Planner<'c, 'a> {
         self.state
     }
 
-    pub(super) fn event(&self, action: &'static str, path: &str, reason: &'static str, bytes: u64) {
+    fn event(&self, action: &'static str, path: &str, reason: &'static str, bytes: u64) {
         self.ctx.progress.event(&Event::Planned {
             action,
             path: path.to_owned(),
@@ -106,7 +108,7 @@ impl<'c, 'a> Planner<'c, 'a> {
         });
     }
 
-    pub(super) fn fail(&mut self, path: &str, message: String) {
+    fn fail(&mut self, path: &str, message: String) {
         self.ctx.progress.event(&Event::Warning {
             path: path.to_owned(),
             message: message.clone(),
@@ -123,8 +125,8 @@ impl<'c, 'a> Planner<'c, 'a> {
         let mut dst = dst.peekable();
         loop {
             self.ctx.cancel.check()?;
-            if let Some(e) = self.fatal.take() {
-                return Err(e);
+            if self.cancelled {
+                return Err(Error::Cancelled);
             }
             self.pump(false)?;
             if self.pathless(&mut src, &mut dst)? {
@@ -232,7 +234,7 @@ impl<'c, 'a> Planner<'c, 'a> {
     }
 
     /// Removes a leftover of an interrupted run.
-    pub(super) fn leftover(&mut self, path: &str) -> Result<()> {
+    fn leftover(&mut self, path: &str) -> Result<()> {
         // Once this run writes its own record, a temporary file in the
         // state directory may be that one: the next run removes the rest.
         if self.state.record.dirty && path.starts_with(&format!("{STATE_DIR}/")) {
@@ -247,7 +249,7 @@ impl<'c, 'a> Planner<'c, 'a> {
     }
 
     /// Decides one path.
-    pub(super) fn step(
+    fn step(
         &mut self,
         path: &str,
         s: Option<(usize, String, TreeEntry)>,
@@ -284,7 +286,7 @@ impl<'c, 'a> Planner<'c, 'a> {
 
     /// On a case-insensitive destination, whether no other source path
     /// differs from `path` only in case (else the run fails for it).
-    pub(super) fn case_unique(&mut self, path: &str) -> bool {
+    fn case_unique(&mut self, path: &str) -> bool {
         let lower = path.to_lowercase();
         match self.state.cases.get(&lower) {
             Some(other) if other != path => {
@@ -305,7 +307,7 @@ impl<'c, 'a> Planner<'c, 'a> {
         }
     }
 
-    pub(super) fn extraneous(&mut self, d: TreeEntry) {
+    fn extraneous(&mut self, d: TreeEntry) {
         if self.ctx.opts.delete {
             self.event("delete", &d.path, "not in the source", d.size);
             self.state.deletions.push((d.path, d.kind));
@@ -314,14 +316,14 @@ impl<'c, 'a> Planner<'c, 'a> {
         }
     }
 
-    pub(super) fn touch(&mut self, path: &str) {
+    fn touch(&mut self, path: &str) {
         let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
         if !self.state.touched.contains(parent) {
             self.state.touched.insert(parent.to_owned());
         }
     }
 
-    pub(super) fn dir(&mut self, entry: &TreeEntry, d: Option<&TreeEntry>) -> Result<()> {
+    fn dir(&mut self, entry: &TreeEntry, d: Option<&TreeEntry>) -> Result<()> {
         let differs = match d {
             Some(d) if d.kind == EntryKind::Dir => !self.same_time(entry.mtime_ns, d.mtime_ns),
             Some(d) => {
@@ -356,7 +358,7 @@ impl<'c, 'a> Planner<'c, 'a> {
     }
 
     /// Moves aside (or removes) a file or link that is in a directory's way.
-    pub(super) fn replace_with_dir(&mut self, d: &TreeEntry) -> Result<()> {
+    fn replace_with_dir(&mut self, d: &TreeEntry) -> Result<()> {
         self.event("update", &d.path, "a directory replaces a file", 0);
         self.summary.updated += 1;
         self.touch(&d.path);
@@ -370,7 +372,7 @@ impl<'c, 'a> Planner<'c, 'a> {
         self.ctx.dest.make_dir(&d.path, FileAttrs::default())
     }
 
-    pub(super) fn link(&mut self, entry: &TreeEntry, d: Option<&TreeEntry>) -> Result<()> {
+    fn link(&mut self, entry: &TreeEntry, d: Option<&TreeEntry>) -> Result<()> {
         let target = entry.link.clone().unwrap_or_default();
         if !self.ctx.caps.symlinks {
             self.event(
@@ -410,7 +412,7 @@ impl<'c, 'a> Planner<'c, 'a> {
     }
 
     /// A source file or link whose destination path holds a directory.
-    pub(super) fn in_the_way(&mut self, entry: &TreeEntry, source: usize, rel: String) {
+    fn in_the_way(&mut self, entry: &TreeEntry, source: usize, rel: String) {
         if self.ctx.opts.delete {
             self.event("update", &entry.path, "replaces a directory", entry.size);
             // The directory goes first (after its contents, which follow it
@@ -429,14 +431,14 @@ impl<'c, 'a> Planner<'c, 'a> {
         }
     }
 
-    pub(super) fn same_time(&self, a: Option<i64>, b: Option<i64>) -> bool {
+    fn same_time(&self, a: Option<i64>, b: Option<i64>) -> bool {
         match (a, b) {
             (Some(a), Some(b)) => u128::from(a.abs_diff(b)) <= self.ctx.window.as_nanos(),
             _ => false,
         }
     }
 
-    pub(super) fn file(
+    fn file(
         &mut self,
         source: usize,
         rel: String,
@@ -562,7 +564,7 @@ impl<'c, 'a> Planner<'c, 'a> {
         self.emit(Some(line), r);
     }
 
-    pub(super) fn dest_is_newer(&self, entry: &TreeEntry, d: &TreeEntry) -> bool {
+    fn dest_is_newer(&self, entry: &TreeEntry, d: &TreeEntry) -> bool {
         self.ctx.opts.update
             && match (entry.mtime_ns, d.mtime_ns) {
                 (Some(s), Some(d)) => {
@@ -572,14 +574,14 @@ impl<'c, 'a> Planner<'c, 'a> {
             }
     }
 
-    pub(super) fn newer(&mut self, entry: &TreeEntry, r: Option<RecordLine>) {
+    fn newer(&mut self, entry: &TreeEntry, r: Option<RecordLine>) {
         self.event("skip", &entry.path, "the destination is newer", 0);
         self.summary.skipped += 1;
         self.emit(None, r);
     }
 
     /// `--checksum`: equal sizes are compared by content.
-    pub(super) fn by_content(
+    fn by_content(
         &mut self,
         source: usize,
         rel: String,
@@ -614,7 +616,7 @@ impl<'c, 'a> Planner<'c, 'a> {
     }
 
     /// Hands a copy to the workers (or, for a dry run, counts it).
-    pub(super) fn dispatch(
+    fn dispatch(
         &mut self,
         source: usize,
         rel: String,
@@ -652,7 +654,7 @@ impl<'c, 'a> Planner<'c, 'a> {
             return Err(Error::Cancelled);
         };
         if tx.send(job).is_err() {
-            return Err(self.fatal.take().unwrap_or(Error::Cancelled));
+            return Err(Error::Cancelled);
         }
         self.in_flight += 1;
         Ok(())
@@ -660,7 +662,7 @@ impl<'c, 'a> Planner<'c, 'a> {
 
     /// Takes finished copies in; writes the record lines that are ready.
     /// With `all`, waits until every copy has finished.
-    pub(super) fn pump(&mut self, all: bool) -> Result<()> {
+    fn pump(&mut self, all: bool) -> Result<()> {
         loop {
             let must_wait = self.in_flight > 0
                 && (all
@@ -676,21 +678,24 @@ impl<'c, 'a> Planner<'c, 'a> {
                     self.in_flight -= 1;
                     self.take_result(id, result);
                 }
-                None if must_wait => break,
                 None => break,
             }
         }
         while let Some((_, slot)) = self.slots.front() {
+            if let Slot::Waiting(id) = slot
+                && !self.done.contains_key(id)
+            {
+                break;
+            }
+            let (old, slot) = self.slots.pop_front().expect("front exists");
             let line = match slot {
-                Slot::Ready(l) => l.clone(),
-                Slot::Waiting(id) => match self.done.remove(id) {
+                Slot::Ready(l) => l,
+                Slot::Waiting(id) => match self.done.remove(&id) {
                     Some(JobResult::Done { line, .. }) => Some(line),
                     // A failed copy left the old file: its old line stands.
-                    Some(_) => self.slots.front().and_then(|(old, _)| old.clone()),
-                    None => break,
+                    _ => old.clone(),
                 },
             };
-            let (old, _) = self.slots.pop_front().expect("front exists");
             self.state
                 .record
                 .emit(self.ctx.dest, line.as_ref(), old.as_ref())?;
@@ -698,7 +703,7 @@ impl<'c, 'a> Planner<'c, 'a> {
         Ok(())
     }
 
-    pub(super) fn take_result(&mut self, id: u64, result: JobResult) {
+    fn take_result(&mut self, id: u64, result: JobResult) {
         match &result {
             JobResult::Done { line, bytes } => {
                 self.summary.bytes += bytes;
@@ -711,17 +716,13 @@ impl<'c, 'a> Planner<'c, 'a> {
                 let p = p.clone();
                 self.fail(&p.path, p.message);
             }
-            JobResult::Fatal(e) => {
-                if self.fatal.is_none() {
-                    self.fatal = Some(clone_fatal(e));
-                }
-            }
+            JobResult::Cancelled => self.cancelled = true,
         }
         self.done.insert(id, result);
     }
 
     /// A record line for a path whose decision is made now.
-    pub(super) fn emit(&mut self, new: Option<RecordLine>, old: Option<RecordLine>) {
+    fn emit(&mut self, new: Option<RecordLine>, old: Option<RecordLine>) {
         self.slots.push_back((old, Slot::Ready(new)));
     }
 
@@ -730,8 +731,8 @@ impl<'c, 'a> Planner<'c, 'a> {
     pub(super) fn finish_copies(&mut self) -> Result<()> {
         self.jobs = None;
         self.pump(true)?;
-        if let Some(e) = self.fatal.take() {
-            return Err(e);
+        if self.cancelled {
+            return Err(Error::Cancelled);
         }
         self.ctx.cancel.check()
     }

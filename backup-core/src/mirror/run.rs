@@ -379,9 +379,13 @@ pub(super) struct Job {
 }
 
 pub(super) enum JobResult {
-    Done { line: RecordLine, bytes: u64 },
+    Done {
+        line: RecordLine,
+        bytes: u64,
+    },
     Failed(Problem),
-    Fatal(Error),
+    /// The run was cancelled while this file was copied.
+    Cancelled,
 }
 
 fn finish(ctx: &Ctx<'_>, summary: &mut MirrorSummary, mut state: EndState) -> Result<()> {
@@ -499,7 +503,7 @@ fn delete_planned(ctx: &Ctx<'_>, summary: &mut MirrorSummary, state: &mut EndSta
                 summary.bytes += bytes;
             }
             JobResult::Failed(p) => summary.failed.push(p),
-            JobResult::Fatal(e) => return Err(e),
+            JobResult::Cancelled => return Err(Error::Cancelled),
         }
     }
     Ok(())
