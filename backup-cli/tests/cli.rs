@@ -2360,16 +2360,41 @@ fn mirrors_push_to_and_pull_from_an_sftp_host() {
     let on_server = Path::new(&v[2]).join(&unique);
     let ssh = format!("ssh_config={}", v[0]);
     let s = src.to_str().unwrap();
-    let mut partial_seen = 0;
+    // Killed once a temporary file shows on the server (so the kill lands
+    // mid-upload however slowly ssh connects), then at fixed moments.
+    let _ = fs::remove_dir_all(&on_server);
+    let mut child = Command::new(BIN)
+        .args(["-o", &ssh, "mirror", s, &remote])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline
+        && !(on_server.exists()
+            && walk_files(&on_server)
+                .iter()
+                .any(|p| p.to_string_lossy().contains(".tmp-")))
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let writing = std::time::Instant::now() < deadline;
+    signal_after(&child, 0, "-9");
+    child.wait().unwrap();
+    assert!(
+        writing,
+        "no temporary file showed on the server within 30 s"
+    );
+    // (The server may still finish requests the killed client had sent.)
+    assert_whole_or_temporary(&on_server, &src, 0);
     for delay_ms in [150u64, 400, 700] {
         let _ = fs::remove_dir_all(&on_server);
         run_killed_after(&["-o", &ssh, "mirror", s, &remote], delay_ms);
-        if !on_server.exists() {
-            continue;
+        if on_server.exists() {
+            assert_whole_or_temporary(&on_server, &src, delay_ms);
         }
-        partial_seen += assert_whole_or_temporary(&on_server, &src, delay_ms);
     }
-    assert!(partial_seen > 0, "no kill landed mid-upload");
     let o = env.run(&[
         "-o", &ssh, "--json", "mirror", "--verify", "checksum", s, &remote,
     ]);
