@@ -15,7 +15,9 @@ files; then, on that same data, times:
   mirror:  backupkit mirror  vs  cp -a and rsync -a: first copy, a no-change
            re-run, one file changed (`--only-mirror`); `--mirror-million`
            adds a generated tree of 1,000,000 8-byte files (first copy,
-           no-change re-run, peak RSS)
+           no-change re-run, peak RSS); `--only-mirror-remote` mirrors to the
+           test sshd (rsync and SFTP transports vs rsync -a over ssh) and to
+           moto S3 (vs rclone sync)
   remote:  backup and restore to the moto S3 server and the test sshd
            vs  tar czf - | rclone rcat (SFTP) or a boto3 stream (S3),
            rclone copy, rsync, and the peak RSS
@@ -246,6 +248,26 @@ def compare_postgres(bk: Path, mb: int) -> None:
     passfile.unlink(missing_ok=True)
 
 
+def s3_options(env) -> tuple[str, str]:
+    """The test bucket and backupkit's -o options for moto."""
+    return env["BACKUPKIT_TEST_S3_BUCKET"], (
+        f"-o endpoint={env['BACKUPKIT_TEST_S3_ENDPOINT']} -o allow_http=true -o region=us-east-1 "
+        f"-o access_key_id={env['BACKUPKIT_TEST_S3_ACCESS_KEY_ID']} "
+        f"-o secret_access_key={env['BACKUPKIT_TEST_S3_SECRET_ACCESS_KEY']}")
+
+
+def rclone_s3_section(env) -> str:
+    """An rclone config section `bench-s3` for moto."""
+    return f"""[bench-s3]
+type = s3
+provider = Other
+endpoint = {env['BACKUPKIT_TEST_S3_ENDPOINT']}
+access_key_id = {env['BACKUPKIT_TEST_S3_ACCESS_KEY_ID']}
+secret_access_key = {env['BACKUPKIT_TEST_S3_SECRET_ACCESS_KEY']}
+region = us-east-1
+"""
+
+
 def compare_remote(bk: Path, files: int, video_mb: int, big_gb: int) -> None:
     """Backup and restore of one tree to S3 (moto) and SFTP (sshd), against
     rclone and rsync to the same servers; then a `big_gb` GB snapshot's peak
@@ -261,23 +283,13 @@ def compare_remote(bk: Path, files: int, video_mb: int, big_gb: int) -> None:
     parent, name = data.parent, data.name
     print(f"remote: {files} CSV files, {video_mb} MB video, logs/JSON; {total / 2**20:.0f} MiB; "
           f"{os.cpu_count()} cores\n")
-    bucket = env["BACKUPKIT_TEST_S3_BUCKET"]
-    s3_opts = (f"-o endpoint={env['BACKUPKIT_TEST_S3_ENDPOINT']} -o allow_http=true -o region=us-east-1 "
-               f"-o access_key_id={env['BACKUPKIT_TEST_S3_ACCESS_KEY_ID']} "
-               f"-o secret_access_key={env['BACKUPKIT_TEST_S3_SECRET_ACCESS_KEY']}")
+    bucket, s3_opts = s3_options(env)
     ssh_cfg, host, sdir = env["BACKUPKIT_TEST_SSH_CONFIG"], env["BACKUPKIT_TEST_SSH_HOST"], env["BACKUPKIT_TEST_SFTP_DIR"]
     sftp_opts = f"-o ssh_config={ssh_cfg}"
     # An rclone config with the test remotes plus an S3 remote on moto.
     rconf = WORK / "rclone-bench.conf"
     rconf.write_text(Path(env["BACKUPKIT_TEST_RCLONE_CONFIG"]).read_text() + f"""
-[bench-s3]
-type = s3
-provider = Other
-endpoint = {env['BACKUPKIT_TEST_S3_ENDPOINT']}
-access_key_id = {env['BACKUPKIT_TEST_S3_ACCESS_KEY_ID']}
-secret_access_key = {env['BACKUPKIT_TEST_S3_SECRET_ACCESS_KEY']}
-region = us-east-1
-""")
+{rclone_s3_section(env)}""")
     # AWS_CA_BUNDLE (set on some machines) breaks rclone's plain-http S3
     # client; the bench talks to moto on loopback over http.
     rc = f"env -u AWS_CA_BUNDLE rclone --config '{rconf}' -q"
@@ -474,6 +486,91 @@ def compare_mirror(bk: Path, data: Path, label: str) -> None:
     shutil.rmtree(area, ignore_errors=True)
 
 
+def compare_mirror_remote(bk: Path, data: Path) -> None:
+    """Mirror `data` to the test sshd (backupkit with its rsync transport
+    and with SFTP alone, against `rsync -a` over ssh) and to moto S3
+    (backupkit against `rclone sync`): a first copy into a new directory,
+    a no-change re-run and one file changed. Needs the services'
+    BACKUPKIT_TEST_* variables."""
+    env = os.environ
+    need = ["BACKUPKIT_TEST_S3_ENDPOINT", "BACKUPKIT_TEST_SSH_CONFIG", "BACKUPKIT_TEST_RCLONE_CONFIG"]
+    missing = [v for v in need if not env.get(v)]
+    if missing:
+        sys.exit(f"compare: {missing[0]} is not set; run under "
+                 "`BACKUPKIT_SERVICES=remote scripts/services.sh python3 benches/compare.py "
+                 "--only-mirror-remote`")
+    ssh_cfg, host, sdir = env["BACKUPKIT_TEST_SSH_CONFIG"], env["BACKUPKIT_TEST_SSH_HOST"], env["BACKUPKIT_TEST_SFTP_DIR"]
+    bucket, s3_opts = s3_options(env)
+    rconf = WORK / "rclone-mirror-bench.conf"
+    rconf.write_text(rclone_s3_section(env))
+    rc = f"env -u AWS_CA_BUNDLE rclone --config '{rconf}' -q"
+    tag = f"mbench-{os.getpid()}"
+    commands = {
+        "SFTP: backupkit (auto)": f"'{bk}' -q mirror '{{src}}' sftp://{host}{sdir}/{tag}-bk-auto -o ssh_config={ssh_cfg}",
+        "SFTP: backupkit (rsync)": f"'{bk}' -q mirror '{{src}}' sftp://{host}{sdir}/{tag}-bk-rsync -o ssh_config={ssh_cfg} -o transport=rsync",
+        "SFTP: backupkit (sftp)": f"'{bk}' -q mirror '{{src}}' sftp://{host}{sdir}/{tag}-bk-sftp -o ssh_config={ssh_cfg} -o transport=sftp",
+        "SFTP: rsync -a over ssh": f"rsync -a -e 'ssh -F {ssh_cfg}' '{{src}}/' {host}:{sdir}/{tag}-rsync/",
+        "SFTP: rsync -a --fsync over ssh": f"rsync -a --fsync -e 'ssh -F {ssh_cfg}' '{{src}}/' {host}:{sdir}/{tag}-rsync-fsync/",
+        "S3: backupkit": f"'{bk}' -q mirror '{{src}}' s3://{bucket}/{tag}-bk {s3_opts}",
+        "S3: rclone sync": f"{rc} sync '{{src}}' bench-s3:{bucket}/{tag}-rclone",
+    }
+    rows: list[tuple[str, float, float]] = []
+    for phase in ("first copy", "no change"):
+        for tool, cmd in commands.items():
+            subprocess.run(["sync"], check=True)
+            s, r = timed_once(cmd.format(src=data))
+            rows.append((f"{phase}: {tool}", s, r))
+    victim = next(p for p in sorted(data.rglob("*")) if p.is_file() and p.name != ".complete")
+    original = victim.read_bytes()
+    for tool, cmd in commands.items():
+        victim.write_bytes(bytes([original[0] ^ 1]) + original[1:])
+        os.utime(victim)
+        s, r = timed_once(cmd.format(src=data))
+        rows.append((f"one file changed: {tool}", s, r))
+    victim.write_bytes(original)
+    print(f"{'mirror to the test servers':<44} {'seconds':>8} {'peak RSS':>9}")
+    for name, s, r in rows:
+        print(f"{name:<44} {s:8.2f} {r:7.1f}MB")
+    t = {name: s for name, s, _ in rows}
+    print("ratios (> 1.00x: backupkit is faster)")
+    for phase, target in (("first copy", "at least 1x"), ("no change", "at least 2x"), ("one file changed", "at least 1x")):
+        for way in ("auto", "rsync", "sftp"):
+            print(f"  SFTP {phase:<16} backupkit ({way}) vs rsync -a : "
+                  f"{t[f'{phase}: SFTP: rsync -a over ssh'] / t[f'{phase}: SFTP: backupkit ({way})']:.2f}x   (target: {target})")
+    print(f"  SFTP first copy       backupkit (auto) vs rsync -a --fsync : "
+          f"{t['first copy: SFTP: rsync -a --fsync over ssh'] / t['first copy: SFTP: backupkit (auto)']:.2f}x   "
+          "(the same guarantee: every file synced before it is renamed into place)")
+    for phase, target in (("first copy", "at least 2x"), ("no change", "at least 5x")):
+        print(f"  S3   {phase:<16} backupkit vs rclone sync   : "
+              f"{t[f'{phase}: S3: rclone sync'] / t[f'{phase}: S3: backupkit']:.2f}x   (target: {target})")
+    print()
+    # A large file that changed a little, over a 20 MB/s link: what rsync's
+    # delta transfer is for.
+    big = WORK / "delta-src"
+    shutil.rmtree(big, ignore_errors=True)
+    big.mkdir(parents=True)
+    blob = bytearray(os.urandom(128 << 20))
+    (big / "recording.bin").write_bytes(blob)
+    delta = {
+        "backupkit (auto)": f"'{bk}' -q mirror --bwlimit 20M '{big}' sftp://{host}{sdir}/{tag}-delta-auto -o ssh_config={ssh_cfg}",
+        "backupkit (sftp)": f"'{bk}' -q mirror --bwlimit 20M '{big}' sftp://{host}{sdir}/{tag}-delta-sftp -o ssh_config={ssh_cfg} -o transport=sftp",
+        "rsync -a": f"rsync -a --bwlimit=20m -e 'ssh -F {ssh_cfg}' '{big}/' {host}:{sdir}/{tag}-delta-rsync/",
+    }
+    for cmd in delta.values():
+        subprocess.run(cmd, shell=True, check=True)
+    blob[len(blob) // 2] ^= 1
+    (big / "recording.bin").write_bytes(blob)
+    print(f"{'one byte of a 128 MiB file changed, 20 MB/s':<44} {'seconds':>8} {'peak RSS':>9}")
+    for tool, cmd in delta.items():
+        s, r = timed_once(cmd)
+        print(f"{tool:<44} {s:8.2f} {r:7.1f}MB")
+    print()
+    shutil.rmtree(big, ignore_errors=True)
+    subprocess.run(f"ssh -F '{ssh_cfg}' {host} 'rm -rf {sdir}/{tag}-*'", shell=True, check=False)
+    subprocess.run(f"{rc} purge bench-s3:{bucket}/{tag}-bk; {rc} purge bench-s3:{bucket}/{tag}-rclone",
+                   shell=True, check=False)
+
+
 def generate_million(data: Path, files: int) -> None:
     """`files` files of 8 bytes, 1,000 per directory (made once)."""
     marker = data / ".complete"
@@ -510,6 +607,8 @@ def main() -> None:
     ap.add_argument("--only-mirror", action="store_true", help="run only the mirror comparison")
     ap.add_argument("--mirror-million", type=int, default=0, metavar="N",
                     help="also mirror a generated tree of N 8-byte files (the issue's 1,000,000)")
+    ap.add_argument("--only-mirror-remote", action="store_true",
+                    help="run only the mirror comparison to the test sshd and moto S3 (under scripts/services.sh)")
     ap.add_argument("--remote-files", type=int, default=2_000)
     ap.add_argument("--remote-video-mb", type=int, default=200)
     ap.add_argument("--big-gb", type=int, default=3, help="size of the peak-RSS snapshot (0: skip)")
@@ -520,6 +619,12 @@ def main() -> None:
     bk = ROOT / "target" / "release" / "backupkit"
     if args.only_remote:
         compare_remote(bk, args.remote_files, args.remote_video_mb, args.big_gb)
+        return
+    if args.only_mirror_remote:
+        data = WORK / "data"
+        total = generate(data, args.files, args.video_mb)
+        print(f"data: {args.files} CSV files, {args.video_mb} MB video; {total / 2**20:.0f} MiB\n")
+        compare_mirror_remote(bk, data)
         return
     if args.only_mirror:
         data = WORK / "data"

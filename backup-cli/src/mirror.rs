@@ -174,6 +174,9 @@ fn say_summary(ctx: &Ctx, s: &MirrorSummary) -> std::io::Result<()> {
         let _ = write!(line, ", {} not in the source (kept)", s.extraneous);
     }
     let _ = write!(line, ", {} in {:.1}s", human_bytes(s.bytes), s.seconds);
+    if let Some(t) = &s.transport {
+        let _ = write!(line, " ({} files through {t})", s.transport_files);
+    }
     ctx.say(line)?;
     for n in &s.notices {
         if !ctx.v.quiet {

@@ -2338,18 +2338,72 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// `kill -9` of mirrors to an SSH host: once a temporary file shows on
+/// the server, then at fixed moments; nothing partial at a final name.
+fn kill_mid_push(ssh: &str, src: &Path, remote: &str, on_server: &Path) {
+    let s = src.to_str().unwrap();
+    // Killed once a temporary file shows on the server (so the kill lands
+    // mid-upload however slowly ssh connects), then at fixed moments; with
+    // each transport (rsync keeps its unfinished files in the staging
+    // directory, SFTP beside their final names).
+    for transport in ["rsync", "sftp"] {
+        let way = format!("transport={transport}");
+        let _ = fs::remove_dir_all(on_server);
+        let mut child = Command::new(BIN)
+            .args(["-o", ssh, "-o", &way, "mirror", s, remote])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let unfinished = |p: &Path| {
+            let text = p.to_string_lossy();
+            text.contains(".tmp-") || text.contains(".backupkit-mirror/staging/")
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline
+            && !(on_server.exists() && walk_files(on_server).iter().any(|p| unfinished(p)))
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let writing = std::time::Instant::now() < deadline;
+        signal_after(&child, 0, "-9");
+        child.wait().unwrap();
+        assert!(
+            writing,
+            "{transport}: no temporary file showed on the server within 30 s"
+        );
+        // (The server may still finish requests the killed client had sent.)
+        assert_whole_or_temporary(on_server, src, 0);
+        for delay_ms in [150u64, 400, 700] {
+            let _ = fs::remove_dir_all(on_server);
+            run_killed_after(&["-o", ssh, "-o", &way, "mirror", s, remote], delay_ms);
+            if on_server.exists() {
+                assert_whole_or_temporary(on_server, src, delay_ms);
+            }
+        }
+    }
+}
+
+/// The test sshd's ssh config, host and directory, if it runs.
+fn sshd_vars() -> Option<Vec<String>> {
+    service_vars(
+        &[
+            "BACKUPKIT_TEST_SSH_CONFIG",
+            "BACKUPKIT_TEST_SSH_HOST",
+            "BACKUPKIT_TEST_SFTP_DIR",
+        ],
+        "sshd (BACKUPKIT_TEST_SSH_*; scripts/services.sh)",
+    )
+}
+
 /// Mirrors to and from the test sshd from the command line: a push, a
 /// no-change re-run, `kill -9` mid-push at several moments (nothing partial
 /// at a final name on the server), a finishing run verified by content,
 /// and a pull back (seed 004's direction) that matches the source.
 #[test]
 fn mirrors_push_to_and_pull_from_an_sftp_host() {
-    let vars = [
-        "BACKUPKIT_TEST_SSH_CONFIG",
-        "BACKUPKIT_TEST_SSH_HOST",
-        "BACKUPKIT_TEST_SFTP_DIR",
-    ];
-    let Some(v) = service_vars(&vars, "sshd (BACKUPKIT_TEST_SSH_*; scripts/services.sh)") else {
+    let Some(v) = sshd_vars() else {
         return;
     };
     let env = Env::new();
@@ -2360,52 +2414,42 @@ fn mirrors_push_to_and_pull_from_an_sftp_host() {
     let on_server = Path::new(&v[2]).join(&unique);
     let ssh = format!("ssh_config={}", v[0]);
     let s = src.to_str().unwrap();
-    // Killed once a temporary file shows on the server (so the kill lands
-    // mid-upload however slowly ssh connects), then at fixed moments.
-    let _ = fs::remove_dir_all(&on_server);
-    let mut child = Command::new(BIN)
-        .args(["-o", &ssh, "mirror", s, &remote])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline
-        && !(on_server.exists()
-            && walk_files(&on_server)
-                .iter()
-                .any(|p| p.to_string_lossy().contains(".tmp-")))
-    {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let writing = std::time::Instant::now() < deadline;
-    signal_after(&child, 0, "-9");
-    child.wait().unwrap();
-    assert!(
-        writing,
-        "no temporary file showed on the server within 30 s"
-    );
-    // (The server may still finish requests the killed client had sent.)
-    assert_whole_or_temporary(&on_server, &src, 0);
-    for delay_ms in [150u64, 400, 700] {
-        let _ = fs::remove_dir_all(&on_server);
-        run_killed_after(&["-o", &ssh, "mirror", s, &remote], delay_ms);
-        if on_server.exists() {
-            assert_whole_or_temporary(&on_server, &src, delay_ms);
-        }
-    }
+    kill_mid_push(&ssh, &src, &remote, &on_server);
     let o = env.run(&[
-        "-o", &ssh, "--json", "mirror", "--verify", "checksum", s, &remote,
+        "-o",
+        &ssh,
+        "-o",
+        "transport=rsync",
+        "--json",
+        "mirror",
+        "--verify",
+        "checksum",
+        s,
+        &remote,
     ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["verify"]["hashed"], 63, "{summary}");
+    // (The killed runs may have copied everything already.)
+    let moved = summary["copied"].as_u64().unwrap() + summary["updated"].as_u64().unwrap();
+    assert_eq!(
+        summary["transport"],
+        if moved > 0 {
+            serde_json::json!("rsync")
+        } else {
+            serde_json::Value::Null
+        },
+        "{summary}"
+    );
     assert!(
         walk_files(&on_server)
             .iter()
             .all(|p| !p.to_string_lossy().contains(".tmp-")),
         "the finishing run removes what the killed ones left"
+    );
+    assert!(
+        !on_server.join(".backupkit-mirror/staging").exists(),
+        "and the staging directory"
     );
     let o = env.run(&[
         "-o",
@@ -2428,13 +2472,23 @@ fn mirrors_push_to_and_pull_from_an_sftp_host() {
     // Pull it back: the sources take --source-option.
     let back = env.path("back");
     let o = env.run(&[
+        "--json",
         "mirror",
         "--source-option",
         &ssh,
+        "--source-option",
+        "transport=rsync",
         &remote,
         back.to_str().unwrap(),
     ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let pulled: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (&pulled["transport"], &pulled["copied"]),
+        (&serde_json::json!("rsync"), &serde_json::json!(63)),
+        "{pulled}"
+    );
+
     let o = env.run(&[
         "mirror",
         "--verify-only",
@@ -2448,6 +2502,143 @@ fn mirrors_push_to_and_pull_from_an_sftp_host() {
     let o = env.run(&["-o", "nonsense=1", "mirror", s, &remote]);
     assert_clean_error(&o, 2, "unknown option");
     let _ = fs::remove_dir_all(&on_server);
+}
+
+/// Which transport a mirror to an SSH host takes: by default, a batch of a
+/// few small files goes over the open SFTP connection (a new ssh
+/// connection for rsync would cost more); a host without rsync gets one
+/// warning and the files over SFTP.
+#[test]
+fn a_mirror_to_an_ssh_host_picks_its_transport_and_falls_back_to_sftp() {
+    let Some(v) = sshd_vars() else {
+        return;
+    };
+    let env = Env::new();
+    let src = env.path("src");
+    mirror_tree(&src, 60, 3, 1);
+    let s = src.to_str().unwrap();
+    let unique = format!("mirror-transport-{}", std::process::id());
+    let remote = format!("sftp://{}{}/{unique}", v[1], v[2]);
+    let ssh = format!("ssh_config={}", v[0]);
+    let o = env.run(&["-o", &ssh, "--json", "mirror", s, &remote]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // By default a batch this small goes over the open SFTP connection.
+    let o = env.run(&[
+        "--json",
+        "mirror",
+        "--source-option",
+        &ssh,
+        &remote,
+        env.path("back-auto").to_str().unwrap(),
+    ]);
+    let auto: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (&auto["transport"], &auto["copied"]),
+        (&serde_json::Value::Null, &serde_json::json!(63)),
+        "{auto}"
+    );
+    // A host without rsync: one warning, and the files go over SFTP.
+    let other = format!("{remote}-no-rsync");
+    let o = env.run(&[
+        "-o",
+        &ssh,
+        "-o",
+        "rsync_path=/nonexistent/rsync",
+        "-o",
+        "transport=rsync",
+        "--json",
+        "mirror",
+        s,
+        &other,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let fell_back: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (&fell_back["transport"], &fell_back["copied"]),
+        (&serde_json::Value::Null, &serde_json::json!(63)),
+        "{fell_back}"
+    );
+    assert!(
+        stderr(&o).contains("rsync could not run") && stderr(&o).contains("file by file"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = fs::remove_dir_all(Path::new(&v[2]).join(format!("{unique}-no-rsync")));
+    let _ = fs::remove_dir_all(Path::new(&v[2]).join(&unique));
+}
+
+/// A mirror to an rclone remote (its local backend, whose directory the
+/// test can read): batches through `rclone copy` into the staging
+/// directory and `rclone move` into place, `kill -9` once the staging
+/// directory fills and at fixed moments (nothing partial at a final name),
+/// a finishing run verified by content, and a no-change re-run.
+#[test]
+fn a_mirror_to_an_rclone_remote_survives_kill_9() {
+    let Some(v) = service_vars(
+        &[
+            "BACKUPKIT_TEST_RCLONE_CONFIG",
+            "BACKUPKIT_TEST_RCLONE_LOCAL_REMOTE",
+        ],
+        "rclone (BACKUPKIT_TEST_RCLONE_*; scripts/services.sh)",
+    ) else {
+        return;
+    };
+    let env = Env::new();
+    let src = env.path("src");
+    mirror_tree(&src, 40, 3, 8);
+    let s = src.to_str().unwrap();
+    let unique = format!("mirror-rclone-{}", std::process::id());
+    let remote = format!("rclone:{}/{unique}", v[1]);
+    let dir = Path::new(v[1].split_once(':').unwrap().1).join(&unique);
+    let opt = format!("rclone_config={}", v[0]);
+    let mut child = Command::new(BIN)
+        .args(["-o", &opt, "mirror", s, &remote])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging = dir.join(".backupkit-mirror/staging");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline
+        && (!staging.exists() || walk_files(&staging).is_empty())
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let staged = std::time::Instant::now() < deadline;
+    signal_after(&child, 0, "-9");
+    child.wait().unwrap();
+    assert!(
+        staged,
+        "nothing showed in the staging directory within 30 s"
+    );
+    // (rclone may finish what it had started: whole files only.)
+    std::thread::sleep(Duration::from_millis(500));
+    assert_whole_or_temporary(&dir, &src, 0);
+    for delay_ms in [300u64, 900] {
+        run_killed_after(&["-o", &opt, "mirror", s, &remote], delay_ms);
+        if dir.exists() {
+            assert_whole_or_temporary(&dir, &src, delay_ms);
+        }
+    }
+    let o = env.run(&[
+        "-o", &opt, "--json", "mirror", "--verify", "checksum", s, &remote,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["verify"]["hashed"], 43, "{v}");
+    assert!(
+        !staging.exists(),
+        "the finishing run empties the staging directory"
+    );
+    let o = env.run(&["-o", &opt, "--json", "mirror", s, &remote]);
+    let again: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (again["copied"].as_u64(), again["updated"].as_u64()),
+        (Some(0), Some(0)),
+        "{again}"
+    );
+    let _ = fs::remove_dir_all(&dir);
 }
 
 /// A mirror into an S3 bucket from the command line: plain objects under

@@ -187,6 +187,88 @@ pub trait Tree: Debug + Send + Sync {
     /// Moves a file or symlink to another path of the same tree, creating
     /// parents and replacing what is there (for `--backup-dir`).
     fn rename(&self, from: &str, to: &str) -> Result<()>;
+
+    /// The root as a directory of this machine, for a tree that is one
+    /// (a [`Bulk`] copy reads or writes there directly).
+    fn local_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    /// A transport that copies many files at once between this tree and a
+    /// local directory (rsync for SSH hosts), where the tree has one.
+    fn bulk(&self) -> Option<&dyn Bulk> {
+        None
+    }
+}
+
+/// Which way a [`Bulk`] copy goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the local directory into the tree.
+    Push,
+    /// From the tree into the local directory.
+    Pull,
+}
+
+/// One file of a [`Bulk`] copy, with what the plan saw of it at the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkFile {
+    /// Relative to both [`BulkCopy::local`] and [`BulkCopy::dir`].
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: Option<i64>,
+}
+
+/// One call of [`Bulk::copy`].
+#[derive(Debug)]
+pub struct BulkCopy<'a> {
+    pub direction: Direction,
+    /// The local directory.
+    pub local: &'a std::path::Path,
+    /// The directory of the tree (`""` for its root).
+    pub dir: &'a str,
+    /// Where unfinished files wait, relative to the receiving side's
+    /// directory (inside the destination's state directory, so that a
+    /// killed copy leaves nothing among the user's files).
+    pub staging: &'a str,
+    /// Keep permission bits.
+    pub modes: bool,
+    /// Bytes per second for this copy, if limited.
+    pub bwlimit: Option<u64>,
+    pub files: &'a [BulkFile],
+}
+
+/// Copies many files in one go between a tree and a local directory, with
+/// an external tool that moves bytes faster than file-by-file writes can
+/// (rsync: one stream, delta transfer).
+///
+/// The contract is the same as [`Tree::write`]'s: every file lands whole
+/// at its final name or not at all, with the source's mtime (and mode with
+/// [`BulkCopy::modes`]), parent directories are created, and the bytes are
+/// synced before the rename. The engine plans, guards, records and
+/// verifies; the transport only moves the listed files.
+pub trait Bulk: Send + Sync {
+    /// The transport's name, for messages (`rsync`).
+    fn name(&self) -> &'static str;
+
+    /// Whether a batch is worth the transport's start-up cost (a new ssh
+    /// connection, a process), given how many files it holds and how many
+    /// bytes of them replace an older version (which a delta transfer sends
+    /// only in part). When it is not, the engine copies the batch file by
+    /// file through [`Tree::write`].
+    fn worth(&self, _files: usize, _replaced_bytes: u64) -> bool {
+        true
+    }
+
+    /// Copies `job.files`. Returns one outcome per file, in order: `None`
+    /// when it was copied, or the reason it was not. An `Err` means the
+    /// transport could not run at all (not installed, refused by the
+    /// remote); the engine then copies the files one by one.
+    fn copy(
+        &self,
+        job: &BulkCopy<'_>,
+        cancel: &crate::progress::Cancel,
+    ) -> Result<Vec<Option<String>>>;
 }
 
 /// The skip rule a walk is given.

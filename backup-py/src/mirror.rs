@@ -127,6 +127,11 @@ pub(crate) struct MirrorResult {
     bytes: u64,
     #[pyo3(get)]
     cleaned: u64,
+    /// The bulk transport that moved the files (`"rsync"`), or `None`.
+    #[pyo3(get)]
+    transport: Option<String>,
+    #[pyo3(get)]
+    transport_files: u64,
     /// `(path, message)` of files that could not be mirrored.
     #[pyo3(get)]
     failed: Vec<(String, String)>,
@@ -164,6 +169,8 @@ impl MirrorResult {
             links: s.links,
             bytes: s.bytes,
             cleaned: s.cleaned,
+            transport: s.transport.clone(),
+            transport_files: s.transport_files,
             failed: pairs(&s.failed),
             notices: pairs(&s.notices),
             refused: s.refused.clone(),

@@ -180,3 +180,28 @@ def test_a_mirror_into_s3_and_back(s3_repo: backupkit.Repository, source: Path, 
     assert pulled.copied == 4
     assert backupkit.verify_mirror(source, back, mode="checksum").hashed == 4
     assert (back / "a.txt").stat().st_mtime_ns == (source / "a.txt").stat().st_mtime_ns
+
+
+def test_a_mirror_to_an_ssh_host_and_back_goes_through_rsync(source: Path, tmp_path: Path) -> None:
+    env = os.environ
+    needed = ("BACKUPKIT_TEST_SSH_CONFIG", "BACKUPKIT_TEST_SSH_HOST", "BACKUPKIT_TEST_SFTP_DIR")
+    missing = [v for v in needed if not env.get(v)]
+    if missing:
+        if env.get("BACKUPKIT_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{missing[0]} is not set and BACKUPKIT_REQUIRE_SERVICES=1")
+        pytest.skip(f"{missing[0]} is not set (run the tests through scripts/services.sh)")
+    options = {"ssh_config": env["BACKUPKIT_TEST_SSH_CONFIG"], "transport": "rsync"}
+    dest = f"sftp://{env['BACKUPKIT_TEST_SSH_HOST']}{env['BACKUPKIT_TEST_SFTP_DIR']}/py-mirror-{os.getpid()}"
+    first = backupkit.mirror(source, dest, options=options, verify="checksum")
+    assert first.complete and first.copied == 4 and first.links == 1
+    assert (first.transport, first.transport_files) == ("rsync", 4)
+    again = backupkit.mirror(source, dest, options=options)
+    assert (again.copied, again.updated, again.unchanged) == (0, 0, 5)  # the link too
+    back = tmp_path / "back"
+    pulled = backupkit.mirror(dest, back, source_options=options)
+    assert (pulled.copied, pulled.transport) == (4, "rsync")
+    assert backupkit.verify_mirror(source, back, mode="checksum").hashed == 4
+    assert (back / "sub" / "run.sh").stat().st_mode & 0o777 == 0o750
+    assert (back / "link").readlink() == Path("a.txt")
+    by_sftp = backupkit.mirror(source, f"{dest}-sftp", options={**options, "transport": "sftp"})
+    assert by_sftp.complete and (by_sftp.copied, by_sftp.transport) == (4, None)

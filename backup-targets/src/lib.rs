@@ -11,6 +11,8 @@ mod local_tree;
 pub mod mount;
 #[cfg(feature = "rclone")]
 pub mod rclone;
+#[cfg(feature = "rclone")]
+pub mod rclone_tree;
 #[cfg(feature = "sftp")]
 pub mod sftp;
 #[cfg(any(feature = "sftp", feature = "rclone"))]
@@ -121,6 +123,11 @@ pub fn register(registry: &mut Registry) {
     #[cfg(feature = "rclone")]
     registry.register_scheme("rclone", |location, options| {
         Ok(Arc::new(rclone::RcloneTarget::open(location, options)?) as Arc<dyn Target>)
+    });
+    #[cfg(feature = "rclone")]
+    registry.register_tree("rclone", |location, options| {
+        Ok(Arc::new(rclone_tree::RcloneTree::open(location, options)?)
+            as Arc<dyn backup_core::tree::Tree>)
     });
     #[cfg(feature = "gcs")]
     registry.register_scheme("gs", |location, options| {

@@ -271,6 +271,12 @@ impl Tree for LocalTree {
         self.root.display().to_string()
     }
 
+    /// The root, unless links are followed (a bulk transport would not
+    /// follow them the same way).
+    fn local_dir(&self) -> Option<PathBuf> {
+        (!self.follow_links && self.root.is_dir()).then(|| self.root.clone())
+    }
+
     fn caps(&self) -> TreeCaps {
         self.caps.clone()
     }

@@ -33,31 +33,31 @@ const EXIT_NOT_FOUND: i32 = 3;
 /// One entry of `rclone lsjson`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct Listed {
-    path: String,
-    name: String,
-    size: i64,
+pub(crate) struct Listed {
+    pub(crate) path: String,
+    pub(crate) name: String,
+    pub(crate) size: i64,
     #[serde(default)]
-    mod_time: Option<String>,
-    is_dir: bool,
+    pub(crate) mod_time: Option<String>,
+    pub(crate) is_dir: bool,
 }
 
 /// A repository on an rclone remote.
 pub struct RcloneTarget {
-    rc: Arc<Rclone>,
+    pub(crate) rc: Arc<Rclone>,
     /// Serialises `create_new` within this process.
     create: Mutex<()>,
 }
 
 /// How to run rclone against the repository's remote; shared with the
-/// target's writers and readers.
-struct Rclone {
+/// target's writers and readers, and with mirror trees.
+pub(crate) struct Rclone {
     program: String,
     /// Arguments before the subcommand (`--config FILE`, ...).
     global: Vec<String>,
     /// `REMOTE:path` without a trailing slash.
-    remote: String,
-    location: String,
+    pub(crate) remote: String,
+    pub(crate) location: String,
 }
 
 impl fmt::Debug for RcloneTarget {
@@ -117,7 +117,7 @@ impl RcloneTarget {
 
 impl Rclone {
     /// `REMOTE:path/key`.
-    fn path(&self, key: &str) -> String {
+    pub(crate) fn path(&self, key: &str) -> String {
         if key.is_empty() {
             self.remote.clone()
         } else if self.remote.ends_with(':') {
@@ -127,17 +127,17 @@ impl Rclone {
         }
     }
 
-    fn shown(&self, key: &str) -> String {
+    pub(crate) fn shown(&self, key: &str) -> String {
         format!("{}/{key}", self.location)
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.program);
         c.args(&self.global).args(args).stdin(Stdio::null());
         c
     }
 
-    fn spawn_error(&self, e: &io::Error) -> Error {
+    pub(crate) fn spawn_error(&self, e: &io::Error) -> Error {
         Error::Backend {
             backend: self.location.clone(),
             message: format!(
@@ -150,7 +150,7 @@ impl Rclone {
 
     /// Runs a command to completion: its stdout, or an error from its exit
     /// code (not found) and the last line it logged.
-    fn run(&self, action: &'static str, key: &str, args: &[&str]) -> Result<Vec<u8>> {
+    pub(crate) fn run(&self, action: &'static str, key: &str, args: &[&str]) -> Result<Vec<u8>> {
         let out = self
             .command(args)
             .output()
@@ -161,7 +161,78 @@ impl Rclone {
         Err(self.failure(action, key, out.status.code(), &out.stderr))
     }
 
-    fn failure(&self, action: &'static str, key: &str, code: Option<i32>, stderr: &[u8]) -> Error {
+    /// `rclone rcat REMOTE_PATH`, reading what is written to its stdin.
+    pub(crate) fn rcat(&self, remote_path: &str) -> Result<(Child, ChildStdin)> {
+        let mut child = self
+            .command(&["rcat", remote_path])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| self.spawn_error(&e))?;
+        let stdin = child.stdin.take().expect("piped");
+        Ok((child, stdin))
+    }
+
+    /// Stops an unfinished `rcat` and deletes what it wrote to
+    /// `remote_path` (empty: nothing to delete).
+    pub(crate) fn abandon(
+        &self,
+        stdin: Option<ChildStdin>,
+        child: Option<Child>,
+        remote_path: &str,
+    ) {
+        drop(stdin);
+        if let Some(mut child) = child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !remote_path.is_empty() {
+            let _ = self
+                .command(&["deletefile", "--retries", "1", remote_path])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    /// Runs a command with `input` on its stdin (a `--files-from-raw -`
+    /// list), to completion.
+    pub(crate) fn run_with_input(
+        &self,
+        action: &'static str,
+        key: &str,
+        args: &[&str],
+        input: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| self.spawn_error(&e))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let feeder = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::io(action, self.shown(key), e))?;
+        let _ = feeder.join();
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        Err(self.failure(action, key, out.status.code(), &out.stderr))
+    }
+
+    pub(crate) fn failure(
+        &self,
+        action: &'static str,
+        key: &str,
+        code: Option<i32>,
+        stderr: &[u8],
+    ) -> Error {
         let said = String::from_utf8_lossy(stderr);
         let last = said
             .lines()
@@ -253,8 +324,14 @@ impl Rclone {
 
     /// Moves `from` over `to` on the remote (server-side where it can).
     fn move_to(&self, from: &str, to: &str, key: &str) -> Result<()> {
-        self.run("move into place", key, &["moveto", from, to])
-            .map(drop)
+        // Without --ignore-times, moveto finds a destination of the same
+        // size and mtime "identical", deletes the source and keeps the old.
+        self.run(
+            "move into place",
+            key,
+            &["moveto", "--ignore-times", from, to],
+        )
+        .map(drop)
     }
 }
 
@@ -275,15 +352,7 @@ impl Target for RcloneTarget {
             return Err(refused_write(self.rc.shown(key)));
         }
         let tmp = self.rc.path(&tmp_key(key));
-        let mut child = self
-            .rc
-            .command(&["rcat", &tmp])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| self.rc.spawn_error(&e))?;
-        let stdin = child.stdin.take().expect("piped");
+        let (child, stdin) = self.rc.rcat(&tmp)?;
         Ok(Box::new(RcloneWriter {
             target: Arc::clone(&self.rc),
             child: Some(child),
@@ -316,20 +385,7 @@ impl Target for RcloneTarget {
         // rclone cat of a missing object fails only at its end: look first,
         // so a missing object is a clear NotFound.
         self.stat(key)?;
-        let mut child = self
-            .rc
-            .command(&["cat", &self.rc.path(key)])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| self.rc.spawn_error(&e))?;
-        let stdout = child.stdout.take().expect("piped");
-        Ok(Box::new(RcloneReader {
-            target: Arc::clone(&self.rc),
-            child: Some(child),
-            stdout,
-            key: key.to_owned(),
-        }))
+        Ok(Box::new(RcloneReader::spawn(&self.rc, key)?))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -491,28 +547,36 @@ impl ObjectWriter for RcloneWriter {
 
 impl Drop for RcloneWriter {
     fn drop(&mut self) {
-        drop(self.stdin.take());
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if !self.tmp.is_empty() {
-            let _ = self
-                .target
-                .command(&["deletefile", "--retries", "1", &self.tmp])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        self.target
+            .abandon(self.stdin.take(), self.child.take(), &self.tmp);
     }
 }
 
 /// Streams from `rclone cat`; a failed exit is an error at the end.
-struct RcloneReader {
+pub(crate) struct RcloneReader {
     target: Arc<Rclone>,
     child: Option<Child>,
     stdout: ChildStdout,
     key: String,
+}
+
+impl RcloneReader {
+    /// `rclone cat` of `key`, which the caller knows to exist.
+    pub(crate) fn spawn(target: &Arc<Rclone>, key: &str) -> Result<Self> {
+        let mut child = target
+            .command(&["cat", &target.path(key)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| target.spawn_error(&e))?;
+        let stdout = child.stdout.take().expect("piped");
+        Ok(Self {
+            target: Arc::clone(target),
+            child: Some(child),
+            stdout,
+            key: key.to_owned(),
+        })
+    }
 }
 
 impl Read for RcloneReader {

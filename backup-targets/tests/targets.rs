@@ -1110,20 +1110,147 @@ mod sftp {
         open_tree(location, &[("ssh_config", ssh_config)])
     }
 
+    /// Both transports: rsync (for every batch) and SFTP alone.
     #[test]
     fn sftp_tree_conforms() {
         let Some(v) = service("sftp_tree_conforms", VARS) else {
             return;
         };
-        let base = location(&v, "tree");
-        super::trees::run_all(&|sub: &str| {
-            let loc = if sub.is_empty() {
-                base.clone()
-            } else {
-                format!("{base}/{sub}")
-            };
-            tree(&loc, &v[0])
-        });
+        for transport in ["rsync", "sftp"] {
+            let base = location(&v, &format!("tree-{transport}"));
+            super::trees::run_all(&|sub: &str| {
+                let loc = if sub.is_empty() {
+                    base.clone()
+                } else {
+                    format!("{base}/{sub}")
+                };
+                open_tree(&loc, &[("ssh_config", &v[0]), ("transport", transport)])
+            });
+        }
+    }
+
+    /// One rsync batch with the staging directory at its usual place.
+    fn job<'a>(
+        direction: backup_core::tree::Direction,
+        local: &'a std::path::Path,
+        files: &'a [backup_core::tree::BulkFile],
+    ) -> backup_core::tree::BulkCopy<'a> {
+        backup_core::tree::BulkCopy {
+            direction,
+            local,
+            dir: "",
+            staging: ".backupkit-mirror/staging",
+            modes: true,
+            bwlimit: None,
+            files,
+        }
+    }
+
+    /// The rsync transport on its own: a push and a pull of listed files
+    /// with their mtimes, unfinished files only in the staging directory,
+    /// a listed file that is missing named alone, and an rsync that cannot
+    /// run at either end an error (the engine then copies over SFTP).
+    #[test]
+    #[allow(clippy::too_many_lines)] // one scenario, end to end
+    fn the_rsync_transport_moves_listed_files_and_names_failures() {
+        use backup_core::Cancel;
+        use backup_core::tree::{BulkFile, Direction, FileAttrs};
+        let Some(v) = service(
+            "the_rsync_transport_moves_listed_files_and_names_failures",
+            VARS,
+        ) else {
+            return;
+        };
+        let name = unique_prefix("rsync");
+        let loc = format!("sftp://{}{}/{name}", v[1], v[2]);
+        let on_server = std::path::Path::new(&v[2]).join(&name);
+        let t = open_tree(&loc, &[("ssh_config", &v[0])]);
+        let bulk = t.bulk().expect("rsync is there by default");
+        assert!(
+            !bulk.worth(10, 1 << 20) && bulk.worth(10, 1 << 30) && bulk.worth(1000, 0),
+            "by default, rsync for many files or large changed ones"
+        );
+        t.make_dir(".backupkit-mirror/staging", FileAttrs::default())
+            .unwrap();
+        let local = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(local.path().join("d/e")).unwrap();
+        std::fs::write(local.path().join("d/e/a b's.csv"), "1,2\n").unwrap();
+        std::fs::write(local.path().join("top.bin"), vec![9u8; 1 << 20]).unwrap();
+        let mtime = 1_700_000_000_000_000_000i64;
+        for f in ["d/e/a b's.csv", "top.bin"] {
+            filetime::set_file_mtime(
+                local.path().join(f),
+                filetime::FileTime::from_unix_time(mtime / 1_000_000_000, 0),
+            )
+            .unwrap();
+        }
+        let file = |path: &str, size| BulkFile {
+            path: path.into(),
+            size,
+            mtime_ns: Some(mtime),
+        };
+        let files = [
+            file("d/e/a b's.csv", 4),
+            file("missing.csv", 1),
+            file("top.bin", 1 << 20),
+        ];
+        let got = bulk
+            .copy(&job(Direction::Push, local.path(), &files), &Cancel::new())
+            .unwrap();
+        assert!(got[0].is_none() && got[2].is_none(), "{got:?}");
+        assert!(
+            got[1].as_deref().is_some_and(|m| m.contains("missing.csv")),
+            "{got:?}"
+        );
+        assert_eq!(
+            std::fs::read(on_server.join("d/e/a b's.csv")).unwrap(),
+            b"1,2\n"
+        );
+        let e = t.stat("top.bin").unwrap().unwrap();
+        assert_eq!((e.size, e.mtime_ns), (1 << 20, Some(mtime)));
+        assert_eq!(
+            std::fs::read_dir(on_server.join(".backupkit-mirror/staging"))
+                .unwrap()
+                .count(),
+            0,
+            "nothing left in the staging directory"
+        );
+        // Pull both back into a new local directory.
+        let back = tempfile::tempdir().unwrap();
+        let pulled_files = [file("d/e/a b's.csv", 4), file("top.bin", 1 << 20)];
+        std::fs::create_dir_all(back.path().join("x/.backupkit-mirror/staging")).unwrap();
+        let got = bulk
+            .copy(
+                &job(Direction::Pull, &back.path().join("x"), &pulled_files),
+                &Cancel::new(),
+            )
+            .unwrap();
+        assert_eq!(got, [None, None]);
+        assert_eq!(
+            std::fs::read(back.path().join("x/top.bin")).unwrap(),
+            vec![9u8; 1 << 20]
+        );
+        for (option, value) in [
+            ("rsync_command", "/nonexistent/rsync"),
+            ("rsync_path", "/nonexistent/rsync"),
+        ] {
+            let broken = open_tree(&loc, &[("ssh_config", &v[0]), (option, value)]);
+            let e = broken
+                .bulk()
+                .unwrap()
+                .copy(
+                    &job(Direction::Push, local.path(), &pulled_files),
+                    &Cancel::new(),
+                )
+                .unwrap_err();
+            assert!(e.to_string().contains("rsync"), "{option}: {e}");
+        }
+        assert!(
+            open_tree(&loc, &[("ssh_config", &v[0]), ("transport", "sftp")])
+                .bulk()
+                .is_none()
+        );
+        let _ = std::fs::remove_dir_all(&on_server);
     }
 
     /// A server that stops answering (its ssh stopped with SIGSTOP) fails
@@ -1368,6 +1495,113 @@ mod sftp {
 #[cfg(feature = "rclone")]
 mod rclone {
     use super::*;
+
+    /// The tree suite (and the mirror round trip, in batches through
+    /// `rclone copy` and `rclone move`) on the remote named by `remote_var`.
+    fn tree_conforms(test: &str, remote_var: &str) {
+        let Some(v) = service(test, &["BACKUPKIT_TEST_RCLONE_CONFIG", remote_var]) else {
+            return;
+        };
+        let base = format!("rclone:{}/{}", v[1], unique_prefix("tree"));
+        super::trees::run_all(&|sub: &str| {
+            let loc = if sub.is_empty() {
+                base.clone()
+            } else {
+                format!("{base}/{sub}")
+            };
+            open_tree(&loc, &[("rclone_config", &v[0])])
+        });
+    }
+
+    #[test]
+    fn rclone_local_tree_conforms() {
+        tree_conforms(
+            "rclone_local_tree_conforms",
+            "BACKUPKIT_TEST_RCLONE_LOCAL_REMOTE",
+        );
+    }
+
+    #[test]
+    fn rclone_sftp_tree_conforms() {
+        tree_conforms(
+            "rclone_sftp_tree_conforms",
+            "BACKUPKIT_TEST_RCLONE_SFTP_REMOTE",
+        );
+    }
+
+    /// rclone says what a remote keeps: the sftp remote whole seconds, the
+    /// local one nanoseconds, and the local one told to act as a
+    /// case-insensitive drive (as Box and `OneDrive` are) says so. On that
+    /// one, two source names that differ only in case are an error naming
+    /// both, and neither overwrites the other.
+    #[test]
+    fn a_case_insensitive_rclone_remote_refuses_names_that_differ_only_in_case() {
+        let Some(v) = service(
+            "a_case_insensitive_rclone_remote_refuses_names_that_differ_only_in_case",
+            &[
+                "BACKUPKIT_TEST_RCLONE_CONFIG",
+                "BACKUPKIT_TEST_RCLONE_LOCAL_REMOTE",
+                "BACKUPKIT_TEST_RCLONE_SFTP_REMOTE",
+            ],
+        ) else {
+            return;
+        };
+        let sftp = open_tree(
+            &format!("rclone:{}/{}", v[2], unique_prefix("caps")),
+            &[("rclone_config", &v[0])],
+        );
+        assert_eq!(
+            sftp.caps().mtime_precision,
+            std::time::Duration::from_secs(1)
+        );
+        assert!(!sftp.caps().case_insensitive);
+        let prefix = unique_prefix("case");
+        let loc = format!("rclone:{}/{prefix}", v[1]);
+        let plain = open_tree(&loc, &[("rclone_config", &v[0])]);
+        assert_eq!(
+            plain.caps().mtime_precision,
+            std::time::Duration::from_nanos(1)
+        );
+        let dest = open_tree(
+            &loc,
+            &[
+                ("rclone_config", &v[0]),
+                ("rclone_args", "--local-case-insensitive"),
+            ],
+        );
+        assert!(dest.caps().case_insensitive && !dest.caps().symlinks);
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("Data.csv"), "upper").unwrap();
+        std::fs::write(src.path().join("data.csv"), "lower").unwrap();
+        std::fs::write(src.path().join("notes.txt"), "n").unwrap();
+        let sources = backup_core::mirror::sources_for(vec![std::sync::Arc::new(
+            backup_targets::LocalTree::new(src.path()).unwrap(),
+        )
+            as std::sync::Arc<dyn backup_core::tree::Tree>])
+        .unwrap();
+        let mut reg = registry();
+        backup_archive::register(&mut reg);
+        let s = backup_core::mirror::mirror(
+            &sources,
+            dest.as_ref(),
+            &backup_core::mirror::MirrorOptions::default(),
+            reg.hashers().unwrap().as_ref(),
+            &backup_core::NoProgress,
+            &backup_core::Cancel::new(),
+        )
+        .unwrap();
+        assert_eq!(s.failed.len(), 1, "{s:?}");
+        assert_eq!(s.failed[0].path, "data.csv");
+        assert!(
+            s.failed[0].message.contains("Data.csv") && s.failed[0].message.contains("case"),
+            "{s:?}"
+        );
+        let dir = std::path::Path::new(v[1].split_once(':').unwrap().1).join(&prefix);
+        assert_eq!(std::fs::read(dir.join("Data.csv")).unwrap(), b"upper");
+        assert!(!dir.join("data.csv").exists());
+        assert_eq!(std::fs::read(dir.join("notes.txt")).unwrap(), b"n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// The conformance suite on the remote named by `remote_var`.
     fn conforms(test: &str, remote_var: &str) {

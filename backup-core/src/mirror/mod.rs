@@ -256,6 +256,11 @@ pub struct MirrorSummary {
     pub cleaned: u64,
     /// The mtime tolerance used, in nanoseconds.
     pub modify_window_ns: u64,
+    /// The bulk transport that moved files (`rsync`), if one did; `None`
+    /// when files were copied one by one.
+    pub transport: Option<String>,
+    /// Files the bulk transport moved.
+    pub transport_files: u64,
     /// Files that could not be mirrored as they were: the run is partial.
     pub failed: Vec<Problem>,
     /// Things worth knowing that do not make the run partial (a symlink

@@ -27,6 +27,10 @@ pub const RECORD_PATH: &str = ".backupkit-mirror/record";
 pub const BACKUP_DIRS_PATH: &str = ".backupkit-mirror/backup-dirs";
 /// The directory backupkit keeps its mirror state in; walks skip it.
 pub const STATE_DIR: &str = ".backupkit-mirror";
+
+/// Where a bulk transport keeps unfinished files (inside the state
+/// directory, so a killed copy leaves nothing among the user's files).
+pub const STAGING_DIR: &str = ".backupkit-mirror/staging";
 const HEADER: &str = "backupkit-mirror-record 1";
 
 /// One recorded file.

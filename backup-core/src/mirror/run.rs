@@ -1,14 +1,15 @@
 //! Plans and runs a mirror (see the module docs of [`crate::mirror`]).
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::hash::Hashers;
-use crate::mirror::copy::{copy_file, worker};
+use crate::mirror::copy::{BulkSide, bulk_sides, bulk_worker, copy_file, worker};
 use crate::mirror::plan::{DirTime, EndState, Planner};
-use crate::mirror::record::{self, RECORD_PATH, RecordLine, RecordReader};
+use crate::mirror::record::{self, RECORD_PATH, RecordLine, RecordReader, STAGING_DIR};
 use crate::mirror::stream::{self, Ordered, Skip, Walk};
 use crate::mirror::{MaxDelete, MirrorOptions, MirrorSource, MirrorSummary, Problem};
 use crate::progress::{Cancel, Event, Progress};
@@ -95,6 +96,8 @@ pub fn mirror(
         window,
         caps: dest_caps,
         limit: opts.bwlimit.map(crate::mirror::copy::RateLimit::new),
+        bulk_off: AtomicBool::new(false),
+        bulk_files: AtomicU64::new(0),
     };
     let root_time = root_time(&sources, &roots, dest_root.as_ref());
     let state = match copy_phase(&ctx, &mut summary, src, dest_walk, old_record, root_time) {
@@ -141,15 +144,29 @@ fn copy_phase(
     old_record: Option<RecordReader>,
     root_time: Option<DirTime>,
 ) -> Result<EndState> {
-    let transfers = ctx.opts.transfers.unwrap_or(ctx.caps.transfers).max(1);
+    let sides = bulk_sides(ctx);
+    let bulk = sides.iter().find_map(Option::as_ref).map(|s| s.bulk);
+    if bulk.is_some() {
+        prepare_staging(ctx.dest)?;
+    }
+    let transfers = match bulk {
+        // One transport process per thread, each with its own stream.
+        Some(_) => ctx.opts.transfers.unwrap_or(BULK_TRANSFERS),
+        None => ctx.opts.transfers.unwrap_or(ctx.caps.transfers),
+    }
+    .max(1);
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(transfers * 2);
     let (res_tx, res_rx) = mpsc::channel::<(u64, JobResult)>();
     let job_rx = Arc::new(Mutex::new(job_rx));
-    std::thread::scope(|scope| {
+    let sides: &[Option<BulkSide<'_>>] = &sides;
+    let state = std::thread::scope(|scope| {
         for _ in 0..transfers {
             let job_rx = Arc::clone(&job_rx);
             let res_tx = res_tx.clone();
-            scope.spawn(move || worker(ctx, &job_rx, &res_tx));
+            match bulk {
+                Some(_) => scope.spawn(move || bulk_worker(ctx, sides, &job_rx, &res_tx)),
+                None => scope.spawn(move || worker(ctx, &job_rx, &res_tx)),
+            };
         }
         drop(res_tx);
         // Both walks run ahead on threads of their own: on a local disk the
@@ -161,7 +178,42 @@ fn copy_phase(
         // Closing the job channel ends the workers; then every result is in.
         let finished = plan.finish_copies();
         merged.and(finished).map(|()| plan.into_state())
-    })
+    });
+    if let Some(b) = bulk {
+        let _ = ctx.dest.remove(STAGING_DIR, EntryKind::Dir);
+        summary.transport_files = ctx.bulk_files.load(Ordering::Relaxed);
+        if summary.transport_files > 0 {
+            summary.transport = Some(b.name().to_owned());
+        }
+    }
+    state
+}
+
+/// Parallel transport processes by default.
+const BULK_TRANSFERS: usize = 2;
+
+/// Empties the staging directory a bulk transport writes into (what a
+/// killed run left there), then makes it. Runs before any copy, so that it
+/// never meets a file of this run.
+fn prepare_staging(dest: &dyn Tree) -> Result<()> {
+    let inside = format!("{STAGING_DIR}/");
+    let skip = |path: &str, _: EntryKind| {
+        !(path == record::STATE_DIR || path == STAGING_DIR || path.starts_with(&inside))
+    };
+    let mut found: Vec<(String, EntryKind)> = Vec::new();
+    if dest.root()?.is_some() {
+        for w in dest.walk(&skip)? {
+            match w? {
+                Walked::Entry(e) if e.path.starts_with(&inside) => found.push((e.path, e.kind)),
+                Walked::Leftover(p) if p.starts_with(&inside) => found.push((p, EntryKind::File)),
+                _ => {}
+            }
+        }
+    }
+    for (path, kind) in found.iter().rev() {
+        dest.remove(path, *kind)?;
+    }
+    dest.make_dir(STAGING_DIR, FileAttrs::default())
 }
 
 /// Every backup directory a mirror into `dest` has used (kept in the state
@@ -366,6 +418,10 @@ pub(super) struct Ctx<'a> {
     pub(super) caps: crate::tree::TreeCaps,
     /// `bwlimit`, shared by the copy threads.
     pub(super) limit: Option<crate::mirror::copy::RateLimit>,
+    /// Set once a bulk transport failed to run: file by file from then on.
+    pub(super) bulk_off: AtomicBool,
+    /// Files a bulk transport moved.
+    pub(super) bulk_files: AtomicU64,
 }
 
 /// One file to copy.

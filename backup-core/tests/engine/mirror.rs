@@ -960,3 +960,243 @@ fn bwlimit_holds_all_copies_together_to_the_rate() {
         assert!(mirror::parse_rate(bad).is_err(), "{bad}");
     }
 }
+
+/// A local destination with a bulk transport of its own, as an SSH host
+/// with rsync has: it copies through the staging directory and keeps the
+/// calls it got. It can report a file as failed, refuse to run at all, or
+/// change a source file while "sending" it.
+#[derive(Debug)]
+struct BulkDest {
+    inner: LocalTree,
+    calls: Mutex<Vec<Vec<String>>>,
+    fail: Option<&'static str>,
+    cannot_run: bool,
+    grow: Option<&'static str>,
+}
+
+impl BulkDest {
+    fn new(root: &Path) -> Self {
+        fs::create_dir_all(root).unwrap();
+        Self {
+            inner: LocalTree::new(root).unwrap(),
+            calls: Mutex::default(),
+            fail: None,
+            cannot_run: false,
+            grow: None,
+        }
+    }
+}
+
+impl mirror_bulk::Bulk for BulkDest {
+    fn name(&self) -> &'static str {
+        "test-transport"
+    }
+    fn copy(&self, job: &mirror_bulk::BulkCopy<'_>, _: &Cancel) -> Result<Vec<Option<String>>> {
+        assert_eq!(job.direction, mirror_bulk::Direction::Push);
+        if self.cannot_run {
+            return Err(Error::InvalidInput("not installed".into()));
+        }
+        self.calls
+            .lock()
+            .unwrap()
+            .push(job.files.iter().map(|f| f.path.clone()).collect());
+        let root = PathBuf::from(self.inner.root_path()).join(job.dir);
+        let staging = root.join(job.staging);
+        assert!(staging.is_dir(), "the engine made the staging directory");
+        Ok(job
+            .files
+            .iter()
+            .map(|f| {
+                if self.fail == Some(f.path.as_str()) {
+                    return Some("refused by the test".to_owned());
+                }
+                let from = job.local.join(&f.path);
+                let tmp = staging.join(".unfinished");
+                fs::copy(&from, &tmp).unwrap();
+                if self.grow == Some(f.path.as_str()) {
+                    let mut o = fs::OpenOptions::new().append(true).open(&from).unwrap();
+                    std::io::Write::write_all(&mut o, b"more").unwrap();
+                }
+                let m = f.mtime_ns.unwrap();
+                set_mtime(
+                    &tmp,
+                    m.div_euclid(1_000_000_000),
+                    m.rem_euclid(1_000_000_000) as u32,
+                );
+                let to = root.join(&f.path);
+                fs::create_dir_all(to.parent().unwrap()).unwrap();
+                fs::rename(&tmp, &to).unwrap();
+                None
+            })
+            .collect())
+    }
+}
+
+impl Tree for BulkDest {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn root_path(&self) -> String {
+        self.inner.root_path()
+    }
+    fn caps(&self) -> TreeCaps {
+        self.inner.caps()
+    }
+    fn root(&self) -> Result<Option<TreeEntry>> {
+        self.inner.root()
+    }
+    fn walk<'a>(
+        &'a self,
+        skip: &'a (dyn Fn(&str, EntryKind) -> bool + Sync),
+    ) -> Result<Box<dyn Iterator<Item = Result<Walked>> + Send + 'a>> {
+        self.inner.walk(skip)
+    }
+    fn stat(&self, path: &str) -> Result<Option<TreeEntry>> {
+        self.inner.stat(path)
+    }
+    fn open(&self, path: &str) -> Result<Box<dyn Read + Send>> {
+        self.inner.open(path)
+    }
+    fn write(&self, path: &str, attrs: FileAttrs) -> Result<Box<dyn FileWriter>> {
+        self.inner.write(path, attrs)
+    }
+    fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+    fn make_dir(&self, path: &str, attrs: FileAttrs) -> Result<()> {
+        self.inner.make_dir(path, attrs)
+    }
+    fn set_dir_mtime(&self, path: &str, mtime_ns: i64) -> Result<()> {
+        self.inner.set_dir_mtime(path, mtime_ns)
+    }
+    fn symlink(&self, path: &str, target: &str) -> Result<()> {
+        self.inner.symlink(path, target)
+    }
+    fn remove(&self, path: &str, kind: EntryKind) -> Result<()> {
+        self.inner.remove(path, kind)
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn bulk(&self) -> Option<&dyn mirror_bulk::Bulk> {
+        Some(self)
+    }
+}
+
+use backup_core::tree as mirror_bulk;
+
+/// A destination with a bulk transport gets every planned file through it,
+/// in batches, from the source directory; what a killed transport left in
+/// the staging directory is removed first, and the staging directory is
+/// gone at the end. The record keeps each file's hash, so the next run
+/// copies nothing and a checksum verify passes.
+#[test]
+fn a_bulk_transport_moves_the_planned_files_and_the_engine_keeps_its_guarantees() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    lab_tree(&src);
+    let staging = dst.join(".backupkit-mirror/staging");
+    fs::create_dir_all(&staging).unwrap();
+    fs::write(staging.join(".r1.csv.Ab12Cd"), "half of a killed transfer").unwrap();
+    let bulk = BulkDest::new(&dst);
+    let s = run_with(vec![tree(&src)], &bulk, |_| {}).unwrap();
+    assert!(s.is_complete(), "{s:?}");
+    assert_eq!(s.transport.as_deref(), Some("test-transport"));
+    let sent: Vec<String> = bulk.calls.lock().unwrap().concat();
+    assert_eq!(s.transport_files, sent.len() as u64);
+    assert_eq!(
+        sent.len() as u64,
+        s.copied,
+        "every copied file went through the transport: {sent:?}"
+    );
+    assert!(!staging.exists(), "the staging directory is removed");
+    assert_mirrored(&src, &dst);
+    let again = run_with(vec![tree(&src)], &bulk, |_| {}).unwrap();
+    assert_eq!((again.copied, again.updated), (0, 0), "{again:?}");
+    assert_eq!(bulk.calls.lock().unwrap().concat().len(), sent.len());
+    let report = verify(&src, &dst, VerifyMode::Checksum, true);
+    assert!(report.matches(), "{report:?}");
+    // One changed file: one more file sent, nothing else.
+    fs::write(src.join("csv.txt"), "changed, longer than before").unwrap();
+    let changed = run_with(vec![tree(&src)], &bulk, |_| {}).unwrap();
+    assert_eq!(changed.updated, 1, "{changed:?}");
+    assert_eq!(bulk.calls.lock().unwrap().last().unwrap(), &["csv.txt"]);
+    assert_mirrored(&src, &dst);
+}
+
+/// A file the transport reports as failed, or that changed while it was
+/// sent, is named and the run is partial; a transport that cannot run at
+/// all leaves the copies to the file-by-file path, with a warning.
+#[test]
+fn a_bulk_transport_failure_is_named_and_one_that_cannot_run_falls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    fs::create_dir_all(src.join("a")).unwrap();
+    for name in ["a/one.csv", "a/two.csv", "three.bin"] {
+        fs::write(src.join(name), name).unwrap();
+    }
+    let bulk = BulkDest {
+        fail: Some("a/two.csv"),
+        grow: Some("three.bin"),
+        ..BulkDest::new(&dst)
+    };
+    let s = run_with(vec![tree(&src)], &bulk, |_| {}).unwrap();
+    let mut failed: Vec<(&str, &str)> = s
+        .failed
+        .iter()
+        .map(|p| (p.path.as_str(), p.message.as_str()))
+        .collect();
+    failed.sort_unstable();
+    assert_eq!(
+        failed,
+        [
+            ("a/two.csv", "refused by the test"),
+            (
+                "three.bin",
+                "changed while it was copied; not copied (the next run copies it)"
+            )
+        ]
+    );
+    assert!(!dst.join("a/two.csv").exists());
+    // The next run (a transport without faults) sends exactly those two.
+    let healthy = BulkDest::new(&dst);
+    let next = run_with(vec![tree(&src)], &healthy, |_| {}).unwrap();
+    assert!(next.is_complete(), "{next:?}");
+    let mut sent = healthy.calls.lock().unwrap().concat();
+    sent.sort();
+    assert_eq!(sent, ["a/two.csv", "three.bin"]);
+    assert_mirrored(&src, &dst);
+
+    let other = dir.path().join("other");
+    let broken = BulkDest {
+        cannot_run: true,
+        ..BulkDest::new(&other)
+    };
+    let warned = Mutex::new(Vec::new());
+    let progress = |e: &Event| {
+        if let Event::Warning { message, .. } = e {
+            warned.lock().unwrap().push(message.clone());
+        }
+    };
+    let sources = mirror::sources_for(vec![tree(&src)]).unwrap();
+    let hashers = registry().hashers().unwrap();
+    let s = mirror::mirror(
+        &sources,
+        &broken,
+        &MirrorOptions::default(),
+        hashers.as_ref(),
+        &progress,
+        &Cancel::new(),
+    )
+    .unwrap();
+    assert!(s.is_complete(), "{s:?}");
+    assert_eq!((s.copied, s.transport.as_deref()), (3, None), "{s:?}");
+    let warned = warned.into_inner().unwrap();
+    assert!(
+        warned.len() == 1
+            && warned[0].starts_with("test-transport could not run")
+            && warned[0].contains("not installed"),
+        "{warned:?}"
+    );
+    assert_mirrored(&src, &other);
+}

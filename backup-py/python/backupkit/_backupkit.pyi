@@ -313,6 +313,13 @@ class MirrorResult:
     def cleaned(self) -> int:
         """Leftovers of interrupted runs removed."""
     @property
+    def transport(self) -> str | None:
+        """The bulk transport that moved the files (``"rsync"`` for SSH
+        hosts), or ``None`` when they were copied one by one."""
+    @property
+    def transport_files(self) -> int:
+        """Files the bulk transport moved."""
+    @property
     def failed(self) -> list[tuple[str, str]]:
         """``(path, message)`` of files not mirrored; the next run retries."""
     @property

@@ -28,6 +28,7 @@ use backup_core::{Error, ObjectMeta, ObjectWriter, Result, Target};
 use crate::way::{Way, parent_of, refused_write};
 
 mod protocol;
+mod rsync;
 mod stream;
 mod tree;
 
@@ -240,6 +241,16 @@ impl SftpTarget {
             connect_attempts,
             conn: Mutex::new(None),
         })
+    }
+
+    /// The ssh command line without the SFTP subsystem request and host
+    /// (for rsync's `-e`).
+    fn ssh_words(&self) -> Vec<String> {
+        let args = &self.spec.args;
+        let keep = args.len().saturating_sub(4);
+        std::iter::once(self.spec.program.clone())
+            .chain(args[..keep].iter().cloned())
+            .collect()
     }
 
     /// The live connection, connecting (with backoff) if there is none or

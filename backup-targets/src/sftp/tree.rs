@@ -18,12 +18,14 @@ use std::time::Duration;
 use backup_core::registry::TargetOptions;
 use backup_core::target::{check_key, is_tmp_name};
 use backup_core::tree::{
-    DepthFirst, EntryKind, FileAttrs, FileWriter, ListDir, Tree, TreeCaps, TreeEntry, Walked, join,
+    Bulk, BulkCopy, DepthFirst, Direction, EntryKind, FileAttrs, FileWriter, ListDir, Tree,
+    TreeCaps, TreeEntry, Walked, join,
 };
 use backup_core::{Error, Result};
 
 use super::SftpTarget;
 use super::protocol::{Attrs, Conn, FXF_READ};
+use super::rsync::{Rsync, landed_locally};
 use super::stream::{SftpReader, SftpWriter};
 use crate::way::{Way, parent_of, refused_write};
 
@@ -34,6 +36,10 @@ pub struct SftpTree {
     /// Directories known to be real ones (checked or made by this tree), so
     /// that a write into one does not look at every component again.
     known_dirs: Mutex<HashSet<String>>,
+    /// The bulk transport, unless `transport=sftp`.
+    rsync: Option<Rsync>,
+    /// `transport=rsync`: every batch through rsync.
+    always_rsync: bool,
 }
 
 /// Known directories kept before the cache starts over.
@@ -42,10 +48,65 @@ const KNOWN_DIRS: usize = 100_000;
 impl SftpTree {
     /// A tree at `sftp://[user@]host[:port]/path`, with the SFTP
     /// repositories' options (`ssh_config`, `identity_file`, ...).
+    ///
+    /// Mirror options: `transport` (`auto`, the default, moves batches of
+    /// many files, or of large changed files, with the system rsync over
+    /// the same ssh command line and the rest over SFTP; `rsync` moves
+    /// every batch with rsync; `sftp` writes each file over the SFTP
+    /// connection; rsync that cannot run at either end falls back to SFTP),
+    /// `rsync_command` (the local program) and `rsync_path` (the remote
+    /// one).
     pub fn open(location: &str, options: &TargetOptions) -> Result<Self> {
+        let mut rest = TargetOptions::new();
+        let mut transport = "auto".to_owned();
+        let mut program = "rsync".to_owned();
+        let mut remote_program = None;
+        for (key, value) in options {
+            match key.as_str() {
+                "transport" => match value.as_str() {
+                    "auto" | "rsync" | "sftp" => transport.clone_from(value),
+                    _ => {
+                        return Err(Error::InvalidInput(
+                            "option transport: expected auto, rsync or sftp".into(),
+                        ));
+                    }
+                },
+                "rsync_command" => program.clone_from(value),
+                "rsync_path" => remote_program = Some(value.clone()),
+                _ => {
+                    rest.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        let t = SftpTarget::open(location, &rest).map_err(|e| match e {
+            Error::InvalidInput(m) if m.starts_with("unknown option") => {
+                Error::InvalidInput(m.replace(
+                    " retries)",
+                    " retries, transport, rsync_command, rsync_path)",
+                ))
+            }
+            e => e,
+        })?;
+        let rsync = (transport != "sftp").then(|| Rsync {
+            program,
+            remote_program,
+            ssh: t.ssh_words(),
+            host: if t.spec.host.contains(':') && !t.spec.host.contains('[') {
+                match t.spec.host.rsplit_once('@') {
+                    Some((u, h)) => format!("{u}@[{h}]"),
+                    None => format!("[{}]", t.spec.host),
+                }
+            } else {
+                t.spec.host.clone()
+            },
+            root: t.root.clone(),
+            timeout: t.spec.timeout,
+        });
         Ok(Self {
-            t: SftpTarget::open(location, options)?,
+            t,
             known_dirs: Mutex::default(),
+            rsync,
+            always_rsync: transport == "rsync",
         })
     }
 
@@ -128,7 +189,60 @@ impl SftpTree {
     }
 }
 
+/// A batch goes through rsync from this many files on (below, the ssh
+/// connection rsync opens costs more than SFTP writes over the open one:
+/// about 0.2 s against 0.45 ms a file here)...
+const RSYNC_MIN_FILES: usize = 256;
+/// ...or when this many bytes replace older versions (rsync's delta
+/// transfer sends only what changed: what matters over a slow link).
+const RSYNC_MIN_REPLACED: u64 = 16 << 20;
+
+impl Bulk for SftpTree {
+    fn name(&self) -> &'static str {
+        "rsync"
+    }
+
+    fn worth(&self, files: usize, replaced_bytes: u64) -> bool {
+        self.always_rsync || files >= RSYNC_MIN_FILES || replaced_bytes >= RSYNC_MIN_REPLACED
+    }
+
+    fn copy(
+        &self,
+        job: &BulkCopy<'_>,
+        cancel: &backup_core::progress::Cancel,
+    ) -> Result<Vec<Option<String>>> {
+        let rsync = self.rsync.as_ref().ok_or_else(|| Error::Backend {
+            backend: self.t.location.clone(),
+            message: "the rsync transport is off".into(),
+            source: None,
+        })?;
+        let precision = self.caps().mtime_precision;
+        let landed = |path: &str| {
+            let Some(f) = job.files.iter().find(|f| f.path == path) else {
+                return false;
+            };
+            match job.direction {
+                Direction::Pull => landed_locally(job.local, path, f.size, f.mtime_ns, precision),
+                Direction::Push => self.stat(&join(job.dir, path)).is_ok_and(|e| {
+                    e.is_some_and(|e| {
+                        e.kind == EntryKind::File
+                            && e.size == f.size
+                            && e.mtime_ns.zip(f.mtime_ns).is_some_and(|(got, want)| {
+                                u128::from(got.abs_diff(want)) < precision.as_nanos()
+                            })
+                    })
+                }),
+            }
+        };
+        rsync.copy(job, cancel, &landed)
+    }
+}
+
 impl Tree for SftpTree {
+    fn bulk(&self) -> Option<&dyn Bulk> {
+        self.rsync.as_ref().map(|_| self as &dyn Bulk)
+    }
+
     fn location(&self) -> String {
         self.t.location.clone()
     }
@@ -178,7 +292,16 @@ impl Tree for SftpTree {
         skip: &'a (dyn Fn(&str, EntryKind) -> bool + Sync),
     ) -> Result<Box<dyn Iterator<Item = Result<Walked>> + Send + 'a>> {
         let conn = self.t.conn()?;
-        Ok(Box::new(DepthFirst::new(Lister { tree: self, conn }, skip)))
+        let ahead = Ahead::start(&conn);
+        Ok(Box::new(DepthFirst::new(
+            Lister {
+                tree: self,
+                conn,
+                ahead,
+                skip,
+            },
+            skip,
+        )))
     }
 
     fn stat(&self, path: &str) -> Result<Option<TreeEntry>> {
@@ -312,15 +435,144 @@ impl Tree for SftpTree {
 }
 
 /// Lists one remote directory for the depth-first walk.
+/// Listings read ahead at most: listed or being listed, not yet walked.
+const AHEAD_WINDOW: usize = 64;
+/// Threads that read listings ahead, each with its requests in flight on
+/// the one connection.
+const AHEAD_THREADS: usize = 4;
+
+/// Directory listings read ahead on a few threads, so that a walk over a
+/// slow link does not wait for one directory's round trips at a time
+/// (a device on a lab's Wi-Fi). The walk is depth-first in canonical
+/// order, so the directory it wants next is the smallest one known and not
+/// yet listed: that is the one read ahead first.
+struct Ahead {
+    state: Mutex<AheadState>,
+    changed: std::sync::Condvar,
+}
+
+type Listing = io::Result<Vec<(String, Attrs)>>;
+
+#[derive(Default)]
+struct AheadState {
+    /// Directories to list, by canonical key, with their remote paths.
+    pending: std::collections::BTreeMap<Vec<u8>, String>,
+    running: HashSet<Vec<u8>>,
+    done: std::collections::HashMap<Vec<u8>, Listing>,
+    stop: bool,
+}
+
+/// A path's key in canonical order (`/` sorts before every other byte).
+fn canonical(path: &str) -> Vec<u8> {
+    path.bytes()
+        .map(|b| if b == b'/' { 0 } else { b })
+        .collect()
+}
+
+impl Ahead {
+    fn start(conn: &Arc<Conn>) -> Arc<Self> {
+        let ahead = Arc::new(Self {
+            state: Mutex::default(),
+            changed: std::sync::Condvar::new(),
+        });
+        for _ in 0..AHEAD_THREADS {
+            let (ahead, conn) = (Arc::clone(&ahead), Arc::clone(conn));
+            std::thread::spawn(move || ahead.work(&conn));
+        }
+        ahead
+    }
+
+    fn work(&self, conn: &Conn) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        loop {
+            if st.stop {
+                return;
+            }
+            let room = st.running.len() + st.done.len() < AHEAD_WINDOW;
+            let next = if room { st.pending.pop_first() } else { None };
+            let Some((key, remote)) = next else {
+                st = match self.changed.wait(st) {
+                    Ok(g) => g,
+                    Err(_) => return,
+                };
+                continue;
+            };
+            st.running.insert(key.clone());
+            drop(st);
+            let listed = conn.read_dir(&remote);
+            st = match self.state.lock() {
+                Ok(g) => g,
+                Err(_) => return,
+            };
+            st.running.remove(&key);
+            st.done.insert(key, listed);
+            self.changed.notify_all();
+        }
+    }
+
+    /// `dir`'s listing: read ahead, or read now.
+    fn take(&self, conn: &Conn, dir: &str, remote: &str) -> Listing {
+        let key = canonical(dir);
+        let Ok(mut st) = self.state.lock() else {
+            return conn.read_dir(remote);
+        };
+        st.pending.remove(&key);
+        loop {
+            if let Some(listed) = st.done.remove(&key) {
+                self.changed.notify_all();
+                return listed;
+            }
+            if !st.running.contains(&key) {
+                drop(st);
+                return conn.read_dir(remote);
+            }
+            st = match self.changed.wait(st) {
+                Ok(g) => g,
+                Err(_) => return conn.read_dir(remote),
+            };
+        }
+    }
+
+    fn want(&self, dirs: Vec<(String, String)>) {
+        if dirs.is_empty() {
+            return;
+        }
+        if let Ok(mut st) = self.state.lock() {
+            for (dir, remote) in dirs {
+                st.pending.insert(canonical(&dir), remote);
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    fn stop(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            st.stop = true;
+            st.pending.clear();
+        }
+        self.changed.notify_all();
+    }
+}
+
 struct Lister<'a> {
     tree: &'a SftpTree,
     conn: Arc<Conn>,
+    ahead: Arc<Ahead>,
+    skip: backup_core::tree::Skip<'a>,
+}
+
+impl Drop for Lister<'_> {
+    fn drop(&mut self) {
+        self.ahead.stop();
+    }
 }
 
 impl ListDir for Lister<'_> {
     fn list(&mut self, rel: &str, entries: &mut Vec<TreeEntry>, met: &mut Vec<Result<Walked>>) {
         let t = &self.tree.t;
-        let listed = match self.conn.read_dir(&t.remote(rel)) {
+        let listed = match self.ahead.take(&self.conn, rel, &t.remote(rel)) {
             Ok(l) => l,
             Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
                 met.push(Err(t.map_err("list", rel, e)));
@@ -334,11 +586,15 @@ impl ListDir for Lister<'_> {
                 return;
             }
         };
+        let mut below = Vec::new();
         for (name, attrs) in listed {
             let path = join(rel, &name);
             if is_tmp_name(&name) {
                 met.push(Ok(Walked::Leftover(path)));
                 continue;
+            }
+            if attrs.is_dir && !(self.skip)(&path, EntryKind::Dir) {
+                below.push((path.clone(), t.remote(&path)));
             }
             match self.tree.entry(&self.conn, path.clone(), &attrs) {
                 Ok(e) => entries.extend(e),
@@ -348,5 +604,6 @@ impl ListDir for Lister<'_> {
                 })),
             }
         }
+        self.ahead.want(below);
     }
 }

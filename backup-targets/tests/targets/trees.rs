@@ -249,6 +249,12 @@ fn mirror_round_trip(dest: &Arc<dyn Tree>) {
     let first = run(&opts);
     assert_eq!(first.copied, 3, "{first:?}");
     assert!(first.is_complete(), "{first:?}");
+    // A tree with a bulk transport (an SSH host's rsync) moves them all.
+    let transport = dest.bulk().map(backup_core::tree::Bulk::name);
+    assert_eq!(first.transport.as_deref(), transport, "{first:?}");
+    if transport.is_some() {
+        assert_eq!(first.transport_files, 3, "{first:?}");
+    }
     let again = run(&MirrorOptions::default());
     assert_eq!(
         (again.copied, again.updated, again.unchanged),
@@ -275,4 +281,27 @@ fn mirror_round_trip(dest: &Arc<dyn Tree>) {
     )
     .unwrap();
     assert!(report.matches() && report.hashed == 2, "{report:?}");
+    // Pulled back into a local directory (seed 004's direction): the same
+    // files, through the tree's transport where it has one.
+    let back = src.path().join("back");
+    let pulled = mirror::mirror(
+        &mirror::sources_for(vec![Arc::clone(dest)]).unwrap(),
+        &backup_targets::LocalTree::new(&back).unwrap(),
+        &opts,
+        hashers.as_ref(),
+        &NoProgress,
+        &Cancel::new(),
+    )
+    .unwrap();
+    assert!(pulled.is_complete(), "{pulled:?}");
+    assert_eq!(
+        (pulled.copied, pulled.transport.as_deref()),
+        (2, transport),
+        "{pulled:?}"
+    );
+    assert_eq!(
+        std::fs::read(back.join("sub/a.csv")).unwrap(),
+        b"x,y\n1,2\n3,4\n"
+    );
+    assert_eq!(std::fs::read(back.join("sub/deeper/empty")).unwrap(), b"");
 }
