@@ -2275,6 +2275,88 @@ fn a_mirror_file_that_cannot_be_read_is_named_and_exits_3() {
     assert!(!dst.join("secret.csv").exists());
 }
 
+/// A destination another live mirror is writing into is refused with exit
+/// 11 and a line that says what to delete if that run is gone; nothing is
+/// copied.
+#[test]
+fn a_mirror_into_a_destination_in_use_exits_11() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.csv"), "1").unwrap();
+    let dst = env.path("dst");
+    fs::create_dir_all(dst.join(".backupkit-mirror")).unwrap();
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    fs::write(
+        dst.join(".backupkit-mirror/lock"),
+        format!(
+            r#"{{"exclusive":true,"host":"{}","pid":{},"time":"2999-01-01T00:00:00Z","snapshot":null}}"#,
+            host.trim(),
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    let o = env.run(&["mirror", src.to_str().unwrap(), dst.to_str().unwrap()]);
+    assert_clean_error(&o, 11, "in use by pid");
+    assert!(
+        stderr(&o).contains(".backupkit-mirror/lock"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dst.join("a.csv").exists());
+}
+
+/// A 1 GiB file is mirrored (and verified by content) with flat memory:
+/// the process's peak resident set, read from `/proc` while it runs, stays
+/// far below the file's size.
+#[test]
+fn a_1_gib_file_is_mirrored_with_flat_memory() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // Sparse, so cheap to make; the copy reads and writes every byte.
+    let big = fs::File::create(src.join("recording.bin")).unwrap();
+    big.set_len(1 << 30).unwrap();
+    drop(big);
+    fs::write(src.join("notes.txt"), "session notes").unwrap();
+    let dst = env.path("dst");
+    let mut child = Command::new(BIN)
+        .args(["--json", "mirror", "--verify", "checksum"])
+        .args([&src, &dst])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(text) = fs::read_to_string(&status)
+            && let Some(kb) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        {
+            peak_kb = peak_kb.max(kb);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["bytes"], (1u64 << 30) + 13, "{v}");
+    assert_eq!(v["verify"]["hashed"], 2, "{v}");
+    assert_eq!(
+        fs::metadata(dst.join("recording.bin")).unwrap().len(),
+        1 << 30
+    );
+    assert!(peak_kb > 0, "the process was never seen running");
+    assert!(
+        peak_kb < 100 * 1024,
+        "peak RSS {peak_kb} kB for a 1 GiB file: memory is not flat"
+    );
+}
+
 #[test]
 fn kill_9_during_a_mirror_leaves_no_partial_file_and_the_next_run_finishes() {
     let env = Env::new();

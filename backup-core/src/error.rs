@@ -51,6 +51,17 @@ pub enum Error {
     #[error("cannot write a lock to {location}: {reason}")]
     LockNotWritable { location: String, reason: String },
 
+    /// Another mirror is writing into the same destination.
+    #[error(
+        "the mirror destination {destination} is in use by {holder} (if that process is gone, \
+         delete {lock})"
+    )]
+    MirrorLocked {
+        destination: String,
+        holder: String,
+        lock: String,
+    },
+
     /// Another process holds a conflicting lock on the repository.
     #[error("repository is locked by {holder} (if that process is gone, run `backupkit unlock`)")]
     Locked { holder: String },
@@ -143,7 +154,7 @@ impl Error {
     /// released, an interrupted or timed-out I/O operation).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Locked { .. } => true,
+            Error::Locked { .. } | Error::MirrorLocked { .. } => true,
             Error::Io { source, .. } => matches!(
                 source.kind(),
                 io::ErrorKind::Interrupted

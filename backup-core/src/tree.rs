@@ -188,6 +188,27 @@ pub trait Tree: Debug + Send + Sync {
     /// parents and replacing what is there (for `--backup-dir`).
     fn rename(&self, from: &str, to: &str) -> Result<()>;
 
+    /// Creates a small file that must not exist yet (a lock), whole.
+    /// Trees that can create exclusively (a local directory, SFTP, object
+    /// stores' conditional writes) do; the default looks, then writes,
+    /// which is exclusive only against processes that look the same way.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::AlreadyExists`] when something is at `path`.
+    fn create_new(&self, path: &str, data: &[u8]) -> Result<()> {
+        if self.stat(path)?.is_some() {
+            return Err(crate::Error::AlreadyExists {
+                path: path.to_owned(),
+            });
+        }
+        let mut w = self.write(path, FileAttrs::default())?;
+        w.write_all(data)
+            .map_err(|e| crate::Error::io("write", path, e))?;
+        w.commit()?;
+        self.flush()
+    }
+
     /// The root as a directory of this machine, for a tree that is one
     /// (a [`Bulk`] copy reads or writes there directly).
     fn local_dir(&self) -> Option<std::path::PathBuf> {

@@ -76,7 +76,7 @@ pub(crate) fn to_py(e: &Error) -> PyErr {
         Error::SnapshotNotFound { .. } | Error::SnapshotAmbiguous { .. } => {
             SnapshotNotFoundError::new_err(msg)
         }
-        Error::Locked { .. } => LockedError::new_err(msg),
+        Error::Locked { .. } | Error::MirrorLocked { .. } => LockedError::new_err(msg),
         Error::Integrity { .. } | Error::UnsafePath { .. } => IntegrityError::new_err(msg),
         Error::MirrorMismatch { .. } => MirrorMismatchError::new_err(msg),
         Error::WouldOverwrite { .. } => {

@@ -297,6 +297,12 @@ fn shape(files: &[TreeEntry], skip: &(dyn Fn(&str, EntryKind) -> bool + Sync)) -
 }
 
 impl Tree for CloudTree {
+    /// A conditional write (create only if absent), as the object-store
+    /// repositories' locks.
+    fn create_new(&self, path: &str, data: &[u8]) -> Result<()> {
+        backup_core::Target::create_new(&self.target, path, data)
+    }
+
     fn location(&self) -> String {
         self.target.location()
     }

@@ -117,6 +117,21 @@ impl LocalTree {
         Ok(self.root.join(rel))
     }
 
+    /// A file's path and a fresh temporary name beside it, below real
+    /// directories (made where missing).
+    fn beside(&self, rel: &str) -> Result<(PathBuf, PathBuf)> {
+        let path = self.path(rel)?;
+        if rel.is_empty() {
+            return Err(Error::InvalidInput("cannot write over the root".into()));
+        }
+        self.real_dirs(Self::parent_of(rel), None)?;
+        let name = path
+            .file_name()
+            .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
+        let tmp = path.with_file_name(tmp_key(&name));
+        Ok((path, tmp))
+    }
+
     fn io(&self, action: &'static str, rel: &str, e: io::Error) -> Error {
         let path = self.root.join(rel).display().to_string();
         if e.kind() == io::ErrorKind::NotFound {
@@ -338,15 +353,7 @@ impl Tree for LocalTree {
     }
 
     fn write(&self, rel: &str, attrs: FileAttrs) -> Result<Box<dyn FileWriter>> {
-        let path = self.path(rel)?;
-        if rel.is_empty() {
-            return Err(Error::InvalidInput("cannot write over the root".into()));
-        }
-        self.real_dirs(Self::parent_of(rel), None)?;
-        let name = path
-            .file_name()
-            .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
-        let tmp = path.with_file_name(tmp_key(&name));
+        let (path, tmp) = self.beside(rel)?;
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -381,6 +388,30 @@ impl Tree for LocalTree {
 
     fn make_dir(&self, rel: &str, attrs: FileAttrs) -> Result<()> {
         self.real_dirs(rel, attrs.mode).map(drop)
+    }
+
+    /// Written whole under a temporary name, synced, then hard-linked to
+    /// its name: the link fails if anything is there, so exactly one of
+    /// two processes gets it, and it is never seen half-written.
+    fn create_new(&self, rel: &str, data: &[u8]) -> Result<()> {
+        let (path, tmp) = self.beside(rel)?;
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut f| {
+                f.write_all(data)?;
+                f.sync_all()
+            })
+            .and_then(|()| fs::hard_link(&tmp, &path));
+        let _ = fs::remove_file(&tmp);
+        match written {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists {
+                path: path.display().to_string(),
+            }),
+            Err(e) => Err(self.io("create", rel, e)),
+        }
     }
 
     fn set_dir_mtime(&self, rel: &str, mtime_ns: i64) -> Result<()> {

@@ -27,6 +27,7 @@
 //! the same two calls.
 
 mod copy;
+pub mod lock;
 mod plan;
 pub mod record;
 mod run;

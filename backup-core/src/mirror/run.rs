@@ -32,13 +32,49 @@ pub fn mirror(
     progress: &dyn Progress,
     cancel: &Cancel,
 ) -> Result<MirrorSummary> {
-    let started = Instant::now();
     let mut sources = sources.to_vec();
     sources.sort_by(|a, b| cmp_paths(&a.prefix, &b.prefix));
     check_sources(&sources)?;
     check_apart(&sources, dest)?;
     check_backup_dir(opts.backup_dir.as_deref())?;
     let roots = source_roots(&sources)?;
+    dest_dir(dest)?;
+    if opts.dry_run {
+        return mirror_unlocked(
+            &sources,
+            &roots,
+            dest,
+            opts,
+            hashers,
+            progress,
+            cancel,
+            vec![],
+        );
+    }
+    // Only then the lock, which makes the destination: a refused run
+    // leaves nothing behind.
+    let mut notices = Vec::new();
+    crate::mirror::lock::acquire(dest, &mut notices)?;
+    crate::mirror::lock::holding(dest, || {
+        mirror_unlocked(
+            &sources, &roots, dest, opts, hashers, progress, cancel, notices,
+        )
+    })
+}
+
+/// [`mirror`] once the checks passed and the lock is held.
+#[allow(clippy::too_many_arguments)]
+fn mirror_unlocked(
+    sources: &[MirrorSource],
+    roots: &[TreeEntry],
+    dest: &dyn Tree,
+    opts: &MirrorOptions,
+    hashers: &dyn Hashers,
+    progress: &dyn Progress,
+    cancel: &Cancel,
+    notices: Vec<Problem>,
+) -> Result<MirrorSummary> {
+    let started = Instant::now();
     let dest_root = dest_dir(dest)?;
     let dest_caps = dest.caps();
     let window = opts.modify_window.unwrap_or_else(|| {
@@ -61,9 +97,9 @@ pub fn mirror(
     let protected = backup_dirs(dest, opts.backup_dir.as_deref(), opts.dry_run)?;
     let dst_skip = stream::dest_skip(dest, &opts.excludes, protected);
     if opts.delete {
-        refuse_empty(&sources, &roots, &src_skips)?;
+        refuse_empty(sources, roots, &src_skips)?;
     }
-    let src = stream::sources(&sources, &roots, &src_skips)?;
+    let src = stream::sources(sources, roots, &src_skips)?;
     let dest_walk: Walk<'_> = match dest_root {
         Some(_) => Box::new(Ordered::new(
             stream::without_state(dest.walk(dst_skip.as_ref())?),
@@ -74,6 +110,7 @@ pub fn mirror(
     let mut summary = MirrorSummary {
         destination: dest.location(),
         dry_run: opts.dry_run,
+        notices,
         modify_window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
         ..MirrorSummary::default()
     };
@@ -87,7 +124,7 @@ pub fn mirror(
     }
 
     let ctx = Ctx {
-        sources: &sources,
+        sources,
         dest,
         opts,
         hashers,
@@ -99,7 +136,7 @@ pub fn mirror(
         bulk_off: AtomicBool::new(false),
         bulk_files: AtomicU64::new(0),
     };
-    let root_time = root_time(&sources, &roots, dest_root.as_ref());
+    let root_time = root_time(sources, roots, dest_root.as_ref());
     let state = match copy_phase(&ctx, &mut summary, src, dest_walk, old_record, root_time) {
         Ok(s) => s,
         Err(e) => {
@@ -113,7 +150,7 @@ pub fn mirror(
         && !opts.dry_run
     {
         summary.verify = Some(crate::mirror::verify(
-            &sources,
+            sources,
             dest,
             &opts.excludes,
             mode,

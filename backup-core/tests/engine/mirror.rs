@@ -1200,3 +1200,72 @@ fn a_bulk_transport_failure_is_named_and_one_that_cannot_run_falls_back() {
     );
     assert_mirrored(&src, &other);
 }
+
+/// One mirror at a time into a destination: a lock held by a live process
+/// refuses the run (nothing copied), a dead process's lock on this host is
+/// taken over with a notice, a fresh unreadable lock refuses too, and a
+/// run removes its lock when it ends (also when it fails). A dry run takes
+/// no lock.
+#[test]
+fn a_mirror_takes_the_destination_lock_and_a_stale_one_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a.csv"), "1").unwrap();
+    let lock = dst.join(".backupkit-mirror/lock");
+    fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let held_by = |pid: u32| {
+        format!(
+            r#"{{"exclusive":true,"host":"{host}","pid":{pid},"time":"{}","snapshot":null}}"#,
+            chrono::Utc::now().to_rfc3339()
+        )
+    };
+    // Our own pid: alive.
+    fs::write(&lock, held_by(std::process::id())).unwrap();
+    let e = run(&src, &dst, |_| {}).unwrap_err();
+    assert!(
+        matches!(e, Error::MirrorLocked { .. }) && e.to_string().contains("delete"),
+        "{e}"
+    );
+    assert!(
+        !dst.join("a.csv").exists(),
+        "nothing copied under someone else's lock"
+    );
+    let dry = run(&src, &dst, |o| o.dry_run = true).unwrap();
+    assert_eq!(dry.copied, 1, "a dry run needs no lock");
+    // A pid that is not running on this host.
+    fs::write(&lock, held_by(u32::MAX - 1)).unwrap();
+    let s = run(&src, &dst, |_| {}).unwrap();
+    assert_eq!(s.copied, 1, "{s:?}");
+    assert!(
+        s.notices
+            .iter()
+            .any(|n| n.path == ".backupkit-mirror/lock" && n.message.contains("took over")),
+        "{s:?}"
+    );
+    assert!(!lock.exists(), "the run removes its lock");
+    fs::write(&lock, "half a lock").unwrap();
+    assert!(matches!(
+        run(&src, &dst, |_| {}),
+        Err(Error::MirrorLocked { .. })
+    ));
+    fs::remove_file(&lock).unwrap();
+    // A run that fails still removes its lock.
+    let refused = run(&src.join("missing"), &dst, |_| {}).unwrap_err();
+    assert!(matches!(refused, Error::NotFound { .. }), "{refused}");
+    let cancelled = Cancel::new();
+    cancelled.cancel();
+    let sources = mirror::sources_for(vec![tree(&src)]).unwrap();
+    let e = mirror::mirror(
+        &sources,
+        tree(&dst).as_ref(),
+        &MirrorOptions::default(),
+        registry().hashers().unwrap().as_ref(),
+        &NoProgress,
+        &cancelled,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Cancelled), "{e}");
+    assert!(!lock.exists(), "a cancelled run leaves no lock");
+}

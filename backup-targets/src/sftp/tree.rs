@@ -239,6 +239,11 @@ impl Bulk for SftpTree {
 }
 
 impl Tree for SftpTree {
+    /// Exclusive on the server, as the SFTP repositories' locks.
+    fn create_new(&self, path: &str, data: &[u8]) -> Result<()> {
+        backup_core::Target::create_new(&self.t, path, data)
+    }
+
     fn bulk(&self) -> Option<&dyn Bulk> {
         self.rsync.as_ref().map(|_| self as &dyn Bulk)
     }
