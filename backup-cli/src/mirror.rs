@@ -39,13 +39,14 @@ fn trees(ctx: &Ctx, a: &MirrorArgs) -> Result<(Vec<MirrorSource>, Arc<dyn Tree>)
 }
 
 /// `--timeout` as the location's own option: `timeout` (seconds) for SSH
-/// hosts, `mount_timeout` for local paths; an option given with `-o` wins.
+/// hosts and rclone remotes, `mount_timeout` for local paths; an option
+/// given with `-o` wins.
 fn with_timeout(location: &str, options: &TargetOptions, a: &MirrorArgs) -> TargetOptions {
     let mut options = options.clone();
     if let Some(t) = a.timeout {
         let secs = t.as_secs().max(1);
         match backup_core::Registry::scheme_of(location) {
-            "sftp" | "ssh" => {
+            "sftp" | "ssh" | "rclone" => {
                 options.entry("timeout".into()).or_insert(secs.to_string());
             }
             backup_core::registry::LOCAL_SCHEME => {

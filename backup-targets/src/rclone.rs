@@ -71,7 +71,8 @@ impl fmt::Debug for RcloneTarget {
 impl RcloneTarget {
     /// Opens `rclone:REMOTE:path`. Options: `rclone_command` (default
     /// `rclone`), `rclone_config` (`--config FILE`), `rclone_args` (more
-    /// global flags, space-separated, e.g. `--bwlimit 10M`).
+    /// global flags, space-separated, e.g. `--bwlimit 10M`), `timeout`
+    /// (seconds: rclone's `--timeout` and `--contimeout`).
     pub fn open(location: &str, options: &TargetOptions) -> Result<Self> {
         let remote = location.strip_prefix("rclone:").unwrap_or(location);
         if !remote.contains(':') || remote.starts_with(':') && !remote[1..].contains(':') {
@@ -86,10 +87,31 @@ impl RcloneTarget {
                 "rclone_command" => program.clone_from(value),
                 "rclone_config" => global.extend(["--config".into(), value.clone()]),
                 "rclone_args" => global.extend(value.split_whitespace().map(str::to_owned)),
+                // A remote that stops answering fails within it (rclone's
+                // idle and connect timeouts).
+                "timeout" => {
+                    let secs = value
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|s| *s > 0)
+                        .ok_or_else(|| {
+                            Error::InvalidInput(
+                            "option timeout: expected a number of seconds, like 300 (the value \
+                             is not shown)"
+                                .into(),
+                        )
+                        })?;
+                    global.extend([
+                        "--timeout".into(),
+                        format!("{secs}s"),
+                        "--contimeout".into(),
+                        format!("{secs}s"),
+                    ]);
+                }
                 _ => {
                     return Err(Error::InvalidInput(format!(
                         "unknown option {key:?} for rclone repositories (known: \
-                         rclone_command, rclone_config, rclone_args)"
+                         rclone_command, rclone_config, rclone_args, timeout)"
                     )));
                 }
             }
@@ -635,7 +657,13 @@ mod tests {
                     g.string(3),
                 )
             };
-            let key = g.part(&["rclone_command", "rclone_config", "rclone_args", "nope"]);
+            let key = g.part(&[
+                "rclone_command",
+                "rclone_config",
+                "rclone_args",
+                "timeout",
+                "nope",
+            ]);
             let value = format!("{}SECRET", g.string(3));
             let options = [(key.clone(), value)].into_iter().collect();
             match super::RcloneTarget::open(&location, &options) {

@@ -1700,5 +1700,46 @@ mod rclone {
             .to_string();
         assert!(err.contains("unknown option \"token\""), "{err}");
         assert!(open("rclone:nocolon", &[]).is_err());
+        let err = open("rclone:r:x", &[("timeout", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("option timeout") && !err.contains("soon"),
+            "{err}"
+        );
+    }
+
+    /// A remote that accepts connections and never answers (an HTTP server
+    /// gone silent, through rclone's on-the-fly `:http:` backend) fails
+    /// within the `timeout` option instead of rclone's five minutes.
+    #[test]
+    fn a_silent_rclone_remote_fails_within_the_timeout() {
+        if service(
+            "a_silent_rclone_remote_fails_within_the_timeout",
+            &["BACKUPKIT_TEST_RCLONE_CONFIG"],
+        )
+        .is_none()
+        {
+            return;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming().flatten() {
+                held.push(conn);
+            }
+        });
+        let started = std::time::Instant::now();
+        let location = format!("rclone::http,url='http://127.0.0.1:{port}/':");
+        let failed = registry()
+            .open_tree(&location, &owned(&[("timeout", "2")]))
+            .and_then(|t| t.walk(&|_, _| false).map(Iterator::count));
+        let took = started.elapsed();
+        assert!(failed.is_err(), "a silent remote cannot be listed");
+        assert!(
+            took < std::time::Duration::from_secs(60),
+            "took {took:?} with a 2 s timeout"
+        );
     }
 }

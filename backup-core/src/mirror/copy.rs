@@ -216,6 +216,8 @@ pub(super) struct BulkSide<'a> {
     pub(super) dir: String,
     /// Unfinished files, relative to the receiving directory.
     pub(super) staging: String,
+    /// Transport processes running at once (`bwlimit` is shared by them).
+    pub(super) workers: u64,
 }
 
 /// The bulk transport for each source, where one applies: a push into a
@@ -238,6 +240,7 @@ pub(super) fn bulk_sides<'a>(ctx: &Ctx<'a>) -> Vec<Option<BulkSide<'a>>> {
                     local,
                     dir: s.prefix.clone(),
                     staging,
+                    workers: 1,
                 });
             }
             let (bulk, dest) = (s.tree.bulk()?, dest_local.as_ref()?);
@@ -251,6 +254,7 @@ pub(super) fn bulk_sides<'a>(ctx: &Ctx<'a>) -> Vec<Option<BulkSide<'a>>> {
                 },
                 dir: String::new(),
                 staging,
+                workers: 1,
             })
         })
         .collect()
@@ -381,7 +385,7 @@ fn bulk_copy(ctx: &Ctx<'_>, side: &BulkSide<'_>, jobs: &[Job]) -> Result<Vec<(u6
         dir: &side.dir,
         staging: &side.staging,
         modes: ctx.caps.modes,
-        bwlimit: ctx.opts.bwlimit,
+        bwlimit: ctx.opts.bwlimit.map(|r| (r / side.workers.max(1)).max(1)),
         files: &files,
     };
     let outcomes = side.bulk.copy(&copy, ctx.cancel)?;

@@ -192,6 +192,10 @@ fn copy_phase(
         None => ctx.opts.transfers.unwrap_or(ctx.caps.transfers),
     }
     .max(1);
+    let mut sides = sides;
+    for side in sides.iter_mut().flatten() {
+        side.workers = transfers as u64;
+    }
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(transfers * 2);
     let (res_tx, res_rx) = mpsc::channel::<(u64, JobResult)>();
     let job_rx = Arc::new(Mutex::new(job_rx));
