@@ -2673,21 +2673,8 @@ fn a_mirror_to_an_rclone_remote_survives_kill_9() {
     let remote = format!("rclone:{}/{unique}", v[1]);
     let dir = Path::new(v[1].split_once(':').unwrap().1).join(&unique);
     let opt = format!("rclone_config={}", v[0]);
-    let mut child = Command::new(BIN)
-        .args(["-o", &opt, "mirror", s, &remote])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, staged) = spawn_until_staged(&["-o", &opt, "mirror", s, &remote], &dir);
     let staging = dir.join(".backupkit-mirror/staging");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline
-        && (!staging.exists() || walk_files(&staging).is_empty())
-    {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let staged = std::time::Instant::now() < deadline;
     signal_after(&child, 0, "-9");
     child.wait().unwrap();
     assert!(
@@ -2721,6 +2708,84 @@ fn a_mirror_to_an_rclone_remote_survives_kill_9() {
         "{again}"
     );
     let _ = fs::remove_dir_all(&dir);
+}
+
+/// Starts backupkit with `args` and waits (30 s at most) until a file shows
+/// in the staging directory of the destination at `dir`: a transport is
+/// copying. Whether one showed.
+fn spawn_until_staged(args: &[&str], dir: &Path) -> (std::process::Child, bool) {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging = dir.join(".backupkit-mirror/staging");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline
+        && (!staging.exists() || walk_files(&staging).is_empty())
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (child, std::time::Instant::now() < deadline)
+}
+
+/// Ctrl-C while a transport process is still copying a batch (a large
+/// file held back by `--bwlimit`) stops the run within seconds, with exit
+/// 130 and nothing at a final name. `dir` is where the destination is on
+/// this machine.
+fn ctrl_c_mid_batch(options: &[&str], remote: &str, dir: &Path) {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big.bin"), pseudo_random(24 << 20, 5)).unwrap();
+    let mut args = options.to_vec();
+    args.extend(["mirror", "--bwlimit", "2M", src.to_str().unwrap(), remote]);
+    let (mut child, staged) = spawn_until_staged(&args, dir);
+    assert!(staged, "{remote}: nothing showed in the staging directory");
+    let sent = std::time::Instant::now();
+    signal_after(&child, 0, "-INT");
+    let status = child.wait().unwrap();
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "{remote}: took {:?} to stop",
+        sent.elapsed()
+    );
+    assert_eq!(status.code(), Some(130), "{remote}");
+    assert!(
+        !dir.join("big.bin").exists(),
+        "{remote}: nothing at the final name"
+    );
+    let _ = fs::remove_dir_all(dir);
+}
+
+#[test]
+fn ctrl_c_stops_a_mirror_mid_batch_through_rclone_and_rsync() {
+    if let Some(v) = service_vars(
+        &[
+            "BACKUPKIT_TEST_RCLONE_CONFIG",
+            "BACKUPKIT_TEST_RCLONE_LOCAL_REMOTE",
+        ],
+        "rclone (BACKUPKIT_TEST_RCLONE_*; scripts/services.sh)",
+    ) {
+        let unique = format!("mirror-rclone-int-{}", std::process::id());
+        let opt = format!("rclone_config={}", v[0]);
+        ctrl_c_mid_batch(
+            &["-o", &opt],
+            &format!("rclone:{}/{unique}", v[1]),
+            &Path::new(v[1].split_once(':').unwrap().1).join(&unique),
+        );
+    }
+    if let Some(v) = sshd_vars() {
+        let unique = format!("mirror-rsync-int-{}", std::process::id());
+        let ssh = format!("ssh_config={}", v[0]);
+        ctrl_c_mid_batch(
+            &["-o", &ssh, "-o", "transport=rsync"],
+            &format!("sftp://{}{}/{unique}", v[1], v[2]),
+            &Path::new(&v[2]).join(&unique),
+        );
+    }
 }
 
 /// A mirror into an S3 bucket from the command line: plain objects under

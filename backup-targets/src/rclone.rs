@@ -227,6 +227,19 @@ impl Rclone {
         args: &[&str],
         input: Vec<u8>,
     ) -> Result<Vec<u8>> {
+        self.run_cancellable(action, key, args, input, None)
+    }
+
+    /// [`Rclone::run_with_input`], killing rclone when `cancel` is set (a
+    /// batch of large files must not hold up Ctrl-C).
+    pub(crate) fn run_cancellable(
+        &self,
+        action: &'static str,
+        key: &str,
+        args: &[&str],
+        input: Vec<u8>,
+        cancel: Option<&backup_core::progress::Cancel>,
+    ) -> Result<Vec<u8>> {
         let mut child = self
             .command(args)
             .stdin(Stdio::piped())
@@ -238,14 +251,37 @@ impl Rclone {
         let feeder = std::thread::spawn(move || {
             let _ = stdin.write_all(&input);
         });
-        let out = child
-            .wait_with_output()
-            .map_err(|e| Error::io(action, self.shown(key), e))?;
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let out_reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = stdout.read_to_end(&mut v);
+            v
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = stderr.read_to_end(&mut v);
+            v
+        });
+        let status = loop {
+            if cancel.is_some_and(backup_core::progress::Cancel::is_cancelled) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Cancelled);
+            }
+            match child.try_wait() {
+                Ok(Some(s)) => break s,
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                Err(e) => return Err(Error::io(action, self.shown(key), e)),
+            }
+        };
         let _ = feeder.join();
-        if out.status.success() {
-            return Ok(out.stdout);
+        let out = out_reader.join().unwrap_or_default();
+        let said = err_reader.join().unwrap_or_default();
+        if status.success() {
+            return Ok(out);
         }
-        Err(self.failure(action, key, out.status.code(), &out.stderr))
+        Err(self.failure(action, key, status.code(), &said))
     }
 
     pub(crate) fn failure(

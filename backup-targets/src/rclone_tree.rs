@@ -236,20 +236,20 @@ impl RcloneTree {
         }
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         if !listed.is_empty() {
-            let list = file_list(&listed);
             let mut copy = vec!["copy", "--files-from-raw", "-", "--no-check-dest"];
             copy.extend_from_slice(&flags);
             copy.extend_from_slice(&[&local, &staged]);
-            if let Err(e) = self
+            match self
                 .rc
-                .run_with_input("upload", &batch, &copy, list.clone())
+                .run_cancellable("upload", &batch, &copy, file_list(&listed), Some(cancel))
             {
-                if matches!(e, Error::Backend { .. }) {
+                Ok(_) => {}
+                Err(e @ (Error::Backend { .. } | Error::Cancelled)) => {
+                    let _ = self.rc.run("sweep", &batch, &["purge", &staged]);
                     return Err(e);
                 }
-                said = backup_core::error_chain(&e);
+                Err(e) => said = backup_core::error_chain(&e),
             }
-            cancel.check()?;
             if let Err(e) = self.move_batch(&batch, job.dir, &listed) {
                 said = backup_core::error_chain(&e);
             }
@@ -366,14 +366,19 @@ impl RcloneTree {
                 &from,
                 &to,
             ];
-            if let Err(e) = self
-                .rc
-                .run_with_input("download", job.dir, &copy, file_list(&listed))
-            {
-                if matches!(e, Error::Backend { .. }) {
+            match self.rc.run_cancellable(
+                "download",
+                job.dir,
+                &copy,
+                file_list(&listed),
+                Some(cancel),
+            ) {
+                Ok(_) => {}
+                Err(e @ (Error::Backend { .. } | Error::Cancelled)) => {
+                    let _ = std::fs::remove_dir_all(&staging);
                     return Err(e);
                 }
-                said = backup_core::error_chain(&e);
+                Err(e) => said = backup_core::error_chain(&e),
             }
         }
         let mut out = Vec::with_capacity(job.files.len());
