@@ -276,6 +276,10 @@ mod conformance {
         assert_eq!(t.get_bytes("obj").unwrap(), b"old");
         w.commit().unwrap();
         assert_eq!(t.get_bytes("obj").unwrap(), b"new new new");
+        // The same size, within the same second: still replaced (rclone's
+        // moveto alone would call the two identical and keep the old one).
+        t.put_bytes("obj", b"NEW NEW NEW").unwrap();
+        assert_eq!(t.get_bytes("obj").unwrap(), b"NEW NEW NEW");
         t.delete("obj").unwrap();
     }
 
