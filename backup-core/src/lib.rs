@@ -19,6 +19,7 @@ pub mod database;
 pub mod hash;
 pub mod source;
 // The engines.
+pub mod jobs;
 pub mod mirror;
 pub mod snapshot;
 #[doc(hidden)]
