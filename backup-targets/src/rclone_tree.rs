@@ -418,11 +418,7 @@ impl RcloneTree {
             filetime::set_file_handle_times(&w, None, Some(t)).map_err(|e| e.to_string())?;
         }
         drop(w);
-        let moved = BulkFile {
-            path: "single".into(),
-            ..f.clone()
-        };
-        place_as(&staging.join(&moved.path), &job.local.join(&f.path), f.size)
+        place_as(&tmp, &job.local.join(&f.path), f.size)
     }
 }
 

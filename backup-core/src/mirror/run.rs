@@ -242,7 +242,9 @@ fn prepare_staging(dest: &dyn Tree) -> Result<()> {
         !(path == record::STATE_DIR || path == STAGING_DIR || path.starts_with(&inside))
     };
     let mut found: Vec<(String, EntryKind)> = Vec::new();
-    if dest.root()?.is_some() {
+    // Only a killed run leaves a staging directory: look before walking
+    // (a walk of an rclone remote is one full listing).
+    if dest.stat(STAGING_DIR)?.is_some() {
         for w in dest.walk(&skip)? {
             match w? {
                 Walked::Entry(e) if e.path.starts_with(&inside) => found.push((e.path, e.kind)),

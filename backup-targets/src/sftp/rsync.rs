@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use backup_core::progress::Cancel;
-use backup_core::tree::{BulkCopy, Direction, join};
+use backup_core::tree::{BulkCopy, BulkFile, Direction, join};
 use backup_core::{Error, Result};
 
 /// How to run rsync against one SSH host.
@@ -114,7 +114,7 @@ impl Rsync {
         &self,
         job: &BulkCopy<'_>,
         cancel: &Cancel,
-        landed: &dyn Fn(&str) -> bool,
+        landed: &dyn Fn(&BulkFile) -> bool,
     ) -> Result<Vec<Option<String>>> {
         if job.direction == Direction::Pull {
             std::fs::create_dir_all(job.local)
@@ -210,7 +210,7 @@ impl Rsync {
                     .find(|l| l.contains(&format!("{}\"", f.path)) || l.ends_with(&f.path));
                 match named {
                     Some(line) => Some(format!("rsync: {}", line.trim())),
-                    None if landed(&f.path) => None,
+                    None if landed(f) => None,
                     None => Some(format!("not copied: rsync exited with {code:?}: {last}")),
                 }
             })

@@ -18,8 +18,8 @@ use std::time::Duration;
 use backup_core::registry::TargetOptions;
 use backup_core::target::{check_key, is_tmp_name};
 use backup_core::tree::{
-    Bulk, BulkCopy, DepthFirst, Direction, EntryKind, FileAttrs, FileWriter, ListDir, Tree,
-    TreeCaps, TreeEntry, Walked, join,
+    Bulk, BulkCopy, BulkFile, DepthFirst, Direction, EntryKind, FileAttrs, FileWriter, ListDir,
+    Tree, TreeCaps, TreeEntry, Walked, join,
 };
 use backup_core::{Error, Result};
 
@@ -217,22 +217,17 @@ impl Bulk for SftpTree {
             source: None,
         })?;
         let precision = self.caps().mtime_precision;
-        let landed = |path: &str| {
-            let Some(f) = job.files.iter().find(|f| f.path == path) else {
-                return false;
-            };
-            match job.direction {
-                Direction::Pull => landed_locally(job.local, path, f.size, f.mtime_ns, precision),
-                Direction::Push => self.stat(&join(job.dir, path)).is_ok_and(|e| {
-                    e.is_some_and(|e| {
-                        e.kind == EntryKind::File
-                            && e.size == f.size
-                            && e.mtime_ns.zip(f.mtime_ns).is_some_and(|(got, want)| {
-                                u128::from(got.abs_diff(want)) < precision.as_nanos()
-                            })
-                    })
-                }),
-            }
+        let landed = |f: &BulkFile| match job.direction {
+            Direction::Pull => landed_locally(job.local, &f.path, f.size, f.mtime_ns, precision),
+            Direction::Push => self.stat(&join(job.dir, &f.path)).is_ok_and(|e| {
+                e.is_some_and(|e| {
+                    e.kind == EntryKind::File
+                        && e.size == f.size
+                        && e.mtime_ns.zip(f.mtime_ns).is_some_and(|(got, want)| {
+                            u128::from(got.abs_diff(want)) < precision.as_nanos()
+                        })
+                })
+            }),
         };
         rsync.copy(job, cancel, &landed)
     }
