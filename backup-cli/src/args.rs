@@ -22,6 +22,12 @@ pub struct Cli {
     #[arg(short = 'o', long = "option", value_name = "KEY=VALUE", global = true, value_parser = OptionParser)]
     pub options: Vec<(String, String)>,
 
+    /// The config file for `run` and `config` (default: `BACKUPKIT_CONFIG`,
+    /// then ./backupkit.yaml or ./backupkit.toml, then the user's config
+    /// directory).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
     /// Take no lock in read-only commands (restore, check, and copy's
     /// source; ls and snapshots take none anyway), for a repository that
     /// cannot be written: a read-only mount or key. A concurrent forget is
@@ -75,6 +81,38 @@ pub enum Command {
     /// what changed (a verified, incremental mirror).
     #[command(visible_alias = "sync")]
     Mirror(MirrorArgs),
+    /// Run the jobs of the config file (all enabled ones, or those named).
+    Run(RunArgs),
+    /// Check the config file, or show it as backupkit reads it.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config file (every problem at once, with its line); run nothing.
+    Check,
+    /// Print the effective config, defaults filled in and secrets redacted.
+    Show,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Jobs to run (default: every enabled job).
+    #[arg(value_name = "JOB")]
+    pub jobs: Vec<String>,
+    /// Only this destination (repeat); a group name (`smb`) selects its
+    /// parts (`smb.csvs`).
+    #[arg(long, value_name = "DEST")]
+    pub only: Vec<String>,
+    /// Show what each destination would do (the mirror plan, the snapshot,
+    /// what retention would remove); write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Append events to this file (default: the config's `log_file`); a
+    /// `{date}` in the name becomes YYYYMMDD.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

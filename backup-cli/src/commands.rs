@@ -130,6 +130,8 @@ pub fn dispatch(cli: &Cli, registry: &Arc<Registry>, cancel: &Cancel) -> i32 {
         Command::Auto(a) => crate::db::auto(&ctx, a),
         Command::Copy(a) => copy(&ctx, a),
         Command::Mirror(a) => crate::mirror::mirror(&ctx, a),
+        Command::Run(a) => crate::jobs::run_jobs(&ctx, a),
+        Command::Config(c) => crate::jobs::config(&ctx, c),
     };
     match result {
         Ok(code) => code,

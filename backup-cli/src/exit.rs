@@ -37,7 +37,7 @@ pub fn hint(e: &Error) -> &'static str {
 /// The exit code for an error.
 pub fn code_for(e: &Error) -> i32 {
     match e {
-        Error::InvalidInput(_) => USAGE,
+        Error::InvalidInput(_) | Error::Config { .. } => USAGE,
         Error::SnapshotNotFound { .. }
         | Error::SnapshotAmbiguous { .. }
         | Error::NotFound { .. } => NOT_FOUND,

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+#[path = "cli/jobs.rs"]
+mod jobs;
+
 const BIN: &str = env!("CARGO_BIN_EXE_backupkit");
 
 struct Env {

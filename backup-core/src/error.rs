@@ -87,6 +87,11 @@ pub enum Error {
     #[error("invalid option: {0}")]
     InvalidInput(String),
 
+    /// A config file with problems: each is `file:line:col: key: what is
+    /// wrong`. Nothing ran.
+    #[error("{} in the config:\n{}", count_problems(.problems.len()), .problems.join("\n"))]
+    Config { problems: Vec<String> },
+
     /// A feature or format this build does not have.
     #[error("not supported: {0}")]
     Unsupported(String),
@@ -186,5 +191,14 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, action: &'static str, path: impl std::fmt::Display) -> Result<T> {
         self.map_err(|e| Error::io(action, path.to_string(), e))
+    }
+}
+
+/// "1 problem", "5 problems".
+fn count_problems(n: usize) -> String {
+    if n == 1 {
+        "1 problem".into()
+    } else {
+        format!("{n} problems")
     }
 }

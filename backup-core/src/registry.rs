@@ -124,23 +124,60 @@ impl Registry {
         location: &str,
         options: &TargetOptions,
     ) -> Result<Arc<dyn crate::tree::Tree>> {
-        let scheme = Self::scheme_of(location);
-        if let Some(f) = self.trees.get(scheme) {
+        if let Some(f) = self.trees.get(Self::scheme_of(location)) {
             return f(location, options);
         }
+        Err(self.unavailable(location, true))
+    }
+
+    /// Whether this build can open `location`, as a mirror tree (`tree`) or
+    /// as a repository, without opening it: for validating a config.
+    ///
+    /// # Errors
+    ///
+    /// The error opening it would give for its scheme.
+    pub fn check_location(&self, location: &str, tree: bool) -> Result<()> {
+        let scheme = Self::scheme_of(location);
+        let known = if tree {
+            self.trees.contains_key(scheme)
+        } else {
+            self.schemes.contains_key(scheme)
+        };
+        if known {
+            Ok(())
+        } else {
+            Err(self.unavailable(location, tree))
+        }
+    }
+
+    /// Why `location` cannot be opened (as a tree or a repository).
+    fn unavailable(&self, location: &str, tree: bool) -> Error {
+        let scheme = Self::scheme_of(location);
+        let what = if tree { "locations" } else { "repositories" };
+        if scheme == "smb" {
+            return Error::Unsupported(
+                "smb:// shares are not reached directly by this backupkit yet: mount the share \
+                 and give its mount point as a local path"
+                    .into(),
+            );
+        }
         match KNOWN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
-            Some((_, feature)) if !self.schemes.contains_key(scheme) => {
-                Err(Error::Unsupported(format!(
-                    "{scheme}:// locations: this backupkit was built without feature `{feature}`"
-                )))
-            }
-            Some(_) => Err(Error::Unsupported(format!(
+            Some((_, feature)) if !self.schemes.contains_key(scheme) => Error::Unsupported(
+                format!("{scheme}:// {what}: this backupkit was built without feature `{feature}`"),
+            ),
+            Some(_) => Error::Unsupported(format!(
                 "mirrors to and from {scheme}:// locations are not available yet (snapshot \
                  repositories are)"
-            ))),
-            None => Err(Error::Unsupported(format!(
-                "unknown location scheme {scheme:?} (expected a local path)"
-            ))),
+            )),
+            None => Error::Unsupported(format!(
+                "unknown {} scheme {scheme:?} (expected a local path{})",
+                if tree { "location" } else { "repository" },
+                if tree {
+                    ", sftp://, ssh://, s3://, az://, gs:// or rclone:"
+                } else {
+                    ", sftp://, s3://, az://, gs:// or rclone:"
+                }
+            )),
         }
     }
 
@@ -184,6 +221,16 @@ impl Registry {
                 redact(url)
             ))),
         }
+    }
+
+    /// Whether this build has the engine a database URL names, without
+    /// opening it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::database_source`] for an engine it lacks.
+    pub fn database_source_available(&self, url: &str) -> Result<()> {
+        self.database_factories(url).map(|_| ())
     }
 
     /// Opens the database a URL names, to dump it.
@@ -262,18 +309,10 @@ impl Registry {
         location: &str,
         options: &TargetOptions,
     ) -> Result<Arc<dyn Target>> {
-        let scheme = Self::scheme_of(location);
-        if let Some(f) = self.schemes.get(scheme) {
+        if let Some(f) = self.schemes.get(Self::scheme_of(location)) {
             return f(location, options);
         }
-        match KNOWN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
-            Some((_, feature)) => Err(Error::Unsupported(format!(
-                "{scheme}:// repositories: this backupkit was built without feature `{feature}`"
-            ))),
-            None => Err(Error::Unsupported(format!(
-                "unknown repository scheme {scheme:?} (expected a local path)"
-            ))),
-        }
+        Err(self.unavailable(location, false))
     }
 
     pub fn format(

@@ -1,7 +1,13 @@
-//! Jobs from a config file (in progress): finding the config file
-//! ([`find`]) and the document layer that reads YAML and TOML with the
-//! position of every value ([`doc`]), on which the config's validation,
-//! `config check` and `backupkit run` build.
+//! Jobs from a config file: finding it ([`find`]), reading YAML and TOML
+//! with the position of every value ([`doc`]), the validated model
+//! ([`model`]) with secrets from secret sources ([`secret`]), the seeds'
+//! own config sections ([`seeds`]), and running jobs ([`run`]).
 
 pub mod doc;
 pub mod find;
+pub mod hooks;
+pub mod log;
+pub mod model;
+pub mod run;
+pub mod secret;
+pub mod seeds;

@@ -1,0 +1,285 @@
+//! `backupkit run`, `config check` and `config show`: the config file,
+//! the jobs engine, the summary table.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use backup_core::jobs::find;
+use backup_core::jobs::log::{EventSink, Level, LogEvent, LogFile};
+use backup_core::jobs::model::{self, Config};
+use backup_core::jobs::run::{self, Outcome, RunOptions, RunSummary};
+
+use crate::args::{ConfigCommand, RunArgs};
+use crate::commands::{Ctx, Failure, Outcome as CmdOutcome};
+use crate::exit;
+use crate::output::{human_bytes, json, out};
+
+/// Finds and validates the config (`--config`, `BACKUPKIT_CONFIG`, the
+/// working directory, the user's config directory).
+pub(crate) fn load(ctx: &Ctx) -> Result<Config, Failure> {
+    let path = locate(ctx.cli.config.as_deref())?;
+    Ok(model::load(&path, ctx.registry)?)
+}
+
+fn locate(explicit: Option<&Path>) -> Result<PathBuf, Failure> {
+    let from_env = std::env::var_os("BACKUPKIT_CONFIG").map(PathBuf::from);
+    let cwd = std::env::current_dir()?;
+    let home = find::config_home(
+        std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .as_deref(),
+        std::env::var_os("HOME").map(PathBuf::from).as_deref(),
+    );
+    match find::find(explicit, from_env.as_deref(), &cwd, home.as_deref())? {
+        Some(f) => Ok(f.path),
+        None => Err(Failure::Exit(
+            exit::USAGE,
+            "no config file: pass --config FILE, set BACKUPKIT_CONFIG, or write \
+             ./backupkit.yaml (see the README's \"Jobs from a config file\")"
+                .into(),
+        )),
+    }
+}
+
+pub(crate) fn config(ctx: &Ctx, cmd: &ConfigCommand) -> CmdOutcome {
+    let config = load(ctx)?;
+    match cmd {
+        ConfigCommand::Check => {
+            let jobs = config.jobs.len();
+            let dests: usize = config.jobs.iter().map(|j| j.destinations.len()).sum();
+            if ctx.v.json {
+                json(&serde_json::json!({
+                    "file": config.file.display().to_string(),
+                    "ok": true,
+                    "jobs": jobs,
+                    "destinations": dests,
+                }))?;
+            } else {
+                ctx.say(format!(
+                    "{}: ok ({} job(s), {} destination(s), read as {})",
+                    config.file.display(),
+                    jobs,
+                    dests,
+                    config.dialect
+                ))?;
+            }
+        }
+        ConfigCommand::Show => {
+            let view = config.view();
+            if ctx.v.json {
+                json(&view)?;
+            } else {
+                let mut text = String::new();
+                yaml(&view, 0, &mut text);
+                out(text.trim_end())?;
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// A JSON value as YAML (the subset `config show` needs).
+fn yaml(v: &serde_json::Value, indent: usize, out: &mut String) {
+    use serde_json::Value as J;
+    let pad = " ".repeat(indent);
+    match v {
+        J::Object(m) => {
+            for (k, v) in m {
+                match v {
+                    J::Object(inner) if !inner.is_empty() => {
+                        let _ = writeln!(out, "{pad}{k}:");
+                        yaml(v, indent + 2, out);
+                    }
+                    J::Array(items) if !items.is_empty() => {
+                        let _ = writeln!(out, "{pad}{k}:");
+                        yaml(v, indent + 2, out);
+                    }
+                    _ => {
+                        let _ = writeln!(out, "{pad}{k}: {}", scalar(v));
+                    }
+                }
+            }
+        }
+        J::Array(items) => {
+            for item in items {
+                match item {
+                    J::Object(m) if !m.is_empty() => {
+                        let mut inner = String::new();
+                        yaml(item, indent + 2, &mut inner);
+                        let inner = inner.trim_start();
+                        let _ = write!(out, "{pad}- {inner}");
+                    }
+                    _ => {
+                        let _ = writeln!(out, "{pad}- {}", scalar(item));
+                    }
+                }
+            }
+        }
+        other => {
+            let _ = writeln!(out, "{pad}{}", scalar(other));
+        }
+    }
+}
+
+fn scalar(v: &serde_json::Value) -> String {
+    use serde_json::Value as J;
+    match v {
+        J::String(s) => {
+            let plain = !s.is_empty()
+                && !s.starts_with(['*', '&', '!', '-', '?', '{', '[', '@', '`', '"', '\''])
+                && !s.contains(": ")
+                && !s.contains(" #")
+                && !["true", "false", "null", "~", "yes", "no"].contains(&s.as_str())
+                && s.parse::<f64>().is_err();
+            if plain {
+                s.clone()
+            } else {
+                serde_json::to_string(s).unwrap_or_default()
+            }
+        }
+        J::Object(_) => "{}".into(),
+        J::Array(_) => "[]".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Events to stderr (unless `--quiet`) and to the log file.
+struct Sinks {
+    log: Option<LogFile>,
+    quiet: bool,
+    verbose: bool,
+}
+
+impl EventSink for Sinks {
+    fn event(&self, e: &LogEvent) {
+        if let Some(l) = &self.log {
+            l.event(e);
+        }
+        let show = match e.level {
+            Level::Error | Level::Warn => true,
+            Level::Info => !self.quiet,
+        };
+        if show && (self.verbose || e.level != Level::Info || !e.message.contains(" hook output: "))
+        {
+            let tag = match e.level {
+                Level::Error => "error: ",
+                Level::Warn => "warning: ",
+                Level::Info => "",
+            };
+            eprintln!("backupkit: {tag}{e}");
+        }
+    }
+}
+
+pub(crate) fn run_jobs(ctx: &Ctx, a: &RunArgs) -> CmdOutcome {
+    let config = load(ctx)?;
+    let log_path = a.log_file.clone().or_else(|| config.log_file.clone());
+    let log = log_path.as_deref().map(LogFile::open).transpose()?;
+    let sinks = Sinks {
+        log,
+        quiet: ctx.v.quiet,
+        verbose: ctx.v.verbose > 0,
+    };
+    let opts = RunOptions {
+        jobs: a.jobs.clone(),
+        only: a.only.clone(),
+        dry_run: a.dry_run,
+    };
+    let summary = run::run(&config, ctx.registry, &opts, &sinks, ctx.cancel)?;
+    if ctx.v.json {
+        json(&summary)?;
+    } else if !ctx.v.quiet || summary.result == Outcome::Failed {
+        table(&summary, a.dry_run)?;
+    }
+    Ok(code(&summary))
+}
+
+/// The exit code of a run: its worst result.
+pub(crate) fn code(s: &RunSummary) -> i32 {
+    match s.result {
+        Outcome::Ok | Outcome::Skipped => exit::OK,
+        Outcome::Incomplete => exit::INCOMPLETE,
+        Outcome::Failed => exit::FAILURE,
+    }
+}
+
+fn table(s: &RunSummary, dry_run: bool) -> std::io::Result<()> {
+    let mut rows: Vec<[String; 8]> = vec![[
+        "JOB".into(),
+        "DESTINATION".into(),
+        "KIND".into(),
+        "RESULT".into(),
+        "FILES".into(),
+        "BYTES".into(),
+        "TIME".into(),
+        "ERROR".into(),
+    ]];
+    for j in &s.jobs {
+        if j.destinations.is_empty() {
+            rows.push([
+                j.job.clone(),
+                "-".into(),
+                "-".into(),
+                j.result.as_str().into(),
+                "-".into(),
+                "-".into(),
+                format!("{:.1}s", j.seconds),
+                j.error.clone().unwrap_or_default(),
+            ]);
+        }
+        for d in &j.destinations {
+            rows.push([
+                d.job.clone(),
+                d.destination.clone(),
+                d.kind.into(),
+                d.result.as_str().into(),
+                d.files.to_string(),
+                human_bytes(d.bytes),
+                format!("{:.1}s", d.seconds),
+                d.error
+                    .clone()
+                    .or_else(|| j.error.clone())
+                    .unwrap_or_default(),
+            ]);
+        }
+    }
+    if dry_run {
+        for j in &s.jobs {
+            for d in &j.destinations {
+                for line in &d.details {
+                    out(format!("{}/{}: {line}", d.job, d.destination))?;
+                }
+            }
+        }
+    }
+    let mut widths = [0usize; 8];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let color = std::io::stdout().is_terminal();
+    for (i, r) in rows.iter().enumerate() {
+        let mut line = String::new();
+        for (k, c) in r.iter().enumerate() {
+            if k == 7 {
+                line.push_str(c);
+                continue;
+            }
+            let cell = format!("{c:<w$}  ", w = widths[k]);
+            if color && i > 0 && k == 3 && c != "ok" && c != "skipped" {
+                let _ = write!(line, "\x1b[1m{cell}\x1b[0m");
+            } else {
+                line.push_str(&cell);
+            }
+        }
+        out(line.trim_end())?;
+    }
+    out(format!(
+        "{}: {} in {:.1}s",
+        if dry_run { "dry run" } else { "run" },
+        s.result.as_str(),
+        s.seconds
+    ))
+}

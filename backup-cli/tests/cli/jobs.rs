@@ -1,0 +1,761 @@
+//! `backupkit run` and `backupkit config`: jobs from a config file, as
+//! users run them (seeds 000 and 002 replaced).
+
+use std::fmt::Write as _;
+
+use super::*;
+
+/// Writes `text` as `name` in the env's directory with `mode`.
+fn write_config(env: &Env, name: &str, text: &str, mode: u32) -> String {
+    let p = env.path(name);
+    fs::write(&p, text).unwrap();
+    set_mode(&p, mode);
+    p.display().to_string()
+}
+
+/// `backupkit --config FILE ARGS...` in the env's directory.
+fn with_config(env: &Env, config: &str, args: &[&str]) -> Output {
+    let mut all = vec!["--config", config];
+    all.extend_from_slice(args);
+    Command::new(BIN)
+        .args(&all)
+        .current_dir(env.dir.path())
+        .env_remove("BACKUPKIT_REPOSITORY")
+        .env_remove("BACKUPKIT_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn sqlite_db(path: &Path, rows: usize) {
+    let c = rusqlite_free_sqlite(path);
+    let mut script = String::from("CREATE TABLE results (id INTEGER PRIMARY KEY, value TEXT);\n");
+    for i in 0..rows {
+        let _ = writeln!(script, "INSERT INTO results (value) VALUES ('row {i}');");
+    }
+    c(&script);
+}
+
+/// Runs SQL through the `sqlite3` shell, or Python's sqlite3 module when
+/// the shell is absent.
+fn rusqlite_free_sqlite(path: &Path) -> impl Fn(&str) {
+    let path = path.to_path_buf();
+    move |sql: &str| {
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.stdin.read()); c.commit()")
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(sql.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+}
+
+fn json_of(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(o), stderr(o)))
+}
+
+/// The result of `job`/`dest` in a run's JSON summary.
+fn dest_result<'v>(summary: &'v serde_json::Value, job: &str, dest: &str) -> &'v serde_json::Value {
+    summary["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == job)
+        .and_then(|j| {
+            j["destinations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["destination"] == dest)
+        })
+        .unwrap_or_else(|| panic!("no {job}/{dest} in {summary}"))
+}
+
+/// A config with five mistakes gives five errors, each with its line,
+/// before anything runs.
+#[test]
+fn a_config_with_five_mistakes_gives_five_errors_with_their_lines() {
+    let env = Env::new();
+    env.data();
+    let config = write_config(
+        &env,
+        "backupkit.yaml",
+        "jobs:
+  lab:
+    sources:
+      - data
+      - not/there
+    exlude: [\"*.tmp\"]
+    destinations:
+      nas:
+        mirror: ftp://host/x
+        keep_daily: 7
+      repo:
+        repository: out/repo
+        keep_daily: seven
+",
+        0o644,
+    );
+    let o = with_config(&env, &config, &["config", "check"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("backupkit: error: 5 problems in the config:"),
+        "{err}"
+    );
+    for (line, key, says) in [
+        (5, "jobs.lab.sources[1]", "does not exist"),
+        (6, "jobs.lab.exlude", "did you mean `exclude`"),
+        (
+            9,
+            "jobs.lab.destinations.nas.mirror",
+            "unknown location scheme \"ftp\"",
+        ),
+        (
+            10,
+            "jobs.lab.destinations.nas.keep_daily",
+            "not an option of a mirror",
+        ),
+        (
+            13,
+            "jobs.lab.destinations.repo.keep_daily",
+            "expected a whole number",
+        ),
+    ] {
+        let want = format!("backupkit.yaml:{line}:");
+        let hit = err
+            .lines()
+            .find(|l| l.contains(&want) && l.contains(key))
+            .unwrap_or_else(|| panic!("no {want} {key} in {err}"));
+        assert!(hit.contains(says), "{hit}");
+    }
+    // `run` refuses the same config before doing anything.
+    let o = with_config(&env, &config, &["run"]);
+    assert_eq!(code(&o), 2);
+    assert!(!env.path("out").exists());
+    assert!(!stderr(&o).contains("panicked"));
+}
+
+/// A job into a local mirror, a local repository, and a repository that
+/// cannot be written, with a file tree and an SQLite database.
+fn lab_job() -> (Env, PathBuf, String) {
+    let env = Env::new();
+    let data = env.data();
+    sqlite_db(&env.path("lab.db"), 200);
+    let blocked = env.path("blocked");
+    fs::write(&blocked, "a file where a directory should be").unwrap();
+    let config = write_config(
+        &env,
+        "backupkit.yaml",
+        &format!(
+            "log_file: logs/backup_{{date}}.log
+jobs:
+  lab:
+    sources:
+      - data
+      - database: lab.db
+    destinations:
+      nas:
+        mirror: out/mirror
+      repo:
+        repository: out/repo
+        init: true
+        keep_last: 2
+      broken:
+        repository: {}/repo
+        init: true
+",
+            blocked.display()
+        ),
+        0o644,
+    );
+    (env, data, config)
+}
+
+/// A job into a local mirror and a local repository, with a database
+/// dumped once for both; a destination that cannot be written fails alone;
+/// `--dry-run` writes nothing.
+#[test]
+fn a_job_runs_its_destinations_each_on_its_own() {
+    let (env, data, config) = lab_job();
+    // A dry run writes nothing, says what it would do, and already finds
+    // the destination that cannot work.
+    let o = with_config(&env, &config, &["run", "--dry-run"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("lab/broken: failed"), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("lab/nas: would mirror: 2 copied"), "{out}");
+    assert!(out.contains("lab/repo: would create a repository"), "{out}");
+    assert!(!env.path("out").exists(), "a dry run wrote something");
+
+    let o = with_config(&env, &config, &["--json", "run"]);
+    assert_eq!(
+        code(&o),
+        1,
+        "a failed destination fails the run: {}",
+        stderr(&o)
+    );
+    let s = json_of(&o);
+    assert_eq!(s["result"], "failed");
+    assert_eq!(dest_result(&s, "lab", "nas")["result"], "ok", "{s}");
+    assert_eq!(dest_result(&s, "lab", "repo")["result"], "ok", "{s}");
+    let broken = dest_result(&s, "lab", "broken");
+    assert_eq!(broken["result"], "failed", "{s}");
+    assert!(
+        broken["error"].as_str().unwrap().contains("blocked"),
+        "{broken}"
+    );
+    // The database was dumped once, and both destinations hold it.
+    let err = stderr(&o);
+    assert_eq!(err.matches("once for all destinations").count(), 1, "{err}");
+    assert!(env.path("out/mirror/databases/lab.db").is_file());
+    assert_eq!(
+        fs::read(env.path("out/mirror/data/a.csv")).unwrap(),
+        fs::read(data.join("a.csv")).unwrap()
+    );
+    let repo = env.path("out/repo").display().to_string();
+    let o = env.run(&["-r", &repo, "--json", "snapshots"]);
+    let snaps: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kinds: Vec<&str> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 2, "{snaps}");
+    assert!(
+        kinds.contains(&"files") && kinds.contains(&"database"),
+        "{kinds:?}"
+    );
+    // The database snapshot restores to the rows dumped.
+    let db_id = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "database")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let restored = env.path("restored.db");
+    let o = env.run(&[
+        "-r",
+        &repo,
+        "restore",
+        &db_id,
+        "--target",
+        restored.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+/// `--only`, retention per job, the dated log file, unknown names.
+#[test]
+fn only_retention_and_the_log_file() {
+    let (env, _data, config) = lab_job();
+    let o = with_config(&env, &config, &["run"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let repo = env.path("out/repo").display().to_string();
+    // `--only` runs just those destinations: all ok, exit 0; the log file
+    // is dated and holds one line per event.
+    let o = with_config(
+        &env,
+        &config,
+        &["--json", "run", "--only", "nas", "--only", "repo"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let s = json_of(&o);
+    let dests = s["jobs"][0]["destinations"].as_array().unwrap();
+    assert_eq!(dests.len(), 2, "{s}");
+    // Retention (keep_last: 2) per job: after a third run, two of each kind.
+    let o = with_config(&env, &config, &["--json", "run", "--only", "repo"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let s = json_of(&o);
+    assert_eq!(
+        dest_result(&s, "lab", "repo")["forgotten"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "{s}"
+    );
+    let o = env.run(&["-r", &repo, "--json", "snapshots"]);
+    let snaps: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 4, "{snaps}");
+    let logs: Vec<PathBuf> = fs::read_dir(env.path("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let name = logs[0].file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(
+        name.starts_with("backup_20")
+            && Path::new(&name).extension().is_some_and(|e| e == "log")
+            && name.len() == "backup_YYYYMMDD.log".len(),
+        "{name}"
+    );
+    let log = fs::read_to_string(&logs[0]).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR job=lab dest=broken:")),
+        "{log}"
+    );
+    assert!(
+        log.lines().all(|l| l.len() > 26 && l.as_bytes()[4] == b'-'),
+        "{log}"
+    );
+
+    // Unknown names are usage errors.
+    let o = with_config(&env, &config, &["run", "nightly"]);
+    assert_clean_error(&o, 2, "no job named \"nightly\"");
+    let o = with_config(&env, &config, &["run", "--only", "nsa"]);
+    assert_clean_error(&o, 2, "no destination named \"nsa\"");
+}
+
+/// Hooks run in order with the job's result in the environment; a
+/// failing `before` hook skips the job and fails it (its `on_failure`
+/// runs); exit 75 skips without failing; a hook that overruns its timeout
+/// is killed.
+#[test]
+fn hooks_run_in_order_and_can_fail_skip_or_time_out() {
+    let env = Env::new();
+    env.data();
+    let trace = env.path("trace");
+    let t = trace.display();
+    let config = |before: &str, timeout: &str| {
+        format!(
+            "jobs:
+  lab:
+    sources: [data]
+    destinations:
+      nas:
+        mirror: out/mirror
+    hooks:
+      before: [\"echo before $BACKUPKIT_JOB >> {t}\", \"{before}\"]
+      after: \"echo after $BACKUPKIT_RESULT >> {t}\"
+      on_failure: \"echo on_failure $BACKUPKIT_RESULT $BACKUPKIT_HOOK >> {t}\"
+      timeout: {timeout}
+"
+        )
+    };
+    let read = || fs::read_to_string(&trace).unwrap_or_default();
+    let c = write_config(&env, "ok.yaml", &config("true", "10s"), 0o644);
+    let o = with_config(&env, &c, &["run"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(read(), "before lab\nafter ok\n");
+    assert!(env.path("out/mirror/data/a.csv").is_file());
+
+    fs::remove_dir_all(env.path("out")).unwrap();
+    fs::remove_file(&trace).unwrap();
+    let c = write_config(
+        &env,
+        "fail.yaml",
+        &config("echo checking disk; exit 4", "10s"),
+        0o644,
+    );
+    let o = with_config(&env, &c, &["--json", "run"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_eq!(read(), "before lab\non_failure failed on_failure\n");
+    assert!(
+        !env.path("out").exists(),
+        "the job ran after its before hook failed"
+    );
+    let s = json_of(&o);
+    assert_eq!(s["jobs"][0]["result"], "failed");
+    assert!(
+        s["jobs"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("exited with 4"),
+        "{s}"
+    );
+    assert!(
+        stderr(&o).contains("checking disk"),
+        "the hook's output is logged"
+    );
+
+    fs::remove_file(&trace).unwrap();
+    let c = write_config(&env, "skip.yaml", &config("exit 75", "10s"), 0o644);
+    let o = with_config(&env, &c, &["--json", "run"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json_of(&o)["jobs"][0]["result"], "skipped");
+    assert_eq!(
+        read(),
+        "before lab\n",
+        "neither after nor on_failure runs for a skip"
+    );
+    assert!(!env.path("out").exists());
+
+    fs::remove_file(&trace).unwrap();
+    let c = write_config(&env, "slow.yaml", &config("sleep 60", "1s"), 0o644);
+    let started = std::time::Instant::now();
+    let o = with_config(&env, &c, &["--json", "run"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let s = json_of(&o);
+    assert!(
+        s["jobs"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{s}"
+    );
+    assert!(!env.path("out").exists());
+}
+
+/// An inline secret is refused in a file others can read, with the fix;
+/// in an owner-only file it is accepted. No secret, inline or from a file,
+/// appears in `config show`, the log, the summary or an error.
+#[test]
+fn secrets_stay_out_of_everything() {
+    let env = Env::new();
+    env.data();
+    let secret = "s3cr3t-Value-1234";
+    let text = format!(
+        "log_file: run.log
+jobs:
+  lab:
+    sources:
+      - data
+      - database: postgres://lab:{secret}@127.0.0.1:1/lab
+    destinations:
+      remote:
+        mirror: sftp://nobody@127.0.0.1:1/nowhere
+        options:
+          password: {secret}
+          timeout: 2
+"
+    );
+    let c = write_config(&env, "open.yaml", &text, 0o644);
+    let o = with_config(&env, &c, &["config", "check"]);
+    assert_eq!(code(&o), 2);
+    let err = stderr(&o);
+    assert!(err.contains("open.yaml:6:"), "{err}");
+    assert!(err.contains("open.yaml:11:"), "{err}");
+    assert!(
+        err.contains("chmod 600") && err.contains("password_env"),
+        "{err}"
+    );
+    assert!(!err.contains(secret), "{err}");
+
+    let c = write_config(&env, "private.yaml", &text, 0o600);
+    let o = with_config(&env, &c, &["config", "check"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let secret_file = env.path("pw");
+    fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let from_file = text
+        .replace(
+            &format!("password: {secret}"),
+            &format!("password_file: {}", secret_file.display()),
+        )
+        .replace(
+            &format!("lab:{secret}@127.0.0.1:1/lab"),
+            &format!(
+                "lab@127.0.0.1:1/lab\n        password_file: {}",
+                secret_file.display()
+            ),
+        );
+    let c2 = write_config(&env, "from-file.yaml", &from_file, 0o644);
+    for c in [&c, &c2] {
+        let mut everything = String::new();
+        for args in [
+            &["config", "show"][..],
+            &["--json", "config", "show"],
+            &["--json", "run"],
+            &["run"],
+        ] {
+            let o = with_config(&env, c, args);
+            everything.push_str(&stdout(&o));
+            everything.push_str(&stderr(&o));
+        }
+        everything.push_str(&fs::read_to_string(env.path("run.log")).unwrap());
+        assert!(everything.contains("***"), "{everything}");
+        assert!(everything.contains("remote"), "{everything}");
+        assert!(everything.contains("127.0.0.1:1/lab"), "{everything}");
+        assert!(
+            !everything.contains(secret),
+            "a secret leaked: {everything}"
+        );
+    }
+}
+
+/// Seed 000's `backups:` section as the seed documents it: the errors say
+/// what to add (the sources it never names; SMB without a mount); with
+/// sources and reachable places added it runs, compressed destinations as
+/// snapshots and the others as `--update` mirrors, with `--only`.
+#[test]
+fn seed_000_backups_section_works_as_written() {
+    let env = Env::new();
+    let as_written = "backups:
+  # Enable/disable all backups
+  enabled: true
+
+  # Compression settings (DEFAULT: disabled)
+  compression:
+    enabled: false  # Set to true to compress CSVs and Results
+
+  # Backup destinations (all enabled by default)
+  destinations:
+    smb:
+      enabled: true
+      base_path: \"smb://ramanfile.local/ramanfiles/cole\"
+      csvs_path: \"smb://ramanfile.local/ramanfiles/cole/flyTrackingData\"
+      results_path: \"smb://ramanfile.local/ramanfiles/cole/Figures\"
+      use_compression: false  # Override global setting
+
+    box:
+      enabled: true
+      remote: \"Box-Folder\"
+      folder: \"Ramanlab-Backups\"
+      use_compression: false  # Override global setting
+
+    secured:
+      enabled: true
+      base_path: \"/securedstorage/DATAsec/cole/Data-secured\"
+      use_compression: false  # Override global setting
+";
+    let c = write_config(&env, "config.yaml", as_written, 0o644);
+    let o = with_config(&env, &c, &["config", "check"]);
+    assert_eq!(code(&o), 2);
+    let err = stderr(&o);
+    assert!(err.contains("config.yaml:1:1: backups: seed 000's `backups:` section names no source paths: add `sources:`"), "{err}");
+    // With the sources named, SMB is the only problem left, and it says
+    // what to do instead.
+    fs::create_dir_all(env.path("data/flyTrackingData")).unwrap();
+    fs::write(env.path("data/flyTrackingData/fly1.csv"), "t,x\n0,1\n").unwrap();
+    fs::create_dir_all(env.path("outputs/Figures")).unwrap();
+    fs::write(env.path("outputs/Figures/fig1.png"), "png").unwrap();
+    let with_sources = as_written.replace(
+        "  enabled: true\n\n",
+        "  enabled: true\n  sources: {csvs: data/flyTrackingData, results: outputs/Figures}\n\n",
+    );
+    let c = write_config(&env, "config.yaml", &with_sources, 0o644);
+    let o = with_config(&env, &c, &["config", "check"]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains("smb:// shares are not reached directly"),
+        "{err}"
+    );
+    assert!(err.contains("mount the share"), "{err}");
+    assert!(!err.contains("names no source paths"), "{err}");
+}
+
+/// Seed 000's section with the sources added and the share mounted (a
+/// local directory here), Box an rclone remote, the secured path
+/// compressed: it runs, each destination as the seed meant it.
+#[test]
+fn seed_000_backups_section_runs() {
+    let env = Env::new();
+    fs::create_dir_all(env.path("data/flyTrackingData")).unwrap();
+    fs::write(env.path("data/flyTrackingData/fly1.csv"), "t,x\n0,1\n").unwrap();
+    fs::create_dir_all(env.path("outputs/Figures")).unwrap();
+    fs::write(env.path("outputs/Figures/fig1.png"), "png").unwrap();
+    // The share mounted (a local directory here), Box an rclone remote,
+    // the secured path compressed: it runs.
+    let mnt = env.path("mnt/ramanfiles/cole");
+    let secured = env.path("securedstorage/Data-secured");
+    let rclone_conf = env.path("rclone.conf");
+    fs::write(&rclone_conf, "[Box-Folder]\ntype = local\n").unwrap();
+    let box_dir = env.path("box");
+    let mounted = format!(
+        "backups:
+  enabled: true
+  sources: {{csvs: data/flyTrackingData, results: outputs/Figures}}
+  compression:
+    enabled: false
+  destinations:
+    smb:
+      enabled: true
+      base_path: \"{m}\"
+      csvs_path: \"{m}/flyTrackingData\"
+      results_path: \"{m}/Figures\"
+      use_compression: false
+    box:
+      enabled: true
+      remote: \"Box-Folder\"
+      folder: \"{b}\"
+      use_compression: false
+    secured:
+      enabled: true
+      base_path: \"{s}\"
+      use_compression: true
+",
+        m = mnt.display(),
+        b = box_dir.display(),
+        s = secured.display()
+    );
+    let c = write_config(&env, "config.yaml", &mounted, 0o644);
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config", c.as_str()];
+        all.extend_from_slice(args);
+        Command::new(BIN)
+            .args(&all)
+            .current_dir(env.dir.path())
+            .env("RCLONE_CONFIG", &rclone_conf)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    if Command::new("rclone").arg("version").output().is_err() {
+        require_or_skip("rclone");
+        return;
+    }
+    let o = run(&["--json", "run", "--only", "smb"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let s = json_of(&o);
+    let names: Vec<&str> = s["jobs"][0]["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["destination"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["smb.csvs", "smb.results"], "{s}");
+    // csvs_path and results_path take their source's contents.
+    assert!(
+        env.path("mnt/ramanfiles/cole/flyTrackingData/fly1.csv")
+            .is_file()
+    );
+    assert!(env.path("mnt/ramanfiles/cole/Figures/fig1.png").is_file());
+    assert!(
+        !box_dir.exists() && !secured.exists(),
+        "--only smb ran others"
+    );
+    let o = run(&["--json", "run"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let s = json_of(&o);
+    assert_eq!(dest_result(&s, "backups", "box")["kind"], "mirror");
+    assert!(box_dir.join("csvs/fly1.csv").is_file() && box_dir.join("results/fig1.png").is_file());
+    assert_eq!(dest_result(&s, "backups", "secured")["kind"], "snapshots");
+    let o = env.run(&["-r", secured.to_str().unwrap(), "--json", "snapshots"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // `enabled: false` for all backups: nothing runs.
+    let off = mounted.replacen("  enabled: true\n", "  enabled: false\n", 1);
+    write_config(&env, "config.yaml", &off, 0o644);
+    let o = run(&["--json", "run"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json_of(&o)["jobs"][0]["result"], "skipped");
+}
+
+/// Seed 002's `backup:` section as the seed documents it, with its `.env`
+/// database variables: jobs `database`, `files` and `full`; the cloud
+/// section becomes a destination; an inline `smtp_password` in a
+/// readable file is refused.
+#[test]
+fn seed_002_backup_section_works_as_written() {
+    let env = Env::new();
+    let as_written = "backup:
+  root_dir: data/backups
+  retention:
+    daily: 7
+    weekly: 4
+    monthly: 12
+  compression: true
+  cloud:
+    enabled: false
+";
+    let c = write_config(&env, "backup.yaml", as_written, 0o644);
+    let o = with_config(&env, &c, &["config", "check"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("names nothing to back up: add `database:"),
+        "{}",
+        stderr(&o)
+    );
+    // The seed's .env names the database.
+    sqlite_db(&env.path("app.db"), 50);
+    let run = |config: &str, args: &[&str]| {
+        let mut all = vec!["--config", config];
+        all.extend_from_slice(args);
+        Command::new(BIN)
+            .args(&all)
+            .current_dir(env.dir.path())
+            .env("DB_TYPE", "sqlite")
+            .env("DB_NAME", "app.db")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = run(&c, &["--json", "run", "database"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let s = json_of(&o);
+    assert_eq!(
+        dest_result(&s, "database", "local")["snapshots"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let o = env.run(&[
+        "-r",
+        env.path("data/backups").to_str().unwrap(),
+        "--json",
+        "snapshots",
+    ]);
+    let snaps: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(snaps[0]["kind"], "database", "{snaps}");
+    assert!(
+        snaps[0]["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("database"))
+    );
+    // The cloud section, as written for S3, becomes a second destination.
+    let s3 = as_written.replace(
+        "  cloud:\n    enabled: false\n",
+        "  cloud:\n    enabled: true\n    provider: s3\n    s3:\n      bucket: avalanche-backups\n      prefix: production/\n      region: us-east-1\n",
+    );
+    let c = write_config(&env, "backup.yaml", &s3, 0o644);
+    let o = run(&c, &["--json", "config", "show"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json_of(&o);
+    let cloud = &v["jobs"]["database"]["destinations"]["cloud"];
+    assert_eq!(
+        cloud["repository"], "s3://avalanche-backups/production",
+        "{v}"
+    );
+    assert_eq!(cloud["options"]["region"], "us-east-1", "{v}");
+    assert_eq!(cloud["keep_daily"], 7, "{v}");
+    assert_eq!(cloud["keep_monthly"], 12, "{v}");
+    // Its notifications, with the password inline as the seed shows it.
+    let mail = format!(
+        "{as_written}  notifications:
+    enabled: true
+    email:
+      smtp_host: smtp.gmail.com
+      smtp_port: 587
+      smtp_user: your-email@gmail.com
+      smtp_password: your-app-password
+      from_email: avalanche-backup@example.com
+      to_emails:
+        - admin@example.com
+        - ops@example.com
+"
+    );
+    let c = write_config(&env, "backup.yaml", &mail, 0o644);
+    let o = run(&c, &["config", "check"]);
+    assert_eq!(code(&o), 2);
+    let err = stderr(&o);
+    assert!(
+        err.contains("backup.yaml:16:22: backup.notifications.email.smtp_password:"),
+        "{err}"
+    );
+    assert!(err.contains("chmod 600"), "{err}");
+    assert!(!err.contains("your-app-password"), "{err}");
+    set_mode(Path::new(&c), 0o600);
+    let o = run(&c, &["config", "check"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}

@@ -1,0 +1,1140 @@
+//! Running jobs: each job's `before` hooks, its databases dumped once into a
+//! spool, its destinations side by side (each on its own: one that fails
+//! is reported and the others go on), retention, and the `after` or
+//! `on_failure` hooks; the result of every destination in a
+//! [`RunSummary`].
+//!
+//! # Contract
+//!
+//! - Nothing a destination already holds is damaged by a run: mirrors and
+//!   snapshots keep their own guarantees (whole files at final names,
+//!   snapshots visible only when complete).
+//! - A database is dumped once per job, to a spool file beside the run
+//!   (flat memory, the dump streams to disk), and every destination stores
+//!   that one dump: snapshot repositories as a database snapshot, mirrors
+//!   as `databases/NAME` files.
+//! - A dry run writes nothing anywhere: no dump, no hook, no repository.
+//! - Resolved secrets are scrubbed from every message.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::database::{DatabaseSource, RowCounts};
+use crate::jobs::hooks::{self, HookEnd};
+use crate::jobs::log::{EventSink, Level, LogEvent};
+use crate::jobs::model::{Config, Destination, Job, Kind, OptionValue, Source};
+use crate::jobs::secret::Scrubber;
+use crate::mirror::{self, MirrorOptions, MirrorSource};
+use crate::registry::redact;
+use crate::source::Excludes;
+use crate::{
+    BackupOptions, Cancel, DatabaseBackupOptions, Error, ForgetOptions, NoProgress, Registry,
+    Repository, Result, SnapshotFilter, TargetOptions,
+};
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Job names; empty for every enabled job.
+    pub jobs: Vec<String>,
+    /// Destination names (`nas`, or `smb` for `smb.csvs` and
+    /// `smb.results`); empty for every enabled destination.
+    pub only: Vec<String>,
+    /// Say what would be done, write nothing.
+    pub dry_run: bool,
+}
+
+/// How something ended, worst last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ok,
+    /// Not run: disabled, or a `before` hook asked to skip.
+    Skipped,
+    /// Done, but some files could not be stored as they were.
+    Incomplete,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Skipped => "skipped",
+            Outcome::Incomplete => "incomplete",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// One destination's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationResult {
+    pub job: String,
+    pub destination: String,
+    /// `mirror` or `snapshots`.
+    pub kind: &'static str,
+    /// The location, without credentials.
+    pub location: String,
+    pub result: Outcome,
+    /// Files copied (mirror) or stored (snapshots).
+    pub files: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub error: Option<String>,
+    /// Snapshots taken.
+    pub snapshots: Vec<String>,
+    /// Snapshots removed by retention (or, in a dry run, that would be).
+    pub forgotten: Vec<String>,
+    /// What was (or would be) done, line by line.
+    pub details: Vec<String>,
+}
+
+/// One job's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobResult {
+    pub job: String,
+    pub result: Outcome,
+    /// Why the job as a whole failed or was skipped (a hook, a dump).
+    pub error: Option<String>,
+    pub destinations: Vec<DestinationResult>,
+    pub seconds: f64,
+}
+
+/// A run's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub config: String,
+    pub host: String,
+    pub dry_run: bool,
+    pub result: Outcome,
+    pub jobs: Vec<JobResult>,
+    pub seconds: f64,
+}
+
+/// Runs the selected jobs of `config` one after another.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] for a job or destination name the config does
+/// not have, and [`Error::Cancelled`]; everything else is a result in the
+/// summary.
+pub fn run(
+    config: &Config,
+    registry: &Arc<Registry>,
+    opts: &RunOptions,
+    sink: &dyn EventSink,
+    cancel: &Cancel,
+) -> Result<RunSummary> {
+    let started = Instant::now();
+    let jobs = select(config, opts)?;
+    let mut results = Vec::new();
+    for job in jobs {
+        cancel.check()?;
+        let r = if job.enabled {
+            let mut runner = JobRunner {
+                config,
+                job,
+                registry,
+                opts,
+                sink,
+                cancel,
+                scrubber: Scrubber::default(),
+            };
+            runner.run()
+        } else {
+            let why = "disabled in the config (`enabled: false`)";
+            sink.event(&event(Level::Info, job, None, format!("skipped: {why}")));
+            JobResult {
+                job: job.name.clone(),
+                result: Outcome::Skipped,
+                error: Some(why.into()),
+                destinations: Vec::new(),
+                seconds: 0.0,
+            }
+        };
+        results.push(r);
+    }
+    cancel.check()?;
+    let result = results
+        .iter()
+        .map(|j| j.result)
+        .filter(|r| *r != Outcome::Skipped)
+        .max()
+        .unwrap_or(if results.is_empty() {
+            Outcome::Ok
+        } else {
+            Outcome::Skipped
+        });
+    Ok(RunSummary {
+        config: config.file.display().to_string(),
+        host: crate::lock::this_host(),
+        dry_run: opts.dry_run,
+        result,
+        jobs: results,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The jobs to run.
+fn select<'c>(config: &'c Config, opts: &RunOptions) -> Result<Vec<&'c Job>> {
+    let names: Vec<&str> = config.jobs.iter().map(|j| j.name.as_str()).collect();
+    for j in &opts.jobs {
+        if !names.contains(&j.as_str()) {
+            return Err(Error::InvalidInput(format!(
+                "no job named {j:?} in {} (its jobs: {})",
+                config.file.display(),
+                names.join(", ")
+            )));
+        }
+    }
+    let jobs: Vec<&Job> = config
+        .jobs
+        .iter()
+        .filter(|j| opts.jobs.is_empty() || opts.jobs.contains(&j.name))
+        .collect();
+    for o in &opts.only {
+        let known = jobs
+            .iter()
+            .any(|j| j.destinations.iter().any(|d| selects(o, &d.name)));
+        if !known {
+            let all: Vec<&str> = jobs
+                .iter()
+                .flat_map(|j| j.destinations.iter().map(|d| d.name.as_str()))
+                .collect();
+            return Err(Error::InvalidInput(format!(
+                "no destination named {o:?} in the jobs to run (their destinations: {})",
+                all.join(", ")
+            )));
+        }
+    }
+    Ok(jobs)
+}
+
+/// Whether `--only NAME` selects a destination: its name, or the group it
+/// belongs to (`smb` selects `smb.csvs`).
+fn selects(only: &str, name: &str) -> bool {
+    name == only
+        || name
+            .strip_prefix(only)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+fn event(level: Level, job: &Job, dest: Option<&str>, message: String) -> LogEvent {
+    LogEvent {
+        level,
+        job: Some(job.name.clone()),
+        destination: dest.map(str::to_owned),
+        message,
+    }
+}
+
+struct JobRunner<'a> {
+    config: &'a Config,
+    job: &'a Job,
+    registry: &'a Arc<Registry>,
+    opts: &'a RunOptions,
+    sink: &'a dyn EventSink,
+    cancel: &'a Cancel,
+    scrubber: Scrubber,
+}
+
+/// A database dumped into the spool, standing in for the database for
+/// every destination.
+#[derive(Debug)]
+struct Spooled {
+    engine: &'static str,
+    describe: String,
+    dump_name: String,
+    file: PathBuf,
+    rows: RowCounts,
+}
+
+impl DatabaseSource for Spooled {
+    fn engine(&self) -> &'static str {
+        self.engine
+    }
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn dump_name(&self) -> String {
+        self.dump_name.clone()
+    }
+
+    fn dump(&self, out: &mut dyn Write, cancel: &Cancel) -> Result<RowCounts> {
+        let mut f = std::fs::File::open(&self.file)
+            .map_err(|e| Error::io("read the spooled dump", self.file.display().to_string(), e))?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            cancel.check()?;
+            let n = f.read(&mut buf).map_err(|e| {
+                Error::io("read the spooled dump", self.file.display().to_string(), e)
+            })?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n])
+                .map_err(|e| Error::io("write the dump", &self.dump_name, e))?;
+        }
+        Ok(self.rows.clone())
+    }
+}
+
+/// The job's databases, dumped: by source name, the dump or why it failed.
+type Dumps = BTreeMap<String, std::result::Result<Arc<Spooled>, String>>;
+
+impl JobRunner<'_> {
+    fn log(&self, level: Level, dest: Option<&str>, message: impl AsRef<str>) {
+        self.sink.event(&event(
+            level,
+            self.job,
+            dest,
+            self.scrubber.scrub(message.as_ref()),
+        ));
+    }
+
+    fn run(&mut self) -> JobResult {
+        let started = Instant::now();
+        let job = self.job;
+        let dests: Vec<&Destination> = job
+            .destinations
+            .iter()
+            .filter(|d| {
+                self.opts.only.is_empty() || self.opts.only.iter().any(|o| selects(o, &d.name))
+            })
+            .collect();
+        let mut result = JobResult {
+            job: job.name.clone(),
+            result: Outcome::Ok,
+            error: None,
+            destinations: Vec::new(),
+            seconds: 0.0,
+        };
+        if dests.is_empty() {
+            self.log(Level::Info, None, "skipped: no destination selected");
+            result.result = Outcome::Skipped;
+            return result;
+        }
+        self.log(
+            Level::Info,
+            None,
+            format!(
+                "{} {} destination(s)",
+                if self.opts.dry_run {
+                    "dry run:"
+                } else {
+                    "starting:"
+                },
+                dests.len()
+            ),
+        );
+        // Secrets are resolved first: a missing one fails the job before
+        // any hook or dump.
+        let resolved = match self.resolve(&dests) {
+            Ok(r) => r,
+            Err(e) => return self.fail_job(result, started, &e.to_string()),
+        };
+        if !self.opts.dry_run
+            && let Some(end) = self.hooks("before", &job.hooks.before, None)
+        {
+            if end == HookEnd::Failed(Some(hooks::SKIP_CODE)) {
+                let why = format!("a before hook exited with {} (skip)", hooks::SKIP_CODE);
+                self.log(Level::Info, None, format!("skipped: {why}"));
+                result.result = Outcome::Skipped;
+                result.error = Some(why);
+                result.seconds = started.elapsed().as_secs_f64();
+                return result;
+            }
+            let why = format!("a before hook {}", end.describe(job.hooks.timeout));
+            let mut r = self.fail_job(result, started, &why);
+            self.after(&mut r);
+            return r;
+        }
+        let spool = match Spool::new() {
+            Ok(s) => s,
+            Err(e) => return self.fail_job(result, started, &e.to_string()),
+        };
+        let dumps = self.dump_databases(&dests, &resolved, &spool);
+        if self.cancel.is_cancelled() {
+            return self.fail_job(result, started, "interrupted");
+        }
+        result.destinations = self.destinations(&dests, &resolved, &dumps, &spool);
+        result.result = result
+            .destinations
+            .iter()
+            .map(|d| d.result)
+            .max()
+            .unwrap_or(Outcome::Ok);
+        result.seconds = started.elapsed().as_secs_f64();
+        if !self.opts.dry_run {
+            self.after(&mut result);
+        }
+        self.log(
+            if result.result == Outcome::Failed {
+                Level::Error
+            } else {
+                Level::Info
+            },
+            None,
+            format!(
+                "finished: {} in {:.1}s",
+                result.result.as_str(),
+                result.seconds
+            ),
+        );
+        result
+    }
+
+    fn fail_job(&self, mut result: JobResult, started: Instant, why: &str) -> JobResult {
+        let why = self.scrubber.scrub(why);
+        self.log(Level::Error, None, format!("failed: {why}"));
+        result.result = Outcome::Failed;
+        result.error = Some(why);
+        result.seconds = started.elapsed().as_secs_f64();
+        result
+    }
+
+    /// The `after` hooks on success, `on_failure` on failure.
+    fn after(&self, result: &mut JobResult) {
+        let failed = result.result == Outcome::Failed;
+        let (which, list) = if failed {
+            ("on_failure", &self.job.hooks.on_failure)
+        } else {
+            ("after", &self.job.hooks.after)
+        };
+        if let Some(end) = self.hooks(which, list, Some(&*result))
+            && !failed
+        {
+            let why = format!("an after hook {}", end.describe(self.job.hooks.timeout));
+            self.log(Level::Error, None, &why);
+            result.result = Outcome::Failed;
+            result.error = Some(why);
+        }
+    }
+
+    /// Runs hooks in order; the first that does not succeed stops the
+    /// list and is returned.
+    fn hooks(&self, which: &str, list: &[String], result: Option<&JobResult>) -> Option<HookEnd> {
+        let mut env = vec![
+            ("BACKUPKIT_JOB".to_owned(), self.job.name.clone()),
+            ("BACKUPKIT_HOOK".to_owned(), which.to_owned()),
+            (
+                "BACKUPKIT_CONFIG".to_owned(),
+                self.config.file.display().to_string(),
+            ),
+        ];
+        if let Some(r) = result {
+            env.push(("BACKUPKIT_RESULT".into(), r.result.as_str().into()));
+            let failed: Vec<&str> = r
+                .destinations
+                .iter()
+                .filter(|d| d.result == Outcome::Failed)
+                .map(|d| d.destination.as_str())
+                .collect();
+            env.push(("BACKUPKIT_FAILED_DESTINATIONS".into(), failed.join(",")));
+            let error = r
+                .error
+                .clone()
+                .or_else(|| r.destinations.iter().find_map(|d| d.error.clone()));
+            env.push(("BACKUPKIT_ERROR".into(), error.unwrap_or_default()));
+        }
+        for cmd in list {
+            self.log(Level::Info, None, format!("{which} hook: {cmd}"));
+            let line = |err: bool, l: &str| {
+                self.log(
+                    if err { Level::Warn } else { Level::Info },
+                    None,
+                    format!("{which} hook output: {l}"),
+                );
+            };
+            let end = hooks::run_hook(cmd, &env, self.job.hooks.timeout, self.cancel, &line);
+            if end != HookEnd::Ok {
+                self.log(
+                    Level::Warn,
+                    None,
+                    format!(
+                        "{which} hook {}: {cmd}",
+                        end.describe(self.job.hooks.timeout)
+                    ),
+                );
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    /// Each selected destination's options with secrets resolved, and the
+    /// databases' URLs with their passwords.
+    fn resolve(&mut self, dests: &[&Destination]) -> Result<Resolved> {
+        let mut out = Resolved::default();
+        for d in dests {
+            let mut opts = TargetOptions::new();
+            for (k, v) in &d.options {
+                let value = match v {
+                    OptionValue::Plain(s) => s.clone(),
+                    OptionValue::Secret(s) => {
+                        let value = s.resolve().map_err(|e| {
+                            Error::InvalidInput(format!("{}: option {k}: {e}", d.name))
+                        })?;
+                        self.scrubber.add(&value);
+                        value
+                    }
+                };
+                opts.insert(k.clone(), value);
+            }
+            out.options.insert(d.name.clone(), opts);
+        }
+        for s in &self.job.sources {
+            if let Source::Database {
+                url,
+                password,
+                name,
+            } = s
+            {
+                let url = match password {
+                    Some(p) => {
+                        let value = p
+                            .resolve()
+                            .map_err(|e| Error::InvalidInput(format!("database {name}: {e}")))?;
+                        self.scrubber.add(&value);
+                        with_password(url, &value)
+                    }
+                    None => url.clone(),
+                };
+                if let Some((_, rest)) = url.split_once("://")
+                    && let Some((auth, _)) = rest.rsplit_once('@')
+                    && let Some((_, pw)) = auth.split_once(':')
+                {
+                    self.scrubber.add(pw);
+                    self.scrubber.add(&percent_decode(pw));
+                }
+                out.databases.insert(name.clone(), url);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Dumps each database that a selected destination takes, once.
+    fn dump_databases(&self, dests: &[&Destination], resolved: &Resolved, spool: &Spool) -> Dumps {
+        let mut dumps = Dumps::new();
+        for s in &self.job.sources {
+            let Source::Database { name, .. } = s else {
+                continue;
+            };
+            let wanted = dests
+                .iter()
+                .any(|d| d.enabled && (d.sources.is_empty() || d.sources.contains(name)));
+            if !wanted {
+                continue;
+            }
+            let url = &resolved.databases[name];
+            if self.opts.dry_run {
+                self.log(Level::Info, None, format!("would dump {}", redact(url)));
+                continue;
+            }
+            let started = Instant::now();
+            let r = self.dump_one(url, spool);
+            match &r {
+                Ok(d) => self.log(
+                    Level::Info,
+                    None,
+                    format!(
+                        "dumped {} once for all destinations ({} tables) in {:.1}s",
+                        d.describe,
+                        d.rows.len(),
+                        started.elapsed().as_secs_f64()
+                    ),
+                ),
+                Err(e) => self.log(
+                    Level::Error,
+                    None,
+                    format!("cannot dump {}: {e}", redact(url)),
+                ),
+            }
+            dumps.insert(
+                name.clone(),
+                r.map(Arc::new)
+                    .map_err(|e| self.scrubber.scrub(&e.to_string())),
+            );
+        }
+        dumps
+    }
+
+    fn dump_one(&self, url: &str, spool: &Spool) -> Result<Spooled> {
+        let source = self.registry.database_source(url)?;
+        let file = spool.dir.join("databases").join(source.dump_name());
+        std::fs::create_dir_all(file.parent().expect("a spool file has a directory"))
+            .map_err(|e| Error::io("create the spool", spool.dir.display().to_string(), e))?;
+        let f = std::fs::File::create(&file)
+            .map_err(|e| Error::io("create the spool file", file.display().to_string(), e))?;
+        let mut w = BufWriter::with_capacity(1 << 16, f);
+        let rows = source.dump(&mut w, self.cancel)?;
+        w.flush()
+            .map_err(|e| Error::io("write the spool file", file.display().to_string(), e))?;
+        Ok(Spooled {
+            engine: source.engine(),
+            describe: source.describe(),
+            dump_name: source.dump_name(),
+            file,
+            rows,
+        })
+    }
+
+    /// Runs the destinations, `parallel` at a time, each on its own.
+    fn destinations(
+        &self,
+        dests: &[&Destination],
+        resolved: &Resolved,
+        dumps: &Dumps,
+        spool: &Spool,
+    ) -> Vec<DestinationResult> {
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<DestinationResult>>> = Mutex::new(vec![None; dests.len()]);
+        let workers = self.config.parallel.clamp(1, dests.len().max(1));
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(d) = dests.get(i) else { break };
+                        let r = self.destination(d, resolved, dumps, spool);
+                        results
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(r);
+                    }
+                });
+            }
+        });
+        results
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    fn destination(
+        &self,
+        d: &Destination,
+        resolved: &Resolved,
+        dumps: &Dumps,
+        spool: &Spool,
+    ) -> DestinationResult {
+        let started = Instant::now();
+        let mut r = DestinationResult {
+            job: self.job.name.clone(),
+            destination: d.name.clone(),
+            kind: d.kind_name(),
+            location: redact(&d.location),
+            result: Outcome::Ok,
+            files: 0,
+            bytes: 0,
+            seconds: 0.0,
+            error: None,
+            snapshots: Vec::new(),
+            forgotten: Vec::new(),
+            details: Vec::new(),
+        };
+        if !d.enabled {
+            r.result = Outcome::Skipped;
+            r.error = Some("disabled in the config (`enabled: false`)".into());
+            self.log(
+                Level::Info,
+                Some(&d.name),
+                "skipped: disabled in the config",
+            );
+            return r;
+        }
+        let options = &resolved.options[&d.name];
+        let sources: Vec<&Source> = self
+            .job
+            .sources
+            .iter()
+            .filter(|s| d.sources.is_empty() || d.sources.iter().any(|n| n == s.name()))
+            .collect();
+        let outcome = match &d.kind {
+            Kind::Mirror(_) => self.mirror(d, options, &sources, dumps, spool, &mut r),
+            Kind::Snapshots(_) => self.snapshots(d, options, &sources, dumps, &mut r),
+        };
+        r.seconds = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok(o) => r.result = r.result.max(o),
+            Err(e) => {
+                r.result = Outcome::Failed;
+                let msg = self.scrubber.scrub(&crate::error_chain(&e));
+                r.error = Some(match r.error.take() {
+                    Some(earlier) => format!("{earlier}; {msg}"),
+                    None => msg,
+                });
+            }
+        }
+        if let Some(e) = &r.error {
+            r.error = Some(self.scrubber.scrub(e));
+        }
+        let level = match r.result {
+            Outcome::Failed => Level::Error,
+            Outcome::Incomplete => Level::Warn,
+            _ => Level::Info,
+        };
+        let mut line = format!(
+            "{} ({}): {} files, {} bytes in {:.1}s",
+            r.result.as_str(),
+            r.kind,
+            r.files,
+            r.bytes,
+            r.seconds
+        );
+        if let Some(e) = &r.error {
+            line.push_str(": ");
+            line.push_str(e);
+        }
+        self.log(level, Some(&d.name), line);
+        r
+    }
+
+    /// A dump this destination takes that failed: noted in `r`.
+    fn dump_failed(r: &mut DestinationResult, name: &str, why: &str) {
+        r.result = Outcome::Failed;
+        let msg = format!("database {name}: {why}");
+        r.error = Some(match r.error.take() {
+            Some(e) => format!("{e}; {msg}"),
+            None => msg,
+        });
+    }
+
+    /// The mirror's sources: each file tree under its name (or, flat, at
+    /// the root), the job's dumps under `databases/`.
+    fn mirror_sources(
+        &self,
+        d: &Destination,
+        sources: &[&Source],
+        dumps: &Dumps,
+        spool: &Spool,
+        r: &mut DestinationResult,
+    ) -> Result<Vec<MirrorSource>> {
+        let mut trees = Vec::new();
+        let mut databases = false;
+        for s in sources {
+            match s {
+                Source::Files { path, name } => {
+                    let loc = path.display().to_string();
+                    let tree = self.registry.open_tree(&loc, &TargetOptions::new())?;
+                    let prefix = if d.flat { String::new() } else { name.clone() };
+                    trees.push(MirrorSource::new(prefix, tree));
+                }
+                Source::Database { name, .. } => match dumps.get(name) {
+                    Some(Ok(_)) => databases = true,
+                    Some(Err(e)) => Self::dump_failed(r, name, e),
+                    None if self.opts.dry_run => {
+                        r.details
+                            .push(format!("would store the dump of {name} in databases/"));
+                    }
+                    None => {}
+                },
+            }
+        }
+        if databases {
+            let loc = spool.dir.join("databases").display().to_string();
+            trees.push(MirrorSource::new(
+                "databases",
+                self.registry.open_tree(&loc, &TargetOptions::new())?,
+            ));
+        }
+        Ok(trees)
+    }
+
+    fn mirror(
+        &self,
+        d: &Destination,
+        options: &TargetOptions,
+        sources: &[&Source],
+        dumps: &Dumps,
+        spool: &Spool,
+        r: &mut DestinationResult,
+    ) -> Result<Outcome> {
+        let Kind::Mirror(m) = &d.kind else {
+            unreachable!("a mirror destination")
+        };
+        let trees = self.mirror_sources(d, sources, dumps, spool, r)?;
+        if trees.is_empty() {
+            return Ok(r.result);
+        }
+        let dest = self.registry.open_tree(&d.location, options)?;
+        let mut patterns = self.job.excludes.clone();
+        for f in &self.job.exclude_files {
+            patterns.extend(Excludes::read_pattern_file(f)?);
+        }
+        let opts = MirrorOptions {
+            excludes: Excludes::new(&patterns)?,
+            delete: m.delete,
+            max_delete: m.max_delete,
+            update: m.update,
+            checksum: m.checksum,
+            modify_window: None,
+            backup_dir: m.backup_dir.clone(),
+            dry_run: self.opts.dry_run,
+            transfers: m.transfers,
+            bwlimit: m.bwlimit,
+            full_scan: false,
+            verify: m.verify,
+        };
+        let hashers = self.registry.hashers()?;
+        let plan = PlanLines::default();
+        let summary = mirror::mirror(
+            &trees,
+            dest.as_ref(),
+            &opts,
+            hashers.as_ref(),
+            &plan,
+            self.cancel,
+        )?;
+        r.files = summary.copied + summary.updated;
+        r.bytes = summary.bytes;
+        if self.opts.dry_run {
+            r.details.extend(plan.take());
+        }
+        r.details.push(format!(
+            "{}: {} copied, {} updated, {} deleted, {} unchanged",
+            if self.opts.dry_run {
+                "would mirror"
+            } else {
+                "mirrored"
+            },
+            summary.copied,
+            summary.updated,
+            summary.deleted,
+            summary.unchanged
+        ));
+        for p in &summary.failed {
+            r.details.push(format!("failed {}: {}", p.path, p.message));
+        }
+        if let Some(reason) = &summary.refused {
+            r.error = Some(format!("refusing to delete: {reason}"));
+            return Ok(Outcome::Failed);
+        }
+        if let Some(v) = &summary.verify
+            && !v.matches()
+        {
+            r.error = Some(format!("verify: {}", v.describe()));
+            return Ok(Outcome::Failed);
+        }
+        if !summary.failed.is_empty() {
+            r.error = Some(format!(
+                "{} file(s) could not be mirrored; the next run retries them",
+                summary.failed.len()
+            ));
+            return Ok(Outcome::Incomplete.max(r.result));
+        }
+        Ok(r.result)
+    }
+
+    /// The destination's repository; created when there is none and
+    /// `init` is set (`None`: it would be, in a dry run).
+    fn repository(
+        &self,
+        d: &Destination,
+        options: &TargetOptions,
+        init: bool,
+        r: &mut DestinationResult,
+    ) -> Result<Option<Repository>> {
+        let target = self.registry.open_target_with(&d.location, options)?;
+        match Repository::from_target(Arc::clone(self.registry), Arc::clone(&target)) {
+            Ok(repo) => Ok(Some(repo)),
+            Err(Error::RepositoryNotFound { location }) if init => {
+                if self.opts.dry_run {
+                    r.details
+                        .push(format!("would create a repository at {location}"));
+                    Ok(None)
+                } else {
+                    self.log(
+                        Level::Info,
+                        Some(&d.name),
+                        format!("creating a repository at {location}"),
+                    );
+                    Ok(Some(Repository::init_target(
+                        Arc::clone(self.registry),
+                        target,
+                    )?))
+                }
+            }
+            Err(Error::RepositoryNotFound { location }) => Err(Error::InvalidInput(format!(
+                "no backupkit repository at {location}: create it with `backupkit init -r \
+                 {location}`, or set `init: true` for this destination"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn snapshots(
+        &self,
+        d: &Destination,
+        options: &TargetOptions,
+        sources: &[&Source],
+        dumps: &Dumps,
+        r: &mut DestinationResult,
+    ) -> Result<Outcome> {
+        let Kind::Snapshots(settings) = &d.kind else {
+            unreachable!("a snapshots destination")
+        };
+        let repo = self.repository(d, options, settings.init, r)?;
+        let mut tags = self.job.tags.clone();
+        tags.push(job_tag(&self.job.name));
+        let files: Vec<PathBuf> = sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Files { path, .. } => Some(path.clone()),
+                Source::Database { .. } => None,
+            })
+            .collect();
+        let mut outcome = r.result;
+        if !files.is_empty() {
+            let opts = BackupOptions {
+                paths: files,
+                tags: tags.clone(),
+                excludes: self.job.excludes.clone(),
+                exclude_files: self.job.exclude_files.clone(),
+                compression: settings.compression,
+                level: settings.level,
+                dry_run: self.opts.dry_run,
+                host: None,
+            };
+            outcome = outcome.max(self.snapshot_files(repo.as_ref(), &opts, r)?);
+        }
+        for s in sources {
+            let Source::Database { name, .. } = s else {
+                continue;
+            };
+            match (dumps.get(name), &repo) {
+                (Some(Ok(dump)), Some(repo)) => {
+                    let opts = DatabaseBackupOptions {
+                        tags: tags.clone(),
+                        compression: settings.compression,
+                        level: settings.level,
+                        host: None,
+                    };
+                    let meta =
+                        repo.backup_database(dump.as_ref(), &opts, &NoProgress, self.cancel)?;
+                    r.files += 1;
+                    r.bytes += meta.source_bytes;
+                    r.details.push(format!(
+                        "database snapshot {} of {}",
+                        meta.id, dump.describe
+                    ));
+                    r.snapshots.push(meta.id);
+                }
+                (Some(Err(e)), _) => {
+                    Self::dump_failed(r, name, e);
+                    outcome = Outcome::Failed;
+                }
+                _ if self.opts.dry_run => {
+                    r.details
+                        .push(format!("would take a database snapshot of {name}"));
+                }
+                _ => {}
+            }
+        }
+        if !settings.retention.is_empty()
+            && let Some(repo) = &repo
+        {
+            self.retention(repo, &settings.retention, r)?;
+        }
+        Ok(outcome)
+    }
+
+    fn snapshot_files(
+        &self,
+        repo: Option<&Repository>,
+        opts: &BackupOptions,
+        r: &mut DestinationResult,
+    ) -> Result<Outcome> {
+        let Some(repo) = repo else {
+            r.details
+                .push("would take a snapshot of the file sources".into());
+            return Ok(Outcome::Ok);
+        };
+        let s = repo.backup(opts, &NoProgress, self.cancel)?;
+        r.files += s.files;
+        r.bytes += s.bytes;
+        match &s.snapshot {
+            Some(snap) => {
+                r.snapshots.push(snap.id.clone());
+                r.details
+                    .push(format!("snapshot {} of {} files", snap.id, s.files));
+            }
+            None => r.details.push(format!(
+                "would take a snapshot of {} files, {} bytes",
+                s.files, s.bytes
+            )),
+        }
+        if s.is_incomplete() {
+            r.error = Some(format!(
+                "{} file(s) could not be stored as they were",
+                s.warnings.len()
+            ));
+            return Ok(Outcome::Incomplete);
+        }
+        Ok(Outcome::Ok)
+    }
+
+    /// Applies the destination's retention to the job's snapshots.
+    fn retention(
+        &self,
+        repo: &Repository,
+        policy: &crate::KeepPolicy,
+        r: &mut DestinationResult,
+    ) -> Result<()> {
+        let groups = repo.forget_by_policy(&ForgetOptions {
+            policy: policy.clone(),
+            filter: SnapshotFilter {
+                tags: vec![job_tag(&self.job.name)],
+                ..SnapshotFilter::default()
+            },
+            dry_run: self.opts.dry_run,
+        })?;
+        for g in groups {
+            r.forgotten.extend(g.remove.into_iter().map(|d| d.id));
+        }
+        if !r.forgotten.is_empty() {
+            r.details.push(format!(
+                "retention {} {} snapshot(s): {}",
+                if self.opts.dry_run {
+                    "would remove"
+                } else {
+                    "removed"
+                },
+                r.forgotten.len(),
+                r.forgotten.join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The tag that marks a job's snapshots, for its retention.
+pub fn job_tag(job: &str) -> String {
+    format!("job:{job}")
+}
+
+#[derive(Default)]
+struct Resolved {
+    /// By destination name.
+    options: BTreeMap<String, TargetOptions>,
+    /// By source name: the URL with its password.
+    databases: BTreeMap<String, String>,
+}
+
+/// A directory for the job's dumps, removed when the job ends.
+struct Spool {
+    dir: PathBuf,
+}
+
+impl Spool {
+    fn new() -> Result<Self> {
+        let base =
+            std::env::var_os("BACKUPKIT_SPOOL").map_or_else(std::env::temp_dir, PathBuf::from);
+        let dir = base.join(format!(
+            "backupkit-spool-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io("create the spool directory", dir.display().to_string(), e))?;
+        Ok(Self { dir })
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Collects a dry run's plan lines from the mirror's events.
+#[derive(Default)]
+struct PlanLines(Mutex<Vec<String>>);
+
+impl PlanLines {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+impl crate::Progress for PlanLines {
+    fn event(&self, event: &crate::Event) {
+        if let crate::Event::Planned { action, path, .. } = event {
+            let mut lines = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if lines.len() < MAX_PLAN_LINES {
+                lines.push(format!("{action} {path}"));
+            } else if lines.len() == MAX_PLAN_LINES {
+                lines.push("... (more)".into());
+            }
+        }
+    }
+
+    fn wants_totals(&self) -> bool {
+        false
+    }
+}
+
+/// A dry run lists at most this many planned actions per destination.
+const MAX_PLAN_LINES: usize = 1000;
+
+/// The URL with `password` as its password (percent-encoded).
+fn with_password(url: &str, password: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let encoded: String = password
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    match rest.rsplit_once('@') {
+        Some((auth, host)) => {
+            let user = auth.split_once(':').map_or(auth, |(u, _)| u);
+            format!("{scheme}://{user}:{encoded}@{host}")
+        }
+        None => format!("{scheme}://:{encoded}@{rest}"),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or(""), 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
