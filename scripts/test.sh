@@ -30,7 +30,9 @@ if [ ! -x "$venv/bin/python" ]; then
   step "creating the Python venv in target/venv"
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install -q --disable-pip-version-check 'maturin>=1.7,<2' 'pytest>=8' 'mypy>=1.10'
+# aiosmtpd: the local SMTP server the notification tests send mail to.
+"$venv/bin/pip" install -q --disable-pip-version-check 'maturin>=1.7,<2' 'pytest>=8' 'mypy>=1.10' 'aiosmtpd>=1.4'
+export BACKUPKIT_TEST_PYTHON="$venv/bin/python"
 
 step "cargo fmt --check"
 cargo fmt --all --check

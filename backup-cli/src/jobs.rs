@@ -2,7 +2,6 @@
 //! the jobs engine, the summary table.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use backup_core::jobs::find;
@@ -13,7 +12,7 @@ use backup_core::jobs::run::{self, Outcome, RunOptions, RunSummary};
 use crate::args::{ConfigCommand, RunArgs};
 use crate::commands::{Ctx, Failure, Outcome as CmdOutcome};
 use crate::exit;
-use crate::output::{human_bytes, json, out};
+use crate::output::{json, out};
 
 /// Finds and validates the config (`--config`, `BACKUPKIT_CONFIG`, the
 /// working directory, the user's config directory).
@@ -205,45 +204,6 @@ pub(crate) fn code(s: &RunSummary) -> i32 {
 }
 
 fn table(s: &RunSummary, dry_run: bool) -> std::io::Result<()> {
-    let mut rows: Vec<[String; 8]> = vec![[
-        "JOB".into(),
-        "DESTINATION".into(),
-        "KIND".into(),
-        "RESULT".into(),
-        "FILES".into(),
-        "BYTES".into(),
-        "TIME".into(),
-        "ERROR".into(),
-    ]];
-    for j in &s.jobs {
-        if j.destinations.is_empty() {
-            rows.push([
-                j.job.clone(),
-                "-".into(),
-                "-".into(),
-                j.result.as_str().into(),
-                "-".into(),
-                "-".into(),
-                format!("{:.1}s", j.seconds),
-                j.error.clone().unwrap_or_default(),
-            ]);
-        }
-        for d in &j.destinations {
-            rows.push([
-                d.job.clone(),
-                d.destination.clone(),
-                d.kind.into(),
-                d.result.as_str().into(),
-                d.files.to_string(),
-                human_bytes(d.bytes),
-                format!("{:.1}s", d.seconds),
-                d.error
-                    .clone()
-                    .or_else(|| j.error.clone())
-                    .unwrap_or_default(),
-            ]);
-        }
-    }
     if dry_run {
         for j in &s.jobs {
             for d in &j.destinations {
@@ -253,28 +213,8 @@ fn table(s: &RunSummary, dry_run: bool) -> std::io::Result<()> {
             }
         }
     }
-    let mut widths = [0usize; 8];
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r.iter()) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let color = std::io::stdout().is_terminal();
-    for (i, r) in rows.iter().enumerate() {
-        let mut line = String::new();
-        for (k, c) in r.iter().enumerate() {
-            if k == 7 {
-                line.push_str(c);
-                continue;
-            }
-            let cell = format!("{c:<w$}  ", w = widths[k]);
-            if color && i > 0 && k == 3 && c != "ok" && c != "skipped" {
-                let _ = write!(line, "\x1b[1m{cell}\x1b[0m");
-            } else {
-                line.push_str(&cell);
-            }
-        }
-        out(line.trim_end())?;
+    for line in run::table(&s.jobs) {
+        out(line)?;
     }
     out(format!(
         "{}: {} in {:.1}s",

@@ -153,21 +153,7 @@ pub fn json(value: &impl serde::Serialize) -> io::Result<()> {
     o.write_all(b"\n")
 }
 
-/// Bytes in a human unit (binary, as restic shows them).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[u])
-    }
-}
+pub use backup_core::progress::human_bytes;
 
 /// Asks for a typed confirmation on a terminal; without a terminal, refuses
 /// (never blocks a cron job or script on a prompt).

@@ -118,3 +118,19 @@ impl<R: std::io::Read> std::io::Read for CancelReader<R> {
         self.inner.read(buf)
     }
 }
+
+/// Bytes in a human unit (binary, as restic shows them).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}

@@ -69,6 +69,7 @@ pub struct Registry {
     formats: Option<FormatFactory>,
     codecs: Option<CodecFactory>,
     hashers: Option<Arc<dyn Hashers>>,
+    sender: Option<Arc<dyn crate::jobs::notify::Sender>>,
     databases: BTreeMap<String, (DatabaseSourceFactory, DatabaseTargetFactory)>,
 }
 
@@ -81,6 +82,7 @@ impl fmt::Debug for Registry {
             .field("codecs", &self.codecs.is_some())
             .field("hashers", &self.hashers)
             .field("databases", &self.databases.keys().collect::<Vec<_>>())
+            .field("sender", &self.sender)
             .finish()
     }
 }
@@ -264,6 +266,25 @@ impl Registry {
             .as_ref()
             .ok_or_else(|| Error::Unsupported("no stream codecs registered".into()))?;
         f(compression, level)
+    }
+
+    /// Sets what delivers notifications (email, webhooks, pings).
+    pub fn set_sender(&mut self, sender: Arc<dyn crate::jobs::notify::Sender>) -> &mut Self {
+        self.sender = Some(sender);
+        self
+    }
+
+    /// What delivers notifications.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for a build without one.
+    pub fn sender(&self) -> Result<Arc<dyn crate::jobs::notify::Sender>> {
+        self.sender.clone().ok_or_else(|| {
+            Error::Unsupported(
+                "this backupkit was built without notifications (feature `notify`)".into(),
+            )
+        })
     }
 
     pub fn set_hashers(&mut self, hashers: Arc<dyn Hashers>) -> &mut Self {

@@ -9,6 +9,8 @@ mod cloud_tree;
 mod local;
 mod local_tree;
 pub mod mount;
+#[cfg(feature = "notify")]
+pub mod notify;
 #[cfg(feature = "rclone")]
 pub mod rclone;
 #[cfg(feature = "rclone")]
@@ -124,6 +126,8 @@ pub fn register(registry: &mut Registry) {
     registry.register_scheme("rclone", |location, options| {
         Ok(Arc::new(rclone::RcloneTarget::open(location, options)?) as Arc<dyn Target>)
     });
+    #[cfg(feature = "notify")]
+    registry.set_sender(Arc::new(notify::Notifier));
     #[cfg(feature = "rclone")]
     registry.register_tree("rclone", |location, options| {
         Ok(Arc::new(rclone_tree::RcloneTree::open(location, options)?)

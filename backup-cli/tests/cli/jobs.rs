@@ -759,3 +759,230 @@ fn seed_002_backup_section_works_as_written() {
     let o = run(&c, &["config", "check"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
+
+/// The notification sinks of `sinks.py` (SMTP with STARTTLS and a login,
+/// HTTP), running until dropped.
+struct Sinks {
+    child: std::process::Child,
+    dir: PathBuf,
+    smtp_port: u16,
+    http_port: u16,
+    ca_file: String,
+}
+
+impl Sinks {
+    fn start(dir: PathBuf, user: &str, password: &str) -> Option<Self> {
+        let python = std::env::var("BACKUPKIT_TEST_PYTHON").unwrap_or_else(|_| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../target/venv/bin/python").to_owned()
+        });
+        let has = Command::new(&python)
+            .args(["-c", "import aiosmtpd"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !has {
+            require_or_skip("Python with aiosmtpd (scripts/test.sh installs it into target/venv)");
+            return None;
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cli/sinks.py");
+        let mut child = Command::new(&python)
+            .arg(script)
+            .arg(&dir)
+            .arg(user)
+            .arg(password)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(parts.first(), Some(&"ready"), "{line}");
+        Some(Self {
+            smtp_port: parts[1].parse().unwrap(),
+            http_port: parts[2].parse().unwrap(),
+            ca_file: parts[3].to_owned(),
+            child,
+            dir,
+        })
+    }
+
+    /// The records of `kind` (`mail`, `http`) received so far.
+    fn records(&self, kind: &str) -> Vec<serde_json::Value> {
+        let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_str().unwrap();
+                name.starts_with(kind) && p.extension().is_some_and(|e| e == "json")
+            })
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|p| serde_json::from_str(&fs::read_to_string(p).unwrap()).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Sinks {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A job with a mirror (and, `broken`, a destination that fails) that
+/// notifies by email, webhook and ping.
+/// Written as `notify.yaml`; returns its path.
+fn notify_config(env: &Env, sinks: &Sinks, smtp_port: u16, hook: &str, broken: bool) -> String {
+    let blocked = env.path("blocked");
+    fs::write(&blocked, "a file").unwrap();
+    let broken = if broken {
+        format!(
+            "      broken:\n        repository: {}/repo\n        init: true\n",
+            blocked.display()
+        )
+    } else {
+        String::new()
+    };
+    let text = format!(
+        "jobs:
+  lab:
+    sources: [data]
+    destinations:
+      nas:
+        mirror: out/mirror
+{broken}    notify:
+      on: always
+      email:
+        smtp_host: localhost
+        smtp_port: {smtp_port}
+        smtp_user: backupkit
+        smtp_password_file: pw
+        from_email: backupkit@example.com
+        to_emails: [ops@example.com, admin@example.com]
+        ca_file: {ca}
+        timeout: 10s
+      webhook:
+        url: http://127.0.0.1:{port}/{hook}
+        headers:
+          Authorization_env: HOOK_TOKEN
+      ping: http://127.0.0.1:{port}/ping/abc
+",
+        ca = sinks.ca_file,
+        port = sinks.http_port,
+    );
+    write_config(env, "notify.yaml", &text, 0o644)
+}
+
+/// `backupkit --json run` with the webhook's token in the environment.
+fn notify_run(env: &Env, config: &str, token: &str) -> Output {
+    Command::new(BIN)
+        .args(["--config", config, "--json", "run"])
+        .current_dir(env.dir.path())
+        .env("HOOK_TOKEN", format!("Bearer {token}"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Email (STARTTLS, a login), a webhook with a secret header and the
+/// heartbeat pings, received by local servers with the expected content;
+/// an unreachable SMTP server or a failing webhook changes nothing about
+/// the job's result. No secret reaches any of them.
+#[test]
+fn notifications_are_delivered_and_never_change_the_result() {
+    let env = Env::new();
+    env.data();
+    let password = "smtp-Pass-9876";
+    let token = "hook-Token-5432";
+    let Some(sinks) = Sinks::start(env.path("sinks"), "backupkit", password) else {
+        return;
+    };
+    fs::write(env.path("pw"), format!("{password}\n")).unwrap();
+    let c = notify_config(&env, &sinks, sinks.smtp_port, "hook", true);
+    let o = notify_run(&env, &c, token);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let mails = sinks.records("mail");
+    assert_eq!(mails.len(), 1, "{}", stderr(&o));
+    let m = &mails[0];
+    assert_eq!(m["tls"], true, "{m}");
+    assert_eq!(m["login"], true, "{m}");
+    assert_eq!(
+        m["to"],
+        serde_json::json!(["ops@example.com", "admin@example.com"])
+    );
+    let data = m["data"].as_str().unwrap();
+    let host = hostname();
+    assert!(
+        data.contains(&format!("Subject: backupkit: lab on {host}: failed")),
+        "{data}"
+    );
+    assert!(
+        data.contains("DESTINATION") && data.contains("broken") && data.contains("nas"),
+        "{data}"
+    );
+    assert!(data.contains("errors:"), "{data}");
+    let http = sinks.records("http");
+    let paths: Vec<&str> = http.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        ["/ping/abc/start", "/ping/abc/fail", "/hook"],
+        "{http:?}"
+    );
+    let hook = &http[2];
+    assert_eq!(hook["headers"]["authorization"], format!("Bearer {token}"));
+    assert_eq!(hook["headers"]["content-type"], "application/json");
+    let body: serde_json::Value = serde_json::from_str(hook["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["job"]["result"], "failed", "{body}");
+    assert_eq!(
+        body["job"]["destinations"][1]["destination"], "broken",
+        "{body}"
+    );
+    let all = format!("{mails:?}{http:?}{}{}", stdout(&o), stderr(&o));
+    assert!(!all.contains(password), "the SMTP password leaked");
+
+    // A successful run pings success (no /fail).
+    let c = notify_config(&env, &sinks, sinks.smtp_port, "hook", false);
+    let o = notify_run(&env, &c, token);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let http = sinks.records("http");
+    assert_eq!(http[3]["path"], "/ping/abc/start");
+    assert_eq!(http[4]["path"], "/ping/abc");
+    assert_eq!(sinks.records("mail").len(), 2);
+}
+
+/// Nobody listening for mail and a webhook that answers 500: both logged,
+/// the job's result unchanged.
+#[test]
+fn undeliverable_notifications_do_not_fail_the_job() {
+    let env = Env::new();
+    env.data();
+    let token = "hook-Token-5432";
+    let Some(sinks) = Sinks::start(env.path("sinks"), "backupkit", "pw-unused") else {
+        return;
+    };
+    fs::write(env.path("pw"), "pw-unused\n").unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let c = notify_config(&env, &sinks, closed_port, "broken/hook", false);
+    let o = notify_run(&env, &c, token);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("cannot send the email through localhost"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cannot deliver the webhook") && err.contains("HTTP 500"),
+        "{err}"
+    );
+    assert_eq!(json_of(&o)["result"], "ok");
+    assert!(sinks.records("mail").is_empty());
+}

@@ -8,6 +8,7 @@ pub mod find;
 pub mod hooks;
 pub mod log;
 pub mod model;
+pub mod notify;
 pub mod run;
 pub mod secret;
 pub mod seeds;

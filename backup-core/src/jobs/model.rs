@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use crate::archive::Compression;
 use crate::jobs::doc::{self, Format, Key, Node, Pos, Problem, Value, join};
+use crate::jobs::notify::{Security, When};
 use crate::jobs::secret::{self, Secret};
 use crate::mirror::{MaxDelete, VerifyMode};
 use crate::retention::{KeepDuration, KeepPolicy};
@@ -64,6 +65,7 @@ pub struct Job {
     pub tags: Vec<String>,
     pub destinations: Vec<Destination>,
     pub hooks: Hooks,
+    pub notify: Option<Notify>,
 }
 
 /// What a job backs up.
@@ -153,6 +155,42 @@ pub enum OptionValue {
     Secret(Secret),
 }
 
+/// What a job reports when it ends, and the heartbeat pings around it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notify {
+    /// When the email and the webhook are sent (pings always are).
+    pub on: When,
+    pub email: Option<EmailSettings>,
+    pub webhook: Option<WebhookSettings>,
+    /// A healthchecks.io-style URL: `URL/start` when the job starts, `URL`
+    /// when it succeeds, `URL/fail` when it fails.
+    pub ping: Option<String>,
+}
+
+/// Email through an SMTP server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmailSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub from: String,
+    pub to: Vec<String>,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// A JSON POST of the job's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookSettings {
+    pub url: String,
+    /// Header values, secret ones from secret sources.
+    pub headers: BTreeMap<String, OptionValue>,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
 /// Commands run around a job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hooks {
@@ -238,6 +276,7 @@ pub fn parse(
         owner_only,
         registry,
         problems: Vec::new(),
+        default_notify: None,
         base: std::path::absolute(path)
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -289,6 +328,8 @@ pub(crate) struct Validator<'r> {
     pub(crate) problems: Vec<Problem>,
     /// Relative paths are relative to this.
     pub(crate) base: PathBuf,
+    /// The top-level `notify:`, for jobs without their own.
+    pub(crate) default_notify: Option<Notify>,
 }
 
 /// A mapping's entries, checked against the keys it may have.
@@ -579,11 +620,24 @@ impl Validator<'_> {
 
     /// `options:`: backend options, secret ones from secret sources.
     fn options(&mut self, f: &Fields) -> BTreeMap<String, OptionValue> {
+        self.secret_map(f, "options", false)
+    }
+
+    /// A mapping of names to values where `NAME_env`, `NAME_file` and
+    /// `NAME_command` give a secret `NAME` (backend options, HTTP
+    /// headers); with `all_indirect`, for any name, otherwise for names
+    /// that look like secrets.
+    fn secret_map(
+        &mut self,
+        f: &Fields,
+        field: &str,
+        all_indirect: bool,
+    ) -> BTreeMap<String, OptionValue> {
         let mut out = BTreeMap::new();
-        let Some(node) = f.get("options") else {
+        let Some(node) = f.get(field) else {
             return out;
         };
-        let key = f.key("options");
+        let key = f.key(field);
         let entries = match &node.value {
             Value::Map(e) => e,
             other => {
@@ -605,8 +659,9 @@ impl Validator<'_> {
             };
             let indirect = secret::SOURCES.iter().find_map(|suffix| {
                 let base = k.name.strip_suffix(suffix)?;
-                (secret::is_secret_name(base) && !PATH_OPTIONS.contains(&k.name.as_str()))
-                    .then_some((base, *suffix))
+                ((all_indirect || secret::is_secret_name(base))
+                    && !PATH_OPTIONS.contains(&k.name.as_str()))
+                .then_some((base, *suffix))
             });
             let (name, value) = match indirect {
                 Some((base, suffix)) => {
@@ -620,7 +675,9 @@ impl Validator<'_> {
                         None => continue,
                     }
                 }
-                None if secret::is_secret_name(&k.name) => {
+                None if secret::is_secret_name(&k.name)
+                    || (all_indirect && k.name.eq_ignore_ascii_case("authorization")) =>
+                {
                     match self.checked_secret(Secret::Inline(value), n.at, &okey) {
                         Some(s) => (k.name.clone(), OptionValue::Secret(s)),
                         None => continue,
@@ -641,7 +698,11 @@ impl Validator<'_> {
 
     /// The native format: `log_file`, `base_dir`, `parallel`, `jobs`.
     fn native(&mut self, path: &Path, root: &Node) -> Option<Config> {
-        let f = self.fields(root, "", &["jobs", "log_file", "base_dir", "parallel"])?;
+        let f = self.fields(
+            root,
+            "",
+            &["jobs", "log_file", "base_dir", "parallel", "notify"],
+        )?;
         if let Some(b) = self.string(&f, "base_dir") {
             self.base = self.path(&b);
         }
@@ -649,6 +710,9 @@ impl Validator<'_> {
         let parallel = self.count(&f, "parallel").map_or(DEFAULT_PARALLEL, |n| {
             usize::try_from(n.max(1)).unwrap_or(DEFAULT_PARALLEL)
         });
+        if let Some(n) = f.get("notify") {
+            self.default_notify = self.notify(n, "notify");
+        }
         let jobs_node = f.get("jobs")?;
         let jobs = match &jobs_node.value {
             Value::Map(entries) if !entries.is_empty() => entries
@@ -693,6 +757,7 @@ impl Validator<'_> {
                 "tags",
                 "destinations",
                 "hooks",
+                "notify",
             ],
         )?;
         let enabled = self.boolean(&f, "enabled", true);
@@ -707,6 +772,10 @@ impl Validator<'_> {
         let hooks = match f.get("hooks") {
             Some(n) => self.hooks(n, &f.key("hooks")),
             None => Hooks::default(),
+        };
+        let notify = match f.get("notify") {
+            Some(n) => self.notify(n, &f.key("notify")),
+            None => self.default_notify.clone(),
         };
         let mut destinations = Vec::new();
         match f.get("destinations") {
@@ -743,6 +812,7 @@ impl Validator<'_> {
             tags,
             destinations,
             hooks,
+            notify,
         })
     }
 
@@ -1148,6 +1218,135 @@ impl Validator<'_> {
         }
     }
 
+    pub(crate) fn notify(&mut self, node: &Node, path: &str) -> Option<Notify> {
+        let f = self.fields(node, path, &["on", "email", "webhook", "ping"])?;
+        let on = match self.string(&f, "on").as_deref() {
+            None | Some("failure") => When::Failure,
+            Some("success") => When::Success,
+            Some("always") => When::Always,
+            Some(other) => {
+                let at = f.get("on").map_or(f.at, |n| n.at);
+                self.problem(
+                    at,
+                    &f.key("on"),
+                    format!("unknown {other:?} (expected failure, success or always)"),
+                );
+                When::Failure
+            }
+        };
+        let email = f.get("email").and_then(|n| self.email(n, &f.key("email")));
+        let webhook = f
+            .get("webhook")
+            .and_then(|n| self.webhook(n, &f.key("webhook")));
+        let ping = self.string(&f, "ping");
+        if let (Some(p), Some(n)) = (&ping, f.get("ping")) {
+            self.http_url(p, n.at, &f.key("ping"));
+        }
+        Some(Notify {
+            on,
+            email,
+            webhook,
+            ping,
+        })
+    }
+
+    /// An `http://` or `https://` URL, or a problem.
+    fn http_url(&mut self, url: &str, at: Pos, key: &str) {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            self.problem(at, key, "expected an http:// or https:// URL");
+        }
+    }
+
+    /// `email:` (and seed 002's `notifications.email`).
+    pub(crate) fn email(&mut self, node: &Node, path: &str) -> Option<EmailSettings> {
+        let f = self.fields(node, path, EMAIL_KEYS)?;
+        let host = self.string(&f, "smtp_host");
+        let from = self.string(&f, "from_email");
+        let to = self.strings(&f, "to_emails");
+        let port = self.count(&f, "smtp_port");
+        let security = match self.string(&f, "smtp_security").as_deref() {
+            None if port == Some(465) => Security::Tls,
+            None | Some("starttls") => Security::StartTls,
+            Some("tls") => Security::Tls,
+            Some("plain") => Security::Plain,
+            Some(other) => {
+                let at = f.get("smtp_security").map_or(f.at, |n| n.at);
+                self.problem(
+                    at,
+                    &f.key("smtp_security"),
+                    format!("unknown {other:?} (expected starttls, tls or plain)"),
+                );
+                Security::StartTls
+            }
+        };
+        let port = match port {
+            Some(p) => u16::try_from(p).unwrap_or(0),
+            None => match security {
+                Security::StartTls => 587,
+                Security::Tls => 465,
+                Security::Plain => 25,
+            },
+        };
+        let user = self.string(&f, "smtp_user");
+        let password = self.secret(&f, "smtp_password");
+        for (name, missing) in [
+            ("smtp_host", host.is_none()),
+            ("from_email", from.is_none()),
+            ("to_emails", to.is_empty()),
+        ] {
+            if missing && f.get(name).is_none() {
+                self.problem(f.at, path, format!("needs `{name}:`"));
+            }
+        }
+        if let (Some(h), Some(_), Security::Plain) = (&host, &password, security)
+            && !is_loopback(h)
+        {
+            let at = f.get("smtp_security").map_or(f.at, |n| n.at);
+            self.problem(
+                at,
+                path,
+                "a password over a plain connection to another machine: use `smtp_security: \
+                 starttls` or `tls`",
+            );
+        }
+        let ca_file = self.string(&f, "ca_file").map(|p| self.path(&p));
+        let timeout = self
+            .parsed(&f, "timeout", parse_duration)
+            .unwrap_or(crate::jobs::notify::DEFAULT_TIMEOUT);
+        Some(EmailSettings {
+            host: host?,
+            port,
+            security,
+            user,
+            password,
+            from: from?,
+            to,
+            ca_file,
+            timeout,
+        })
+    }
+
+    fn webhook(&mut self, node: &Node, path: &str) -> Option<WebhookSettings> {
+        let f = self.fields(node, path, &["url", "headers", "ca_file", "timeout"])?;
+        let url = self.string(&f, "url");
+        match (&url, f.get("url")) {
+            (Some(u), Some(n)) => self.http_url(u, n.at, &f.key("url")),
+            (None, None) => self.problem(f.at, path, "needs `url:`"),
+            _ => {}
+        }
+        let headers = self.secret_map(&f, "headers", true);
+        let ca_file = self.string(&f, "ca_file").map(|p| self.path(&p));
+        let timeout = self
+            .parsed(&f, "timeout", parse_duration)
+            .unwrap_or(crate::jobs::notify::DEFAULT_TIMEOUT);
+        Some(WebhookSettings {
+            url: url?,
+            headers,
+            ca_file,
+            timeout,
+        })
+    }
+
     fn hooks(&mut self, node: &Node, path: &str) -> Hooks {
         let Some(f) = self.fields(node, path, &["before", "after", "on_failure", "timeout"]) else {
             return Hooks::default();
@@ -1161,6 +1360,31 @@ impl Validator<'_> {
                 .unwrap_or(Duration::from_secs(DEFAULT_HOOK_TIMEOUT)),
         }
     }
+}
+
+/// The keys of an `email:` notification (seed 002's, plus a few).
+pub(crate) const EMAIL_KEYS: &[&str] = &[
+    "smtp_host",
+    "smtp_port",
+    "smtp_security",
+    "smtp_user",
+    "smtp_password",
+    "smtp_password_env",
+    "smtp_password_file",
+    "smtp_password_command",
+    "from_email",
+    "to_emails",
+    "ca_file",
+    "timeout",
+];
+
+/// Whether a host name is this machine.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Destinations of one job run at once, unless `parallel:` says otherwise.
@@ -1200,7 +1424,14 @@ const SNAPSHOT_KEYS: &[&str] = &[
 ];
 
 /// Keys every destination may have; then those of its kind.
-const COMMON_KEYS: &[&str] = &["mirror", "repository", "enabled", "sources", "flat", "options"];
+const COMMON_KEYS: &[&str] = &[
+    "mirror",
+    "repository",
+    "enabled",
+    "sources",
+    "flat",
+    "options",
+];
 
 /// `30`, `30s`, `5m`, `2h`: a duration as configs write it.
 ///

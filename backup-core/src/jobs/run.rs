@@ -29,7 +29,9 @@ use crate::database::{DatabaseSource, RowCounts};
 use crate::jobs::hooks::{self, HookEnd};
 use crate::jobs::log::{EventSink, Level, LogEvent};
 use crate::jobs::model::{Config, Destination, Job, Kind, OptionValue, Source};
+use crate::jobs::notify::{self, HttpRequest, Mail, SmtpServer, When};
 use crate::jobs::secret::Scrubber;
+use crate::jobs::secret::Secret;
 use crate::mirror::{self, MirrorOptions, MirrorSource};
 use crate::registry::redact;
 use crate::source::Excludes;
@@ -342,6 +344,25 @@ impl JobRunner<'_> {
             Ok(r) => r,
             Err(e) => return self.fail_job(result, started, &e.to_string()),
         };
+        if !self.opts.dry_run {
+            self.ping("/start", "");
+        }
+        let mut result = self.run_resolved(result, started, &dests, &resolved);
+        if !self.opts.dry_run {
+            self.notify(&result);
+        }
+        result.seconds = started.elapsed().as_secs_f64();
+        result
+    }
+
+    fn run_resolved(
+        &self,
+        mut result: JobResult,
+        started: Instant,
+        dests: &[&Destination],
+        resolved: &Resolved,
+    ) -> JobResult {
+        let job = self.job;
         if !self.opts.dry_run
             && let Some(end) = self.hooks("before", &job.hooks.before, None)
         {
@@ -362,11 +383,11 @@ impl JobRunner<'_> {
             Ok(s) => s,
             Err(e) => return self.fail_job(result, started, &e.to_string()),
         };
-        let dumps = self.dump_databases(&dests, &resolved, &spool);
+        let dumps = self.dump_databases(dests, resolved, &spool);
         if self.cancel.is_cancelled() {
             return self.fail_job(result, started, "interrupted");
         }
-        result.destinations = self.destinations(&dests, &resolved, &dumps, &spool);
+        result.destinations = self.destinations(dests, resolved, &dumps, &spool);
         result.result = result
             .destinations
             .iter()
@@ -391,6 +412,163 @@ impl JobRunner<'_> {
             ),
         );
         result
+    }
+
+    /// A heartbeat ping (`/start`, nothing for success, `/fail`), if the
+    /// job has one; a ping that fails is logged.
+    fn ping(&self, suffix: &str, body: &str) {
+        let Some(url) = self.job.notify.as_ref().and_then(|n| n.ping.as_ref()) else {
+            return;
+        };
+        let request = HttpRequest {
+            method: "POST",
+            url: format!("{}{suffix}", url.trim_end_matches('/')),
+            headers: Vec::new(),
+            content_type: Some("text/plain; charset=utf-8"),
+            body: body.as_bytes().to_vec(),
+            ca_file: None,
+            timeout: notify::DEFAULT_TIMEOUT,
+        };
+        let sent = self.registry.sender().and_then(|s| s.http(&request));
+        if let Err(e) = sent {
+            self.log(
+                Level::Warn,
+                None,
+                format!("cannot ping {}: {e}", redact(&request.url)),
+            );
+        }
+    }
+
+    /// The end of the job: its ping, and the email and webhook when the
+    /// job's `notify.on` wants them. Failures are logged only.
+    fn notify(&self, result: &JobResult) {
+        let Some(n) = &self.job.notify else {
+            return;
+        };
+        let failed = matches!(result.result, Outcome::Failed | Outcome::Incomplete);
+        let text = table(std::slice::from_ref(result)).join("\n");
+        self.ping(if failed { "/fail" } else { "" }, &text);
+        if !n.on.wants(failed) || result.result == Outcome::Skipped && n.on != When::Always {
+            return;
+        }
+        let sender = match self.registry.sender() {
+            Ok(s) => s,
+            Err(e) => {
+                self.log(Level::Warn, None, format!("cannot notify: {e}"));
+                return;
+            }
+        };
+        let host = crate::lock::this_host();
+        if let Some(m) = &n.email {
+            let sent = self.email(sender.as_ref(), m, result, &host, &text);
+            match sent {
+                Ok(()) => self.log(Level::Info, None, format!("mailed {}", m.to.join(", "))),
+                Err(e) => self.log(
+                    Level::Warn,
+                    None,
+                    format!("cannot send the email through {}:{}: {e}", m.host, m.port),
+                ),
+            }
+        }
+        if let Some(w) = &n.webhook {
+            let body = serde_json::json!({
+                "event": "backupkit.job",
+                "host": host,
+                "config": self.config.file.display().to_string(),
+                "job": result,
+            });
+            let mut headers = Vec::new();
+            for (k, v) in &w.headers {
+                let value = match v {
+                    OptionValue::Plain(s) => Ok(s.clone()),
+                    OptionValue::Secret(s) => s.resolve(),
+                };
+                match value {
+                    Ok(v) => headers.push((k.clone(), v)),
+                    Err(e) => {
+                        self.log(Level::Warn, None, format!("webhook header {k}: {e}"));
+                        return;
+                    }
+                }
+            }
+            let request = HttpRequest {
+                method: "POST",
+                url: w.url.clone(),
+                headers,
+                content_type: Some("application/json"),
+                body: serde_json::to_vec(&body).unwrap_or_default(),
+                ca_file: w.ca_file.clone(),
+                timeout: w.timeout,
+            };
+            match sender.http(&request) {
+                Ok(status) => self.log(
+                    Level::Info,
+                    None,
+                    format!("webhook {} answered {status}", redact(&w.url)),
+                ),
+                Err(e) => self.log(
+                    Level::Warn,
+                    None,
+                    format!("cannot deliver the webhook to {}: {e}", redact(&w.url)),
+                ),
+            }
+        }
+    }
+
+    fn email(
+        &self,
+        sender: &dyn notify::Sender,
+        m: &crate::jobs::model::EmailSettings,
+        result: &JobResult,
+        host: &str,
+        text: &str,
+    ) -> Result<()> {
+        let password = m.password.as_ref().map(Secret::resolve).transpose()?;
+        let server = SmtpServer {
+            host: m.host.clone(),
+            port: m.port,
+            security: m.security,
+            user: m.user.clone(),
+            password,
+            ca_file: m.ca_file.clone(),
+            timeout: m.timeout,
+        };
+        let mut body = format!(
+            "backupkit job {} on {host}: {}\nconfig: {}\n\n{text}\n",
+            result.job,
+            result.result.as_str(),
+            self.config.file.display()
+        );
+        let errors: Vec<String> = result
+            .error
+            .iter()
+            .cloned()
+            .chain(
+                result
+                    .destinations
+                    .iter()
+                    .filter_map(|d| d.error.as_ref().map(|e| format!("{}: {e}", d.destination))),
+            )
+            .collect();
+        if !errors.is_empty() {
+            body.push_str("\nerrors:\n");
+            for e in errors {
+                body.push_str("  ");
+                body.push_str(&e);
+                body.push('\n');
+            }
+        }
+        let mail = Mail {
+            from: m.from.clone(),
+            to: m.to.clone(),
+            subject: format!(
+                "backupkit: {} on {host}: {}",
+                result.job,
+                result.result.as_str()
+            ),
+            body: self.scrubber.scrub(&body),
+        };
+        sender.mail(&server, &mail)
     }
 
     fn fail_job(&self, mut result: JobResult, started: Instant, why: &str) -> JobResult {
@@ -1016,6 +1194,72 @@ impl JobRunner<'_> {
         }
         Ok(())
     }
+}
+
+/// The summary table of jobs' results, one row per destination (or per
+/// job that ran none): job, destination, kind, result, files, bytes,
+/// duration, error.
+pub fn table(jobs: &[JobResult]) -> Vec<String> {
+    let mut rows: Vec<[String; 8]> = vec![
+        [
+            "JOB",
+            "DESTINATION",
+            "KIND",
+            "RESULT",
+            "FILES",
+            "BYTES",
+            "TIME",
+            "ERROR",
+        ]
+        .map(str::to_owned),
+    ];
+    for j in jobs {
+        if j.destinations.is_empty() {
+            rows.push([
+                j.job.clone(),
+                "-".into(),
+                "-".into(),
+                j.result.as_str().into(),
+                "-".into(),
+                "-".into(),
+                format!("{:.1}s", j.seconds),
+                j.error.clone().unwrap_or_default(),
+            ]);
+        }
+        for d in &j.destinations {
+            rows.push([
+                d.job.clone(),
+                d.destination.clone(),
+                d.kind.into(),
+                d.result.as_str().into(),
+                d.files.to_string(),
+                crate::progress::human_bytes(d.bytes),
+                format!("{:.1}s", d.seconds),
+                d.error
+                    .clone()
+                    .or_else(|| j.error.clone())
+                    .unwrap_or_default(),
+            ]);
+        }
+    }
+    let mut widths = [0usize; 8];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|r| {
+            let mut line = String::new();
+            for (k, c) in r.iter().enumerate() {
+                line.push_str(c);
+                if k < 7 {
+                    line.push_str(&" ".repeat(widths[k] - c.chars().count() + 2));
+                }
+            }
+            line.trim_end().to_owned()
+        })
+        .collect()
 }
 
 /// The tag that marks a job's snapshots, for its retention.

@@ -14,9 +14,10 @@ use std::path::Path;
 use crate::archive::Compression;
 use crate::jobs::doc::{Node, Pos, Value, join};
 use crate::jobs::model::{
-    Config, DEFAULT_PARALLEL, Destination, Fields, Hooks, Job, Kind, MirrorSettings, OptionValue,
-    SnapshotSettings, Source, Validator,
+    Config, DEFAULT_PARALLEL, Destination, Fields, Hooks, Job, Kind, MirrorSettings, Notify,
+    OptionValue, SnapshotSettings, Source, Validator,
 };
+use crate::jobs::notify::When;
 use crate::jobs::secret::Secret;
 use crate::retention::KeepPolicy;
 
@@ -92,6 +93,7 @@ pub(crate) fn seed000(v: &mut Validator, path: &Path, root: &Node) -> Option<Con
             tags: Vec::new(),
             destinations,
             hooks: Hooks::default(),
+            notify: None,
         }],
         dialect: "seed 000 `backups:`",
     })
@@ -367,9 +369,9 @@ pub(crate) fn seed002(v: &mut Validator, path: &Path, root: &Node) -> Option<Con
     {
         destinations.push(d);
     }
-    if let Some(n) = f.get("notifications") {
-        seed002_notifications(v, n);
-    }
+    let notify = f
+        .get("notifications")
+        .and_then(|n| seed002_notifications(v, n));
     let (database, files) = seed002_sources(v, &f, at);
     let job = |name: &str, sources: Vec<Source>| Job {
         name: name.into(),
@@ -380,6 +382,7 @@ pub(crate) fn seed002(v: &mut Validator, path: &Path, root: &Node) -> Option<Con
         tags: vec![name.into()],
         destinations: destinations.clone(),
         hooks: Hooks::default(),
+        notify: notify.clone(),
     };
     let mut jobs = Vec::new();
     if let Some(db) = &database {
@@ -527,32 +530,37 @@ fn seed002_cloud(v: &mut Validator, node: &Node, kind: Kind) -> Option<Destinati
     })
 }
 
-/// Seed 002's `notifications:`: validated, its password as a secret.
-fn seed002_notifications(v: &mut Validator, node: &Node) {
-    let Some(f) = v.fields(node, "backup.notifications", &["enabled", "email"]) else {
-        return;
+/// Seed 002's `notifications:`: its email, sent after every run (the
+/// seed mails each result) while `enabled: true`.
+fn seed002_notifications(v: &mut Validator, node: &Node) -> Option<Notify> {
+    let f = v.fields(
+        node,
+        "backup.notifications",
+        &["enabled", "email", "on", "webhook", "ping"],
+    )?;
+    let enabled = v.boolean(&f, "enabled", false);
+    let email = f
+        .get("email")
+        .and_then(|e| v.email(e, "backup.notifications.email"));
+    let rest = v.notify(
+        &Node {
+            value: Value::Map(
+                f.entries
+                    .iter()
+                    .filter(|(k, _)| ["on", "webhook", "ping"].contains(&k.name.as_str()))
+                    .cloned()
+                    .collect(),
+            ),
+            at: f.at,
+        },
+        "backup.notifications",
+    )?;
+    let on = if f.get("on").is_some() {
+        rest.on
+    } else {
+        When::Always
     };
-    let _ = v.boolean(&f, "enabled", false);
-    if let Some(e) = f.get("email")
-        && let Some(m) = v.fields(
-            e,
-            "backup.notifications.email",
-            &[
-                "smtp_host",
-                "smtp_port",
-                "smtp_user",
-                "smtp_password",
-                "smtp_password_env",
-                "smtp_password_file",
-                "smtp_password_command",
-                "from_email",
-                "to_emails",
-            ],
-        )
-    {
-        let _ = v.secret(&m, "smtp_password");
-        let _ = v.strings(&m, "to_emails");
-    }
+    enabled.then_some(Notify { on, email, ..rest })
 }
 
 /// Seed 002's database from its `.env` variables, if `DB_TYPE` is set.

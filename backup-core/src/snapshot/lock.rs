@@ -74,7 +74,8 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
-pub(crate) fn this_host() -> String {
+/// This machine's host name, as snapshots and locks record it.
+pub fn this_host() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 
