@@ -83,6 +83,9 @@ pub enum Command {
     Mirror(MirrorArgs),
     /// Run the jobs of the config file (all enabled ones, or those named).
     Run(RunArgs),
+    /// Apply each snapshot destination's retention (its keep_* settings)
+    /// for the jobs of the config file; back nothing up.
+    Cleanup(RunArgs),
     /// Check the config file, or show it as backupkit reads it.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -274,6 +277,9 @@ impl clap::builder::TypedValueParser for OptionParser {
 pub struct CopyArgs {
     /// Snapshots to copy: ids, unique prefixes or `latest` (all if none).
     pub snapshots: Vec<String>,
+    /// A snapshot to copy, as seed 002 names it (`upload --backup-id ID`).
+    #[arg(long = "backup-id", value_name = "ID")]
+    pub backup_ids: Vec<String>,
     /// The repository to copy from (default: -r/--repo).
     #[arg(long, value_name = "LOCATION")]
     pub from_repo: Option<String>,
@@ -421,6 +427,9 @@ pub struct CheckArgs {
     /// Check only these snapshots.
     #[arg(value_name = "ID")]
     pub snapshots: Vec<String>,
+    /// A snapshot to check, as seed 002 names it (`verify --backup-id ID`).
+    #[arg(long = "backup-id", value_name = "ID")]
+    pub backup_ids: Vec<String>,
 }
 
 #[derive(Debug, Args)]

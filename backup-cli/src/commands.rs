@@ -130,7 +130,8 @@ pub fn dispatch(cli: &Cli, registry: &Arc<Registry>, cancel: &Cancel) -> i32 {
         Command::Auto(a) => crate::db::auto(&ctx, a),
         Command::Copy(a) => copy(&ctx, a),
         Command::Mirror(a) => crate::mirror::mirror(&ctx, a),
-        Command::Run(a) => crate::jobs::run_jobs(&ctx, a),
+        Command::Run(a) => crate::jobs::run_jobs(&ctx, a, false),
+        Command::Cleanup(a) => crate::jobs::run_jobs(&ctx, a, true),
         Command::Config(c) => crate::jobs::config(&ctx, c),
     };
     match result {
@@ -366,7 +367,7 @@ fn check(ctx: &Ctx, a: &CheckArgs) -> Outcome {
     let opts = CheckOptions {
         read_data: a.read_data,
         read_data_subset: a.read_data_subset.clone(),
-        snapshots: a.snapshots.clone(),
+        snapshots: [a.snapshots.as_slice(), a.backup_ids.as_slice()].concat(),
     };
     let reporter = Reporter::new(Verbosity {
         quiet: true,
@@ -566,7 +567,8 @@ fn copy(ctx: &Ctx, a: &CopyArgs) -> Outcome {
         ));
     }
     let reporter = Reporter::new(ctx.v);
-    let summary = source.copy_to(&dest, &a.snapshots, &reporter, ctx.cancel)?;
+    let ids = [a.snapshots.as_slice(), a.backup_ids.as_slice()].concat();
+    let summary = source.copy_to(&dest, &ids, &reporter, ctx.cancel)?;
     reporter.finish();
     if ctx.v.json {
         json(&serde_json::json!({

@@ -171,7 +171,8 @@ impl EventSink for Sinks {
     }
 }
 
-pub(crate) fn run_jobs(ctx: &Ctx, a: &RunArgs) -> CmdOutcome {
+/// `run`, or with `cleanup` only each destination's retention.
+pub(crate) fn run_jobs(ctx: &Ctx, a: &RunArgs, cleanup: bool) -> CmdOutcome {
     let config = load(ctx)?;
     let log_path = a.log_file.clone().or_else(|| config.log_file.clone());
     let log = log_path.as_deref().map(LogFile::open).transpose()?;
@@ -184,6 +185,7 @@ pub(crate) fn run_jobs(ctx: &Ctx, a: &RunArgs) -> CmdOutcome {
         jobs: a.jobs.clone(),
         only: a.only.clone(),
         dry_run: a.dry_run,
+        cleanup,
     };
     let summary = run::run(&config, ctx.registry, &opts, &sinks, ctx.cancel)?;
     if ctx.v.json {

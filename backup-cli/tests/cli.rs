@@ -1906,6 +1906,21 @@ fn a_stale_or_missing_mount_fails_fast_and_clearly() {
     assert_clean_error(&o, 4, "mount it, e.g. `sudo mount");
 }
 
+/// The ssh config, SSH host, SFTP directory, rclone config and a local
+/// rclone remote of the test services, or `None` (skipped) without them.
+fn ssh_and_rclone_vars() -> Option<Vec<String>> {
+    service_vars(
+        &[
+            "BACKUPKIT_TEST_SSH_CONFIG",
+            "BACKUPKIT_TEST_SSH_HOST",
+            "BACKUPKIT_TEST_SFTP_DIR",
+            "BACKUPKIT_TEST_RCLONE_CONFIG",
+            "BACKUPKIT_TEST_RCLONE_LOCAL_REMOTE",
+        ],
+        "sshd and rclone (BACKUPKIT_TEST_SSH_*, _RCLONE_*; scripts/services.sh)",
+    )
+}
+
 /// The values of `vars`, or `None` (after `require_or_skip(what)`) when one
 /// is unset.
 fn service_vars(vars: &[&str], what: &str) -> Option<Vec<String>> {
@@ -2035,17 +2050,7 @@ fn two_processes_on_an_rclone_repository_lock_each_other_out() {
 
 #[test]
 fn sftp_and_rclone_repositories_from_the_command_line() {
-    let vars = [
-        "BACKUPKIT_TEST_SSH_CONFIG",
-        "BACKUPKIT_TEST_SSH_HOST",
-        "BACKUPKIT_TEST_SFTP_DIR",
-        "BACKUPKIT_TEST_RCLONE_CONFIG",
-        "BACKUPKIT_TEST_RCLONE_LOCAL_REMOTE",
-    ];
-    let Some(v) = service_vars(
-        &vars,
-        "sshd and rclone (BACKUPKIT_TEST_SSH_*, _RCLONE_*; scripts/services.sh)",
-    ) else {
+    let Some(v) = ssh_and_rclone_vars() else {
         return;
     };
     let env = Env::new();

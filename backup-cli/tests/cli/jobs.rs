@@ -80,6 +80,19 @@ fn dest_result<'v>(summary: &'v serde_json::Value, job: &str, dest: &str) -> &'v
         .unwrap_or_else(|| panic!("no {job}/{dest} in {summary}"))
 }
 
+/// Asserts that job `lab` failed through `failed` alone (its error naming
+/// `needle`) while the `ok` destinations succeeded.
+fn one_failed(s: &serde_json::Value, ok: &[&str], failed: &str, needle: &str) {
+    assert_eq!(s["result"], "failed", "{s}");
+    for d in ok {
+        assert_eq!(dest_result(s, "lab", d)["result"], "ok", "{d}: {s}");
+    }
+    let broken = dest_result(s, "lab", failed);
+    assert_eq!(broken["result"], "failed", "{s}");
+    let error = broken["error"].as_str().unwrap();
+    assert!(error.contains(needle), "{error}");
+}
+
 /// A config with five mistakes gives five errors, each with its line,
 /// before anything runs.
 #[test]
@@ -204,16 +217,7 @@ fn a_job_runs_its_destinations_each_on_its_own() {
         "a failed destination fails the run: {}",
         stderr(&o)
     );
-    let s = json_of(&o);
-    assert_eq!(s["result"], "failed");
-    assert_eq!(dest_result(&s, "lab", "nas")["result"], "ok", "{s}");
-    assert_eq!(dest_result(&s, "lab", "repo")["result"], "ok", "{s}");
-    let broken = dest_result(&s, "lab", "broken");
-    assert_eq!(broken["result"], "failed", "{s}");
-    assert!(
-        broken["error"].as_str().unwrap().contains("blocked"),
-        "{broken}"
-    );
+    one_failed(&json_of(&o), &["nas", "repo"], "broken", "blocked");
     // The database was dumped once, and both destinations hold it.
     let err = stderr(&o);
     assert_eq!(err.matches("once for all destinations").count(), 1, "{err}");
@@ -985,4 +989,178 @@ fn undeliverable_notifications_do_not_fail_the_job() {
     );
     assert_eq!(json_of(&o)["result"], "ok");
     assert!(sinks.records("mail").is_empty());
+}
+
+/// Seed 001's spelling and order: `--db-path X --backup-dir Y` before the
+/// command.
+#[test]
+fn seed_001_options_before_the_command_work() {
+    let env = Env::new();
+    let db = env.path("results.db");
+    sqlite_db(&db, 30);
+    let db = db.to_str().unwrap();
+    let dir = env.path("db_backups");
+    let dir = dir.to_str().unwrap();
+    let o = env.run(&["--backup-dir", dir, "init"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = env.run(&["--db-path", db, "--backup-dir", dir, "backup", "--force"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = env.run(&["--db-path", db, "--backup-dir", dir, "--json", "list"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let list = json_of(&o);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["kind"], "database");
+    let o = env.run(&["--db-path", db, "--backup-dir", dir, "auto", "--quiet"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let copy = env.path("copy.db");
+    let o = env.run(&[
+        "--db-path",
+        copy.to_str().unwrap(),
+        "--backup-dir",
+        dir,
+        "restore",
+        "latest",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(copy.is_file());
+}
+
+/// `cleanup` (seed 002's) applies each snapshot destination's retention
+/// and backs nothing up; `--dry-run` only says what it would remove.
+#[test]
+fn cleanup_applies_retention_only() {
+    let env = Env::new();
+    env.data();
+    let text = |keep: &str| {
+        format!(
+            "jobs:
+  files:
+    sources: [data]
+    destinations:
+      nas:
+        mirror: out/mirror
+      repo:
+        repository: out/repo
+        init: true
+{keep}"
+        )
+    };
+    let c = write_config(&env, "backupkit.yaml", &text(""), 0o644);
+    for _ in 0..3 {
+        let o = with_config(&env, &c, &["run"]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    let repo = env.path("out/repo").display().to_string();
+    let count = || {
+        let o = env.run(&["-r", &repo, "--json", "snapshots"]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(), 3);
+    let c = write_config(
+        &env,
+        "backupkit.yaml",
+        &text("        keep_last: 1\n"),
+        0o644,
+    );
+    let o = with_config(&env, &c, &["--json", "cleanup", "--dry-run"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let s = json_of(&o);
+    assert_eq!(
+        dest_result(&s, "files", "repo")["forgotten"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(count(), 3, "a dry run removed snapshots");
+    let o = with_config(&env, &c, &["--json", "cleanup"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let s = json_of(&o);
+    assert_eq!(s["result"], "ok", "{s}");
+    assert_eq!(dest_result(&s, "files", "nas")["result"], "skipped");
+    assert_eq!(
+        dest_result(&s, "files", "repo")["snapshots"],
+        serde_json::json!([])
+    );
+    assert_eq!(count(), 1);
+}
+
+/// The issue's job: a local mirror, an SFTP snapshot repository and an
+/// rclone mirror of one tree and one database. All three succeed; then
+/// with the rclone remote broken the other two still do, and the summary
+/// and exit code say which failed.
+#[test]
+fn three_destinations_one_broken_the_others_succeed() {
+    let Some(v) = ssh_and_rclone_vars() else {
+        return;
+    };
+    let env = Env::new();
+    let data = env.data();
+    sqlite_db(&env.path("lab.db"), 100);
+    let unique = format!("jobs-{}", std::process::id());
+    let config = |remote: &str| {
+        format!(
+            "jobs:
+  lab:
+    sources:
+      - data
+      - database: lab.db
+    destinations:
+      local:
+        mirror: out/mirror
+      sftp:
+        repository: sftp://{host}{dir}/{unique}
+        init: true
+        options: {{ssh_config: {ssh}}}
+      rclone:
+        mirror: rclone:{remote}/{unique}
+        options: {{rclone_config: {rc}}}
+",
+            host = v[1],
+            dir = v[2],
+            ssh = v[0],
+            rc = v[3],
+        )
+    };
+    let c = write_config(&env, "backupkit.yaml", &config(&v[4]), 0o644);
+    let o = with_config(&env, &c, &["--json", "run"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let s = json_of(&o);
+    for d in ["local", "sftp", "rclone"] {
+        assert_eq!(dest_result(&s, "lab", d)["result"], "ok", "{d}: {s}");
+    }
+    assert_eq!(stderr(&o).matches("once for all destinations").count(), 1);
+    // The rclone remote is a local directory: its mirror is plain files.
+    let rclone_dir = PathBuf::from(v[4].split_once(':').unwrap().1).join(&unique);
+    assert_eq!(
+        fs::read(rclone_dir.join("data/a.csv")).unwrap(),
+        fs::read(data.join("a.csv")).unwrap()
+    );
+    assert!(rclone_dir.join("databases/lab.db").is_file());
+    let sftp = format!("sftp://{}{}/{unique}", v[1], v[2]);
+    let ssh = format!("ssh_config={}", v[0]);
+    let o = env.run(&["-r", &sftp, "-o", &ssh, "--json", "snapshots"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json_of(&o).as_array().unwrap().len(), 2);
+
+    fs::write(data.join("new.csv"), "a,b\n").unwrap();
+    let c = write_config(&env, "backupkit.yaml", &config("no-such-remote:x"), 0o644);
+    let o = with_config(&env, &c, &["--json", "run"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    one_failed(&json_of(&o), &["local", "sftp"], "rclone", "no-such-remote");
+    assert!(env.path("out/mirror/data/new.csv").is_file());
+    let o = env.run(&["-r", &sftp, "-o", &ssh, "--json", "snapshots"]);
+    assert_eq!(json_of(&o).as_array().unwrap().len(), 4);
+    let table = with_config(&env, &c, &["run", "--only", "rclone"]);
+    assert_eq!(code(&table), 1);
+    let out = stdout(&table);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("lab  rclone") && l.contains("failed")),
+        "{out}"
+    );
 }

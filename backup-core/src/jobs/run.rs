@@ -50,6 +50,9 @@ pub struct RunOptions {
     pub only: Vec<String>,
     /// Say what would be done, write nothing.
     pub dry_run: bool,
+    /// Only apply each snapshot destination's retention (seed 002's
+    /// `cleanup`): no backup, no dump, no hook, no notification.
+    pub cleanup: bool,
 }
 
 /// How something ended, worst last.
@@ -65,6 +68,24 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The worst of several results, skips aside: skipped only when all
+    /// were, ok when there were none.
+    pub fn worst(all: impl Iterator<Item = Outcome>) -> Outcome {
+        let mut any = false;
+        let mut worst = None;
+        for o in all {
+            any = true;
+            if o != Outcome::Skipped {
+                worst = worst.max(Some(o));
+            }
+        }
+        match worst {
+            Some(w) => w,
+            None if any => Outcome::Skipped,
+            None => Outcome::Ok,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -164,16 +185,7 @@ pub fn run(
         results.push(r);
     }
     cancel.check()?;
-    let result = results
-        .iter()
-        .map(|j| j.result)
-        .filter(|r| *r != Outcome::Skipped)
-        .max()
-        .unwrap_or(if results.is_empty() {
-            Outcome::Ok
-        } else {
-            Outcome::Skipped
-        });
+    let result = Outcome::worst(results.iter().map(|j| j.result));
     Ok(RunSummary {
         config: config.file.display().to_string(),
         host: crate::lock::this_host(),
@@ -344,11 +356,12 @@ impl JobRunner<'_> {
             Ok(r) => r,
             Err(e) => return self.fail_job(result, started, &e.to_string()),
         };
-        if !self.opts.dry_run {
+        let quiet = self.opts.dry_run || self.opts.cleanup;
+        if !quiet {
             self.ping("/start", "");
         }
         let mut result = self.run_resolved(result, started, &dests, &resolved);
-        if !self.opts.dry_run {
+        if !quiet {
             self.notify(&result);
         }
         result.seconds = started.elapsed().as_secs_f64();
@@ -364,6 +377,7 @@ impl JobRunner<'_> {
     ) -> JobResult {
         let job = self.job;
         if !self.opts.dry_run
+            && !self.opts.cleanup
             && let Some(end) = self.hooks("before", &job.hooks.before, None)
         {
             if end == HookEnd::Failed(Some(hooks::SKIP_CODE)) {
@@ -388,14 +402,9 @@ impl JobRunner<'_> {
             return self.fail_job(result, started, "interrupted");
         }
         result.destinations = self.destinations(dests, resolved, &dumps, &spool);
-        result.result = result
-            .destinations
-            .iter()
-            .map(|d| d.result)
-            .max()
-            .unwrap_or(Outcome::Ok);
+        result.result = Outcome::worst(result.destinations.iter().map(|d| d.result));
         result.seconds = started.elapsed().as_secs_f64();
-        if !self.opts.dry_run {
+        if !self.opts.dry_run && !self.opts.cleanup {
             self.after(&mut result);
         }
         self.log(
@@ -714,6 +723,9 @@ impl JobRunner<'_> {
                 continue;
             }
             let url = &resolved.databases[name];
+            if self.opts.cleanup {
+                continue;
+            }
             if self.opts.dry_run {
                 self.log(Level::Info, None, format!("would dump {}", redact(url)));
                 continue;
@@ -839,6 +851,13 @@ impl JobRunner<'_> {
             .filter(|s| d.sources.is_empty() || d.sources.iter().any(|n| n == s.name()))
             .collect();
         let outcome = match &d.kind {
+            Kind::Mirror(_) if self.opts.cleanup => {
+                r.details.push("a mirror has no retention".into());
+                Ok(Outcome::Skipped)
+            }
+            Kind::Snapshots(s) if self.opts.cleanup => {
+                self.cleanup(d, options, &s.retention, &mut r)
+            }
             Kind::Mirror(_) => self.mirror(d, options, &sources, dumps, spool, &mut r),
             Kind::Snapshots(_) => self.snapshots(d, options, &sources, dumps, &mut r),
         };
@@ -1159,6 +1178,25 @@ impl JobRunner<'_> {
             ));
             return Ok(Outcome::Incomplete);
         }
+        Ok(Outcome::Ok)
+    }
+
+    /// `cleanup`: only the destination's retention.
+    fn cleanup(
+        &self,
+        d: &Destination,
+        options: &TargetOptions,
+        policy: &crate::KeepPolicy,
+        r: &mut DestinationResult,
+    ) -> Result<Outcome> {
+        if policy.is_empty() {
+            r.details
+                .push("no retention (keep_*) set: nothing to remove".into());
+            return Ok(Outcome::Skipped);
+        }
+        let target = self.registry.open_target_with(&d.location, options)?;
+        let repo = Repository::from_target(Arc::clone(self.registry), target)?;
+        self.retention(&repo, policy, r)?;
         Ok(Outcome::Ok)
     }
 
