@@ -2,7 +2,6 @@
 //! the jobs engine, the summary table.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 use backup_core::jobs::find;
 use backup_core::jobs::log::{EventSink, Level, LogEvent, LogFile};
@@ -17,28 +16,8 @@ use crate::output::{json, out};
 /// Finds and validates the config (`--config`, `BACKUPKIT_CONFIG`, the
 /// working directory, the user's config directory).
 pub(crate) fn load(ctx: &Ctx) -> Result<Config, Failure> {
-    let path = locate(ctx.cli.config.as_deref())?;
-    Ok(model::load(&path, ctx.registry)?)
-}
-
-fn locate(explicit: Option<&Path>) -> Result<PathBuf, Failure> {
-    let from_env = std::env::var_os("BACKUPKIT_CONFIG").map(PathBuf::from);
-    let cwd = std::env::current_dir()?;
-    let home = find::config_home(
-        std::env::var_os("XDG_CONFIG_HOME")
-            .map(PathBuf::from)
-            .as_deref(),
-        std::env::var_os("HOME").map(PathBuf::from).as_deref(),
-    );
-    match find::find(explicit, from_env.as_deref(), &cwd, home.as_deref())? {
-        Some(f) => Ok(f.path),
-        None => Err(Failure::Exit(
-            exit::USAGE,
-            "no config file: pass --config FILE, set BACKUPKIT_CONFIG, or write \
-             ./backupkit.yaml (see the README's \"Jobs from a config file\")"
-                .into(),
-        )),
-    }
+    let found = find::locate(ctx.cli.config.as_deref())?;
+    Ok(model::load(&found.path, ctx.registry)?)
 }
 
 pub(crate) fn config(ctx: &Ctx, cmd: &ConfigCommand) -> CmdOutcome {

@@ -89,8 +89,10 @@ pub enum Error {
 
     /// A config file with problems: each is `file:line:col: key: what is
     /// wrong`. Nothing ran.
-    #[error("{} in the config:\n{}", count_problems(.problems.len()), .problems.join("\n"))]
-    Config { problems: Vec<String> },
+    #[error("{} in the config:\n{}", count_problems(.problems.len()), lines(.problems))]
+    Config {
+        problems: Vec<crate::jobs::doc::Problem>,
+    },
 
     /// A feature or format this build does not have.
     #[error("not supported: {0}")]
@@ -201,4 +203,13 @@ fn count_problems(n: usize) -> String {
     } else {
         format!("{n} problems")
     }
+}
+
+/// Each problem on its line.
+fn lines(problems: &[crate::jobs::doc::Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }

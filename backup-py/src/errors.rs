@@ -66,6 +66,13 @@ create_exception!(
     "A safety guard refused a destructive step (a mirror that would delete from an empty source); nothing was deleted."
 );
 
+create_exception!(
+    backupkit,
+    ConfigError,
+    BackupError,
+    "A config file with problems; `.problems` lists each (file, line, column, key, message)."
+);
+
 /// The Python exception for a core error; its message is the error and its
 /// causes in one line.
 pub(crate) fn to_py(e: &Error) -> PyErr {
@@ -89,6 +96,7 @@ pub(crate) fn to_py(e: &Error) -> PyErr {
             WouldOverwriteError::new_err(format!("{msg} (pass force=True to replace it)"))
         }
         Error::InvalidInput(_) => InvalidInputError::new_err(msg),
+        Error::Config { .. } => ConfigError::new_err(msg),
         Error::Refused { .. } => RefusedError::new_err(msg),
         // `Cancelled` arrives here only when no Ctrl-C caused it (the runner
         // raises the KeyboardInterrupt itself).

@@ -8,6 +8,7 @@
 
 mod convert;
 mod errors;
+mod jobs;
 mod mirror;
 mod run;
 
@@ -550,5 +551,10 @@ fn _backupkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(mirror::mirror_tree, m)?)?;
     m.add_function(wrap_pyfunction!(mirror::verify_mirror, m)?)?;
     m.add_function(wrap_pyfunction!(main, m)?)?;
+    m.add("ConfigError", py.get_type::<errors::ConfigError>())?;
+    m.add_class::<jobs::Config>()?;
+    m.add_class::<jobs::DestinationResult>()?;
+    m.add_function(wrap_pyfunction!(jobs::load_config, m)?)?;
+    m.add_function(wrap_pyfunction!(jobs::run_jobs, m)?)?;
     Ok(())
 }

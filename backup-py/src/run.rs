@@ -3,7 +3,7 @@
 //! cancellation.
 
 use std::sync::Mutex;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use backup_core::{Cancel, Event, NoProgress, Progress};
@@ -20,14 +20,12 @@ const QUEUE: usize = 1024;
 /// Events handed to the callback per wake-up before signals are looked at.
 const BATCH: usize = 256;
 
-/// Forwards events to the calling thread.
-struct Forward(SyncSender<Event>);
+/// Hands engine progress events to a forwarding function.
+struct Forward<'f>(&'f (dyn Fn(Event) + Sync));
 
-impl Progress for Forward {
+impl Progress for Forward<'_> {
     fn event(&self, event: &Event) {
-        // The receiver lives until the worker ends; a send fails only if the
-        // calling thread is unwinding, when events no longer matter.
-        let _ = self.0.send(event.clone());
+        (self.0)(event.clone());
     }
 }
 
@@ -42,8 +40,28 @@ where
     T: Send,
     F: FnOnce(&dyn Progress, &Cancel) -> backup_core::Result<T> + Send,
 {
+    let wants = progress.is_some();
+    run_events::<Event, T, _>(py, progress, move |send, cancel| {
+        let forward = Forward(send);
+        let sink: &dyn Progress = if wants { &forward } else { &NoProgress };
+        work(sink, cancel)
+    })
+}
+
+/// [`run`] for work that reports events of its own kind `E` through the
+/// function it is given (each becomes a dict for the callback).
+pub(crate) fn run_events<E, T, F>(
+    py: Python<'_>,
+    progress: Option<&Bound<'_, PyAny>>,
+    work: F,
+) -> PyResult<T>
+where
+    E: serde::Serialize + Send,
+    T: Send,
+    F: FnOnce(&(dyn Fn(E) + Sync), &Cancel) -> backup_core::Result<T> + Send,
+{
     let cancel = Cancel::new();
-    let (tx, rx) = mpsc::sync_channel::<Event>(QUEUE);
+    let (tx, rx) = mpsc::sync_channel::<E>(QUEUE);
     // `Receiver` is not `Sync`; the mutex lets the GIL-free wait borrow it.
     let rx = Mutex::new(rx);
     let wants_events = progress.is_some();
@@ -52,12 +70,15 @@ where
             let cancel = cancel.clone();
             s.spawn(move || {
                 // The sender lives exactly as long as the work: its drop is
-                // the "finished" signal, with or without events.
-                let forward = Forward(tx);
-                let sink: &dyn Progress = if wants_events { &forward } else { &NoProgress };
-                let result = work(sink, &cancel);
-                drop(forward);
-                result
+                // the "finished" signal, with or without events. A send fails
+                // only if the calling thread is unwinding, when events no
+                // longer matter.
+                let send = move |event: E| {
+                    if wants_events {
+                        let _ = tx.send(event);
+                    }
+                };
+                work(&send, &cancel)
             })
         };
 
@@ -99,7 +120,7 @@ where
 
 /// Waits up to [`POLL`] for events; `None` once the worker has finished and
 /// every event was taken.
-fn next_batch(rx: &Mutex<Receiver<Event>>) -> Option<Vec<Event>> {
+fn next_batch<E>(rx: &Mutex<Receiver<E>>) -> Option<Vec<E>> {
     let rx = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut events = Vec::new();
     match rx.recv_timeout(POLL) {
@@ -117,7 +138,11 @@ fn next_batch(rx: &Mutex<Receiver<Event>>) -> Option<Vec<Event>> {
 }
 
 /// Calls the progress callback with the event as a dict.
-fn deliver(py: Python<'_>, callback: &Bound<'_, PyAny>, event: &Event) -> PyResult<()> {
+fn deliver<E: serde::Serialize>(
+    py: Python<'_>,
+    callback: &Bound<'_, PyAny>,
+    event: &E,
+) -> PyResult<()> {
     let value = serde_json::to_value(event).expect("events serialize");
     callback.call1((json_to_py(py, &value)?,))?;
     Ok(())

@@ -98,6 +98,32 @@ fn one_of(dir: &Path, stem: &str, how: &'static str) -> Result<Option<Found>> {
     }
 }
 
+/// [`find`] as a process does it: `BACKUPKIT_CONFIG`, the working
+/// directory, `XDG_CONFIG_HOME` or `HOME`.
+///
+/// # Errors
+///
+/// As [`find`], and [`Error::InvalidInput`] when there is no config
+/// anywhere (saying where one may go).
+pub fn locate(explicit: Option<&Path>) -> Result<Found> {
+    let var = |k: &str| std::env::var_os(k).map(PathBuf::from);
+    let cwd = std::env::current_dir().map_err(|e| Error::io("read", "the working directory", e))?;
+    let home = config_home(var("XDG_CONFIG_HOME").as_deref(), var("HOME").as_deref());
+    find(
+        explicit,
+        var("BACKUPKIT_CONFIG").as_deref(),
+        &cwd,
+        home.as_deref(),
+    )?
+    .ok_or_else(|| {
+        Error::InvalidInput(
+            "no config file: give one (--config FILE), set BACKUPKIT_CONFIG, or write \
+             ./backupkit.yaml (see the README's \"Jobs from a config file\")"
+                .into(),
+        )
+    })
+}
+
 /// The user's config directory: `$XDG_CONFIG_HOME`, else `$HOME/.config`.
 pub fn config_home(xdg: Option<&Path>, home: Option<&Path>) -> Option<PathBuf> {
     xdg.filter(|p| p.is_absolute())

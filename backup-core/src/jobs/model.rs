@@ -232,9 +232,7 @@ impl std::fmt::Display for ConfigErrors {
 
 impl From<ConfigErrors> for Error {
     fn from(e: ConfigErrors) -> Self {
-        Error::Config {
-            problems: e.0.iter().map(ToString::to_string).collect(),
-        }
+        Error::Config { problems: e.0 }
     }
 }
 

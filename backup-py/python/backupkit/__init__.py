@@ -7,6 +7,8 @@
 >>> repo.restore(snap.id, "/tmp/restored")
 >>> repo.backup_database("outputs/results.db", min_interval=3600, keep_last=10)
 >>> backupkit.mirror("/data/recordings", "/mnt/share/recordings", verify="sample:10")
+>>> for r in backupkit.run("backupkit.yaml"):     # the config file's jobs
+...     print(r.job, r.destination, r.result)
 
 Every engine call runs in native code with the GIL released; Ctrl-C stops it
 cleanly and raises KeyboardInterrupt. Errors are subclasses of BackupError.
@@ -15,8 +17,11 @@ cleanly and raises KeyboardInterrupt. Errors are subclasses of BackupError.
 from backupkit._backupkit import (
     BackupError,
     CheckResult,
+    Config,
+    ConfigError,
     CopyResult,
     DatabaseBackupResult,
+    DestinationResult,
     IntegrityError,
     InvalidInputError,
     LockedError,
@@ -32,15 +37,20 @@ from backupkit._backupkit import (
     VerifyResult,
     WouldOverwriteError,
     __version__,
+    load_config,
     mirror,
+    run,
     verify_mirror,
 )
 
 __all__ = [
     "BackupError",
     "CheckResult",
+    "Config",
+    "ConfigError",
     "CopyResult",
     "DatabaseBackupResult",
+    "DestinationResult",
     "IntegrityError",
     "InvalidInputError",
     "LockedError",
@@ -56,6 +66,8 @@ __all__ = [
     "VerifyResult",
     "WouldOverwriteError",
     "__version__",
+    "load_config",
     "mirror",
+    "run",
     "verify_mirror",
 ]

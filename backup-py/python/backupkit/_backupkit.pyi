@@ -28,6 +28,11 @@ __all__ = [
     "VerifyResult",
     "mirror",
     "verify_mirror",
+    "ConfigError",
+    "Config",
+    "DestinationResult",
+    "load_config",
+    "run",
     "main",
 ]
 
@@ -55,6 +60,12 @@ class MirrorMismatchError(IntegrityError):
     """What differs."""
     mirror: MirrorResult | None
     """The mirror's result, when raised by `mirror` (with ``verify``)."""
+
+class ConfigError(BackupError):
+    """A config file with problems; nothing ran."""
+
+    problems: list[dict[str, Any]]
+    """Every problem: ``file``, ``line``, ``column``, ``key``, ``message``."""
 
 class RefusedError(BackupError):
     """A safety guard refused a destructive step (a mirror that would delete
@@ -379,3 +390,68 @@ def verify_mirror(
     """Check that ``dest`` holds every file of ``source``; with ``exact``
     extra files count too. Raises MirrorMismatchError (with ``.report``) on
     a mismatch."""
+
+@final
+class Config:
+    """A validated config file (`load_config`)."""
+    @property
+    def path(self) -> Path: ...
+    @property
+    def jobs(self) -> list[str]:
+        """The job names, in file order."""
+    @property
+    def destinations(self) -> list[tuple[str, list[str]]]:
+        """Each job's destination names."""
+    def show(self) -> dict[str, Any]:
+        """The effective config, secrets shown only as where they come from."""
+
+@final
+class DestinationResult:
+    """One destination's result in a `run` (or a job that stopped before
+    its destinations, with an empty ``destination``)."""
+    @property
+    def job(self) -> str: ...
+    @property
+    def destination(self) -> str: ...
+    @property
+    def kind(self) -> str:
+        """``"mirror"`` or ``"snapshots"``."""
+    @property
+    def location(self) -> str: ...
+    @property
+    def result(self) -> str:
+        """``"ok"``, ``"skipped"``, ``"incomplete"`` or ``"failed"``."""
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def files(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def snapshots(self) -> list[str]:
+        """Snapshots taken."""
+    @property
+    def forgotten(self) -> list[str]:
+        """Snapshots removed by retention (in a dry run: that would be)."""
+    @property
+    def details(self) -> list[str]: ...
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate a config file (``None``: ``BACKUPKIT_CONFIG``, then
+    ``./backupkit.yaml`` or ``.toml``, then the user's config directory).
+    Raises ConfigError with every problem in ``.problems``."""
+
+def run(
+    config: Config | str | os.PathLike[str] | None = None,
+    jobs: Sequence[str] | None = None,
+    only: Sequence[str] | None = None,
+    dry_run: bool = False,
+    progress: Callable[[dict[str, Any]], object] | None = None,
+) -> list[DestinationResult]:
+    """Run the config's jobs (all enabled ones, or ``jobs``), only the
+    destinations in ``only`` if given; one result per destination. A
+    destination that fails does not stop the others: check ``.ok``."""
