@@ -18,6 +18,9 @@ files; then, on that same data, times:
            no-change re-run, peak RSS); `--only-mirror-remote` mirrors to the
            test sshd (rsync and SFTP transports vs rsync -a over ssh) and to
            moto S3 (vs rclone sync)
+  jobs:    `backupkit run` of a job with three destinations (local mirror,
+           SFTP repository, rclone mirror) and a database, against each
+           destination alone (`--only-jobs`, under scripts/services.sh)
   remote:  backup and restore to the moto S3 server and the test sshd
            vs  tar czf - | rclone rcat (SFTP) or a boto3 stream (S3),
            rclone copy, rsync, and the peak RSS
@@ -571,6 +574,95 @@ def compare_mirror_remote(bk: Path, data: Path) -> None:
                    shell=True, check=False)
 
 
+def compare_jobs(bk: Path, data: Path, db_mb: int) -> None:
+    """`backupkit run` of one job with three destinations (a local mirror,
+    an SFTP snapshot repository and an rclone mirror) and an SQLite source,
+    against each destination run alone; fresh destinations every time, with
+    the repository gzip-compressed (the default) and zstd-compressed. The
+    database is dumped once per run, whatever the destinations. Prints the
+    CPU time too (backupkit and the rclone and ssh it runs; the test sshd's
+    own share is not counted): on a machine with few cores, three
+    destinations side by side can finish no sooner than their CPU time
+    divided by the cores. Needs the services' BACKUPKIT_TEST_* variables."""
+    env = os.environ
+    need = ["BACKUPKIT_TEST_SSH_CONFIG", "BACKUPKIT_TEST_RCLONE_CONFIG", "BACKUPKIT_TEST_RCLONE_LOCAL_REMOTE"]
+    missing = [v for v in need if not env.get(v)]
+    if missing:
+        sys.exit(f"compare: {missing[0]} is not set; run under "
+                 "`BACKUPKIT_SERVICES=remote scripts/services.sh python3 benches/compare.py --only-jobs`")
+    ssh_cfg, host, sdir = env["BACKUPKIT_TEST_SSH_CONFIG"], env["BACKUPKIT_TEST_SSH_HOST"], env["BACKUPKIT_TEST_SFTP_DIR"]
+    rconf, rremote = env["BACKUPKIT_TEST_RCLONE_CONFIG"], env["BACKUPKIT_TEST_RCLONE_LOCAL_REMOTE"]
+    db = WORK / "jobs.db"
+    generate_sqlite(db, db_mb)
+    runs = 0
+
+    def config(tag: str, compression: str) -> Path:
+        path = WORK / f"jobs-{tag}.yaml"
+        path.write_text(f"""jobs:
+  lab:
+    sources:
+      - {data}
+      - database: {db}
+    destinations:
+      local:
+        mirror: {WORK}/jobs-out/{tag}/mirror
+      sftp:
+        repository: sftp://{host}{sdir}/{tag}-repo
+        init: true
+        compression: {compression}
+        options: {{ssh_config: {ssh_cfg}}}
+      rclone:
+        mirror: rclone:{rremote}/{tag}-mirror
+        options: {{rclone_config: {rconf}}}
+""")
+        return path
+
+    def one(only: list[str], compression: str) -> tuple[float, float, float, str]:
+        nonlocal runs
+        runs += 1
+        tag = f"jbench-{os.getpid()}-{runs}"
+        cfg = config(tag, compression)
+        flags = " ".join(f"--only {o}" for o in only)
+        log = WORK / f"jobs-{tag}.log"
+        subprocess.run(["sync"], check=True)
+        start = time.perf_counter()
+        proc = subprocess.run(
+            ["/usr/bin/time", "-f", "%M %U %S", "bash", "-c", f"'{bk}' --config '{cfg}' run {flags} 2> '{log}'"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            sys.exit(f"compare: the job failed: {log.read_text()}")
+        rss, user, sys_ = proc.stderr.split()[-3:]
+        return elapsed, int(rss) / 1000, float(user) + float(sys_), log.read_text()
+
+    cores = os.cpu_count() or 1
+    for compression in ("gzip", "zstd"):
+        rows = []
+        for dest in ("local", "sftp", "rclone"):
+            s, r, cpu, _ = one([dest], compression)
+            rows.append((f"{dest} alone", s, r, cpu))
+        s, r, cpu, log = one([], compression)
+        rows.append(("all three (one run)", s, r, cpu))
+        dumps = log.count("once for all destinations")
+        print(f"{'job: data + ' + str(db_mb) + ' MB SQLite, repository ' + compression:<44} "
+              f"{'seconds':>8} {'CPU s':>7} {'peak RSS':>9}")
+        for name, s, r, cpu in rows:
+            print(f"{name:<44} {s:8.2f} {cpu:7.1f} {r:7.1f}MB")
+        alone = [row for row in rows if row[0].endswith("alone")]
+        slowest = max(row[1] for row in alone)
+        together, cpu_all = rows[-1][1], rows[-1][3]
+        print(f"  all three / slowest alone : {together / slowest:.2f}x   (target: at most 1.2x)")
+        print(f"  all three / the three one after another : {together / sum(row[1] for row in alone):.2f}x")
+        print(f"  bound on {cores} cores: CPU time of all three / cores = {cpu_all / cores:.1f} s "
+              f"= {cpu_all / cores / slowest:.2f}x the slowest alone")
+        print(f"  database dumps in the three-destination run: {dumps} (target: 1)")
+        print()
+    shutil.rmtree(WORK / "jobs-out", ignore_errors=True)
+    subprocess.run(f"ssh -F '{ssh_cfg}' {host} 'rm -rf {sdir}/jbench-* {sdir}/jt-*'", shell=True, check=False)
+    local_root = rremote.split(":", 1)[1]
+    subprocess.run(f"rm -rf {local_root}/jbench-* {local_root}/jt-*", shell=True, check=False)
+
+
 def generate_million(data: Path, files: int) -> None:
     """`files` files of 8 bytes, 1,000 per directory (made once)."""
     marker = data / ".complete"
@@ -609,6 +701,9 @@ def main() -> None:
                     help="also mirror a generated tree of N 8-byte files (the issue's 1,000,000)")
     ap.add_argument("--only-mirror-remote", action="store_true",
                     help="run only the mirror comparison to the test sshd and moto S3 (under scripts/services.sh)")
+    ap.add_argument("--only-jobs", action="store_true",
+                    help="run only `backupkit run` of a job with three destinations against each alone")
+    ap.add_argument("--jobs-db-mb", type=int, default=100)
     ap.add_argument("--remote-files", type=int, default=2_000)
     ap.add_argument("--remote-video-mb", type=int, default=200)
     ap.add_argument("--big-gb", type=int, default=3, help="size of the peak-RSS snapshot (0: skip)")
@@ -619,6 +714,12 @@ def main() -> None:
     bk = ROOT / "target" / "release" / "backupkit"
     if args.only_remote:
         compare_remote(bk, args.remote_files, args.remote_video_mb, args.big_gb)
+        return
+    if args.only_jobs:
+        data = WORK / "data"
+        total = generate(data, args.files, args.video_mb)
+        print(f"data: {args.files} CSV files, {args.video_mb} MB video; {total / 2**20:.0f} MiB\n")
+        compare_jobs(bk, data, args.jobs_db_mb)
         return
     if args.only_mirror_remote:
         data = WORK / "data"

@@ -24,6 +24,9 @@ pub type TargetFactory = Arc<dyn Fn(&str, &TargetOptions) -> Result<Arc<dyn Targ
 /// Opens a mirror tree from the location string and options.
 pub type TreeFactory =
     Arc<dyn Fn(&str, &TargetOptions) -> Result<Arc<dyn crate::tree::Tree>> + Send + Sync>;
+/// Checks a location's options without opening it or touching the
+/// network (`true`: as a mirror tree): what a config check reports.
+pub type OptionCheck = Arc<dyn Fn(&str, &TargetOptions, bool) -> Result<()> + Send + Sync>;
 /// Makes an archive format for a compression and level.
 pub type FormatFactory =
     Arc<dyn Fn(Compression, Option<i32>) -> Result<Box<dyn ArchiveFormat>> + Send + Sync>;
@@ -70,6 +73,7 @@ pub struct Registry {
     codecs: Option<CodecFactory>,
     hashers: Option<Arc<dyn Hashers>>,
     sender: Option<Arc<dyn crate::jobs::notify::Sender>>,
+    checks: BTreeMap<String, OptionCheck>,
     databases: BTreeMap<String, (DatabaseSourceFactory, DatabaseTargetFactory)>,
 }
 
@@ -83,6 +87,7 @@ impl fmt::Debug for Registry {
             .field("hashers", &self.hashers)
             .field("databases", &self.databases.keys().collect::<Vec<_>>())
             .field("sender", &self.sender)
+            .field("checks", &self.checks.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -130,6 +135,31 @@ impl Registry {
             return f(location, options);
         }
         Err(self.unavailable(location, true))
+    }
+
+    /// Registers how a scheme's options are checked without opening a
+    /// location (see [`OptionCheck`]).
+    pub fn register_option_check(
+        &mut self,
+        scheme: &str,
+        check: impl Fn(&str, &TargetOptions, bool) -> Result<()> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.checks.insert(scheme.to_owned(), Arc::new(check));
+        self
+    }
+
+    /// Checks `options` for `location` (as a tree or a repository) without
+    /// opening it: unknown keys, bad values, missing credentials. A scheme
+    /// without a registered check passes; opening it checks them then.
+    ///
+    /// # Errors
+    ///
+    /// The error opening the location with these options would give.
+    pub fn check_options(&self, location: &str, options: &TargetOptions, tree: bool) -> Result<()> {
+        match self.checks.get(Self::scheme_of(location)) {
+            Some(check) => check(location, options, tree),
+            None => Ok(()),
+        }
     }
 
     /// Whether this build can open `location`, as a mirror tree (`tree`) or

@@ -128,6 +128,7 @@ pub fn register(registry: &mut Registry) {
     });
     #[cfg(feature = "notify")]
     registry.set_sender(Arc::new(notify::Notifier));
+    register_option_checks(registry);
     #[cfg(feature = "rclone")]
     registry.register_tree("rclone", |location, options| {
         Ok(Arc::new(rclone_tree::RcloneTree::open(location, options)?)
@@ -148,6 +149,45 @@ pub fn register(registry: &mut Registry) {
             location,
             options,
         )?) as Arc<dyn backup_core::tree::Tree>)
+    });
+}
+
+/// How each scheme's options are checked without touching the network
+/// (opening these targets parses and checks everything first and connects
+/// only when used; an rclone tree asks rclone about its remote, so its
+/// check opens the rclone target instead).
+fn register_option_checks(registry: &mut Registry) {
+    registry.register_option_check(backup_core::registry::LOCAL_SCHEME, |_, options, _| {
+        local_options(options).map(|_| ())
+    });
+    #[cfg(feature = "cloud")]
+    for (scheme, cloud) in [
+        #[cfg(feature = "s3")]
+        ("s3", cloud::Cloud::S3),
+        #[cfg(feature = "azure")]
+        ("az", cloud::Cloud::Azure),
+        #[cfg(feature = "azure")]
+        ("azure", cloud::Cloud::Azure),
+        #[cfg(feature = "gcs")]
+        ("gs", cloud::Cloud::Gcs),
+    ] {
+        registry.register_option_check(scheme, move |location, options, _| {
+            cloud::CloudTarget::open(cloud, location, options).map(|_| ())
+        });
+    }
+    #[cfg(feature = "sftp")]
+    for scheme in ["sftp", "ssh"] {
+        registry.register_option_check(scheme, |location, options, tree| {
+            if tree {
+                sftp::SftpTree::open(location, options).map(|_| ())
+            } else {
+                sftp::SftpTarget::open(location, options).map(|_| ())
+            }
+        });
+    }
+    #[cfg(feature = "rclone")]
+    registry.register_option_check("rclone", |location, options, _| {
+        rclone::RcloneTarget::open(location, options).map(|_| ())
     });
 }
 

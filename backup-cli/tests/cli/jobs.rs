@@ -15,16 +15,31 @@ fn write_config(env: &Env, name: &str, text: &str, mode: u32) -> String {
 
 /// `backupkit --config FILE ARGS...` in the env's directory.
 fn with_config(env: &Env, config: &str, args: &[&str]) -> Output {
+    with_config_env(env, config, args, &[])
+}
+
+/// [`with_config`] with variables set (a value of `None` removes one).
+fn with_config_env(
+    env: &Env,
+    config: &str,
+    args: &[&str],
+    vars: &[(&str, Option<&str>)],
+) -> Output {
     let mut all = vec!["--config", config];
     all.extend_from_slice(args);
-    Command::new(BIN)
-        .args(&all)
+    let mut cmd = Command::new(BIN);
+    cmd.args(&all)
         .current_dir(env.dir.path())
         .env_remove("BACKUPKIT_REPOSITORY")
         .env_remove("BACKUPKIT_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .stdin(Stdio::null());
+    for (k, v) in vars {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.output().unwrap()
 }
 
 fn sqlite_db(path: &Path, rows: usize) {
@@ -437,10 +452,15 @@ jobs:
       - database: postgres://lab:{secret}@127.0.0.1:1/lab
     destinations:
       remote:
-        mirror: sftp://nobody@127.0.0.1:1/nowhere
+        repository: s3://lab-backups/lab
+        init: true
         options:
-          password: {secret}
-          timeout: 2
+          endpoint: http://127.0.0.1:1
+          allow_http: true
+          region: us-east-1
+          retries: 0
+          access_key_id: AKIDEXAMPLE
+          secret_access_key: {secret}
 "
     );
     let c = write_config(&env, "open.yaml", &text, 0o644);
@@ -448,9 +468,10 @@ jobs:
     assert_eq!(code(&o), 2);
     let err = stderr(&o);
     assert!(err.contains("open.yaml:6:"), "{err}");
-    assert!(err.contains("open.yaml:11:"), "{err}");
+    assert!(err.contains("open.yaml:17:"), "{err}");
+    assert!(err.starts_with("backupkit: error: 2 problems"), "{err}");
     assert!(
-        err.contains("chmod 600") && err.contains("password_env"),
+        err.contains("chmod 600") && err.contains("secret_access_key_env"),
         "{err}"
     );
     assert!(!err.contains(secret), "{err}");
@@ -462,8 +483,8 @@ jobs:
     fs::write(&secret_file, format!("{secret}\n")).unwrap();
     let from_file = text
         .replace(
-            &format!("password: {secret}"),
-            &format!("password_file: {}", secret_file.display()),
+            &format!("secret_access_key: {secret}"),
+            &format!("secret_access_key_file: {}", secret_file.display()),
         )
         .replace(
             &format!("lab:{secret}@127.0.0.1:1/lab"),
@@ -682,16 +703,14 @@ fn seed_002_backup_section_works_as_written() {
     // The seed's .env names the database.
     sqlite_db(&env.path("app.db"), 50);
     let run = |config: &str, args: &[&str]| {
-        let mut all = vec!["--config", config];
-        all.extend_from_slice(args);
-        Command::new(BIN)
-            .args(&all)
-            .current_dir(env.dir.path())
-            .env("DB_TYPE", "sqlite")
-            .env("DB_NAME", "app.db")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        let vars = [
+            ("DB_TYPE", Some("sqlite")),
+            ("DB_NAME", Some("app.db")),
+            // The cloud destination's check wants credentials present.
+            ("AWS_ACCESS_KEY_ID", Some("AKIDEXAMPLE")),
+            ("AWS_SECRET_ACCESS_KEY", Some("not-a-real-key")),
+        ];
+        with_config_env(&env, config, args, &vars)
     };
     let o = run(&c, &["--json", "run", "database"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -1163,4 +1182,55 @@ fn three_destinations_one_broken_the_others_succeed() {
             .any(|l| l.starts_with("lab  rclone") && l.contains("failed")),
         "{out}"
     );
+}
+
+/// The backends check their own options at `config check`, before
+/// anything runs: an unknown key, a bad value, a missing credential; two
+/// destinations of a job in one place are refused too.
+#[test]
+fn config_check_asks_the_backends_about_their_options() {
+    let env = Env::new();
+    env.data();
+    let c = write_config(
+        &env,
+        "backupkit.yaml",
+        "jobs:
+  lab:
+    sources: [data]
+    destinations:
+      nas:
+        mirror: out/mirror
+        options: {mount_piont: /mnt}
+      again:
+        mirror: out/mirror
+      cloud:
+        repository: s3://bucket/lab
+        options: {region: eu-west-1}
+      ssh:
+        repository: sftp://lab@127.0.0.1/backups
+        options: {timeout: soon}
+",
+        0o644,
+    );
+    let no_aws = [
+        ("AWS_ACCESS_KEY_ID", None),
+        ("AWS_SECRET_ACCESS_KEY", None),
+        ("AWS_PROFILE", None),
+    ];
+    let o = with_config_env(&env, &c, &["config", "check"], &no_aws);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let err = stderr(&o);
+    for (line, says) in [
+        (7, "unknown option \"mount_piont\""),
+        (8, "the same place as the destination `nas`"),
+        (12, "AWS_ACCESS_KEY_ID"),
+        (15, "option timeout: expected a number of seconds"),
+    ] {
+        let want = format!("backupkit.yaml:{line}:");
+        assert!(
+            err.lines().any(|l| l.contains(&want) && l.contains(says)),
+            "no {want} {says} in {err}"
+        );
+    }
+    assert!(!env.path("out").exists());
 }

@@ -668,18 +668,20 @@ impl Validator<'_> {
                         Secret::File(p) => Secret::File(self.path(&p.to_string_lossy())),
                         other => other,
                     };
-                    match self.checked_secret(s, n.at, &okey) {
-                        Some(s) => (base.to_owned(), OptionValue::Secret(s)),
-                        None => continue,
-                    }
+                    // A refused secret still stands for its option, so that
+                    // the backend's check does not report it missing too.
+                    let s = self
+                        .checked_secret(s, n.at, &okey)
+                        .unwrap_or(Secret::Inline(String::new()));
+                    (base.to_owned(), OptionValue::Secret(s))
                 }
                 None if secret::is_secret_name(&k.name)
                     || (all_indirect && k.name.eq_ignore_ascii_case("authorization")) =>
                 {
-                    match self.checked_secret(Secret::Inline(value), n.at, &okey) {
-                        Some(s) => (k.name.clone(), OptionValue::Secret(s)),
-                        None => continue,
-                    }
+                    let s = self
+                        .checked_secret(Secret::Inline(value), n.at, &okey)
+                        .unwrap_or(Secret::Inline(String::new()));
+                    (k.name.clone(), OptionValue::Secret(s))
                 }
                 None => (k.name.clone(), OptionValue::Plain(value)),
             };
@@ -786,9 +788,24 @@ impl Validator<'_> {
                 Value::Map(entries) if !entries.is_empty() => {
                     for (k, d) in entries {
                         let dpath = join(&f.key("destinations"), &k.name);
-                        if let Some(d) = self.destination(&k.name, d, &dpath, &sources) {
-                            destinations.push(d);
+                        let Some(d) = self.destination(&k.name, d, &dpath, &sources) else {
+                            continue;
+                        };
+                        if let Some(other) = destinations
+                            .iter()
+                            .find(|o: &&Destination| o.location == d.location)
+                        {
+                            self.problem(
+                                k.at,
+                                &dpath,
+                                format!(
+                                    "the same place as the destination `{}`: two runs would \
+                                     write into one location",
+                                    other.name
+                                ),
+                            );
                         }
+                        destinations.push(d);
                     }
                 }
                 other => self.problem(
@@ -1093,6 +1110,7 @@ impl Validator<'_> {
         let wanted = self.wanted_sources(&f, sources);
         let flat = self.flat(&f, is_mirror, sources, &wanted);
         let options = self.options(&f);
+        self.check_options(&location, &options, is_mirror, &f, kind_key);
         Some(Destination {
             name: name.to_owned(),
             enabled,
@@ -1102,6 +1120,39 @@ impl Validator<'_> {
             flat,
             options,
         })
+    }
+
+    /// The backend's own check of a destination's options (unknown keys,
+    /// bad values, missing credentials), with secrets standing in as
+    /// placeholders: nothing is opened, run or connected.
+    fn check_options(
+        &mut self,
+        location: &str,
+        options: &BTreeMap<String, OptionValue>,
+        tree: bool,
+        f: &Fields,
+        kind_key: &str,
+    ) {
+        let stand_in: crate::TargetOptions = options
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    OptionValue::Plain(s) => s.clone(),
+                    OptionValue::Secret(_) => "secret-placeholder".into(),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        if self.registry.check_location(location, tree).is_err() {
+            return;
+        }
+        if let Err(e) = self.registry.check_options(location, &stand_in, tree) {
+            let (at, key) = match f.get("options") {
+                Some(n) => (n.at, f.key("options")),
+                None => (f.get(kind_key).map_or(f.at, |n| n.at), f.key(kind_key)),
+            };
+            self.problem(at, &key, plain(&e));
+        }
     }
 
     fn mirror_settings(&mut self, f: &Fields) -> MirrorSettings {

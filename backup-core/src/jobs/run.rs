@@ -361,7 +361,8 @@ impl JobRunner<'_> {
             self.ping("/start", "");
         }
         let mut result = self.run_resolved(result, started, &dests, &resolved);
-        if !quiet {
+        // An interrupted run reports nothing: the user stopped it.
+        if !quiet && !self.cancel.is_cancelled() {
             self.notify(&result);
         }
         result.seconds = started.elapsed().as_secs_f64();
