@@ -106,14 +106,18 @@ def test_config_show_hides_secrets_and_the_environment_finds_the_file(
     config.write_text(
         '[jobs.lab]\nsources = ["data"]\n'
         '[jobs.lab.destinations.remote]\n'
-        'mirror = "sftp://lab@127.0.0.1:1/backups"\n'
-        f'options = {{ password_file = "{tmp_path / "pw"}" }}\n'
+        'repository = "s3://lab-backups/lab"\n'
+        '[jobs.lab.destinations.remote.options]\n'
+        'region = "eu-west-1"\n'
+        'access_key_id = "AKIDEXAMPLE"\n'
+        f'secret_access_key_file = "{tmp_path / "pw"}"\n'
     )
     monkeypatch.setenv("BACKUPKIT_CONFIG", str(config))
     loaded = backupkit.load_config()
     shown = loaded.show()
     remote = shown["jobs"]["lab"]["destinations"]["remote"]
-    assert remote["options"]["password"].startswith("***")
+    assert remote["options"]["secret_access_key"].startswith("***")
+    assert remote["repository"] == "s3://lab-backups/lab"
     assert "Very-Secret-123" not in repr(shown)
 
 

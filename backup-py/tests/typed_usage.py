@@ -53,6 +53,22 @@ def run(workdir: Path) -> list[str]:
     except backupkit.MirrorMismatchError as e:
         missing = e.report.missing if e.report is not None else []
     print(copied, failed_files, missing)
+    config_file = workdir / "backupkit.yaml"
+    config_file.write_text(
+        f"jobs:\n  lab:\n    sources: [{source}]\n    destinations:\n"
+        f"      nas: {{mirror: {workdir / 'job-mirror'}}}\n"
+    )
+    try:
+        config: backupkit.Config = backupkit.load_config(config_file)
+    except backupkit.ConfigError as e:
+        lines: list[int] = [p["line"] for p in e.problems]
+        raise SystemExit(f"config problems on lines {lines}") from e
+    results: list[backupkit.DestinationResult] = backupkit.run(
+        config, only=["nas"], progress=lambda ev: None
+    )
+    ok: bool = all(r.ok for r in results)
+    shown: dict[str, object] = config.show()
+    print(ok, config.jobs, len(shown), [r.error for r in results])
     removed: list[str] = repo.forget([snap.id])
     unlocked: int = repo.unlock(remove_all=False)
     print(when.isoformat(), size, tags, len(meta), len(entries), target.name, problems, unlocked)
