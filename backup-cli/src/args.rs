@@ -89,6 +89,35 @@ pub enum Command {
     /// Check the config file, or show it as backupkit reads it.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Recording sessions laid out by path templates (the config's
+    /// `sessions:`).
+    #[command(subcommand)]
+    Session(SessionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List the sessions found at the source, and where each goes at every
+    /// destination.
+    List(SessionRangeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SessionRangeArgs {
+    /// The session set (default: every set in the config).
+    #[arg(long = "set", value_name = "NAME")]
+    pub set: Option<String>,
+    /// Only sessions from this date on: YYYYMMDD or YYYY-MM-DD.
+    #[arg(long, value_name = "DATE", value_parser = parse_session_date)]
+    pub start_date: Option<chrono::NaiveDate>,
+    /// Only sessions up to this date.
+    #[arg(long, value_name = "DATE", value_parser = parse_session_date)]
+    pub end_date: Option<chrono::NaiveDate>,
+}
+
+fn parse_session_date(s: &str) -> Result<chrono::NaiveDate, String> {
+    backup_core::sessions::layout::parse_date(s)
+        .ok_or_else(|| format!("{s:?} is not a date (YYYYMMDD or YYYY-MM-DD)"))
 }
 
 #[derive(Debug, Subcommand)]

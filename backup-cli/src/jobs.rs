@@ -8,7 +8,7 @@ use backup_core::jobs::log::{EventSink, Level, LogEvent, LogFile};
 use backup_core::jobs::model::{self, Config};
 use backup_core::jobs::run::{self, Outcome, RunOptions, RunSummary};
 
-use crate::args::{ConfigCommand, RunArgs};
+use crate::args::{ConfigCommand, RunArgs, SessionCommand};
 use crate::commands::{Ctx, Failure, Outcome as CmdOutcome};
 use crate::exit;
 use crate::output::{json, out};
@@ -203,4 +203,83 @@ fn table(s: &RunSummary, dry_run: bool) -> std::io::Result<()> {
         s.result.as_str(),
         s.seconds
     ))
+}
+
+/// `backupkit session ...`.
+pub(crate) fn session(ctx: &Ctx, cmd: &SessionCommand) -> CmdOutcome {
+    use backup_core::sessions::layout::{self, session_date};
+    let config = load(ctx)?;
+    let SessionCommand::List(a) = cmd;
+    let sets: Vec<_> = config
+        .sessions
+        .iter()
+        .filter(|s| a.set.as_ref().is_none_or(|n| *n == s.name))
+        .collect();
+    if sets.is_empty() {
+        let names: Vec<&str> = config.sessions.iter().map(|s| s.name.as_str()).collect();
+        return Err(Failure::Exit(
+            exit::USAGE,
+            match &a.set {
+                Some(n) => format!(
+                    "no session set named {n:?} (the config's: {})",
+                    names.join(", ")
+                ),
+                None => "the config has no `sessions:` section".into(),
+            },
+        ));
+    }
+    let mut rows = Vec::new();
+    for set in sets {
+        let mut filter = set.filter.clone();
+        filter.start = a.start_date.or(filter.start);
+        filter.end = a.end_date.or(filter.end);
+        for s in layout::discover(&set.source, &set.layout, &filter)? {
+            let mut dests = serde_json::Map::new();
+            for d in &set.destinations {
+                let rel = d.layout.dest_path(&s.vars)?;
+                dests.insert(
+                    d.name.clone(),
+                    format!("{}/{rel}", d.location.trim_end_matches('/')).into(),
+                );
+            }
+            rows.push(serde_json::json!({
+                "set": set.name,
+                "date": session_date(&s.vars).map(|d| d.format("%Y%m%d").to_string()),
+                "variables": s.vars,
+                "source": set.source.join(&s.path).display().to_string(),
+                "destinations": dests,
+            }));
+        }
+    }
+    if ctx.v.json {
+        json(&rows)?;
+        return Ok(exit::OK);
+    }
+    for r in &rows {
+        let vars: Vec<String> = r["variables"]
+            .as_object()
+            .map(|m| {
+                m.values()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let dests: Vec<String> = r["destinations"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or("")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out(format!(
+            "{}  {}  {}  ->  {}",
+            r["set"].as_str().unwrap_or(""),
+            vars.join(" "),
+            r["source"].as_str().unwrap_or(""),
+            dests.join(", ")
+        ))?;
+    }
+    ctx.say(format!("{} session(s)", rows.len()))?;
+    Ok(exit::OK)
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 #[path = "cli/jobs.rs"]
 mod jobs;
+#[path = "cli/sessions.rs"]
+mod sessions;
 
 const BIN: &str = env!("CARGO_BIN_EXE_backupkit");
 

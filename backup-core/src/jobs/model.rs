@@ -49,6 +49,8 @@ pub struct Config {
     pub parallel: usize,
     /// Jobs in file order.
     pub jobs: Vec<Job>,
+    /// Session sets (`sessions:`), in file order.
+    pub sessions: Vec<crate::sessions::config::SessionSet>,
     /// Which dialect the file was written in (`backupkit`, or a seed's
     /// section it was read from).
     pub dialect: &'static str,
@@ -281,7 +283,11 @@ pub fn parse(
             .unwrap_or_else(|| PathBuf::from(".")),
     };
     let config = match &root.value {
-        Value::Map(entries) if entries.iter().any(|(k, _)| k.name == "jobs") => {
+        Value::Map(entries)
+            if entries
+                .iter()
+                .any(|(k, _)| k.name == "jobs" || k.name == "sessions") =>
+        {
             v.native(path, &root)
         }
         Value::Map(entries) if entries.iter().any(|(k, _)| k.name == "backups") => {
@@ -617,7 +623,7 @@ impl Validator<'_> {
     }
 
     /// `options:`: backend options, secret ones from secret sources.
-    fn options(&mut self, f: &Fields) -> BTreeMap<String, OptionValue> {
+    pub(crate) fn options(&mut self, f: &Fields) -> BTreeMap<String, OptionValue> {
         self.secret_map(f, "options", false)
     }
 
@@ -701,7 +707,9 @@ impl Validator<'_> {
         let f = self.fields(
             root,
             "",
-            &["jobs", "log_file", "base_dir", "parallel", "notify"],
+            &[
+                "jobs", "sessions", "log_file", "base_dir", "parallel", "notify",
+            ],
         )?;
         if let Some(b) = self.string(&f, "base_dir") {
             self.base = self.path(&b);
@@ -713,8 +721,26 @@ impl Validator<'_> {
         if let Some(n) = f.get("notify") {
             self.default_notify = self.notify(n, "notify");
         }
-        let jobs_node = f.get("jobs")?;
-        let jobs = match &jobs_node.value {
+        let sessions = f
+            .get("sessions")
+            .map(|n| self.session_sets(n))
+            .unwrap_or_default();
+        let jobs = match f.get("jobs") {
+            None => Vec::new(),
+            Some(jobs_node) => self.jobs(jobs_node),
+        };
+        Some(Config {
+            file: path.to_path_buf(),
+            log_file,
+            parallel,
+            jobs,
+            sessions,
+            dialect: "backupkit",
+        })
+    }
+
+    fn jobs(&mut self, jobs_node: &Node) -> Vec<Job> {
+        match &jobs_node.value {
             Value::Map(entries) if !entries.is_empty() => entries
                 .iter()
                 .filter_map(|(k, n)| self.job(&k.name, n, &join("jobs", &k.name)))
@@ -734,14 +760,7 @@ impl Validator<'_> {
                 );
                 Vec::new()
             }
-        };
-        Some(Config {
-            file: path.to_path_buf(),
-            log_file,
-            parallel,
-            jobs,
-            dialect: "backupkit",
-        })
+        }
     }
 
     fn job(&mut self, name: &str, node: &Node, path: &str) -> Option<Job> {
@@ -1631,6 +1650,9 @@ impl Config {
         });
         if let Some(l) = &self.log_file {
             out["log_file"] = J::String(l.display().to_string());
+        }
+        if !self.sessions.is_empty() {
+            out["sessions"] = crate::sessions::config::view(&self.sessions);
         }
         out
     }

@@ -84,6 +84,7 @@ pub(crate) fn seed000(v: &mut Validator, path: &Path, root: &Node) -> Option<Con
         file: path.to_path_buf(),
         log_file,
         parallel: DEFAULT_PARALLEL,
+        sessions: Vec::new(),
         jobs: vec![Job {
             name: "backups".into(),
             enabled,
@@ -401,6 +402,7 @@ pub(crate) fn seed002(v: &mut Validator, path: &Path, root: &Node) -> Option<Con
         log_file,
         parallel: DEFAULT_PARALLEL,
         jobs,
+        sessions: Vec::new(),
         dialect: "seed 002 `backup:`",
     })
 }

@@ -1,0 +1,144 @@
+//! `backupkit session ...` and the config's `sessions:` section (seed 003).
+
+use super::*;
+
+/// A lab tree like seed 003's: participants with the seed's prefixes and
+/// others, dates across two months, videos and side files.
+fn lab_tree(root: &Path) {
+    for (p, d) in [
+        ("p001", "20250104"),
+        ("p001", "20250211"),
+        ("m12", "20250120"),
+        ("TR3", "20250131"),
+        ("x99", "20250110"),
+    ] {
+        let dir = root.join(p).join(d);
+        fs::create_dir_all(dir.join("calib")).unwrap();
+        for cam in 0..3 {
+            fs::write(dir.join(format!("cam{cam}.mp4")), format!("{p}{d}{cam}")).unwrap();
+        }
+        fs::write(dir.join("calib/params.json"), "{}").unwrap();
+        fs::write(dir.join("recording.lock"), "").unwrap();
+    }
+    fs::create_dir_all(root.join("p001/notes")).unwrap();
+}
+
+fn sessions_config(env: &Env, dest_layout: &str) -> String {
+    let text = format!(
+        "sessions:
+  recordings:
+    source: data
+    layout: \"{{participant_id}}/{{session_date}}\"
+    filters:
+      participant_prefixes: [m, p, b, s, TR, TF]
+      exclude_patterns: [\"*.tmp\", \"*.lock\"]
+    destinations:
+      cottonlab:
+        mirror: net/mobile_system_data
+        layout: \"{dest_layout}\"
+"
+    );
+    let p = env.path("backupkit.yaml");
+    fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// The seed's inverted layout: every session found (the seed's prefixes
+/// only, dated directories only) and where it goes; a date range.
+#[test]
+fn session_list_maps_each_session_to_its_inverted_place() {
+    let env = Env::new();
+    lab_tree(&env.path("data"));
+    let c = sessions_config(&env, "{session_date}/{participant_id}");
+    let o = env.run(&["--config", &c, "--json", "session", "list"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let got: Vec<(String, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["source"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit("data/")
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+                r["destinations"]["cottonlab"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit("mobile_system_data/")
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let want = [
+        ("p001/20250104", "20250104/p001"),
+        ("m12/20250120", "20250120/m12"),
+        ("TR3/20250131", "20250131/TR3"),
+        ("p001/20250211", "20250211/p001"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| ((*a).into(), (*b).into()))
+        .collect();
+    assert_eq!(got, want);
+    let o = env.run(&[
+        "--config",
+        &c,
+        "--json",
+        "session",
+        "list",
+        "--start-date",
+        "2025-01-10",
+        "--end-date",
+        "20250131",
+    ]);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let dates: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["date"].as_str().unwrap())
+        .collect();
+    assert_eq!(dates, ["20250120", "20250131"]);
+    let o = env.run(&["--config", &c, "session", "list", "--start-date", "Jan 4"]);
+    assert_eq!(code(&o), 2);
+    let o = env.run(&["--config", &c, "--json", "config", "show"]);
+    let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let set = &shown["sessions"]["recordings"];
+    assert_eq!(set["destinations"]["cottonlab"]["layout"], "{session_date}/{participant_id}");
+    assert_eq!(set["filters"]["prefixes"]["participant_id"][4], "TR");
+}
+
+/// A destination layout that could put two sessions in one place, or that
+/// uses a variable the source does not capture, is refused when the
+/// config is loaded, with the reason and the line.
+#[test]
+fn layouts_that_could_lose_sessions_are_refused_at_load() {
+    let env = Env::new();
+    lab_tree(&env.path("data"));
+    for (layout, says) in [
+        ("{session_date}", "leaves out {participant_id}"),
+        ("{session_date}/{participant_id}/{camera}", "uses {camera}"),
+        (
+            "{session_date}-{participant_id}",
+            "two variables in one path segment",
+        ),
+    ] {
+        let c = sessions_config(&env, layout);
+        let o = env.run(&["--config", &c, "config", "check"]);
+        assert_eq!(code(&o), 2, "{layout}");
+        let err = stderr(&o);
+        assert!(
+            err.contains(
+                "backupkit.yaml:11:17: sessions.recordings.destinations.cottonlab.layout:"
+            ) && err.contains(says),
+            "{layout}: {err}"
+        );
+    }
+}
