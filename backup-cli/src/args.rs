@@ -100,6 +100,41 @@ pub enum SessionCommand {
     /// List the sessions found at the source, and where each goes at every
     /// destination.
     List(SessionRangeArgs),
+    /// Mirror one session to its place at a destination, then verify it by
+    /// count.
+    Sync(SessionArgs),
+    /// Compare one session with its backup: every file and size, and the
+    /// content of a random sample.
+    Verify(SessionVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// The session's values in the source layout's order (seed 003's
+    /// `PARTICIPANT DATE`).
+    #[arg(required = true, value_name = "VALUE")]
+    pub values: Vec<String>,
+    /// The session set (default: the config's only one).
+    #[arg(long = "set", value_name = "NAME")]
+    pub set: Option<String>,
+    /// The destination (default: the set's only one).
+    #[arg(long = "dest", value_name = "NAME")]
+    pub dest: Option<String>,
+    /// Show what would be copied; write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SessionVerifyArgs {
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// Files whose content is compared, picked at random (default 10).
+    #[arg(long, value_name = "N", default_value_t = 10, conflicts_with = "full")]
+    pub sample: usize,
+    /// Compare the content of every file.
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Debug, Args)]

@@ -209,7 +209,11 @@ fn table(s: &RunSummary, dry_run: bool) -> std::io::Result<()> {
 pub(crate) fn session(ctx: &Ctx, cmd: &SessionCommand) -> CmdOutcome {
     use backup_core::sessions::layout::{self, session_date};
     let config = load(ctx)?;
-    let SessionCommand::List(a) = cmd;
+    let a = match cmd {
+        SessionCommand::List(a) => a,
+        SessionCommand::Sync(a) => return session_sync(ctx, &config, a),
+        SessionCommand::Verify(a) => return session_verify(ctx, &config, a),
+    };
     let sets: Vec<_> = config
         .sessions
         .iter()
@@ -282,4 +286,85 @@ pub(crate) fn session(ctx: &Ctx, cmd: &SessionCommand) -> CmdOutcome {
     }
     ctx.say(format!("{} session(s)", rows.len()))?;
     Ok(exit::OK)
+}
+
+/// The set a session command names, or the config's only one.
+fn session_set<'c>(
+    config: &'c Config,
+    name: Option<&str>,
+) -> Result<&'c backup_core::sessions::config::SessionSet, Failure> {
+    let names: Vec<&str> = config.sessions.iter().map(|s| s.name.as_str()).collect();
+    let found = match name {
+        Some(n) => config.sessions.iter().find(|s| s.name == n),
+        None if config.sessions.len() == 1 => config.sessions.first(),
+        None => None,
+    };
+    found.ok_or_else(|| {
+        Failure::Exit(
+            exit::USAGE,
+            match (name, names.is_empty()) {
+                (_, true) => "the config has no `sessions:` section".into(),
+                (Some(n), false) => {
+                    format!(
+                        "no session set named {n:?} (the config's: {})",
+                        names.join(", ")
+                    )
+                }
+                (None, false) => format!(
+                    "the config has several session sets ({}): choose one with --set",
+                    names.join(", ")
+                ),
+            },
+        )
+    })
+}
+
+fn session_sync(ctx: &Ctx, config: &Config, a: &crate::args::SessionArgs) -> CmdOutcome {
+    use backup_core::sessions::ops;
+    let set = session_set(config, a.set.as_deref())?;
+    let dest = ops::destination(set, a.dest.as_deref())?;
+    let session = ops::find(set, &a.values)?;
+    let reporter = crate::output::Reporter::new(ctx.v).listing_plan(a.dry_run);
+    let result = ops::sync(
+        ctx.registry,
+        set,
+        dest,
+        &session,
+        a.dry_run,
+        &reporter,
+        ctx.cancel,
+    );
+    reporter.finish();
+    let summary = result?;
+    crate::mirror::report(ctx, &summary)
+}
+
+fn session_verify(ctx: &Ctx, config: &Config, a: &crate::args::SessionVerifyArgs) -> CmdOutcome {
+    use backup_core::mirror::VerifyMode;
+    use backup_core::sessions::ops;
+    let set = session_set(config, a.session.set.as_deref())?;
+    let dest = ops::destination(set, a.session.dest.as_deref())?;
+    let session = ops::find(set, &a.session.values)?;
+    let mode = if a.full {
+        VerifyMode::Checksum
+    } else if a.sample == 0 {
+        VerifyMode::Size
+    } else {
+        VerifyMode::Sample(a.sample)
+    };
+    let reporter = crate::output::Reporter::new(crate::output::Verbosity {
+        quiet: true,
+        ..ctx.v
+    });
+    let result = ops::verify(
+        ctx.registry,
+        set,
+        dest,
+        &session,
+        mode,
+        &reporter,
+        ctx.cancel,
+    );
+    reporter.finish();
+    crate::mirror::report_verify(ctx, &result?)
 }

@@ -87,17 +87,7 @@ pub(crate) fn mirror(ctx: &Ctx, a: &MirrorArgs) -> Outcome {
             ctx.cancel,
         );
         reporter.finish();
-        let report = result?;
-        if ctx.v.json {
-            json(&report)?;
-        } else {
-            say_report(ctx, &report)?;
-        }
-        return Ok(if report.matches() {
-            exit::OK
-        } else {
-            exit::INTEGRITY
-        });
+        return report_verify(ctx, &result?);
     }
     let opts = MirrorOptions {
         excludes,
@@ -122,11 +112,29 @@ pub(crate) fn mirror(ctx: &Ctx, a: &MirrorArgs) -> Outcome {
         ctx.cancel,
     );
     reporter.finish();
-    let summary = result?;
+    report(ctx, &result?)
+}
+
+/// A verification's report (JSON or lines) and its exit code.
+pub(crate) fn report_verify(ctx: &Ctx, report: &VerifyReport) -> Outcome {
     if ctx.v.json {
-        json(&summary)?;
+        json(report)?;
     } else {
-        say_summary(ctx, &summary)?;
+        say_report(ctx, report)?;
+    }
+    Ok(if report.matches() {
+        exit::OK
+    } else {
+        exit::INTEGRITY
+    })
+}
+
+/// A mirror's summary (JSON or a line), its warnings, and its exit code.
+pub(crate) fn report(ctx: &Ctx, summary: &MirrorSummary) -> Outcome {
+    if ctx.v.json {
+        json(summary)?;
+    } else {
+        say_summary(ctx, summary)?;
     }
     if let Some(reason) = &summary.refused {
         eprintln!("backupkit: error: refusing to delete: {reason}");

@@ -111,7 +111,10 @@ fn session_list_maps_each_session_to_its_inverted_place() {
     let o = env.run(&["--config", &c, "--json", "config", "show"]);
     let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let set = &shown["sessions"]["recordings"];
-    assert_eq!(set["destinations"]["cottonlab"]["layout"], "{session_date}/{participant_id}");
+    assert_eq!(
+        set["destinations"]["cottonlab"]["layout"],
+        "{session_date}/{participant_id}"
+    );
     assert_eq!(set["filters"]["prefixes"]["participant_id"][4], "TR");
 }
 
@@ -141,4 +144,54 @@ fn layouts_that_could_lose_sessions_are_refused_at_load() {
             "{layout}: {err}"
         );
     }
+}
+
+/// `session sync P D` mirrors one session to its inverted place (the
+/// excluded `*.lock` left out) and verifies it by count; `session verify`
+/// names a truncated file, and passes again after the next sync.
+#[test]
+fn session_sync_and_verify_one_session() {
+    let env = Env::new();
+    lab_tree(&env.path("data"));
+    let c = sessions_config(&env, "{session_date}/{participant_id}");
+    let o = env.run(&[
+        "--config",
+        &c,
+        "session",
+        "sync",
+        "p001",
+        "20250104",
+        "--dry-run",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let place = env.path("net/mobile_system_data/20250104/p001");
+    assert!(!place.join("cam0.mp4").exists(), "a dry run copied");
+    let o = env.run(&[
+        "--config", &c, "--json", "session", "sync", "p001", "20250104",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["copied"], 4, "{s}");
+    assert_eq!(s["verify"]["mode"], "count", "{s}");
+    assert_eq!(fs::read(place.join("cam1.mp4")).unwrap(), b"p001202501041");
+    assert!(place.join("calib/params.json").is_file());
+    assert!(
+        !place.join("recording.lock").exists(),
+        "an excluded file was synced"
+    );
+
+    let o = env.run(&[
+        "--config", &c, "session", "verify", "p001", "20250104", "--full",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    fs::write(place.join("cam2.mp4"), "trunc").unwrap();
+    let o = env.run(&["--config", &c, "session", "verify", "p001", "20250104"]);
+    assert_eq!(code(&o), 13, "{}", stdout(&o));
+    assert!(stdout(&o).contains("different cam2.mp4"), "{}", stdout(&o));
+
+    // Unknown sessions and wrong arity are clean errors.
+    let o = env.run(&["--config", &c, "session", "sync", "p001", "20250105"]);
+    assert_clean_error(&o, 4, "session not found");
+    let o = env.run(&["--config", &c, "session", "sync", "p001"]);
+    assert_clean_error(&o, 2, "2 value(s) (participant_id, session_date); 1 given");
 }

@@ -2,8 +2,9 @@
 //! a destination with a layout of its own, checked and safely deleted.
 //!
 //! So far: the layout (path templates, the filters, finding the sessions
-//! below a source base: [`layout`]) and the config's `sessions:` section
-//! ([`config`]).
+//! below a source base: [`layout`]), the config's `sessions:` section
+//! ([`config`]), and syncing and verifying one session ([`ops`]).
 
 pub mod config;
 pub mod layout;
+pub mod ops;
