@@ -106,6 +106,21 @@ pub enum SessionCommand {
     /// Compare one session with its backup: every file and size, and the
     /// content of a random sample.
     Verify(SessionVerifyArgs),
+    /// One session's checks: imported, backed up, verified, and whether it
+    /// is safe to delete, with the reason for each.
+    Status(SessionArgs),
+    /// A table of every session in a date range: Date, Participant, Videos,
+    /// Imported, Backup, Verified, Safe.
+    StatusRange(SessionTableArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SessionTableArgs {
+    #[command(flatten)]
+    pub range: SessionRangeArgs,
+    /// The destination (default: the set's only one).
+    #[arg(long = "dest", value_name = "NAME")]
+    pub dest: Option<String>,
 }
 
 #[derive(Debug, Args)]

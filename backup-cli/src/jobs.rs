@@ -213,6 +213,8 @@ pub(crate) fn session(ctx: &Ctx, cmd: &SessionCommand) -> CmdOutcome {
         SessionCommand::List(a) => a,
         SessionCommand::Sync(a) => return session_sync(ctx, &config, a),
         SessionCommand::Verify(a) => return session_verify(ctx, &config, a),
+        SessionCommand::Status(a) => return session_status(ctx, &config, a),
+        SessionCommand::StatusRange(a) => return session_table(ctx, &config, a),
     };
     let sets: Vec<_> = config
         .sessions
@@ -367,4 +369,109 @@ fn session_verify(ctx: &Ctx, config: &Config, a: &crate::args::SessionVerifyArgs
     );
     reporter.finish();
     crate::mirror::report_verify(ctx, &result?)
+}
+
+/// ✓/✗ on a terminal, yes/no in a pipe.
+fn mark(ok: bool) -> &'static str {
+    match (ok, std::io::IsTerminal::is_terminal(&std::io::stdout())) {
+        (true, true) => "\u{2713}",
+        (false, true) => "\u{2717}",
+        (true, false) => "yes",
+        (false, false) => "no",
+    }
+}
+
+fn session_status(ctx: &Ctx, config: &Config, a: &crate::args::SessionArgs) -> CmdOutcome {
+    use backup_core::sessions::{ops, status};
+    let set = session_set(config, a.set.as_deref())?;
+    let dest = ops::destination(set, a.dest.as_deref())?;
+    let session = ops::find(set, &a.values)?;
+    let s = status::status(ctx.registry, set, dest, &session, ctx.cancel);
+    if ctx.v.json {
+        json(&s)?;
+        return Ok(exit::OK);
+    }
+    out(format!(
+        "source  {}: {} files, {}",
+        s.source,
+        s.files,
+        crate::output::human_bytes(s.bytes)
+    ))?;
+    out(format!(
+        "backup  {}: {} files, {}",
+        s.place,
+        s.backup_files,
+        crate::output::human_bytes(s.backup_bytes)
+    ))?;
+    for c in &s.checks {
+        out(format!("{:<9} {}  {}", c.name, mark(c.ok), c.reason))?;
+    }
+    out(format!(
+        "safe to delete: {}",
+        if s.safe { "yes" } else { "no" }
+    ))?;
+    Ok(exit::OK)
+}
+
+fn session_table(ctx: &Ctx, config: &Config, a: &crate::args::SessionTableArgs) -> CmdOutcome {
+    use backup_core::sessions::layout::{self, is_date_variable};
+    use backup_core::sessions::{ops, status};
+    let set = session_set(config, a.range.set.as_deref())?;
+    let dest = ops::destination(set, a.dest.as_deref())?;
+    let mut filter = set.filter.clone();
+    filter.start = a.range.start_date.or(filter.start);
+    filter.end = a.range.end_date.or(filter.end);
+    let sessions = layout::discover(&set.source, &set.layout, &filter)?;
+    let rows: Vec<status::SessionStatus> = sessions
+        .iter()
+        .map(|s| status::status(ctx.registry, set, dest, s, ctx.cancel))
+        .collect();
+    ctx.cancel.check()?;
+    if ctx.v.json {
+        json(&rows)?;
+        return Ok(exit::OK);
+    }
+    let mut table = vec![[
+        "Date".to_owned(),
+        "Participant".to_owned(),
+        "Videos".to_owned(),
+        "Imported".to_owned(),
+        "Backup".to_owned(),
+        "Verified".to_owned(),
+        "Safe".to_owned(),
+    ]];
+    for r in &rows {
+        let who: Vec<&str> = r
+            .variables
+            .iter()
+            .filter(|(k, _)| !is_date_variable(k))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        table.push([
+            r.date.clone().unwrap_or_default(),
+            who.join(" "),
+            r.videos.to_string(),
+            r.imported.map_or("-", mark).to_owned(),
+            mark(r.backup).to_owned(),
+            mark(r.verified).to_owned(),
+            mark(r.safe).to_owned(),
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for row in &table {
+        for (w, c) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for row in &table {
+        let mut line = String::new();
+        for (k, c) in row.iter().enumerate() {
+            line.push_str(c);
+            line.push_str(&" ".repeat(widths[k] - c.chars().count() + 2));
+        }
+        out(line.trim_end())?;
+    }
+    let safe = rows.iter().filter(|r| r.safe).count();
+    ctx.say(format!("{} session(s), {safe} safe to delete", rows.len()))?;
+    Ok(exit::OK)
 }

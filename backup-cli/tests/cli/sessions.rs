@@ -1,5 +1,7 @@
 //! `backupkit session ...` and the config's `sessions:` section (seed 003).
 
+use std::fmt::Write as _;
+
 use super::*;
 
 /// A lab tree like seed 003's: participants with the seed's prefixes and
@@ -194,4 +196,86 @@ fn session_sync_and_verify_one_session() {
     assert_clean_error(&o, 4, "session not found");
     let o = env.run(&["--config", &c, "session", "sync", "p001"]);
     assert_clean_error(&o, 2, "2 value(s) (participant_id, session_date); 1 given");
+}
+
+/// `status-range` before and after syncing, after a backup file is
+/// truncated (Verified and Safe ✗) and for a session the import check
+/// rejects (Safe ✗); `status` gives the reason of each check.
+#[test]
+fn status_tables_follow_sync_damage_and_the_import_check() {
+    let env = Env::new();
+    lab_tree(&env.path("data"));
+    fs::create_dir_all(env.path("imported")).unwrap();
+    for s in ["p001_20250104", "m12_20250120", "p001_20250211"] {
+        fs::write(env.path("imported").join(s), "").unwrap();
+    }
+    let c = sessions_config(&env, "{session_date}/{participant_id}");
+    let mut text = fs::read_to_string(&c).unwrap();
+    let _ = write!(
+        text,
+        "    imported:\n      command: \"test -e {}/{{participant_id}}_{{session_date}}\"\n",
+        env.path("imported").display()
+    );
+    fs::write(&c, text).unwrap();
+    let table = |env: &Env| -> Vec<serde_json::Value> {
+        let o = env.run(&["--config", &c, "--json", "session", "status-range"]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let flags = |rows: &[serde_json::Value], key: &str| -> Vec<bool> {
+        rows.iter().map(|r| r[key].as_bool().unwrap()).collect()
+    };
+    let rows = table(&env);
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0]["videos"], 3);
+    assert_eq!(flags(&rows, "imported"), [true, true, false, true]);
+    assert_eq!(flags(&rows, "backup"), [false; 4]);
+    assert_eq!(flags(&rows, "safe"), [false; 4]);
+    for (p, d) in [
+        ("p001", "20250104"),
+        ("m12", "20250120"),
+        ("TR3", "20250131"),
+    ] {
+        let o = env.run(&["--config", &c, "session", "sync", p, d]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    let rows = table(&env);
+    assert_eq!(flags(&rows, "backup"), [true, true, true, false]);
+    assert_eq!(flags(&rows, "verified"), [true, true, true, false]);
+    // TR3 is backed up but not imported: not safe.
+    assert_eq!(flags(&rows, "safe"), [true, true, false, false]);
+    fs::write(
+        env.path("net/mobile_system_data/20250120/m12/cam0.mp4"),
+        "x",
+    )
+    .unwrap();
+    let rows = table(&env);
+    assert_eq!(flags(&rows, "verified"), [true, false, true, false]);
+    assert_eq!(flags(&rows, "safe"), [true, false, false, false]);
+    let o = env.run(&[
+        "--config", &c, "--json", "session", "status", "m12", "20250120",
+    ]);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let why = s["checks"][2]["reason"].as_str().unwrap();
+    assert!(why.contains("cam0.mp4"), "{s}");
+    assert_eq!(s["safe"], false);
+    // In a pipe the table says yes/no.
+    let o = env.run(&[
+        "--config",
+        &c,
+        "session",
+        "status-range",
+        "--end-date",
+        "20250110",
+    ]);
+    let text = stdout(&o);
+    assert!(text.starts_with("Date"), "{text}");
+    assert!(
+        text.contains("20250104  p001         3       yes       yes     yes       yes"),
+        "{text}"
+    );
 }

@@ -38,6 +38,8 @@ pub struct SessionSet {
     /// The files counted as videos in status tables (`*.mp4`).
     pub videos: String,
     pub destinations: Vec<SessionDestination>,
+    /// The external check that a session was imported.
+    pub imported: Option<crate::sessions::status::ImportCheck>,
 }
 
 /// Where a set's sessions are mirrored, with its own layout.
@@ -67,7 +69,14 @@ impl Validator<'_> {
         let f = self.fields(
             node,
             path,
-            &["source", "layout", "filters", "videos", "destinations"],
+            &[
+                "source",
+                "layout",
+                "filters",
+                "videos",
+                "destinations",
+                "imported",
+            ],
         )?;
         let source = self.string(&f, "source").map(|s| self.path(&s));
         match (&source, f.get("source")) {
@@ -113,7 +122,11 @@ impl Validator<'_> {
                 }
             }
         }
+        let imported = f
+            .get("imported")
+            .and_then(|n| self.import_check(n, &f.key("imported")));
         Some(SessionSet {
+            imported,
             name: name.to_owned(),
             source: source?,
             layout: layout?,
@@ -148,6 +161,35 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    fn import_check(
+        &mut self,
+        node: &Node,
+        path: &str,
+    ) -> Option<crate::sessions::status::ImportCheck> {
+        let f = self.fields(node, path, &["command", "timeout"])?;
+        let command = self.string(&f, "command");
+        if command.is_none() && f.get("command").is_none() {
+            self.problem(
+                f.at,
+                path,
+                "needs `command:` (exit 0 means the session was imported; {name} is a session value)",
+            );
+        }
+        let timeout = match f.get("timeout") {
+            Some(n) => match &n.value {
+                Value::Str(t) => crate::jobs::model::parse_duration(t).ok(),
+                Value::Int(i) => u64::try_from(*i).ok().map(std::time::Duration::from_secs),
+                _ => None,
+            }
+            .unwrap_or_else(|| {
+                self.problem(n.at, &f.key("timeout"), "expected a duration such as 30s");
+                std::time::Duration::from_secs(60)
+            }),
+            None => std::time::Duration::from_secs(60),
+        };
+        Some(crate::sessions::status::ImportCheck { command, timeout })
     }
 
     fn session_filters(&mut self, node: &Node, path: &str) -> (Filter, Vec<String>) {

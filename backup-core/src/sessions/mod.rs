@@ -3,8 +3,10 @@
 //!
 //! So far: the layout (path templates, the filters, finding the sessions
 //! below a source base: [`layout`]), the config's `sessions:` section
-//! ([`config`]), and syncing and verifying one session ([`ops`]).
+//! ([`config`]), syncing and verifying one session ([`ops`]), and its
+//! status with the external import check ([`status`]).
 
 pub mod config;
 pub mod layout;
 pub mod ops;
+pub mod status;

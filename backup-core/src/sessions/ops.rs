@@ -59,22 +59,35 @@ fn options(d: &SessionDestination) -> Result<TargetOptions> {
         .collect()
 }
 
+/// The session's place at the destination, as a tree.
+///
+/// # Errors
+///
+/// The destination's error opening it.
+pub fn place_tree(
+    registry: &Registry,
+    dest: &SessionDestination,
+    session: &Session,
+) -> Result<Arc<dyn Tree>> {
+    let place = format!(
+        "{}/{}",
+        dest.location.trim_end_matches('/'),
+        dest.layout.dest_path(&session.vars)?
+    );
+    registry.open_tree(&place, &options(dest)?)
+}
+
 /// The session's source tree and its place at the destination.
 fn trees(
     registry: &Registry,
     set: &SessionSet,
     dest: &SessionDestination,
     session: &Session,
-) -> Result<(Vec<MirrorSource>, Arc<dyn Tree>, String)> {
+) -> Result<(Vec<MirrorSource>, Arc<dyn Tree>)> {
     let src = set.source.join(&session.path).display().to_string();
     let source = registry.open_tree(&src, &TargetOptions::new())?;
-    let place = format!(
-        "{}/{}",
-        dest.location.trim_end_matches('/'),
-        dest.layout.dest_path(&session.vars)?
-    );
-    let tree = registry.open_tree(&place, &options(dest)?)?;
-    Ok((vec![MirrorSource::new("", source)], tree, place))
+    let tree = place_tree(registry, dest, session)?;
+    Ok((vec![MirrorSource::new("", source)], tree))
 }
 
 /// Mirrors one session to its place at `dest`, then verifies it by count
@@ -92,7 +105,7 @@ pub fn sync(
     progress: &dyn Progress,
     cancel: &Cancel,
 ) -> Result<MirrorSummary> {
-    let (sources, tree, _) = trees(registry, set, dest, session)?;
+    let (sources, tree) = trees(registry, set, dest, session)?;
     let opts = MirrorOptions {
         excludes: Excludes::new(&set.excludes)?,
         dry_run,
@@ -125,7 +138,7 @@ pub fn verify(
     progress: &dyn Progress,
     cancel: &Cancel,
 ) -> Result<VerifyReport> {
-    let (sources, tree, _) = trees(registry, set, dest, session)?;
+    let (sources, tree) = trees(registry, set, dest, session)?;
     let hashers = registry.hashers()?;
     mirror::verify(
         &sources,

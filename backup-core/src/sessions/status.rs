@@ -1,0 +1,250 @@
+//! A session's status: what is at the source, what is at its place at a
+//! destination, whether the two match, whether the external record says it
+//! was imported, and so whether it is safe to delete, with the reason for
+//! each check.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::jobs::hooks::{self, HookEnd};
+use crate::mirror::VerifyMode;
+use crate::sessions::config::{SessionDestination, SessionSet};
+use crate::sessions::layout::{Session, session_date};
+use crate::sessions::ops;
+use crate::{Cancel, NoProgress, Registry};
+
+/// One check and why it passed or failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// `imported`, `backup` or `verified`.
+    pub name: &'static str,
+    pub ok: bool,
+    pub reason: String,
+}
+
+/// What `status` reports for one session at one destination.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionStatus {
+    pub set: String,
+    pub variables: crate::sessions::layout::Vars,
+    /// `YYYYMMDD`, when the session has a date.
+    pub date: Option<String>,
+    pub source: String,
+    pub files: u64,
+    pub bytes: u64,
+    /// Files matching the set's `videos` pattern.
+    pub videos: u64,
+    pub destination: String,
+    /// The session's place there.
+    pub place: String,
+    pub backup_files: u64,
+    pub backup_bytes: u64,
+    /// `None` when no external check is configured.
+    pub imported: Option<bool>,
+    pub backup: bool,
+    pub verified: bool,
+    pub safe: bool,
+    pub checks: Vec<Check>,
+}
+
+/// The status of `session` at `dest`: source counted, the place listed
+/// and compared file by file (count and sizes), the external check run.
+/// Nothing here is cached: every call reads both sides again.
+pub fn status(
+    registry: &Registry,
+    set: &SessionSet,
+    dest: &SessionDestination,
+    session: &Session,
+    cancel: &Cancel,
+) -> SessionStatus {
+    let source = set.source.join(&session.path);
+    let (files, bytes, videos) = registry
+        .open_tree(&source.display().to_string(), &crate::TargetOptions::new())
+        .and_then(|t| count_tree(t.as_ref(), set))
+        .unwrap_or((0, 0, 0));
+    let place = dest
+        .layout
+        .dest_path(&session.vars)
+        .map(|rel| format!("{}/{rel}", dest.location.trim_end_matches('/')))
+        .unwrap_or_default();
+    let mut checks = Vec::new();
+    let imported = imported(set, session, cancel);
+    match &imported {
+        Some((ok, reason)) => checks.push(Check {
+            name: "imported",
+            ok: *ok,
+            reason: reason.clone(),
+        }),
+        None => checks.push(Check {
+            name: "imported",
+            ok: false,
+            reason: "no `imported:` check is configured for this set".into(),
+        }),
+    }
+    let report = ops::verify(
+        registry,
+        set,
+        dest,
+        session,
+        VerifyMode::Size,
+        &NoProgress,
+        cancel,
+    );
+    let there = ops::place_tree(registry, dest, session).and_then(|t| match t.root()? {
+        Some(_) => count_tree(t.as_ref(), set).map(Some),
+        None => Ok(None),
+    });
+    let (backup, verified, backup_files, backup_bytes) = match (report, there) {
+        (Ok(r), Ok(there)) => {
+            let (n, b, _) = there.unwrap_or((0, 0, 0));
+            let backup = n > 0;
+            checks.push(Check {
+                name: "backup",
+                ok: backup,
+                reason: if backup {
+                    format!("{n} files at {place}")
+                } else {
+                    format!("nothing at {place}")
+                },
+            });
+            let verified = backup && r.matches() && r.files > 0;
+            checks.push(Check {
+                name: "verified",
+                ok: verified,
+                reason: if verified {
+                    format!("{} files, every size equal", r.files)
+                } else if r.files == 0 {
+                    "the session has no files".into()
+                } else {
+                    r.describe()
+                },
+            });
+            (backup, verified, n, b)
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            let why = crate::error_chain(&e);
+            checks.push(Check {
+                name: "backup",
+                ok: false,
+                reason: format!("cannot read {place}: {why}"),
+            });
+            checks.push(Check {
+                name: "verified",
+                ok: false,
+                reason: "the backup could not be read".into(),
+            });
+            (false, false, 0, 0)
+        }
+    };
+    let safe = checks.iter().all(|c| c.ok);
+    SessionStatus {
+        set: set.name.clone(),
+        variables: session.vars.clone(),
+        date: session_date(&session.vars).map(|d| d.format("%Y%m%d").to_string()),
+        source: source.display().to_string(),
+        files,
+        bytes,
+        videos,
+        destination: dest.name.clone(),
+        place,
+        backup_files,
+        backup_bytes,
+        imported: imported.map(|(ok, _)| ok),
+        backup,
+        verified,
+        safe,
+        checks,
+    }
+}
+
+/// Files, bytes and files matching the `videos` pattern in a tree (the
+/// set's excludes and the mirror's own state left out).
+fn count_tree(tree: &dyn crate::tree::Tree, set: &SessionSet) -> crate::Result<(u64, u64, u64)> {
+    use crate::tree::{EntryKind, Walked};
+    let excludes = crate::source::Excludes::new(&set.excludes)?;
+    let videos = globset::Glob::new(&set.videos)
+        .map(|g| g.compile_matcher())
+        .ok();
+    let skip = |path: &str, _: EntryKind| {
+        path == crate::mirror::record::STATE_DIR || excludes.is_excluded(std::path::Path::new(path))
+    };
+    let (mut files, mut bytes, mut vids) = (0, 0, 0);
+    for w in tree.walk(&skip)? {
+        if let Walked::Entry(e) = w?
+            && e.kind == EntryKind::File
+        {
+            files += 1;
+            bytes += e.size;
+            let name = e.path.rsplit('/').next().unwrap_or(&e.path);
+            if videos.as_ref().is_some_and(|m| m.is_match(name)) {
+                vids += 1;
+            }
+        }
+    }
+    Ok((files, bytes, vids))
+}
+
+/// The external check: `Some((passed, why))`, or `None` when the set has
+/// none. A check that cannot run or times out fails, with the reason.
+fn imported(set: &SessionSet, session: &Session, cancel: &Cancel) -> Option<(bool, String)> {
+    let check = set.imported.as_ref()?;
+    let command = check.command.as_ref()?;
+    let mut line = command.clone();
+    let mut env = Vec::new();
+    for (k, v) in &session.vars {
+        line = line.replace(&format!("{{{k}}}"), &shell_quote(v));
+        env.push((
+            format!("BACKUPKIT_SESSION_{}", k.to_ascii_uppercase()),
+            v.clone(),
+        ));
+    }
+    let output = std::sync::Mutex::new(String::new());
+    let sink = |_: bool, l: &str| {
+        let mut o = output
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if o.len() < 400 {
+            o.push_str(l);
+            o.push(' ');
+        }
+    };
+    let end = hooks::run_hook(&line, &env, check.timeout, cancel, &sink);
+    let said = output.into_inner().unwrap_or_default();
+    let said = said.trim();
+    let detail = if said.is_empty() {
+        String::new()
+    } else {
+        format!(": {said}")
+    };
+    Some(match end {
+        HookEnd::Ok => (true, format!("the import check passed{detail}")),
+        other => (
+            false,
+            format!("the import check {}{detail}", other.describe(check.timeout)),
+        ),
+    })
+}
+
+/// A value as one shell word.
+fn shell_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "'\\''"))
+}
+
+/// The external check of a session set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportCheck {
+    /// A shell command; `{name}` becomes the session's value (quoted), and
+    /// `BACKUPKIT_SESSION_NAME` holds it too. Exit 0: imported.
+    pub command: Option<String>,
+    pub timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_are_single_shell_words() {
+        assert_eq!(super::shell_quote("p001"), "'p001'");
+        assert_eq!(super::shell_quote("a'b $(x)"), "'a'\\''b $(x)'");
+    }
+}
