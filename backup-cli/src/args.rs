@@ -112,6 +112,42 @@ pub enum SessionCommand {
     /// A table of every session in a date range: Date, Participant, Videos,
     /// Imported, Backup, Verified, Safe.
     StatusRange(SessionTableArgs),
+    /// Delete one session's local files, only if it is imported, backed up
+    /// and verified (checked again right before deleting); type DELETE.
+    Delete(SessionDeleteArgs),
+    /// Delete every safe session in a date range; type DELETE ALL.
+    BulkDelete(SessionBulkDeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SessionDeleteArgs {
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// Files whose content is read back from the destination and compared
+    /// (default 10; 0: all).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub sample: usize,
+    /// Do not ask (for scripts).
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SessionBulkDeleteArgs {
+    #[command(flatten)]
+    pub range: SessionRangeArgs,
+    /// The destination (default: the set's only one).
+    #[arg(long = "dest", value_name = "NAME")]
+    pub dest: Option<String>,
+    /// Run every check and show what would be deleted; delete nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Files per session whose content is compared (default 10; 0: all).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub sample: usize,
+    /// Do not ask (for scripts).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

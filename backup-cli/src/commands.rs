@@ -421,10 +421,16 @@ fn check(ctx: &Ctx, a: &CheckArgs) -> Outcome {
 
 /// Asks before deleting, unless `--yes`; refuses without a terminal.
 pub(crate) fn confirm_delete(yes: bool, question: &str) -> Result<(), Failure> {
+    confirm_word(yes, question, "yes")
+}
+
+/// Asks for `word` typed exactly on a terminal; `--yes` skips it; without
+/// a terminal it refuses.
+pub(crate) fn confirm_word(yes: bool, question: &str, word: &str) -> Result<(), Failure> {
     if yes {
         return Ok(());
     }
-    match confirm(question, "yes") {
+    match confirm(question, word) {
         Ok(true) => Ok(()),
         Ok(false) => Err(Failure::Exit(
             exit::USAGE,

@@ -207,7 +207,7 @@ fn table(s: &RunSummary, dry_run: bool) -> std::io::Result<()> {
 
 /// `backupkit session ...`.
 pub(crate) fn session(ctx: &Ctx, cmd: &SessionCommand) -> CmdOutcome {
-    use backup_core::sessions::layout::{self, session_date};
+    use backup_core::sessions::layout::session_date;
     let config = load(ctx)?;
     let a = match cmd {
         SessionCommand::List(a) => a,
@@ -215,6 +215,8 @@ pub(crate) fn session(ctx: &Ctx, cmd: &SessionCommand) -> CmdOutcome {
         SessionCommand::Verify(a) => return session_verify(ctx, &config, a),
         SessionCommand::Status(a) => return session_status(ctx, &config, a),
         SessionCommand::StatusRange(a) => return session_table(ctx, &config, a),
+        SessionCommand::Delete(a) => return session_delete(ctx, &config, a),
+        SessionCommand::BulkDelete(a) => return session_bulk_delete(ctx, &config, a),
     };
     let sets: Vec<_> = config
         .sessions
@@ -236,10 +238,7 @@ pub(crate) fn session(ctx: &Ctx, cmd: &SessionCommand) -> CmdOutcome {
     }
     let mut rows = Vec::new();
     for set in sets {
-        let mut filter = set.filter.clone();
-        filter.start = a.start_date.or(filter.start);
-        filter.end = a.end_date.or(filter.end);
-        for s in layout::discover(&set.source, &set.layout, &filter)? {
+        for s in ranged(set, a)? {
             let mut dests = serde_json::Map::new();
             for d in &set.destinations {
                 let rel = d.layout.dest_path(&s.vars)?;
@@ -288,6 +287,17 @@ pub(crate) fn session(ctx: &Ctx, cmd: &SessionCommand) -> CmdOutcome {
     }
     ctx.say(format!("{} session(s)", rows.len()))?;
     Ok(exit::OK)
+}
+
+/// The set's sessions in the command's date range.
+fn ranged(
+    set: &backup_core::sessions::config::SessionSet,
+    range: &crate::args::SessionRangeArgs,
+) -> backup_core::Result<Vec<backup_core::sessions::layout::Session>> {
+    let mut filter = set.filter.clone();
+    filter.start = range.start_date.or(filter.start);
+    filter.end = range.end_date.or(filter.end);
+    backup_core::sessions::layout::discover(&set.source, &set.layout, &filter)
 }
 
 /// The set a session command names, or the config's only one.
@@ -414,14 +424,11 @@ fn session_status(ctx: &Ctx, config: &Config, a: &crate::args::SessionArgs) -> C
 }
 
 fn session_table(ctx: &Ctx, config: &Config, a: &crate::args::SessionTableArgs) -> CmdOutcome {
-    use backup_core::sessions::layout::{self, is_date_variable};
+    use backup_core::sessions::layout::is_date_variable;
     use backup_core::sessions::{ops, status};
     let set = session_set(config, a.range.set.as_deref())?;
     let dest = ops::destination(set, a.dest.as_deref())?;
-    let mut filter = set.filter.clone();
-    filter.start = a.range.start_date.or(filter.start);
-    filter.end = a.range.end_date.or(filter.end);
-    let sessions = layout::discover(&set.source, &set.layout, &filter)?;
+    let sessions = ranged(set, &a.range)?;
     let rows: Vec<status::SessionStatus> = sessions
         .iter()
         .map(|s| status::status(ctx.registry, set, dest, s, ctx.cancel))
@@ -474,4 +481,173 @@ fn session_table(ctx: &Ctx, config: &Config, a: &crate::args::SessionTableArgs) 
     let safe = rows.iter().filter(|r| r.safe).count();
     ctx.say(format!("{} session(s), {safe} safe to delete", rows.len()))?;
     Ok(exit::OK)
+}
+
+/// Prints a verdict: what would go, where it is kept, each check.
+fn say_verdict(verdict: &backup_core::sessions::delete::Verdict) -> std::io::Result<()> {
+    out(format!(
+        "session {}: {} files, {} at {}",
+        verdict.session,
+        verdict.files.len(),
+        crate::output::human_bytes(verdict.bytes),
+        verdict.source
+    ))?;
+    out(format!("  preserved at {}", verdict.place))?;
+    for c in &verdict.checks {
+        out(format!("  {:<9} {}  {}", c.name, mark(c.ok), c.reason))?;
+    }
+    Ok(())
+}
+
+fn say_deleted(d: &backup_core::sessions::delete::Deleted) -> std::io::Result<()> {
+    out(format!(
+        "deleted {}: {} files, {}{}",
+        d.session,
+        d.files,
+        crate::output::human_bytes(d.bytes),
+        if d.gone {
+            ", the session directory is gone"
+        } else {
+            ""
+        }
+    ))?;
+    for k in &d.kept {
+        eprintln!(
+            "backupkit: warning: kept {}/{k}: it is new or changed since it was verified",
+            d.session
+        );
+    }
+    if !d.excluded.is_empty() {
+        eprintln!(
+            "backupkit: note: kept {} excluded file(s) in {} (never backed up): {}",
+            d.excluded.len(),
+            d.session,
+            d.excluded.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn session_delete(ctx: &Ctx, config: &Config, a: &crate::args::SessionDeleteArgs) -> CmdOutcome {
+    use backup_core::sessions::{delete, ops};
+    let set = session_set(config, a.session.set.as_deref())?;
+    let dest = ops::destination(set, a.session.dest.as_deref())?;
+    let session = ops::find(set, &a.session.values)?;
+    let verdict =
+        delete::verify_for_delete(ctx.registry, set, dest, &session, a.sample, ctx.cancel);
+    ctx.cancel.check()?;
+    if ctx.v.json && a.session.dry_run {
+        json(&verdict)?;
+    } else {
+        say_verdict(&verdict)?;
+    }
+    if !verdict.safe {
+        return Err(Failure::Exit(
+            exit::FAILURE,
+            format!(
+                "not safe to delete {}: {}; nothing deleted",
+                session.path,
+                verdict.reasons()
+            ),
+        ));
+    }
+    if a.session.dry_run {
+        ctx.say(format!(
+            "dry run: would delete {} files; nothing deleted",
+            verdict.files.len()
+        ))?;
+        return Ok(exit::OK);
+    }
+    crate::commands::confirm_word(
+        a.yes,
+        &format!(
+            "Delete the local copy of {} ({} files)?",
+            verdict.source,
+            verdict.files.len()
+        ),
+        "DELETE",
+    )?;
+    // Checked again right before deleting: the state may have changed
+    // while the question was open.
+    let verdict =
+        delete::verify_for_delete(ctx.registry, set, dest, &session, a.sample, ctx.cancel);
+    let done = delete::delete(ctx.registry, set, dest, &session, &verdict, ctx.cancel)?;
+    if ctx.v.json {
+        json(&done)?;
+    } else {
+        say_deleted(&done)?;
+    }
+    Ok(exit::OK)
+}
+
+fn session_bulk_delete(
+    ctx: &Ctx,
+    config: &Config,
+    a: &crate::args::SessionBulkDeleteArgs,
+) -> CmdOutcome {
+    use backup_core::sessions::delete;
+    let set = session_set(config, a.range.set.as_deref())?;
+    let dest = backup_core::sessions::ops::destination(set, a.dest.as_deref())?;
+    let sessions = ranged(set, &a.range)?;
+    let mut safe = Vec::new();
+    for s in &sessions {
+        let v = delete::verify_for_delete(ctx.registry, set, dest, s, a.sample, ctx.cancel);
+        ctx.cancel.check()?;
+        if v.safe {
+            out(format!(
+                "safe      {}: {} files, {}, preserved at {}",
+                s.path,
+                v.files.len(),
+                crate::output::human_bytes(v.bytes),
+                v.place
+            ))?;
+            safe.push(s);
+        } else {
+            out(format!("not safe  {}: {}", s.path, v.reasons()))?;
+        }
+    }
+    ctx.say(format!(
+        "{} session(s): {} safe to delete, {} not",
+        sessions.len(),
+        safe.len(),
+        sessions.len() - safe.len()
+    ))?;
+    if a.dry_run || safe.is_empty() {
+        if a.dry_run {
+            ctx.say("dry run: nothing deleted")?;
+        }
+        return Ok(exit::OK);
+    }
+    crate::commands::confirm_word(
+        a.yes,
+        &format!("Delete the local copies of {} session(s)?", safe.len()),
+        "DELETE ALL",
+    )?;
+    let (mut ok, mut failed) = (0, 0);
+    let mut results = Vec::new();
+    for s in safe {
+        let v = delete::verify_for_delete(ctx.registry, set, dest, s, a.sample, ctx.cancel);
+        match delete::delete(ctx.registry, set, dest, s, &v, ctx.cancel) {
+            Ok(d) => {
+                if !ctx.v.json {
+                    say_deleted(&d)?;
+                }
+                ok += 1;
+                results.push(d);
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!(
+                    "backupkit: error: {}: {}",
+                    s.path,
+                    backup_core::error_chain(&e)
+                );
+            }
+        }
+    }
+    if ctx.v.json {
+        json(&results)?;
+    }
+    ctx.say(format!("deleted {ok} session(s), {failed} failed"))?;
+    Ok(if failed == 0 { exit::OK } else { exit::FAILURE })
 }

@@ -45,6 +45,26 @@ fn sessions_config(env: &Env, dest_layout: &str) -> String {
     p.display().to_string()
 }
 
+/// The lab tree and its config, with an import check that passes for
+/// p001's two sessions and m12's (a marker file each).
+fn imported_lab() -> (Env, String) {
+    let env = Env::new();
+    lab_tree(&env.path("data"));
+    fs::create_dir_all(env.path("imported")).unwrap();
+    for s in ["p001_20250104", "m12_20250120", "p001_20250211"] {
+        fs::write(env.path("imported").join(s), "").unwrap();
+    }
+    let c = sessions_config(&env, "{session_date}/{participant_id}");
+    let mut text = fs::read_to_string(&c).unwrap();
+    let _ = write!(
+        text,
+        "    imported:\n      command: \"test -e {}/{{participant_id}}_{{session_date}}\"\n",
+        env.path("imported").display()
+    );
+    fs::write(&c, text).unwrap();
+    (env, c)
+}
+
 /// The seed's inverted layout: every session found (the seed's prefixes
 /// only, dated directories only) and where it goes; a date range.
 #[test]
@@ -203,20 +223,7 @@ fn session_sync_and_verify_one_session() {
 /// rejects (Safe ✗); `status` gives the reason of each check.
 #[test]
 fn status_tables_follow_sync_damage_and_the_import_check() {
-    let env = Env::new();
-    lab_tree(&env.path("data"));
-    fs::create_dir_all(env.path("imported")).unwrap();
-    for s in ["p001_20250104", "m12_20250120", "p001_20250211"] {
-        fs::write(env.path("imported").join(s), "").unwrap();
-    }
-    let c = sessions_config(&env, "{session_date}/{participant_id}");
-    let mut text = fs::read_to_string(&c).unwrap();
-    let _ = write!(
-        text,
-        "    imported:\n      command: \"test -e {}/{{participant_id}}_{{session_date}}\"\n",
-        env.path("imported").display()
-    );
-    fs::write(&c, text).unwrap();
+    let (env, c) = imported_lab();
     let table = |env: &Env| -> Vec<serde_json::Value> {
         let o = env.run(&["--config", &c, "--json", "session", "status-range"]);
         assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -278,4 +285,123 @@ fn status_tables_follow_sync_damage_and_the_import_check() {
         text.contains("20250104  p001         3       yes       yes     yes       yes"),
         "{text}"
     );
+}
+
+/// A listing of every file and its content below `root`, to compare a
+/// tree before and after.
+fn snapshot_of(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.display().to_string(), fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `delete` refuses an unsafe session with the reason, never prompts
+/// without a terminal, changes nothing with `--dry-run`, asks for
+/// `DELETE` on a terminal (a wrong word deletes nothing), and deletes with
+/// an audit record; `bulk-delete` deletes exactly the safe sessions after
+/// `DELETE ALL`.
+#[test]
+fn safe_delete_and_bulk_delete() {
+    if !have_pty_tool() {
+        return;
+    }
+    let (env, c) = imported_lab();
+    for (p, d) in [
+        ("p001", "20250104"),
+        ("m12", "20250120"),
+        ("TR3", "20250131"),
+    ] {
+        let o = env.run(&["--config", &c, "session", "sync", p, d]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    let data = env.path("data");
+    let before = snapshot_of(&data);
+    // Not imported: refused with the reason.
+    let o = env.run(&[
+        "--config", &c, "session", "delete", "TR3", "20250131", "--yes",
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not safe to delete TR3/20250131: imported:"),
+        "{}",
+        stderr(&o)
+    );
+    // Not backed up: refused.
+    let o = env.run(&[
+        "--config", &c, "session", "delete", "p001", "20250211", "--yes",
+    ]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("backup: nothing at"), "{}", stderr(&o));
+    // Safe, but no terminal and no --yes: refused without a prompt.
+    let o = env.run(&["--config", &c, "session", "delete", "p001", "20250104"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("stdin is not a terminal; pass --yes"),
+        "{}",
+        stderr(&o)
+    );
+    let o = env.run(&[
+        "--config",
+        &c,
+        "session",
+        "delete",
+        "p001",
+        "20250104",
+        "--dry-run",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = env.run(&["--config", &c, "session", "bulk-delete", "--dry-run"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("safe      m12/20250120"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        snapshot_of(&data),
+        before,
+        "a refusal or dry run changed the source"
+    );
+    // On a terminal: a wrong word deletes nothing, DELETE deletes.
+    let args = format!("--config '{c}' session delete p001 20250104");
+    let (code_wrong, shown) = on_terminal(&env, &args, "delete\n");
+    assert_eq!(code_wrong, 2, "{shown}");
+    assert!(shown.contains("Type \"DELETE\" to confirm"), "{shown}");
+    assert_eq!(snapshot_of(&data), before);
+    let (code_ok, shown) = on_terminal(&env, &args, "DELETE\n");
+    assert_eq!(code_ok, 0, "{shown}");
+    // Only the excluded lock file (never backed up) is left.
+    let left: Vec<String> = fs::read_dir(data.join("p001/20250104"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["recording.lock"], "{shown}");
+    assert!(shown.contains("kept 1 excluded file(s)"), "{shown}");
+    assert!(
+        env.path("net/mobile_system_data/20250104/p001/cam0.mp4")
+            .is_file()
+    );
+    // bulk-delete: exactly the safe sessions (m12), after DELETE ALL.
+    let bulk = format!("--config '{c}' session bulk-delete");
+    let (code_bulk, shown) = on_terminal(&env, &bulk, "DELETE ALL\n");
+    assert_eq!(code_bulk, 0, "{shown}");
+    assert!(!data.join("m12/20250120/cam0.mp4").exists(), "{shown}");
+    for kept in ["TR3/20250131", "p001/20250211", "x99/20250110"] {
+        assert!(data.join(kept).join("cam0.mp4").is_file(), "{kept}");
+    }
+    let audit = fs::read_to_string(data.join(".backupkit-deletions.jsonl")).unwrap();
+    assert_eq!(audit.lines().count(), 2, "{audit}");
+    let remote = fs::read_dir(env.path("net/mobile_system_data/.backupkit-deletions")).unwrap();
+    assert_eq!(remote.count(), 2);
 }

@@ -7,6 +7,7 @@
 //! status with the external import check ([`status`]).
 
 pub mod config;
+pub mod delete;
 pub mod layout;
 pub mod ops;
 pub mod status;

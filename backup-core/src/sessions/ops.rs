@@ -46,7 +46,11 @@ pub fn find(set: &SessionSet, values: &[String]) -> Result<Session> {
 }
 
 /// The destination's options with secrets resolved.
-fn options(d: &SessionDestination) -> Result<TargetOptions> {
+///
+/// # Errors
+///
+/// A secret that cannot be resolved.
+pub fn resolved_options(d: &SessionDestination) -> Result<TargetOptions> {
     d.options
         .iter()
         .map(|(k, v)| {
@@ -74,7 +78,7 @@ pub fn place_tree(
         dest.location.trim_end_matches('/'),
         dest.layout.dest_path(&session.vars)?
     );
-    registry.open_tree(&place, &options(dest)?)
+    registry.open_tree(&place, &resolved_options(dest)?)
 }
 
 /// The session's source tree and its place at the destination.

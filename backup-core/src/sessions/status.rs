@@ -82,6 +82,40 @@ pub fn status(
             reason: "no `imported:` check is configured for this set".into(),
         }),
     }
+    let (backup, verified, backup_files, backup_bytes) =
+        backup_checks(registry, set, dest, session, &place, &mut checks, cancel);
+    let safe = checks.iter().all(|c| c.ok);
+    SessionStatus {
+        set: set.name.clone(),
+        variables: session.vars.clone(),
+        date: session_date(&session.vars).map(|d| d.format("%Y%m%d").to_string()),
+        source: source.display().to_string(),
+        files,
+        bytes,
+        videos,
+        destination: dest.name.clone(),
+        place,
+        backup_files,
+        backup_bytes,
+        imported: imported.map(|(ok, _)| ok),
+        backup,
+        verified,
+        safe,
+        checks,
+    }
+}
+
+/// The `backup` and `verified` checks: the place listed and compared
+/// file by file with the source (count and sizes).
+fn backup_checks(
+    registry: &Registry,
+    set: &SessionSet,
+    dest: &SessionDestination,
+    session: &Session,
+    place: &str,
+    checks: &mut Vec<Check>,
+    cancel: &Cancel,
+) -> (bool, bool, u64, u64) {
     let report = ops::verify(
         registry,
         set,
@@ -95,7 +129,7 @@ pub fn status(
         Some(_) => count_tree(t.as_ref(), set).map(Some),
         None => Ok(None),
     });
-    let (backup, verified, backup_files, backup_bytes) = match (report, there) {
+    match (report, there) {
         (Ok(r), Ok(there)) => {
             let (n, b, _) = there.unwrap_or((0, 0, 0));
             let backup = n > 0;
@@ -122,6 +156,19 @@ pub fn status(
             });
             (backup, verified, n, b)
         }
+        (Err(crate::Error::NotFound { .. }), _) | (_, Ok(None)) => {
+            checks.push(Check {
+                name: "backup",
+                ok: false,
+                reason: format!("nothing at {place}"),
+            });
+            checks.push(Check {
+                name: "verified",
+                ok: false,
+                reason: "there is no backup to compare".into(),
+            });
+            (false, false, 0, 0)
+        }
         (Err(e), _) | (_, Err(e)) => {
             let why = crate::error_chain(&e);
             checks.push(Check {
@@ -136,25 +183,6 @@ pub fn status(
             });
             (false, false, 0, 0)
         }
-    };
-    let safe = checks.iter().all(|c| c.ok);
-    SessionStatus {
-        set: set.name.clone(),
-        variables: session.vars.clone(),
-        date: session_date(&session.vars).map(|d| d.format("%Y%m%d").to_string()),
-        source: source.display().to_string(),
-        files,
-        bytes,
-        videos,
-        destination: dest.name.clone(),
-        place,
-        backup_files,
-        backup_bytes,
-        imported: imported.map(|(ok, _)| ok),
-        backup,
-        verified,
-        safe,
-        checks,
     }
 }
 
