@@ -53,7 +53,7 @@ fn sqlite_db(path: &Path, rows: usize) {
 
 /// Runs SQL through the `sqlite3` shell, or Python's sqlite3 module when
 /// the shell is absent.
-fn rusqlite_free_sqlite(path: &Path) -> impl Fn(&str) {
+pub(super) fn rusqlite_free_sqlite(path: &Path) -> impl Fn(&str) {
     let path = path.to_path_buf();
     move |sql: &str| {
         let mut child = Command::new("python3")

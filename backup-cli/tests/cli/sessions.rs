@@ -405,3 +405,58 @@ fn safe_delete_and_bulk_delete() {
     let remote = fs::read_dir(env.path("net/mobile_system_data/.backupkit-deletions")).unwrap();
     assert_eq!(remote.count(), 2);
 }
+
+/// The import check as SQL against the lab's record (SQLite here; the
+/// engines' own tests ask PostgreSQL and MariaDB too): a session is
+/// imported only when every query finds it; a record that cannot be read
+/// makes every session unsafe, with the reason.
+#[test]
+fn the_import_check_can_be_sql_queries() {
+    let env = Env::new();
+    lab_tree(&env.path("data"));
+    let db = env.path("imports.db");
+    super::jobs::rusqlite_free_sqlite(&db)(
+        "CREATE TABLE session (participant_id TEXT, session_date TEXT, imported INT);
+         INSERT INTO session VALUES ('p001', '20250104', 1), ('m12', '20250120', 0);
+         CREATE TABLE video (participant_id TEXT, session_date TEXT);
+         INSERT INTO video VALUES ('p001', '20250104'), ('m12', '20250120');",
+    );
+    let c = sessions_config(&env, "{session_date}/{participant_id}");
+    let mut text = fs::read_to_string(&c).unwrap();
+    text.push_str(
+        "    imported:
+      database: imports.db
+      queries:
+        - SELECT 1 FROM session WHERE participant_id = :participant_id AND session_date = :session_date AND imported = 1
+        - SELECT 1 FROM video WHERE participant_id = :participant_id AND session_date = :session_date
+",
+    );
+    fs::write(&c, &text).unwrap();
+    let o = env.run(&["--config", &c, "--json", "session", "status-range"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let imported: Vec<bool> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["imported"].as_bool().unwrap())
+        .collect();
+    assert_eq!(imported, [true, false, false, false], "{rows}");
+    let why = rows[1]["checks"][0]["reason"].as_str().unwrap();
+    assert!(why.contains("no row for SELECT 1 FROM session"), "{why}");
+    // A record that is not a database: every session unsafe, saying why.
+    fs::write(&db, "not a database").unwrap();
+    let o = env.run(&[
+        "--config", &c, "--json", "session", "status", "p001", "20250104",
+    ]);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["safe"], false);
+    let why = s["checks"][0]["reason"].as_str().unwrap();
+    assert!(why.contains("the import database cannot be asked"), "{why}");
+    // A query naming a variable the layout lacks is caught at use.
+    fs::write(
+        &c,
+        text.replace(":session_date AND imported", ":camera AND imported"),
+    )
+    .unwrap();
+}

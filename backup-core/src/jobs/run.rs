@@ -1379,7 +1379,7 @@ impl crate::Progress for PlanLines {
 const MAX_PLAN_LINES: usize = 1000;
 
 /// The URL with `password` as its password (percent-encoded).
-fn with_password(url: &str, password: &str) -> String {
+pub(crate) fn with_password(url: &str, password: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -168,13 +168,52 @@ impl Validator<'_> {
         node: &Node,
         path: &str,
     ) -> Option<crate::sessions::status::ImportCheck> {
-        let f = self.fields(node, path, &["command", "timeout"])?;
+        let f = self.fields(
+            node,
+            path,
+            &[
+                "command",
+                "timeout",
+                "database",
+                "password",
+                "password_env",
+                "password_file",
+                "password_command",
+                "queries",
+            ],
+        )?;
         let command = self.string(&f, "command");
-        if command.is_none() && f.get("command").is_none() {
+        let queries = self.strings(&f, "queries");
+        let password = self.secret(&f, "password");
+        let database = match (self.string(&f, "database"), f.get("database")) {
+            (Some(given), Some(n)) => {
+                match self.database(
+                    &given,
+                    None,
+                    Some("imported".into()),
+                    n.at,
+                    &f.key("database"),
+                ) {
+                    Some(crate::jobs::model::Source::Database { url, .. }) => Some(url),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if command.is_none() && f.get("database").is_none() {
             self.problem(
                 f.at,
                 path,
-                "needs `command:` (exit 0 means the session was imported; {name} is a session value)",
+                "needs `command:` (exit 0 means imported; {name} is a session value) or \
+                 `database:` with `queries:`",
+            );
+        }
+        if f.get("database").is_some() && queries.is_empty() {
+            self.problem(
+                f.at,
+                path,
+                "`database:` needs `queries:`, each returning a row for an imported session \
+                 (:name is a session value)",
             );
         }
         let timeout = match f.get("timeout") {
@@ -189,7 +228,13 @@ impl Validator<'_> {
             }),
             None => std::time::Duration::from_secs(60),
         };
-        Some(crate::sessions::status::ImportCheck { command, timeout })
+        Some(crate::sessions::status::ImportCheck {
+            command,
+            timeout,
+            database,
+            password,
+            queries,
+        })
     }
 
     fn session_filters(&mut self, node: &Node, path: &str) -> (Filter, Vec<String>) {

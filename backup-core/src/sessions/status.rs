@@ -69,7 +69,7 @@ pub fn status(
         .map(|rel| format!("{}/{rel}", dest.location.trim_end_matches('/')))
         .unwrap_or_default();
     let mut checks = Vec::new();
-    let imported = imported(set, session, cancel);
+    let imported = imported(registry, set, session, cancel);
     match &imported {
         Some((ok, reason)) => checks.push(Check {
             name: "imported",
@@ -214,11 +214,71 @@ fn count_tree(tree: &dyn crate::tree::Tree, set: &SessionSet) -> crate::Result<(
 }
 
 /// The external check: `Some((passed, why))`, or `None` when the set has
-/// none. A check that cannot run or times out fails, with the reason.
-fn imported(set: &SessionSet, session: &Session, cancel: &Cancel) -> Option<(bool, String)> {
+/// none. A check that cannot run, times out, or cannot reach its database
+/// fails, with the reason.
+fn imported(
+    registry: &Registry,
+    set: &SessionSet,
+    session: &Session,
+    cancel: &Cancel,
+) -> Option<(bool, String)> {
     let check = set.imported.as_ref()?;
-    let command = check.command.as_ref()?;
-    let mut line = command.clone();
+    let mut said = Vec::new();
+    if let Some(command) = &check.command {
+        let (ok, why) = run_command(command, check.timeout, session, cancel);
+        if !ok {
+            return Some((false, why));
+        }
+        said.push(why);
+    }
+    if let Some(url) = &check.database {
+        match run_queries(registry, check, url, session) {
+            Ok(None) => said.push(format!(
+                "{} quer(ies) found the session",
+                check.queries.len()
+            )),
+            Ok(Some(q)) => return Some((false, format!("no row for {q}"))),
+            Err(e) => {
+                return Some((
+                    false,
+                    format!(
+                        "the import database cannot be asked: {}",
+                        crate::error_chain(&e)
+                    ),
+                ));
+            }
+        }
+    }
+    Some((true, said.join("; ")))
+}
+
+/// Runs each query; `Some(query)` for the first that finds no row.
+fn run_queries(
+    registry: &Registry,
+    check: &ImportCheck,
+    url: &str,
+    session: &Session,
+) -> crate::Result<Option<String>> {
+    let url = match &check.password {
+        Some(p) => crate::jobs::run::with_password(url, &p.resolve()?),
+        None => url.to_owned(),
+    };
+    let db = registry.database_source(&url)?;
+    for q in &check.queries {
+        if !crate::database::finds(db.as_ref(), q, &session.vars)? {
+            return Ok(Some(q.clone()));
+        }
+    }
+    Ok(None)
+}
+
+fn run_command(
+    command: &str,
+    timeout: Duration,
+    session: &Session,
+    cancel: &Cancel,
+) -> (bool, String) {
+    let mut line = command.to_owned();
     let mut env = Vec::new();
     for (k, v) in &session.vars {
         line = line.replace(&format!("{{{k}}}"), &shell_quote(v));
@@ -237,7 +297,7 @@ fn imported(set: &SessionSet, session: &Session, cancel: &Cancel) -> Option<(boo
             o.push(' ');
         }
     };
-    let end = hooks::run_hook(&line, &env, check.timeout, cancel, &sink);
+    let end = hooks::run_hook(&line, &env, timeout, cancel, &sink);
     let said = output.into_inner().unwrap_or_default();
     let said = said.trim();
     let detail = if said.is_empty() {
@@ -245,13 +305,13 @@ fn imported(set: &SessionSet, session: &Session, cancel: &Cancel) -> Option<(boo
     } else {
         format!(": {said}")
     };
-    Some(match end {
+    match end {
         HookEnd::Ok => (true, format!("the import check passed{detail}")),
         other => (
             false,
-            format!("the import check {}{detail}", other.describe(check.timeout)),
+            format!("the import check {}{detail}", other.describe(timeout)),
         ),
-    })
+    }
 }
 
 /// A value as one shell word.
@@ -259,13 +319,20 @@ fn shell_quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', "'\\''"))
 }
 
-/// The external check of a session set.
+/// The external check of a session set: a command, queries, or both (all
+/// must pass).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportCheck {
     /// A shell command; `{name}` becomes the session's value (quoted), and
     /// `BACKUPKIT_SESSION_NAME` holds it too. Exit 0: imported.
     pub command: Option<String>,
     pub timeout: Duration,
+    /// A database URL (or SQLite path) and its password's source.
+    pub database: Option<String>,
+    pub password: Option<crate::jobs::secret::Secret>,
+    /// Each must return at least one row; `:name` is the session's value,
+    /// bound as a parameter.
+    pub queries: Vec<String>,
 }
 
 #[cfg(test)]

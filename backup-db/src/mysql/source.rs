@@ -66,6 +66,26 @@ impl DatabaseSource for MysqlSource {
         crate::tool::sql_dump_name(&self.url.dbname)
     }
 
+    fn finds(&self, sql: &str, values: &[String]) -> Result<bool> {
+        // The client binds nothing: the values arrive as quoted literals
+        // (`literal`), which `placeholders` put in place of `:name`.
+        let _ = values;
+        let rows = self.url.query(
+            &programs(None, super::CLIENTS),
+            Some(&self.url.dbname),
+            &format!("{};\n", sql.trim_end().trim_end_matches(';')),
+        )?;
+        Ok(!rows.is_empty())
+    }
+
+    fn placeholder(&self, _n: usize) -> Option<String> {
+        None
+    }
+
+    fn literal(&self, value: &str) -> String {
+        super::quote_str(value)
+    }
+
     fn dump(&self, out: &mut dyn Write, cancel: &Cancel) -> Result<RowCounts> {
         cancel.check()?;
         let tools = programs(self.dump_tool.as_deref(), DUMP_TOOLS);

@@ -137,6 +137,25 @@ impl DatabaseSource for PostgresSource {
         crate::tool::sql_dump_name(&self.url.dbname)
     }
 
+    fn finds(&self, sql: &str, values: &[String]) -> Result<bool> {
+        let mut client = self.url.connect(&self.url.dbname)?;
+        client
+            .batch_execute("SET statement_timeout = 30000")
+            .map_err(|e| self.url.error("cannot set a statement timeout", &e))?;
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = values
+            .iter()
+            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        let rows = client
+            .query(sql, &params)
+            .map_err(|e| self.url.error("the query failed", &e))?;
+        Ok(!rows.is_empty())
+    }
+
+    fn placeholder(&self, n: usize) -> Option<String> {
+        Some(format!("${n}"))
+    }
+
     fn dump(&self, out: &mut dyn Write, cancel: &Cancel) -> Result<RowCounts> {
         cancel.check()?;
         // Fail on a missing pg_dump before connecting (a clearer first error).

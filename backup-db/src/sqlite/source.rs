@@ -231,6 +231,18 @@ impl DatabaseSource for SqliteSource {
         self.file_name()
     }
 
+    fn finds(&self, sql: &str, values: &[String]) -> Result<bool> {
+        let shown = self.describe();
+        let conn = open(&self.path).map_err(|e| backend(format!("cannot open {shown}"), e))?;
+        conn.busy_timeout(self.busy_timeout)
+            .map_err(|e| backend(format!("cannot open {shown}"), e))?;
+        let mut stmt = conn
+            .prepare(sql)
+            .map_err(|e| backend(format!("the query on {shown} is not valid"), e))?;
+        stmt.exists(rusqlite::params_from_iter(values.iter()))
+            .map_err(|e| backend(format!("the query on {shown} failed"), e))
+    }
+
     fn dump(&self, out: &mut dyn std::io::Write, cancel: &Cancel) -> Result<RowCounts> {
         cancel.check()?;
         let dir = self.temp_dir.clone().unwrap_or_else(std::env::temp_dir);

@@ -115,3 +115,60 @@ fn a_wrong_password_is_refused(
         assert!(!err.contains(wrong), "{err}");
     }
 }
+
+/// Seed 003's import record, shaped as its `DataJoint` tables: p001's
+/// session is fully imported, m12's lacks its multi-camera recording.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+const IMPORT_SCHEMA: &str = "
+CREATE TABLE subject (participant_id VARCHAR(32) PRIMARY KEY);
+CREATE TABLE session (participant_id VARCHAR(32), session_date VARCHAR(10));
+CREATE TABLE recording (participant_id VARCHAR(32), session_date VARCHAR(10), recording_id INT);
+CREATE TABLE multi_camera_recording (participant_id VARCHAR(32), session_date VARCHAR(10));
+CREATE TABLE single_camera_video (participant_id VARCHAR(32), session_date VARCHAR(10), camera INT);
+INSERT INTO subject VALUES ('p001'), ('m12');
+INSERT INTO session VALUES ('p001', '20250104'), ('m12', '20250120');
+INSERT INTO recording VALUES ('p001', '20250104', 1), ('m12', '20250120', 1);
+INSERT INTO multi_camera_recording VALUES ('p001', '20250104');
+INSERT INTO single_camera_video VALUES ('p001', '20250104', 0), ('p001', '20250104', 1);
+";
+
+/// The five lookups seed 003 makes, one per table.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+const IMPORT_QUERIES: [&str; 5] = [
+    "SELECT 1 FROM subject WHERE participant_id = :participant_id",
+    "SELECT 1 FROM session WHERE participant_id = :participant_id AND session_date = :session_date",
+    "SELECT 1 FROM recording WHERE participant_id = :participant_id AND session_date = :session_date",
+    "SELECT 1 FROM multi_camera_recording WHERE participant_id = :participant_id AND session_date = :session_date",
+    "SELECT 1 FROM single_camera_video WHERE participant_id = :participant_id AND session_date = :session_date",
+];
+
+/// Asks `db` (holding [`IMPORT_SCHEMA`]) the seed's questions: p001 is
+/// found by every query, m12 not by the multi-camera one, and a value
+/// that tries to inject SQL finds nothing and breaks nothing.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+fn import_queries_answer(db: &dyn backup_core::database::DatabaseSource) {
+    use backup_core::database::finds;
+    let vars = |p: &str, d: &str| -> std::collections::BTreeMap<String, String> {
+        [("participant_id", p), ("session_date", d)]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let all = |p: &str, d: &str| -> Vec<bool> {
+        IMPORT_QUERIES
+            .iter()
+            .map(|q| finds(db, q, &vars(p, d)).unwrap())
+            .collect()
+    };
+    assert_eq!(all("p001", "20250104"), [true; 5]);
+    assert_eq!(all("m12", "20250120"), [true, true, true, false, false]);
+    assert_eq!(all("x' OR '1'='1", "20250104"), [false; 5]);
+    let e = finds(
+        db,
+        "SELECT 1 FROM subject WHERE x = :camera",
+        &vars("p001", "d"),
+    );
+    assert!(e.unwrap_err().to_string().contains(":camera"));
+    let e = finds(db, "SELECT 1 FROM no_such_table", &vars("p001", "d"));
+    assert!(e.is_err());
+}

@@ -682,3 +682,16 @@ fn views_triggers_routines_and_events_come_back() {
     assert_eq!(sql(&dst_url, behaviour), expected);
     assert_eq!(sql(&fresh_url, behaviour), expected);
 }
+
+/// Seed 003's import lookups against a MariaDB record (quoted literals:
+/// the client binds nothing).
+#[test]
+fn import_queries_are_answered_with_quoted_values() {
+    let Some(url) = server_url("import_queries") else {
+        return;
+    };
+    let mut dbs = Dbs::new(&url);
+    let (_, db_url) = dbs.create("imports");
+    sql(&db_url, super::IMPORT_SCHEMA);
+    super::import_queries_answer(&MysqlSource::new(&db_url).unwrap());
+}

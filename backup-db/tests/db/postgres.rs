@@ -577,3 +577,17 @@ fn backup_and_restore_through_the_engine() {
     assert!(matches!(err, Error::DatabaseExists { .. }), "{err}");
     assert!(!err.to_string().contains(&password));
 }
+
+/// Seed 003's import lookups against a PostgreSQL record.
+#[test]
+fn import_queries_are_answered_with_bound_values() {
+    let Some(url) = server_url("import_queries") else {
+        return;
+    };
+    let mut dbs = Dbs::new(&url);
+    let (_, db_url) = dbs.create("imports");
+    connect(&db_url)
+        .batch_execute(super::IMPORT_SCHEMA)
+        .unwrap();
+    super::import_queries_answer(&PostgresSource::new(&db_url).unwrap());
+}

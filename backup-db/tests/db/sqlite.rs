@@ -673,3 +673,15 @@ fn a_cancelled_dump_stops_its_integrity_check_at_once() {
     );
     assert_eq!(names(dir.path()), ["big.db"], "the copy is removed");
 }
+
+/// Seed 003's import lookups against an SQLite record.
+#[test]
+fn import_queries_are_answered_with_bound_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("imports.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(super::IMPORT_SCHEMA)
+        .unwrap();
+    super::import_queries_answer(&SqliteSource::open(&path).unwrap());
+}
