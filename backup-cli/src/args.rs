@@ -112,11 +112,40 @@ pub enum SessionCommand {
     /// A table of every session in a date range: Date, Participant, Videos,
     /// Imported, Backup, Verified, Safe.
     StatusRange(SessionTableArgs),
+    /// Sync every session in a date range (START [END], YYYYMMDD), skipping
+    /// those already backed up and verified.
+    Batch(SessionBatchArgs),
     /// Delete one session's local files, only if it is imported, backed up
     /// and verified (checked again right before deleting); type DELETE.
     Delete(SessionDeleteArgs),
     /// Delete every safe session in a date range; type DELETE ALL.
     BulkDelete(SessionBulkDeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SessionBatchArgs {
+    /// The first day (YYYYMMDD or YYYY-MM-DD).
+    #[arg(value_parser = parse_session_date)]
+    pub start: chrono::NaiveDate,
+    /// The last day (default: the first).
+    #[arg(value_parser = parse_session_date)]
+    pub end: Option<chrono::NaiveDate>,
+    #[command(flatten)]
+    pub at: SessionWhere,
+}
+
+/// Which set and destination a session command works on.
+#[derive(Debug, Args)]
+pub struct SessionWhere {
+    /// The session set (default: the config's only one).
+    #[arg(long = "set", value_name = "NAME")]
+    pub set: Option<String>,
+    /// The destination (default: the set's only one).
+    #[arg(long = "dest", value_name = "NAME")]
+    pub dest: Option<String>,
+    /// Show what would be done; change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -165,15 +194,8 @@ pub struct SessionArgs {
     /// `PARTICIPANT DATE`).
     #[arg(required = true, value_name = "VALUE")]
     pub values: Vec<String>,
-    /// The session set (default: the config's only one).
-    #[arg(long = "set", value_name = "NAME")]
-    pub set: Option<String>,
-    /// The destination (default: the set's only one).
-    #[arg(long = "dest", value_name = "NAME")]
-    pub dest: Option<String>,
-    /// Show what would be copied; write nothing.
-    #[arg(short = 'n', long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub at: SessionWhere,
 }
 
 #[derive(Debug, Args)]

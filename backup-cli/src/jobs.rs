@@ -215,6 +215,7 @@ pub(crate) fn session(ctx: &Ctx, cmd: &SessionCommand) -> CmdOutcome {
         SessionCommand::Verify(a) => return session_verify(ctx, &config, a),
         SessionCommand::Status(a) => return session_status(ctx, &config, a),
         SessionCommand::StatusRange(a) => return session_table(ctx, &config, a),
+        SessionCommand::Batch(a) => return session_batch(ctx, &config, a),
         SessionCommand::Delete(a) => return session_delete(ctx, &config, a),
         SessionCommand::BulkDelete(a) => return session_bulk_delete(ctx, &config, a),
     };
@@ -333,16 +334,16 @@ fn session_set<'c>(
 
 fn session_sync(ctx: &Ctx, config: &Config, a: &crate::args::SessionArgs) -> CmdOutcome {
     use backup_core::sessions::ops;
-    let set = session_set(config, a.set.as_deref())?;
-    let dest = ops::destination(set, a.dest.as_deref())?;
+    let set = session_set(config, a.at.set.as_deref())?;
+    let dest = ops::destination(set, a.at.dest.as_deref())?;
     let session = ops::find(set, &a.values)?;
-    let reporter = crate::output::Reporter::new(ctx.v).listing_plan(a.dry_run);
+    let reporter = crate::output::Reporter::new(ctx.v).listing_plan(a.at.dry_run);
     let result = ops::sync(
         ctx.registry,
         set,
         dest,
         &session,
-        a.dry_run,
+        a.at.dry_run,
         &reporter,
         ctx.cancel,
     );
@@ -354,8 +355,8 @@ fn session_sync(ctx: &Ctx, config: &Config, a: &crate::args::SessionArgs) -> Cmd
 fn session_verify(ctx: &Ctx, config: &Config, a: &crate::args::SessionVerifyArgs) -> CmdOutcome {
     use backup_core::mirror::VerifyMode;
     use backup_core::sessions::ops;
-    let set = session_set(config, a.session.set.as_deref())?;
-    let dest = ops::destination(set, a.session.dest.as_deref())?;
+    let set = session_set(config, a.session.at.set.as_deref())?;
+    let dest = ops::destination(set, a.session.at.dest.as_deref())?;
     let session = ops::find(set, &a.session.values)?;
     let mode = if a.full {
         VerifyMode::Checksum
@@ -393,8 +394,8 @@ fn mark(ok: bool) -> &'static str {
 
 fn session_status(ctx: &Ctx, config: &Config, a: &crate::args::SessionArgs) -> CmdOutcome {
     use backup_core::sessions::{ops, status};
-    let set = session_set(config, a.set.as_deref())?;
-    let dest = ops::destination(set, a.dest.as_deref())?;
+    let set = session_set(config, a.at.set.as_deref())?;
+    let dest = ops::destination(set, a.at.dest.as_deref())?;
     let session = ops::find(set, &a.values)?;
     let s = status::status(ctx.registry, set, dest, &session, ctx.cancel);
     if ctx.v.json {
@@ -530,13 +531,13 @@ fn say_deleted(d: &backup_core::sessions::delete::Deleted) -> std::io::Result<()
 
 fn session_delete(ctx: &Ctx, config: &Config, a: &crate::args::SessionDeleteArgs) -> CmdOutcome {
     use backup_core::sessions::{delete, ops};
-    let set = session_set(config, a.session.set.as_deref())?;
-    let dest = ops::destination(set, a.session.dest.as_deref())?;
+    let set = session_set(config, a.session.at.set.as_deref())?;
+    let dest = ops::destination(set, a.session.at.dest.as_deref())?;
     let session = ops::find(set, &a.session.values)?;
     let verdict =
         delete::verify_for_delete(ctx.registry, set, dest, &session, a.sample, ctx.cancel);
     ctx.cancel.check()?;
-    if ctx.v.json && a.session.dry_run {
+    if ctx.v.json && a.session.at.dry_run {
         json(&verdict)?;
     } else {
         say_verdict(&verdict)?;
@@ -551,7 +552,7 @@ fn session_delete(ctx: &Ctx, config: &Config, a: &crate::args::SessionDeleteArgs
             ),
         ));
     }
-    if a.session.dry_run {
+    if a.session.at.dry_run {
         ctx.say(format!(
             "dry run: would delete {} files; nothing deleted",
             verdict.files.len()
@@ -649,5 +650,94 @@ fn session_bulk_delete(
         json(&results)?;
     }
     ctx.say(format!("deleted {ok} session(s), {failed} failed"))?;
+    Ok(if failed == 0 { exit::OK } else { exit::FAILURE })
+}
+
+fn session_batch(ctx: &Ctx, config: &Config, a: &crate::args::SessionBatchArgs) -> CmdOutcome {
+    use backup_core::sessions::{ops, status};
+    let set = session_set(config, a.at.set.as_deref())?;
+    let dest = ops::destination(set, a.at.dest.as_deref())?;
+    let range = crate::args::SessionRangeArgs {
+        set: None,
+        start_date: Some(a.start),
+        end_date: Some(a.end.unwrap_or(a.start)),
+    };
+    let sessions = ranged(set, &range)?;
+    let (mut synced, mut failed, mut skipped) = (0, 0, 0);
+    let mut results = Vec::new();
+    for s in &sessions {
+        ctx.cancel.check()?;
+        let st = status::status(ctx.registry, set, dest, s, ctx.cancel);
+        if st.backup && st.verified {
+            skipped += 1;
+            if !ctx.v.json {
+                ctx.say(format!(
+                    "skipped   {}: already backed up and verified",
+                    s.path
+                ))?;
+            }
+            results.push(serde_json::json!({"session": s.path, "result": "skipped"}));
+            continue;
+        }
+        let r = ops::sync(
+            ctx.registry,
+            set,
+            dest,
+            s,
+            a.at.dry_run,
+            &backup_core::NoProgress,
+            ctx.cancel,
+        );
+        match r {
+            Ok(m) if m.is_complete() => {
+                synced += 1;
+                if !ctx.v.json {
+                    ctx.say(format!(
+                        "{} {}: {} files, {} to {}",
+                        if a.at.dry_run {
+                            "would sync"
+                        } else {
+                            "synced   "
+                        },
+                        s.path,
+                        m.copied + m.updated,
+                        crate::output::human_bytes(m.bytes),
+                        st.place
+                    ))?;
+                }
+                results.push(serde_json::json!({"session": s.path, "result": "ok", "files": m.copied + m.updated, "bytes": m.bytes}));
+            }
+            Ok(m) => {
+                failed += 1;
+                let why = m
+                    .verify
+                    .as_ref()
+                    .map(backup_core::mirror::VerifyReport::describe)
+                    .or(m.refused.clone())
+                    .unwrap_or_else(|| format!("{} file(s) could not be copied", m.failed.len()));
+                eprintln!("backupkit: error: {}: {why}", s.path);
+                results
+                    .push(serde_json::json!({"session": s.path, "result": "failed", "error": why}));
+            }
+            Err(e) => {
+                failed += 1;
+                let why = backup_core::error_chain(&e);
+                eprintln!("backupkit: error: {}: {why}", s.path);
+                results
+                    .push(serde_json::json!({"session": s.path, "result": "failed", "error": why}));
+            }
+        }
+    }
+    if ctx.v.json {
+        json(&serde_json::json!({
+            "succeeded": synced, "failed": failed, "skipped": skipped, "sessions": results,
+        }))?;
+    } else {
+        ctx.say(format!(
+            "{} session(s): {synced} {}, {failed} failed, {skipped} skipped",
+            sessions.len(),
+            if a.at.dry_run { "to sync" } else { "succeeded" }
+        ))?;
+    }
     Ok(if failed == 0 { exit::OK } else { exit::FAILURE })
 }

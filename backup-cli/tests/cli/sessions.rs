@@ -460,3 +460,108 @@ fn the_import_check_can_be_sql_queries() {
     )
     .unwrap();
 }
+
+/// `batch` over two months to a local "network" directory, the test sshd
+/// and moto S3, each with the inverted layout: every session synced and
+/// verified (the status table says so), a second batch skips them all,
+/// and `verify --full` reads every file back from each.
+#[test]
+fn batch_syncs_to_local_sshd_and_s3_with_the_inverted_layout() {
+    let Some(ssh) = sshd_vars() else {
+        return;
+    };
+    let Some((s3, s3_opts)) = s3_service("sessions batch") else {
+        return;
+    };
+    let env = Env::new();
+    lab_tree(&env.path("data"));
+    let opt = |k: &str| {
+        s3_opts
+            .iter()
+            .find_map(|o| o.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let unique = format!("sessions-{}", std::process::id());
+    let text = format!(
+        "sessions:
+  recordings:
+    source: data
+    layout: \"{{participant_id}}/{{session_date}}\"
+    filters:
+      participant_prefixes: [m, p, b, s, TR, TF]
+      exclude_patterns: [\"*.lock\"]
+    destinations:
+      net:
+        mirror: net/mobile_system_data
+        layout: \"{{session_date}}/{{participant_id}}\"
+      ssh:
+        mirror: sftp://{host}{dir}/{unique}
+        layout: \"{{session_date}}/{{participant_id}}\"
+        options: {{ssh_config: {cfg}}}
+      s3:
+        mirror: {s3}
+        layout: \"{{session_date}}/{{participant_id}}\"
+        options:
+          endpoint: {endpoint}
+          allow_http: true
+          region: us-east-1
+          access_key_id: {key}
+          secret_access_key_env: BACKUPKIT_TEST_S3_SECRET_ACCESS_KEY
+",
+        host = ssh[1],
+        dir = ssh[2],
+        cfg = ssh[0],
+        endpoint = opt("endpoint"),
+        key = opt("access_key_id"),
+    );
+    let c = env.path("backupkit.yaml");
+    fs::write(&c, text).unwrap();
+    let c = c.display().to_string();
+    for dest in ["net", "ssh", "s3"] {
+        let o = env.run(&[
+            "--config", &c, "--json", "session", "batch", "20250101", "20250228", "--dest", dest,
+        ]);
+        assert_eq!(code(&o), 0, "{dest}: {}", stderr(&o));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            (s["succeeded"].as_u64(), s["skipped"].as_u64()),
+            (Some(4), Some(0)),
+            "{dest}: {s}"
+        );
+        let o = env.run(&[
+            "--config",
+            &c,
+            "--json",
+            "session",
+            "status-range",
+            "--dest",
+            dest,
+        ]);
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        for r in rows.as_array().unwrap() {
+            assert!(
+                r["backup"].as_bool().unwrap() && r["verified"].as_bool().unwrap(),
+                "{dest}: {r}"
+            );
+            assert!(
+                r["place"].as_str().unwrap().ends_with(&format!(
+                    "{}/{}",
+                    r["variables"]["session_date"].as_str().unwrap(),
+                    r["variables"]["participant_id"].as_str().unwrap()
+                )),
+                "{r}"
+            );
+        }
+        let o = env.run(&[
+            "--config", &c, "--json", "session", "batch", "20250101", "20250228", "--dest", dest,
+        ]);
+        assert_eq!(code(&o), 0, "{dest}: {} {}", stdout(&o), stderr(&o));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(s["skipped"], 4, "{dest}: {s}");
+        let o = env.run(&[
+            "--config", &c, "session", "verify", "TR3", "20250131", "--full", "--dest", dest,
+        ]);
+        assert_eq!(code(&o), 0, "{dest}: {}", stdout(&o));
+    }
+}
