@@ -306,30 +306,11 @@ fn session_set<'c>(
     config: &'c Config,
     name: Option<&str>,
 ) -> Result<&'c backup_core::sessions::config::SessionSet, Failure> {
-    let names: Vec<&str> = config.sessions.iter().map(|s| s.name.as_str()).collect();
-    let found = match name {
-        Some(n) => config.sessions.iter().find(|s| s.name == n),
-        None if config.sessions.len() == 1 => config.sessions.first(),
-        None => None,
-    };
-    found.ok_or_else(|| {
-        Failure::Exit(
-            exit::USAGE,
-            match (name, names.is_empty()) {
-                (_, true) => "the config has no `sessions:` section".into(),
-                (Some(n), false) => {
-                    format!(
-                        "no session set named {n:?} (the config's: {})",
-                        names.join(", ")
-                    )
-                }
-                (None, false) => format!(
-                    "the config has several session sets ({}): choose one with --set",
-                    names.join(", ")
-                ),
-            },
-        )
-    })
+    Ok(backup_core::sessions::config::select(
+        &config.sessions,
+        name,
+        "--set",
+    )?)
 }
 
 fn session_sync(ctx: &Ctx, config: &Config, a: &crate::args::SessionArgs) -> CmdOutcome {

@@ -153,7 +153,7 @@ impl DestinationResult {
     }
 }
 
-fn load(path: Option<&Path>) -> backup_core::Result<CoreConfig> {
+pub(crate) fn load(path: Option<&Path>) -> backup_core::Result<CoreConfig> {
     let found = find::locate(path)?;
     model::load(&found.path, &backup_cli::registry())
 }
@@ -170,6 +170,19 @@ pub(crate) fn load_config(py: Python<'_>, path: Option<PathBuf>) -> PyResult<Con
         .detach(|| load(path.as_deref()))
         .map_err(|e| to_py(py, &e))?;
     Ok(Config { inner })
+}
+
+/// The config a function's `config` argument names: a `Config`, a path,
+/// or `None` (found as `load_config()` finds it).
+pub(crate) fn config_of(py: Python<'_>, config: Option<&Bound<'_, PyAny>>) -> PyResult<CoreConfig> {
+    match config {
+        Some(c) if c.is_instance_of::<Config>() => Ok(c.cast::<Config>()?.get().inner.clone()),
+        Some(c) => {
+            let path: PathBuf = c.extract()?;
+            py.detach(|| load(Some(&path))).map_err(|e| to_py(py, &e))
+        }
+        None => py.detach(|| load(None)).map_err(|e| to_py(py, &e)),
+    }
 }
 
 /// Events of a run, for the worker to forward.
@@ -197,14 +210,7 @@ pub(crate) fn run_jobs(
     dry_run: bool,
     progress: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<DestinationResult>> {
-    let config = match config {
-        Some(c) if c.is_instance_of::<Config>() => c.cast::<Config>()?.get().inner.clone(),
-        Some(c) => {
-            let path: PathBuf = c.extract()?;
-            py.detach(|| load(Some(&path))).map_err(|e| to_py(py, &e))?
-        }
-        None => py.detach(|| load(None)).map_err(|e| to_py(py, &e))?,
-    };
+    let config = config_of(py, config)?;
     let opts = RunOptions {
         jobs: jobs.unwrap_or_default(),
         only: only.unwrap_or_default(),
@@ -229,7 +235,7 @@ pub(crate) fn run_jobs(
 }
 
 /// `ConfigError` with `.problems`, or the error's own exception.
-fn to_py(py: Python<'_>, e: &backup_core::Error) -> PyErr {
+pub(crate) fn to_py(py: Python<'_>, e: &backup_core::Error) -> PyErr {
     let backup_core::Error::Config { problems } = e else {
         return errors::to_py(e);
     };

@@ -11,6 +11,7 @@ mod errors;
 mod jobs;
 mod mirror;
 mod run;
+mod sessions;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -556,5 +557,10 @@ fn _backupkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<jobs::DestinationResult>()?;
     m.add_function(wrap_pyfunction!(jobs::load_config, m)?)?;
     m.add_function(wrap_pyfunction!(jobs::run_jobs, m)?)?;
+    m.add_class::<sessions::SessionStatus>()?;
+    m.add_function(wrap_pyfunction!(sessions::status_range, m)?)?;
+    m.add_function(wrap_pyfunction!(sessions::sync_session, m)?)?;
+    m.add_function(wrap_pyfunction!(sessions::verify_session, m)?)?;
+    m.add_function(wrap_pyfunction!(sessions::delete_session, m)?)?;
     Ok(())
 }

@@ -50,7 +50,7 @@ pub(crate) struct VerifyResult {
 }
 
 impl VerifyResult {
-    fn new(r: &VerifyReport) -> Self {
+    pub(crate) fn new(r: &VerifyReport) -> Self {
         let pairs = |v: &[mirror::Difference]| {
             v.iter()
                 .map(|d| (d.path.clone(), d.reason.clone()))
@@ -150,7 +150,7 @@ pub(crate) struct MirrorResult {
 }
 
 impl MirrorResult {
-    fn new(s: &MirrorSummary) -> Self {
+    pub(crate) fn new(s: &MirrorSummary) -> Self {
         let pairs = |v: &[mirror::Problem]| {
             v.iter()
                 .map(|p| (p.path.clone(), p.message.clone()))

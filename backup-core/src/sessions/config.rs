@@ -348,6 +348,40 @@ impl Validator<'_> {
     }
 }
 
+/// The set named `name`, or the only one when `name` is `None`.
+///
+/// # Errors
+///
+/// [`crate::Error::InvalidInput`] naming the config's sets (`what` is how
+/// a caller names a set: `--set`, `set=`).
+pub fn select<'s>(
+    sets: &'s [SessionSet],
+    name: Option<&str>,
+    what: &str,
+) -> crate::Result<&'s SessionSet> {
+    let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
+    let found = match name {
+        Some(n) => sets.iter().find(|s| s.name == n),
+        None if sets.len() == 1 => sets.first(),
+        None => None,
+    };
+    found.ok_or_else(|| {
+        crate::Error::InvalidInput(match (name, names.is_empty()) {
+            (_, true) => "the config has no `sessions:` section".into(),
+            (Some(n), false) => {
+                format!(
+                    "no session set named {n:?} (the config's: {})",
+                    names.join(", ")
+                )
+            }
+            (None, false) => format!(
+                "the config has several session sets ({}): choose one with {what}",
+                names.join(", ")
+            ),
+        })
+    })
+}
+
 /// The sets as `config show` prints them.
 pub fn view(sets: &[SessionSet]) -> serde_json::Value {
     use serde_json::{Map, Value as J, json};

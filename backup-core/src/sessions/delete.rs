@@ -51,6 +51,21 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// `Ok` for a safe verdict, else [`Error::Refused`] with the reasons.
+    ///
+    /// # Errors
+    ///
+    /// As said.
+    pub fn ensure_safe(&self) -> Result<()> {
+        if self.safe {
+            Ok(())
+        } else {
+            Err(Error::Refused {
+                reason: format!("{} is not safe to delete: {}", self.session, self.reasons()),
+            })
+        }
+    }
+
     /// Why it is not safe, one line.
     pub fn reasons(&self) -> String {
         self.checks
@@ -241,15 +256,7 @@ pub fn delete(
     verdict: &Verdict,
     cancel: &Cancel,
 ) -> Result<Deleted> {
-    if !verdict.safe {
-        return Err(Error::Refused {
-            reason: format!(
-                "{} is not safe to delete: {}",
-                session.path,
-                verdict.reasons()
-            ),
-        });
-    }
+    verdict.ensure_safe()?;
     let record = Audit {
         time: chrono::Local::now().to_rfc3339(),
         host: crate::lock::this_host(),

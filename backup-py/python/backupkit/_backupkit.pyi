@@ -33,6 +33,11 @@ __all__ = [
     "DestinationResult",
     "load_config",
     "run",
+    "SessionStatus",
+    "status_range",
+    "sync_session",
+    "verify_session",
+    "delete_session",
     "main",
 ]
 
@@ -455,3 +460,94 @@ def run(
     """Run the config's jobs (all enabled ones, or ``jobs``), only the
     destinations in ``only`` if given; one result per destination. A
     destination that fails does not stop the others: check ``.ok``."""
+
+_Config = Config | str | os.PathLike[str] | None
+
+@final
+class SessionStatus:
+    """One session's status at one destination (`status_range`)."""
+    @property
+    def set(self) -> str: ...
+    @property
+    def variables(self) -> dict[str, str]: ...
+    @property
+    def date(self) -> str | None:
+        """``YYYYMMDD``, when the session has a date."""
+    @property
+    def source(self) -> str: ...
+    @property
+    def files(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def videos(self) -> int: ...
+    @property
+    def destination(self) -> str: ...
+    @property
+    def place(self) -> str:
+        """The session's place at the destination."""
+    @property
+    def backup_files(self) -> int: ...
+    @property
+    def backup_bytes(self) -> int: ...
+    @property
+    def imported(self) -> bool | None:
+        """``None`` when the set has no import check."""
+    @property
+    def backup(self) -> bool: ...
+    @property
+    def verified(self) -> bool: ...
+    @property
+    def safe(self) -> bool: ...
+    @property
+    def checks(self) -> list[tuple[str, bool, str]]:
+        """``(name, ok, reason)`` of each check."""
+
+def status_range(
+    config: _Config = None,
+    *,
+    set: str | None = None,
+    dest: str | None = None,
+    start_date: str | None = None,
+    end_date: str | None = None,
+) -> list[SessionStatus]:
+    """The status of every session in a date range (``YYYYMMDD`` or
+    ``YYYY-MM-DD``) at one destination."""
+
+def sync_session(
+    values: Sequence[str],
+    config: _Config = None,
+    *,
+    set: str | None = None,
+    dest: str | None = None,
+    dry_run: bool = False,
+) -> MirrorResult:
+    """Mirror one session (named by its values in the source layout's
+    order) to its place at the destination, verified by count."""
+
+def verify_session(
+    values: Sequence[str],
+    config: _Config = None,
+    *,
+    set: str | None = None,
+    dest: str | None = None,
+    sample: int = 10,
+    full: bool = False,
+) -> VerifyResult:
+    """Compare one session with its backup; ``.ok`` says whether it
+    matches (no exception on a mismatch)."""
+
+def delete_session(
+    values: Sequence[str],
+    config: _Config = None,
+    *,
+    set: str | None = None,
+    dest: str | None = None,
+    sample: int = 10,
+    confirm: bool = False,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Delete one session's local files after checking from scratch that
+    it is imported, backed up and verified. Needs ``confirm=True`` (or
+    ``dry_run=True``); raises RefusedError with the reasons when it is not
+    safe."""
