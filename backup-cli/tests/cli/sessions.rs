@@ -565,3 +565,87 @@ fn batch_syncs_to_local_sshd_and_s3_with_the_inverted_layout() {
         assert_eq!(code(&o), 0, "{dest}: {}", stdout(&o));
     }
 }
+
+/// Seed 003's own `backup:` section, as its documentation writes it: read
+/// directly (the missing recording disk is named); with its paths on this
+/// machine it lists the sessions with the inverted layout, and its
+/// `verify_mount: true` refuses a destination that is not mounted.
+#[test]
+fn seed_003_backup_section_works_as_written() {
+    let as_written = "backup:
+  destinations:
+    - name: \"CottonLab Network\"
+      mount_point: \"/mnt/CottonLab\"
+      base_path: \"/mnt/CottonLab/mobile_system_data\"
+      # Path structure at destination (can differ from source)
+      path_structure: \"{session_date}/{participant_id}\"
+      enabled: true
+      verify_mount: true
+
+  source:
+    base_path: \"/data\"
+    path_structure: \"{participant_id}/{session_date}\"
+
+  filters:
+    # Only sync participants with these prefixes
+    participant_prefixes: [\"m\", \"p\", \"b\", \"s\", \"TR\", \"TF\"]
+    exclude_patterns: [\"*.tmp\", \"*.lock\"]
+
+  rsync:
+    flags: \"-avzh\"
+
+  verification:
+    verify_after_sync: true
+    verify_method: \"size\"  # File size + count verification
+";
+    let env = Env::new();
+    let c = env.path("backup_config.yaml");
+    fs::write(&c, as_written).unwrap();
+    let c = c.display().to_string();
+    if !Path::new("/data").is_dir() {
+        let o = env.run(&["--config", &c, "config", "check"]);
+        assert_eq!(code(&o), 2, "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("backup.source.base_path: /data is not a directory"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    lab_tree(&env.path("data"));
+    let mnt = env.path("mnt/CottonLab");
+    fs::create_dir_all(&mnt).unwrap();
+    let here = as_written
+        .replace("\"/data\"", &format!("\"{}\"", env.path("data").display()))
+        .replace("/mnt/CottonLab", mnt.to_str().unwrap());
+    fs::write(&c, &here).unwrap();
+    let o = env.run(&["--config", &c, "--json", "config", "show"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(shown["read_as"], "seed 003 `backup:`");
+    let dest = &shown["sessions"]["recordings"]["destinations"]["cottonlab-network"];
+    assert_eq!(dest["layout"], "{session_date}/{participant_id}", "{shown}");
+    let o = env.run(&["--config", &c, "--json", "session", "list"]);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 4, "{rows}");
+    // The share is "mounted" at a plain directory: not a mount point, so
+    // the sync is refused and nothing lands on the local disk.
+    let o = env.run(&["--config", &c, "session", "sync", "p001", "20250104"]);
+    assert_ne!(code(&o), 0);
+    assert!(
+        stderr(&o).contains("not mounted") || stderr(&o).contains("mount"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!mnt.join("mobile_system_data/20250104").exists());
+    fs::write(
+        &c,
+        here.replace("verify_mount: true", "verify_mount: false"),
+    )
+    .unwrap();
+    let o = env.run(&["--config", &c, "session", "sync", "p001", "20250104"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        mnt.join("mobile_system_data/20250104/p001/cam0.mp4")
+            .is_file()
+    );
+}

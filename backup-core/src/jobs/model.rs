@@ -294,7 +294,11 @@ pub fn parse(
             crate::jobs::seeds::seed000(&mut v, path, &root)
         }
         Value::Map(entries) if entries.iter().any(|(k, _)| k.name == "backup") => {
-            crate::jobs::seeds::seed002(&mut v, path, &root)
+            if crate::jobs::seeds::is_seed003(&root) {
+                crate::jobs::seeds::seed003(&mut v, path, &root)
+            } else {
+                crate::jobs::seeds::seed002(&mut v, path, &root)
+            }
         }
         Value::Map(_) | Value::Null => {
             v.problem(
@@ -1541,7 +1545,7 @@ fn default_db_name(url: &str) -> String {
 }
 
 /// An error's message without its kind's prefix.
-fn plain(e: &Error) -> String {
+pub(crate) fn plain(e: &Error) -> String {
     match e {
         Error::InvalidInput(m) | Error::Unsupported(m) => m.clone(),
         other => other.to_string(),

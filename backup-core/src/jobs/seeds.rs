@@ -601,3 +601,192 @@ fn database_from_env(v: &mut Validator, at: Pos) -> Option<Source> {
     let password = var("DB_PASSWORD").map(|_| Secret::Env("DB_PASSWORD".into()));
     v.database(&url, password, Some("database".into()), at, "backup")
 }
+
+/// Whether a `backup:` section is seed 003's (a `source:` with a
+/// `path_structure`, or a list of destinations) rather than seed 002's.
+pub(crate) fn is_seed003(root: &Node) -> bool {
+    let Value::Map(entries) = &root.value else {
+        return false;
+    };
+    let Some((_, backup)) = entries.iter().find(|(k, _)| k.name == "backup") else {
+        return false;
+    };
+    let Value::Map(fields) = &backup.value else {
+        return false;
+    };
+    fields.iter().any(|(k, n)| {
+        k.name == "source" || (k.name == "destinations" && matches!(n.value, Value::List(_)))
+    })
+}
+
+/// Seed 003's `backup:` section (the recording sync and safe-delete
+/// manager): one session set, `recordings`, from `source.base_path` with
+/// its `path_structure`, to each enabled destination's `base_path` with
+/// its own (`mount_point` checked when `verify_mount` is not false). The
+/// seed's `rsync.flags` and `verification` settings are accepted: backupkit
+/// always verifies after a sync. Its import check lived outside the
+/// config; backupkit reads an `imported:` key here (see `sessions:`).
+pub(crate) fn seed003(v: &mut Validator, path: &Path, root: &Node) -> Option<Config> {
+    let (at, node) = section(v, root, "backup")?;
+    let f = v.fields(
+        node,
+        "backup",
+        &[
+            "destinations",
+            "source",
+            "filters",
+            "rsync",
+            "verification",
+            "imported",
+            "log_file",
+        ],
+    )?;
+    let log_file = v.string(&f, "log_file").map(|p| v.path(&p));
+    let Some(src) = f.get("source") else {
+        v.problem(
+            at,
+            "backup",
+            "seed 003's section needs `source:` with `base_path` and `path_structure`",
+        );
+        return None;
+    };
+    let source = v.fields(src, "backup.source", &["base_path", "path_structure"])?;
+    let base = v.string(&source, "base_path").map(|given| v.path(&given));
+    match (&base, source.get("base_path")) {
+        (None, None) => v.problem(
+            source.at,
+            "backup.source",
+            "needs `base_path:` (where sessions are recorded)",
+        ),
+        (Some(dir), Some(node)) if !dir.is_dir() => v.problem(
+            node.at,
+            "backup.source.base_path",
+            format!("{} is not a directory", dir.display()),
+        ),
+        _ => {}
+    }
+    let layout = v.template(&source, "path_structure", "backup.source");
+    let (filter, excludes) = match f.get("filters") {
+        Some(filters) => v.session_filters(filters, "backup.filters"),
+        None => (crate::sessions::layout::Filter::default(), Vec::new()),
+    };
+    for (key, known) in [
+        ("rsync", &["flags"][..]),
+        ("verification", &["verify_after_sync", "verify_method"][..]),
+    ] {
+        if let Some(section) = f.get(key) {
+            let _ = v.fields(section, &join("backup", key), known);
+        }
+    }
+    let imported = f
+        .get("imported")
+        .and_then(|check| v.import_check(check, "backup.imported"));
+    let mut destinations = Vec::new();
+    match f.get("destinations").map(|node| &node.value) {
+        Some(Value::List(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let key = format!("backup.destinations[{i}]");
+                if let Some(dest) = seed003_destination(v, item, &key, layout.as_ref()) {
+                    destinations.push(dest);
+                }
+            }
+        }
+        _ => v.problem(
+            at,
+            "backup",
+            "seed 003's section needs `destinations:`, a list",
+        ),
+    }
+    let set = crate::sessions::config::SessionSet {
+        name: "recordings".into(),
+        source: base?,
+        layout: layout?,
+        filter,
+        excludes,
+        videos: "*.mp4".into(),
+        destinations,
+        imported,
+    };
+    Some(Config {
+        file: path.to_path_buf(),
+        log_file,
+        parallel: DEFAULT_PARALLEL,
+        jobs: Vec::new(),
+        sessions: vec![set],
+        dialect: "seed 003 `backup:`",
+    })
+}
+
+fn seed003_destination(
+    v: &mut Validator,
+    node: &Node,
+    key: &str,
+    source: Option<&crate::sessions::layout::Template>,
+) -> Option<crate::sessions::config::SessionDestination> {
+    let f = v.fields(
+        node,
+        key,
+        &[
+            "name",
+            "mount_point",
+            "base_path",
+            "path_structure",
+            "enabled",
+            "verify_mount",
+        ],
+    )?;
+    let name = v.string(&f, "name").unwrap_or_else(|| key.to_owned());
+    let slug: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' })
+        .collect::<String>()
+        .split('-')
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    let enabled = v.boolean(&f, "enabled", true);
+    let verify_mount = v.boolean(&f, "verify_mount", true);
+    let base = v
+        .string(&f, "base_path")
+        .map(|given| local_or_url(v, &given));
+    if base.is_none() && f.get("base_path").is_none() {
+        v.problem(f.at, key, "needs `base_path:` (where sessions are synced)");
+    }
+    let dest = v.template(&f, "path_structure", key);
+    let layout = match (source, dest) {
+        (Some(from), Some(to)) => match crate::sessions::layout::Layout::new(from.clone(), to) {
+            Ok(layout) => Some(layout),
+            Err(e) => {
+                let at = f.get("path_structure").map_or(f.at, |node| node.at);
+                v.problem(
+                    at,
+                    &join(key, "path_structure"),
+                    crate::jobs::model::plain(&e),
+                );
+                None
+            }
+        },
+        _ => None,
+    };
+    let mut options = BTreeMap::new();
+    if let Some(mount) = v.string(&f, "mount_point")
+        && verify_mount
+    {
+        options.insert(
+            "mount_point".into(),
+            OptionValue::Plain(v.path(&mount).display().to_string()),
+        );
+    }
+    Some(crate::sessions::config::SessionDestination {
+        name: if slug.is_empty() {
+            "destination".into()
+        } else {
+            slug
+        },
+        enabled,
+        location: base?,
+        layout: layout?,
+        options,
+    })
+}

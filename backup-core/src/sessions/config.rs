@@ -137,7 +137,7 @@ impl Validator<'_> {
         })
     }
 
-    fn template(
+    pub(crate) fn template(
         &mut self,
         f: &crate::jobs::model::Fields,
         key: &str,
@@ -163,7 +163,7 @@ impl Validator<'_> {
         }
     }
 
-    fn import_check(
+    pub(crate) fn import_check(
         &mut self,
         node: &Node,
         path: &str,
@@ -237,7 +237,7 @@ impl Validator<'_> {
         })
     }
 
-    fn session_filters(&mut self, node: &Node, path: &str) -> (Filter, Vec<String>) {
+    pub(crate) fn session_filters(&mut self, node: &Node, path: &str) -> (Filter, Vec<String>) {
         let mut filter = Filter::default();
         let Some(f) = self.fields(
             node,
