@@ -411,10 +411,7 @@ fn session_table(ctx: &Ctx, config: &Config, a: &crate::args::SessionTableArgs) 
     let set = session_set(config, a.range.set.as_deref())?;
     let dest = ops::destination(set, a.dest.as_deref())?;
     let sessions = ranged(set, &a.range)?;
-    let rows: Vec<status::SessionStatus> = sessions
-        .iter()
-        .map(|s| status::status(ctx.registry, set, dest, s, ctx.cancel))
-        .collect();
+    let rows = status::status_all(ctx.registry, set, dest, &sessions, ctx.cancel);
     ctx.cancel.check()?;
     if ctx.v.json {
         json(&rows)?;

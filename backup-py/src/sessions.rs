@@ -148,10 +148,8 @@ pub(crate) fn status_range(
         filter.end = end.or(filter.end);
         let registry = backup_cli::registry();
         let cancel = Cancel::new();
-        Ok(layout::discover(&s.source, &s.layout, &filter)?
-            .iter()
-            .map(|session| status::status(&registry, s, d, session, &cancel))
-            .collect())
+        let sessions = layout::discover(&s.source, &s.layout, &filter)?;
+        Ok(status::status_all(&registry, s, d, &sessions, &cancel))
     });
     Ok(rows
         .map_err(|e| to_py(py, &e))?

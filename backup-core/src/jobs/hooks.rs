@@ -78,6 +78,9 @@ pub fn run_hook(
         };
         let a = pump(stdout.map(|r| Box::new(r) as Box<dyn Read + Send>), false);
         let b = pump(stderr.map(|r| Box::new(r) as Box<dyn Read + Send>), true);
+        // Short commands (an import check per session) end in a few ms:
+        // look often at first, then every 20 ms.
+        let mut nap = Duration::from_micros(200);
         let end = loop {
             match child.try_wait() {
                 Ok(Some(status)) if status.success() => break HookEnd::Ok,
@@ -96,7 +99,8 @@ pub fn run_hook(
                     HookEnd::Cancelled
                 };
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(20));
         };
         // What the hook left running in the background keeps its pipes
         // open; it is killed with the group so the readers end.

@@ -105,6 +105,46 @@ pub fn status(
     }
 }
 
+/// [`status`] of each session, several at a time (their import checks and
+/// listings wait on processes and I/O), in the order given.
+pub fn status_all(
+    registry: &Registry,
+    set: &SessionSet,
+    dest: &SessionDestination,
+    sessions: &[Session],
+    cancel: &Cancel,
+) -> Vec<SessionStatus> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out: std::sync::Mutex<Vec<Option<SessionStatus>>> =
+        std::sync::Mutex::new(vec![None; sessions.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..STATUS_WORKERS.min(sessions.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(session) = sessions.get(i) else {
+                        break;
+                    };
+                    if cancel.is_cancelled() {
+                        break;
+                    }
+                    let st = status(registry, set, dest, session, cancel);
+                    out.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(st);
+                }
+            });
+        }
+    });
+    out.into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Sessions whose status is read at once.
+const STATUS_WORKERS: usize = 8;
+
 /// The `backup` and `verified` checks: the place listed and compared
 /// file by file with the source (count and sizes).
 fn backup_checks(
