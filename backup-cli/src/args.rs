@@ -102,7 +102,7 @@ pub enum SessionCommand {
     List(SessionRangeArgs),
     /// Mirror one session to its place at a destination, then verify it by
     /// count.
-    Sync(SessionArgs),
+    Sync(SessionSyncArgs),
     /// Compare one session with its backup: every file and size, and the
     /// content of a random sample.
     Verify(SessionVerifyArgs),
@@ -132,6 +132,9 @@ pub struct SessionBatchArgs {
     pub end: Option<chrono::NaiveDate>,
     #[command(flatten)]
     pub at: SessionWhere,
+    /// Show what would be synced; write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 /// Which set and destination a session command works on.
@@ -143,7 +146,13 @@ pub struct SessionWhere {
     /// The destination (default: the set's only one).
     #[arg(long = "dest", value_name = "NAME")]
     pub dest: Option<String>,
-    /// Show what would be done; change nothing.
+}
+
+#[derive(Debug, Args)]
+pub struct SessionSyncArgs {
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// Show what would be copied; write nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
 }
@@ -156,6 +165,9 @@ pub struct SessionDeleteArgs {
     /// (default 10; 0: all).
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub sample: usize,
+    /// Run every check and show what would be deleted; delete nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
     /// Do not ask (for scripts).
     #[arg(long)]
     pub yes: bool,

@@ -313,18 +313,18 @@ fn session_set<'c>(
     )?)
 }
 
-fn session_sync(ctx: &Ctx, config: &Config, a: &crate::args::SessionArgs) -> CmdOutcome {
+fn session_sync(ctx: &Ctx, config: &Config, a: &crate::args::SessionSyncArgs) -> CmdOutcome {
     use backup_core::sessions::ops;
-    let set = session_set(config, a.at.set.as_deref())?;
-    let dest = ops::destination(set, a.at.dest.as_deref())?;
-    let session = ops::find(set, &a.values)?;
-    let reporter = crate::output::Reporter::new(ctx.v).listing_plan(a.at.dry_run);
+    let set = session_set(config, a.session.at.set.as_deref())?;
+    let dest = ops::destination(set, a.session.at.dest.as_deref())?;
+    let session = ops::find(set, &a.session.values)?;
+    let reporter = crate::output::Reporter::new(ctx.v).listing_plan(a.dry_run);
     let result = ops::sync(
         ctx.registry,
         set,
         dest,
         &session,
-        a.at.dry_run,
+        a.dry_run,
         &reporter,
         ctx.cancel,
     );
@@ -443,19 +443,8 @@ fn session_table(ctx: &Ctx, config: &Config, a: &crate::args::SessionTableArgs) 
             mark(r.safe).to_owned(),
         ]);
     }
-    let mut widths = [0usize; 7];
-    for row in &table {
-        for (w, c) in widths.iter_mut().zip(row.iter()) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    for row in &table {
-        let mut line = String::new();
-        for (k, c) in row.iter().enumerate() {
-            line.push_str(c);
-            line.push_str(&" ".repeat(widths[k] - c.chars().count() + 2));
-        }
-        out(line.trim_end())?;
+    for line in run::columns(&table) {
+        out(line)?;
     }
     let safe = rows.iter().filter(|r| r.safe).count();
     ctx.say(format!("{} session(s), {safe} safe to delete", rows.len()))?;
@@ -515,7 +504,7 @@ fn session_delete(ctx: &Ctx, config: &Config, a: &crate::args::SessionDeleteArgs
     let verdict =
         delete::verify_for_delete(ctx.registry, set, dest, &session, a.sample, ctx.cancel);
     ctx.cancel.check()?;
-    if ctx.v.json && a.session.at.dry_run {
+    if ctx.v.json && a.dry_run {
         json(&verdict)?;
     } else {
         say_verdict(&verdict)?;
@@ -530,7 +519,7 @@ fn session_delete(ctx: &Ctx, config: &Config, a: &crate::args::SessionDeleteArgs
             ),
         ));
     }
-    if a.session.at.dry_run {
+    if a.dry_run {
         ctx.say(format!(
             "dry run: would delete {} files; nothing deleted",
             verdict.files.len()
@@ -662,7 +651,7 @@ fn session_batch(ctx: &Ctx, config: &Config, a: &crate::args::SessionBatchArgs) 
             set,
             dest,
             s,
-            a.at.dry_run,
+            a.dry_run,
             &backup_core::NoProgress,
             ctx.cancel,
         );
@@ -672,11 +661,7 @@ fn session_batch(ctx: &Ctx, config: &Config, a: &crate::args::SessionBatchArgs) 
                 if !ctx.v.json {
                     ctx.say(format!(
                         "{} {}: {} files, {} to {}",
-                        if a.at.dry_run {
-                            "would sync"
-                        } else {
-                            "synced   "
-                        },
+                        if a.dry_run { "would sync" } else { "synced   " },
                         s.path,
                         m.copied + m.updated,
                         crate::output::human_bytes(m.bytes),
@@ -714,7 +699,7 @@ fn session_batch(ctx: &Ctx, config: &Config, a: &crate::args::SessionBatchArgs) 
         ctx.say(format!(
             "{} session(s): {synced} {}, {failed} failed, {skipped} skipped",
             sessions.len(),
-            if a.at.dry_run { "to sync" } else { "succeeded" }
+            if a.dry_run { "to sync" } else { "succeeded" }
         ))?;
     }
     Ok(if failed == 0 { exit::OK } else { exit::FAILURE })

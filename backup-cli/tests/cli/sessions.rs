@@ -216,6 +216,17 @@ fn session_sync_and_verify_one_session() {
     assert_clean_error(&o, 4, "session not found");
     let o = env.run(&["--config", &c, "session", "sync", "p001"]);
     assert_clean_error(&o, 2, "2 value(s) (participant_id, session_date); 1 given");
+    // Only the commands that change something take --dry-run.
+    let o = env.run(&[
+        "--config",
+        &c,
+        "session",
+        "verify",
+        "p001",
+        "20250104",
+        "--dry-run",
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
 }
 
 /// `status-range` before and after syncing, after a backup file is

@@ -1281,8 +1281,13 @@ pub fn table(jobs: &[JobResult]) -> Vec<String> {
             ]);
         }
     }
-    let mut widths = [0usize; 8];
-    for r in &rows {
+    columns(&rows)
+}
+
+/// Rows of cells as lines, each column as wide as its widest cell.
+pub fn columns<const N: usize>(rows: &[[String; N]]) -> Vec<String> {
+    let mut widths = [0usize; N];
+    for r in rows {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(c.chars().count());
         }
@@ -1292,9 +1297,7 @@ pub fn table(jobs: &[JobResult]) -> Vec<String> {
             let mut line = String::new();
             for (k, c) in r.iter().enumerate() {
                 line.push_str(c);
-                if k < 7 {
-                    line.push_str(&" ".repeat(widths[k] - c.chars().count() + 2));
-                }
+                line.push_str(&" ".repeat(widths[k] - c.chars().count() + 2));
             }
             line.trim_end().to_owned()
         })
