@@ -21,6 +21,11 @@ files; then, on that same data, times:
   jobs:    `backupkit run` of a job with three destinations (local mirror,
            SFTP repository, rclone mirror) and a database, against each
            destination alone (`--only-jobs`, under scripts/services.sh)
+  sessions: `session status-range` of N recording sessions (300 by
+           default) synced to a local "network" directory with seed 003's
+           inverted layout, with no import check, a shell command per
+           session and seed 003's five SQLite queries, against listing both
+           trees (`ls -lR`, `find -printf`) (`--only-sessions`)
   remote:  backup and restore to the moto S3 server and the test sshd
            vs  tar czf - | rclone rcat (SFTP) or a boto3 stream (S3),
            rclone copy, rsync, and the peak RSS
@@ -663,6 +668,85 @@ def compare_jobs(bk: Path, data: Path, db_mb: int) -> None:
     subprocess.run(f"rm -rf {local_root}/jbench-* {local_root}/jt-*", shell=True, check=False)
 
 
+def compare_sessions(bk: Path, sessions: int) -> None:
+    """`session status-range` against listing the same trees. Every
+    session has 3 small videos and 2 side files; the destination holds
+    them under `{session_date}/{participant_id}`."""
+    import sqlite3
+    base = fresh(WORK / "sessions")
+    src, dst = base / "data", base / "network"
+    dst.mkdir()
+    rng = random.Random(3)
+    record = sqlite3.connect(base / "record.db")
+    tables = ("subject", "session", "recording", "multi_camera_recording", "single_camera_video")
+    for t in tables:
+        record.execute(f"CREATE TABLE {t} (participant_id TEXT, session_date TEXT)")
+    prefixes = ("m", "p", "b", "s", "TR", "TF")
+    made = 0
+    while made < sessions:
+        pid = f"{rng.choice(prefixes)}{rng.randrange(1, 60):03d}"
+        day = f"2025{rng.randrange(1, 13):02d}{rng.randrange(1, 29):02d}"
+        d = src / pid / day
+        if d.exists():
+            continue
+        d.mkdir(parents=True)
+        for k in range(3):
+            (d / f"cam{k}.mp4").write_bytes(rng.randbytes(4096))
+        (d / "events.csv").write_text("t,event\n" * 50)
+        (d / "notes.txt").write_text(f"{pid} {day}\n")
+        for t in tables:
+            record.execute(f"INSERT INTO {t} VALUES (?, ?)", (pid, day))
+        made += 1
+    record.commit()
+    record.close()
+
+    def config(imported: str) -> Path:
+        path = base / f"config-{len(list(base.glob('config-*')))}.yaml"
+        path.write_text(f"""sessions:
+  recordings:
+    source: {src}
+    layout: "{{participant_id}}/{{session_date}}"
+    filters: {{participant_prefixes: [{", ".join(prefixes)}]}}
+{imported}    destinations:
+      network:
+        mirror: {dst}
+        layout: "{{session_date}}/{{participant_id}}"
+""")
+        return path
+
+    plain = config("")
+    command = config("    imported: {command: \"test -n {participant_id}\"}\n")
+    queries = "".join(
+        f"        - SELECT 1 FROM {t} WHERE participant_id = :participant_id AND session_date = :session_date\n"
+        for t in tables)
+    sql = config(f"    imported:\n      database: {base / 'record.db'}\n      queries:\n{queries}")
+    subprocess.run([str(bk), "-q", "--config", str(plain), "session", "batch", "20250101", "20251231"],
+                   check=True, stdout=subprocess.DEVNULL)
+    rows = [
+        ("ls -lR source destination", f"ls -lR '{src}' '{dst}'"),
+        ("find -printf both trees", f"find '{src}' '{dst}' -printf '%s %p\\n'"),
+        ("session list", f"'{bk}' --config '{plain}' session list --json"),
+        ("status-range, no check", f"'{bk}' --config '{plain}' session status-range --json"),
+        ("status-range, command", f"'{bk}' --config '{command}' session status-range --json"),
+        ("status-range, 5 SQLite", f"'{bk}' --config '{sql}' session status-range --json"),
+    ]
+    out = subprocess.run([str(bk), "--config", str(sql), "session", "status-range", "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    import json
+    safe = sum(1 for r in json.loads(out) if r["safe"])
+    print(f"sessions: {sessions} of 5 files; {safe} safe with the SQLite check")
+    times = {}
+    for label, cmd in rows:
+        s, rss = timed(cmd)
+        times[label] = s
+        print(f"  {label:<28} {s:8.3f} s {rss:7.1f}MB")
+    listing = times["ls -lR source destination"]
+    print("ratios (<= 1.00x: no slower than listing both trees)")
+    for label in ("status-range, no check", "status-range, command", "status-range, 5 SQLite"):
+        print(f"  {label:<28} {times[label] / listing:6.2f}x ls -lR")
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def generate_million(data: Path, files: int) -> None:
     """`files` files of 8 bytes, 1,000 per directory (made once)."""
     marker = data / ".complete"
@@ -704,6 +788,8 @@ def main() -> None:
     ap.add_argument("--only-jobs", action="store_true",
                     help="run only `backupkit run` of a job with three destinations against each alone")
     ap.add_argument("--jobs-db-mb", type=int, default=100)
+    ap.add_argument("--only-sessions", type=int, nargs="?", const=300, default=0, metavar="N",
+                    help="run only `session status-range` of N sessions (300) against listing them")
     ap.add_argument("--remote-files", type=int, default=2_000)
     ap.add_argument("--remote-video-mb", type=int, default=200)
     ap.add_argument("--big-gb", type=int, default=3, help="size of the peak-RSS snapshot (0: skip)")
@@ -714,6 +800,9 @@ def main() -> None:
     bk = ROOT / "target" / "release" / "backupkit"
     if args.only_remote:
         compare_remote(bk, args.remote_files, args.remote_video_mb, args.big_gb)
+        return
+    if args.only_sessions:
+        compare_sessions(bk, args.only_sessions)
         return
     if args.only_jobs:
         data = WORK / "data"

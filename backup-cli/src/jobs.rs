@@ -377,18 +377,23 @@ fn session_status(ctx: &Ctx, config: &Config, a: &crate::args::SessionArgs) -> C
     use backup_core::sessions::{ops, status};
     let set = session_set(config, a.at.set.as_deref())?;
     let dest = ops::destination(set, a.at.dest.as_deref())?;
-    let session = ops::find(set, &a.values)?;
+    // A session deleted locally still has a status: what is preserved.
+    let session = ops::named(set, &a.values)?;
     let s = status::status(ctx.registry, set, dest, &session, ctx.cancel);
     if ctx.v.json {
         json(&s)?;
         return Ok(exit::OK);
     }
-    out(format!(
-        "source  {}: {} files, {}",
-        s.source,
-        s.files,
-        crate::output::human_bytes(s.bytes)
-    ))?;
+    if std::path::Path::new(&s.source).is_dir() {
+        out(format!(
+            "source  {}: {} files, {}",
+            s.source,
+            s.files,
+            crate::output::human_bytes(s.bytes)
+        ))?;
+    } else {
+        out(format!("source  {}: not there", s.source))?;
+    }
     out(format!(
         "backup  {}: {} files, {}",
         s.place,

@@ -148,9 +148,12 @@ pub fn out(line: impl AsRef<str>) -> io::Result<()> {
 
 /// Writes a value as JSON to stdout.
 pub fn json(value: &impl serde::Serialize) -> io::Result<()> {
-    let mut o = io::stdout().lock();
+    // Buffered: stdout flushes at every newline, and pretty JSON has one
+    // per field (11,000 writes for a 300-session table).
+    let mut o = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     serde_json::to_writer_pretty(&mut o, value)?;
-    o.write_all(b"\n")
+    o.write_all(b"\n")?;
+    o.flush()
 }
 
 pub use backup_core::progress::human_bytes;

@@ -415,6 +415,17 @@ fn safe_delete_and_bulk_delete() {
     assert_eq!(audit.lines().count(), 2, "{audit}");
     let remote = fs::read_dir(env.path("net/mobile_system_data/.backupkit-deletions")).unwrap();
     assert_eq!(remote.count(), 2);
+    // The deleted session still has a status: gone here (its lock file
+    // removed too), preserved there.
+    fs::remove_dir_all(data.join("m12/20250120")).unwrap();
+    let o = env.run(&["--config", &c, "session", "status", "m12", "20250120"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("20250120: not there"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("backup    yes  ") && stdout(&o).contains("verified  no"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 /// The import check as SQL against the lab's record (SQLite here; the

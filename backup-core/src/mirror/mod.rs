@@ -43,7 +43,7 @@ use crate::source::Excludes;
 use crate::tree::Tree;
 
 pub use run::mirror;
-pub use verify::{Difference, VerifyReport, verify};
+pub use verify::{Difference, VerifyReport, verify, verify_observed};
 
 /// A source of a mirror: a tree, and where its entries go below the
 /// destination root (`""` for a single source directory, whose contents

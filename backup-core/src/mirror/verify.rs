@@ -34,6 +34,10 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// Files whose content was read from both sides and compared.
     pub hashed: u64,
+    /// Files found at the destination (the mirror's own state left out).
+    pub dest_files: u64,
+    /// Their bytes.
+    pub dest_bytes: u64,
     /// Source files absent from the destination.
     pub missing: Vec<String>,
     /// Destination files not in the sources.
@@ -112,6 +116,36 @@ pub fn verify(
     progress: &dyn Progress,
     cancel: &Cancel,
 ) -> Result<VerifyReport> {
+    verify_observed(
+        sources,
+        dest,
+        excludes,
+        (mode, exact),
+        hashers,
+        &mut |_| {},
+        progress,
+        cancel,
+    )
+}
+
+/// [`verify`], with `observe` shown every source file as the walk meets
+/// it, so that a caller that also wants to count or classify the source
+/// (a status table) needs no second walk.
+///
+/// # Errors
+///
+/// As [`verify`].
+#[allow(clippy::too_many_arguments)]
+pub fn verify_observed(
+    sources: &[MirrorSource],
+    dest: &dyn Tree,
+    excludes: &Excludes,
+    (mode, exact): (VerifyMode, bool),
+    hashers: &dyn Hashers,
+    observe: &mut dyn FnMut(&TreeEntry),
+    progress: &dyn Progress,
+    cancel: &Cancel,
+) -> Result<VerifyReport> {
     let started = Instant::now();
     let mut sources = sources.to_vec();
     sources.sort_by(|a, b| cmp_paths(&a.prefix, &b.prefix));
@@ -142,6 +176,7 @@ pub fn verify(
         hashers,
         cancel,
         mode,
+        observe,
         sample: Vec::new(),
         seen: 0,
         report: VerifyReport {
@@ -179,6 +214,7 @@ struct Checker<'a> {
     hashers: &'a dyn Hashers,
     cancel: &'a Cancel,
     mode: VerifyMode,
+    observe: &'a mut dyn FnMut(&TreeEntry),
     /// Files to hash for `sample:N`: a uniform random sample (reservoir).
     sample: Vec<(usize, String, String)>,
     seen: u64,
@@ -195,12 +231,22 @@ impl Checker<'_> {
                 reason: message,
             }),
             Pair::Source((_, _, e)) if e.kind == EntryKind::File => {
+                (self.observe)(&e);
                 report.files += 1;
                 report.bytes += e.size;
                 report.missing.push(e.path);
             }
-            Pair::Dest(d) if d.kind == EntryKind::File => report.extra.push(d.path),
+            Pair::Dest(d) if d.kind == EntryKind::File => {
+                report.dest_files += 1;
+                report.dest_bytes += d.size;
+                report.extra.push(d.path);
+            }
             Pair::Both((source, rel, e), d) if e.kind == EntryKind::File => {
+                (self.observe)(&e);
+                if d.kind == EntryKind::File {
+                    report.dest_files += 1;
+                    report.dest_bytes += d.size;
+                }
                 report.files += 1;
                 report.bytes += e.size;
                 if d.kind != EntryKind::File {
@@ -224,6 +270,10 @@ impl Checker<'_> {
                         }
                     }
                 }
+            }
+            Pair::Both(_, d) if d.kind == EntryKind::File => {
+                report.dest_files += 1;
+                report.dest_bytes += d.size;
             }
             _ => {}
         }

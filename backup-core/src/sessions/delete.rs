@@ -361,7 +361,11 @@ fn audit_local(set: &SessionSet, line: &str) -> Result<PathBuf> {
 }
 
 /// One record per deletion at the destination, beside the sessions:
-/// `.backupkit-deletions/TIME-SESSION.json` under the destination base.
+/// `.backupkit-deletions/TIME-SESSION.jsonl` under the destination base:
+/// write-once objects, since object stores and SFTP cannot append, and a
+/// rewritten shared log could lose a record to a crash or to a second
+/// host deleting at the same time. Their names sort by time, so
+/// `cat .backupkit-deletions/*.jsonl` is the log in order.
 fn audit_remote(
     registry: &Registry,
     dest: &SessionDestination,
@@ -370,7 +374,7 @@ fn audit_remote(
 ) -> Result<String> {
     let base = registry.open_tree(&dest.location, &ops::resolved_options(dest)?)?;
     let name = format!(
-        ".backupkit-deletions/{}-{}.json",
+        ".backupkit-deletions/{}-{}.jsonl",
         chrono::Utc::now().format("%Y%m%dT%H%M%S%.9fZ"),
         session.path.replace('/', "_")
     );

@@ -20,6 +20,23 @@ use crate::{Cancel, Error, Progress, Registry, Result, TargetOptions};
 /// cannot be a path component; [`Error::NotFound`] when the session is not
 /// at the source.
 pub fn find(set: &SessionSet, values: &[String]) -> Result<Session> {
+    let session = named(set, values)?;
+    if !set.source.join(&session.path).is_dir() {
+        return Err(Error::NotFound {
+            what: "session",
+            path: set.source.join(&session.path).display().to_string(),
+        });
+    }
+    Ok(session)
+}
+
+/// The session `values` name, whether or not it is (still) at the source:
+/// `status` of a session deleted locally shows what is preserved.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] as [`find`].
+pub fn named(set: &SessionSet, values: &[String]) -> Result<Session> {
     let names = set.layout.variables();
     if names.len() != values.len() {
         return Err(Error::InvalidInput(format!(
@@ -36,12 +53,6 @@ pub fn find(set: &SessionSet, values: &[String]) -> Result<Session> {
         .zip(values.iter().cloned())
         .collect();
     let path = set.layout.render(&vars)?;
-    if !set.source.join(&path).is_dir() {
-        return Err(Error::NotFound {
-            what: "session",
-            path: set.source.join(&path).display().to_string(),
-        });
-    }
     Ok(Session { vars, path })
 }
 
@@ -142,15 +153,44 @@ pub fn verify(
     progress: &dyn Progress,
     cancel: &Cancel,
 ) -> Result<VerifyReport> {
+    verify_observed(
+        registry,
+        set,
+        dest,
+        session,
+        mode,
+        &mut |_| {},
+        progress,
+        cancel,
+    )
+}
+
+/// [`verify`], showing `observe` every source file on the way
+/// ([`mirror::verify_observed`]).
+///
+/// # Errors
+///
+/// As [`mirror::verify`].
+#[allow(clippy::too_many_arguments)]
+pub fn verify_observed(
+    registry: &Registry,
+    set: &SessionSet,
+    dest: &SessionDestination,
+    session: &Session,
+    mode: VerifyMode,
+    observe: &mut dyn FnMut(&crate::tree::TreeEntry),
+    progress: &dyn Progress,
+    cancel: &Cancel,
+) -> Result<VerifyReport> {
     let (sources, tree) = trees(registry, set, dest, session)?;
     let hashers = registry.hashers()?;
-    mirror::verify(
+    mirror::verify_observed(
         &sources,
         tree.as_ref(),
         &Excludes::new(&set.excludes)?,
-        mode,
-        false,
+        (mode, false),
         hashers.as_ref(),
+        observe,
         progress,
         cancel,
     )

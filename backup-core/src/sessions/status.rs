@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::jobs::hooks::{self, HookEnd};
-use crate::mirror::VerifyMode;
+use crate::mirror::{VerifyMode, VerifyReport};
 use crate::sessions::config::{SessionDestination, SessionSet};
 use crate::sessions::layout::{Session, session_date};
 use crate::sessions::ops;
@@ -59,10 +59,6 @@ pub fn status(
     cancel: &Cancel,
 ) -> SessionStatus {
     let source = set.source.join(&session.path);
-    let (files, bytes, videos) = registry
-        .open_tree(&source.display().to_string(), &crate::TargetOptions::new())
-        .and_then(|t| count_tree(t.as_ref(), set))
-        .unwrap_or((0, 0, 0));
     let place = dest
         .layout
         .dest_path(&session.vars)
@@ -82,24 +78,23 @@ pub fn status(
             reason: "no `imported:` check is configured for this set".into(),
         }),
     }
-    let (backup, verified, backup_files, backup_bytes) =
-        backup_checks(registry, set, dest, session, &place, &mut checks, cancel);
+    let sides = backup_checks(registry, set, dest, session, &place, &mut checks, cancel);
     let safe = checks.iter().all(|c| c.ok);
     SessionStatus {
         set: set.name.clone(),
         variables: session.vars.clone(),
         date: session_date(&session.vars).map(|d| d.format("%Y%m%d").to_string()),
         source: source.display().to_string(),
-        files,
-        bytes,
-        videos,
+        files: sides.source.files,
+        bytes: sides.source.bytes,
+        videos: sides.source.videos,
         destination: dest.name.clone(),
         place,
-        backup_files,
-        backup_bytes,
+        backup_files: sides.dest.files,
+        backup_bytes: sides.dest.bytes,
         imported: imported.map(|(ok, _)| ok),
-        backup,
-        verified,
+        backup: sides.backup,
+        verified: sides.verified,
         safe,
         checks,
     }
@@ -145,8 +140,26 @@ pub fn status_all(
 /// Sessions whose status is read at once.
 const STATUS_WORKERS: usize = 8;
 
+/// What one side holds.
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    files: u64,
+    bytes: u64,
+    videos: u64,
+}
+
+/// Both sides counted, and the two checks' verdicts.
+struct Sides {
+    source: Counts,
+    dest: Counts,
+    backup: bool,
+    verified: bool,
+}
+
 /// The `backup` and `verified` checks: the place listed and compared
-/// file by file with the source (count and sizes).
+/// file by file with the source (count and sizes), in one walk of each
+/// side that also counts both; a side is walked again only when the
+/// comparison could not run (one side missing or unreadable).
 fn backup_checks(
     registry: &Registry,
     set: &SessionSet,
@@ -155,102 +168,178 @@ fn backup_checks(
     place: &str,
     checks: &mut Vec<Check>,
     cancel: &Cancel,
-) -> (bool, bool, u64, u64) {
-    let report = ops::verify(
+) -> Sides {
+    let videos = videos_matcher(set);
+    let mut source = Counts::default();
+    let report = ops::verify_observed(
         registry,
         set,
         dest,
         session,
         VerifyMode::Size,
+        &mut |e| {
+            if is_video(videos.as_ref(), &e.path) {
+                source.videos += 1;
+            }
+        },
         &NoProgress,
         cancel,
     );
-    let there = ops::place_tree(registry, dest, session).and_then(|t| match t.root()? {
-        Some(_) => count_tree(t.as_ref(), set).map(Some),
-        None => Ok(None),
-    });
-    match (report, there) {
-        (Ok(r), Ok(there)) => {
-            let (n, b, _) = there.unwrap_or((0, 0, 0));
-            let backup = n > 0;
-            checks.push(Check {
-                name: "backup",
-                ok: backup,
-                reason: if backup {
-                    format!("{n} files at {place}")
-                } else {
-                    format!("nothing at {place}")
-                },
+    let count_source = || {
+        registry
+            .open_tree(
+                &set.source.join(&session.path).display().to_string(),
+                &crate::TargetOptions::new(),
+            )
+            .and_then(|t| count_tree(t.as_ref(), set))
+            .unwrap_or_default()
+    };
+    match report {
+        Ok(r) => compared(&r, source, place, checks),
+        Err(crate::Error::NotFound {
+            what: "mirror source",
+            ..
+        }) => {
+            // Deleted locally: what is at the destination is still shown.
+            let there = ops::place_tree(registry, dest, session).and_then(|t| match t.root()? {
+                Some(_) => count_tree(t.as_ref(), set).map(Some),
+                None => Ok(None),
             });
-            let verified = backup && r.matches() && r.files > 0;
-            checks.push(Check {
-                name: "verified",
-                ok: verified,
-                reason: if verified {
-                    format!("{} files, every size equal", r.files)
-                } else if r.files == 0 {
-                    "the session has no files".into()
-                } else {
-                    r.describe()
-                },
-            });
-            (backup, verified, n, b)
+            match there {
+                Ok(Some(there)) if there.files > 0 => {
+                    push_backup(checks, true, format!("{} files at {place}", there.files));
+                    push_verified(checks, false, "the session is not at the source to compare");
+                    Sides {
+                        source: Counts::default(),
+                        dest: there,
+                        backup: true,
+                        verified: false,
+                    }
+                }
+                Ok(_) => no_backup(checks, place, None, Counts::default()),
+                Err(e) => no_backup(checks, place, Some(&e), Counts::default()),
+            }
         }
-        (Err(crate::Error::NotFound { .. }), _) | (_, Ok(None)) => {
-            checks.push(Check {
-                name: "backup",
-                ok: false,
-                reason: format!("nothing at {place}"),
-            });
-            checks.push(Check {
-                name: "verified",
-                ok: false,
-                reason: "there is no backup to compare".into(),
-            });
-            (false, false, 0, 0)
+        Err(crate::Error::NotFound { .. }) => no_backup(checks, place, None, count_source()),
+        Err(e) => no_backup(checks, place, Some(&e), count_source()),
+    }
+}
+
+/// The two checks from a comparison that ran.
+fn compared(r: &VerifyReport, mut source: Counts, place: &str, checks: &mut Vec<Check>) -> Sides {
+    source.files = r.files;
+    source.bytes = r.bytes;
+    let there = Counts {
+        files: r.dest_files,
+        bytes: r.dest_bytes,
+        videos: 0,
+    };
+    let backup = there.files > 0;
+    push_backup(
+        checks,
+        backup,
+        if backup {
+            format!("{} files at {place}", there.files)
+        } else {
+            format!("nothing at {place}")
+        },
+    );
+    let verified = backup && r.matches() && r.files > 0;
+    push_verified(
+        checks,
+        verified,
+        &if verified {
+            format!("{} files, every size equal", r.files)
+        } else if r.files == 0 {
+            "the session has no files".into()
+        } else {
+            r.describe()
+        },
+    );
+    Sides {
+        source,
+        dest: there,
+        backup,
+        verified,
+    }
+}
+
+/// No backup to compare: nothing at the place, or (`error`) the place
+/// could not be read.
+fn no_backup(
+    checks: &mut Vec<Check>,
+    place: &str,
+    error: Option<&crate::Error>,
+    source: Counts,
+) -> Sides {
+    match error {
+        None => {
+            push_backup(checks, false, format!("nothing at {place}"));
+            push_verified(checks, false, "there is no backup to compare");
         }
-        (Err(e), _) | (_, Err(e)) => {
-            let why = crate::error_chain(&e);
-            checks.push(Check {
-                name: "backup",
-                ok: false,
-                reason: format!("cannot read {place}: {why}"),
-            });
-            checks.push(Check {
-                name: "verified",
-                ok: false,
-                reason: "the backup could not be read".into(),
-            });
-            (false, false, 0, 0)
+        Some(e) => {
+            let why = crate::error_chain(e);
+            push_backup(checks, false, format!("cannot read {place}: {why}"));
+            push_verified(checks, false, "the backup could not be read");
         }
     }
+    Sides {
+        source,
+        dest: Counts::default(),
+        backup: false,
+        verified: false,
+    }
+}
+
+fn push_backup(checks: &mut Vec<Check>, ok: bool, reason: String) {
+    checks.push(Check {
+        name: "backup",
+        ok,
+        reason,
+    });
+}
+
+fn push_verified(checks: &mut Vec<Check>, ok: bool, reason: &str) {
+    checks.push(Check {
+        name: "verified",
+        ok,
+        reason: reason.to_owned(),
+    });
+}
+
+fn videos_matcher(set: &SessionSet) -> Option<globset::GlobMatcher> {
+    globset::Glob::new(&set.videos)
+        .map(|g| g.compile_matcher())
+        .ok()
+}
+
+fn is_video(videos: Option<&globset::GlobMatcher>, path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    videos.is_some_and(|m| m.is_match(name))
 }
 
 /// Files, bytes and files matching the `videos` pattern in a tree (the
 /// set's excludes and the mirror's own state left out).
-fn count_tree(tree: &dyn crate::tree::Tree, set: &SessionSet) -> crate::Result<(u64, u64, u64)> {
+fn count_tree(tree: &dyn crate::tree::Tree, set: &SessionSet) -> crate::Result<Counts> {
     use crate::tree::{EntryKind, Walked};
     let excludes = crate::source::Excludes::new(&set.excludes)?;
-    let videos = globset::Glob::new(&set.videos)
-        .map(|g| g.compile_matcher())
-        .ok();
+    let videos = videos_matcher(set);
     let skip = |path: &str, _: EntryKind| {
         path == crate::mirror::record::STATE_DIR || excludes.is_excluded(std::path::Path::new(path))
     };
-    let (mut files, mut bytes, mut vids) = (0, 0, 0);
+    let mut counts = Counts::default();
     for w in tree.walk(&skip)? {
         if let Walked::Entry(e) = w?
             && e.kind == EntryKind::File
         {
-            files += 1;
-            bytes += e.size;
-            let name = e.path.rsplit('/').next().unwrap_or(&e.path);
-            if videos.as_ref().is_some_and(|m| m.is_match(name)) {
-                vids += 1;
+            counts.files += 1;
+            counts.bytes += e.size;
+            if is_video(videos.as_ref(), &e.path) {
+                counts.videos += 1;
             }
         }
     }
-    Ok((files, bytes, vids))
+    Ok(counts)
 }
 
 /// The external check: `Some((passed, why))`, or `None` when the set has

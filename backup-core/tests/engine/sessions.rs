@@ -37,11 +37,40 @@ fn set_up(root: &Path, imported: bool) -> backup_core::jobs::model::Config {
     model::parse(&path, &text, Format::Yaml, false, &super::registry()).unwrap()
 }
 
+/// A lab with one session, its config and a registry.
+fn lab(
+    imported: bool,
+) -> (
+    tempfile::TempDir,
+    backup_core::jobs::model::Config,
+    std::sync::Arc<backup_core::Registry>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = set_up(dir.path(), imported);
+    (dir, config, super::registry())
+}
+
+fn sync(
+    registry: &backup_core::Registry,
+    set: &backup_core::sessions::config::SessionSet,
+    dest: &backup_core::sessions::config::SessionDestination,
+    session: &layout::Session,
+) {
+    ops::sync(
+        registry,
+        set,
+        dest,
+        session,
+        false,
+        &backup_core::NoProgress,
+        &Cancel::new(),
+    )
+    .unwrap();
+}
+
 #[test]
 fn only_verified_files_are_deleted_and_audited() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = set_up(dir.path(), true);
-    let registry = super::registry();
+    let (dir, config, registry) = lab(true);
     let set = &config.sessions[0];
     let dest = &set.destinations[0];
     let cancel = Cancel::new();
@@ -56,16 +85,7 @@ fn only_verified_files_are_deleted_and_audited() {
     );
     let e = delete::delete(&registry, set, dest, &session, &v, &cancel).unwrap_err();
     assert!(matches!(e, backup_core::Error::Refused { .. }), "{e}");
-    ops::sync(
-        &registry,
-        set,
-        dest,
-        &session,
-        false,
-        &backup_core::NoProgress,
-        &cancel,
-    )
-    .unwrap();
+    sync(&registry, set, dest, &session);
     let v = delete::verify_for_delete(&registry, set, dest, &session, 3, &cancel);
     assert!(v.safe, "{}", v.reasons());
     assert_eq!(v.files.len(), 6);
@@ -87,10 +107,19 @@ fn only_verified_files_are_deleted_and_audited() {
     assert_eq!(record["files"], 6);
     assert_eq!(record["session"]["participant_id"], "p001");
     assert_eq!(record["hashes"].as_array().unwrap().len(), 3);
+    // At the destination: one write-once JSON Lines record per deletion,
+    // the same record as the local log's.
     let remote: Vec<_> = fs::read_dir(dir.path().join("net/.backupkit-deletions"))
         .unwrap()
+        .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(remote.len(), 1);
+    assert!(
+        remote[0]
+            .to_string_lossy()
+            .ends_with("-p001_20250104.jsonl")
+    );
+    assert_eq!(fs::read_to_string(&remote[0]).unwrap(), local);
     // The late file alone is no longer backed up as a whole session: the
     // next verdict is not safe until it is synced.
     let v = delete::verify_for_delete(&registry, set, dest, &session, 3, &cancel);
@@ -107,16 +136,7 @@ fn a_failed_import_check_or_damaged_backup_deletes_nothing() {
     let cancel = Cancel::new();
     let sessions = layout::discover(&set.source, &set.layout, &set.filter).unwrap();
     let session = &sessions[0];
-    ops::sync(
-        &registry,
-        set,
-        dest,
-        session,
-        false,
-        &backup_core::NoProgress,
-        &cancel,
-    )
-    .unwrap();
+    sync(&registry, set, dest, session);
     let v = delete::verify_for_delete(&registry, set, dest, session, 0, &cancel);
     assert!(
         !v.safe
@@ -149,4 +169,42 @@ fn a_failed_import_check_or_damaged_backup_deletes_nothing() {
             .count(),
         6
     );
+}
+
+/// One walk per side counts both: the status shows the source's files,
+/// bytes and videos and the destination's files and bytes, a truncated
+/// backup file shows in the destination's bytes, and a session deleted
+/// locally still shows what is preserved at the destination.
+#[test]
+fn status_counts_both_sides_in_one_comparison() {
+    use backup_core::sessions::status;
+    let (dir, config, registry) = lab(true);
+    let set = &config.sessions[0];
+    let dest = &set.destinations[0];
+    let cancel = Cancel::new();
+    let session = ops::find(set, &["p001".into(), "20250104".into()]).unwrap();
+    let st = status::status(&registry, set, dest, &session, &cancel);
+    let source_bytes = 1000 + 1001 + 1002 + 1003 + 1004 + 2;
+    assert_eq!((st.files, st.bytes, st.videos), (6, source_bytes, 5));
+    assert_eq!((st.backup_files, st.backup_bytes), (0, 0));
+    assert!(!st.backup && !st.verified && !st.safe);
+    sync(&registry, set, dest, &session);
+    let st = status::status(&registry, set, dest, &session, &cancel);
+    assert_eq!((st.backup_files, st.backup_bytes), (6, source_bytes));
+    assert!(st.backup && st.verified && st.safe, "{:?}", st.checks);
+    fs::write(dir.path().join("net/20250104/p001/cam3.mp4"), b"cut").unwrap();
+    let st = status::status(&registry, set, dest, &session, &cancel);
+    assert_eq!((st.files, st.bytes), (6, source_bytes));
+    assert_eq!(
+        (st.backup_files, st.backup_bytes),
+        (6, source_bytes - 1003 + 3)
+    );
+    assert!(st.backup && !st.verified && !st.safe);
+    let verified = st.checks.iter().find(|c| c.name == "verified").unwrap();
+    assert!(verified.reason.contains("cam3.mp4"), "{}", verified.reason);
+    fs::remove_dir_all(dir.path().join("data/p001/20250104")).unwrap();
+    let st = status::status(&registry, set, dest, &session, &cancel);
+    assert_eq!((st.files, st.videos), (0, 0));
+    assert_eq!(st.backup_files, 6);
+    assert!(st.backup && !st.verified && !st.safe, "{:?}", st.checks);
 }
