@@ -86,6 +86,9 @@ pub enum Command {
     /// Apply each snapshot destination's retention (its keep_* settings)
     /// for the jobs of the config file; back nothing up.
     Cleanup(RunArgs),
+    /// Show when each scheduled job (`schedule:` or `every:`) runs next, in
+    /// the local time zone; or check a crontab expression with --expr.
+    Schedule(ScheduleArgs),
     /// Check the config file, or show it as backupkit reads it.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -265,6 +268,22 @@ pub struct RunArgs {
     /// `{date}` in the name becomes YYYYMMDD.
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// Jobs to show (default: every job).
+    #[arg(value_name = "JOB")]
+    pub jobs: Vec<String>,
+    /// How many run times to show for each.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub count: usize,
+    /// Count from this time instead of now (`2026-03-29 01:30`, local).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// A crontab expression to check instead of the config's jobs.
+    #[arg(long, value_name = "CRON", conflicts_with = "jobs")]
+    pub expr: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ pub mod exit;
 mod jobs;
 mod mirror;
 mod output;
+mod schedule;
 
 use std::ffi::OsString;
 use std::sync::Arc;

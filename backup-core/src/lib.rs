@@ -21,6 +21,7 @@ pub mod source;
 // The engines.
 pub mod jobs;
 pub mod mirror;
+pub mod schedule;
 pub mod sessions;
 pub mod snapshot;
 #[doc(hidden)]

@@ -17,6 +17,8 @@ use backup_core::{
 mod hostile;
 #[path = "engine/mirror.rs"]
 mod mirror;
+#[path = "engine/schedule.rs"]
+mod schedule;
 #[path = "engine/sessions.rs"]
 mod sessions;
 

@@ -753,6 +753,8 @@ fn seed_002_backup_section_works_as_written() {
     assert_eq!(cloud["options"]["region"], "us-east-1", "{v}");
     assert_eq!(cloud["keep_daily"], 7, "{v}");
     assert_eq!(cloud["keep_monthly"], 12, "{v}");
+    // The seed's crontab comes with it: `serve` runs the jobs so.
+    assert_eq!(v["jobs"]["database"]["schedule"], "0 2 * * *", "{v}");
     // Its notifications, with the password inline as the seed shows it.
     let mail = format!(
         "{as_written}  notifications:
@@ -1233,4 +1235,105 @@ fn config_check_asks_the_backends_about_their_options() {
         );
     }
     assert!(!env.path("out").exists());
+}
+
+/// `backupkit schedule` lists each job's next times in the local zone
+/// (here Europe/Berlin, through its spring and autumn changes), checks an
+/// expression given with --expr, and refuses bad ones with the reason.
+#[test]
+fn schedule_lists_next_runs_across_clock_changes() {
+    let env = Env::new();
+    fs::create_dir_all(env.path("data")).unwrap();
+    let c = write_config(
+        &env,
+        "backupkit.yaml",
+        "jobs:
+  database:
+    sources: [data]
+    schedule: \"30 2 * * *\"
+    catch_up: true
+    destinations:
+      local: {repository: repo}
+  pull:
+    sources: [data]
+    every: 5m
+    destinations:
+      m: {mirror: mirror}
+  manual:
+    sources: [data]
+    destinations:
+      m: {mirror: mirror2}
+",
+        0o644,
+    );
+    let berlin = [("TZ", Some("Europe/Berlin"))];
+    let args = [
+        "--json",
+        "schedule",
+        "--from",
+        "2026-03-28 12:00",
+        "--count",
+        "2",
+    ];
+    let o = with_config_env(&env, &c, &args, &berlin);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json_of(&o);
+    // 02:30 is skipped on 29 March: the run is at the change, 03:00 CEST.
+    assert_eq!(v[0]["job"], "database");
+    assert_eq!(
+        v[0]["next"],
+        serde_json::json!(["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"])
+    );
+    assert_eq!(v[1]["schedule"], "every 5m");
+    assert_eq!(v[1]["next"][0], "2026-03-28T12:05:00+01:00");
+    assert_eq!(v[2]["schedule"], serde_json::Value::Null);
+    // 02:30 happens twice on 25 October: one run, at the first.
+    let autumn = [
+        "--json",
+        "schedule",
+        "--expr",
+        "30 2 * * *",
+        "--from",
+        "2026-10-24 12:00",
+        "--count",
+        "2",
+    ];
+    let o = with_config_env(&env, &c, &autumn, &berlin);
+    assert_eq!(
+        json_of(&o)[0]["next"],
+        serde_json::json!(["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"])
+    );
+    let o = with_config_env(
+        &env,
+        &c,
+        &["schedule", "--from", "2026-12-01 12:00"],
+        &berlin,
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("database  30 2 * * *\n  2026-12-02 02:30 Wed (+01:00)"),
+        "{text}"
+    );
+    assert!(text.contains("manual  not scheduled"), "{text}");
+    // Bad input: one line with the reason, exit 2.
+    let o = with_config(&env, &c, &["schedule", "--expr", "0 25 * * *"]);
+    assert_clean_error(&o, 2, "hour 25 is out of range 0-23");
+    let o = with_config(&env, &c, &["schedule", "nightly"]);
+    assert_clean_error(&o, 2, "no job \"nightly\"");
+    let o = with_config(&env, &c, &["schedule", "--from", "yesterday"]);
+    assert_clean_error(&o, 2, "--from \"yesterday\" is not a time");
+    let broken = fs::read_to_string(&c)
+        .unwrap()
+        .replace("\"30 2 * * *\"", "\"30 2 * *\"");
+    let c = write_config(&env, "broken.yaml", &broken, 0o644);
+    let o = with_config(&env, &c, &["config", "check"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains(
+            "broken.yaml:4:15: jobs.database.schedule: schedule \"30 2 * *\": 4 field(s)"
+        ),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -68,6 +68,10 @@ pub struct Job {
     pub destinations: Vec<Destination>,
     pub hooks: Hooks,
     pub notify: Option<Notify>,
+    /// When `serve` runs it: `schedule:` (crontab) or `every:`.
+    pub schedule: Option<crate::schedule::Schedule>,
+    /// Run once at start-up for a time missed while the service was down.
+    pub catch_up: bool,
 }
 
 /// What a job backs up.
@@ -781,9 +785,13 @@ impl Validator<'_> {
                 "destinations",
                 "hooks",
                 "notify",
+                "schedule",
+                "every",
+                "catch_up",
             ],
         )?;
         let enabled = self.boolean(&f, "enabled", true);
+        let (schedule, catch_up) = self.schedule(&f);
         let sources = self.sources(&f);
         let excludes = self.strings(&f, "exclude");
         let exclude_files = self
@@ -851,7 +859,53 @@ impl Validator<'_> {
             destinations,
             hooks,
             notify,
+            schedule,
+            catch_up,
         })
+    }
+
+    /// `schedule:` (a crontab expression) or `every:` (an interval), and
+    /// `catch_up:`.
+    pub(crate) fn schedule(&mut self, f: &Fields) -> (Option<crate::schedule::Schedule>, bool) {
+        use crate::schedule::{Cron, Schedule};
+        let cron = self.parsed(f, "schedule", Cron::parse);
+        let every = self.parsed(f, "every", |s| {
+            let d = parse_duration(s)?;
+            if d < Duration::from_secs(1) {
+                return Err(Error::InvalidInput(format!(
+                    "{s:?}: an interval must be at least 1s"
+                )));
+            }
+            Ok(d)
+        });
+        let catch_up = self.boolean(f, "catch_up", false);
+        let schedule = match (cron, every) {
+            (Some(_), Some(_)) => {
+                if let Some(n) = f.get("every") {
+                    self.problem(
+                        n.at,
+                        &f.key("every"),
+                        "give either `schedule:` (crontab) or `every:` (interval), not both",
+                    );
+                }
+                None
+            }
+            (Some(c), None) => Some(Schedule::Cron(c)),
+            (None, Some(d)) => Some(Schedule::Every(d)),
+            (None, None) => None,
+        };
+        if catch_up
+            && f.get("schedule").is_none()
+            && f.get("every").is_none()
+            && let Some(n) = f.get("catch_up")
+        {
+            self.problem(
+                n.at,
+                &f.key("catch_up"),
+                "`catch_up:` needs a `schedule:` to catch up on",
+            );
+        }
+        (schedule, catch_up)
     }
 
     fn check_name(&mut self, name: &str, at: Pos, path: &str) {
@@ -1633,6 +1687,18 @@ impl Config {
                 }
                 if !j.tags.is_empty() {
                     job["tags"] = json!(j.tags);
+                }
+                match &j.schedule {
+                    Some(crate::schedule::Schedule::Cron(c)) => {
+                        job["schedule"] = json!(c.as_str());
+                    }
+                    Some(crate::schedule::Schedule::Every(d)) => {
+                        job["every"] = json!(crate::schedule::interval(*d));
+                    }
+                    None => {}
+                }
+                if j.catch_up {
+                    job["catch_up"] = json!(true);
                 }
                 let h = &j.hooks;
                 if !(h.before.is_empty() && h.after.is_empty() && h.on_failure.is_empty()) {

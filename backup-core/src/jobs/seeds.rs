@@ -95,6 +95,8 @@ pub(crate) fn seed000(v: &mut Validator, path: &Path, root: &Node) -> Option<Con
             destinations,
             hooks: Hooks::default(),
             notify: None,
+            schedule: None,
+            catch_up: false,
         }],
         dialect: "seed 000 `backups:`",
     })
@@ -374,6 +376,25 @@ pub(crate) fn seed002(v: &mut Validator, path: &Path, root: &Node) -> Option<Con
         .get("notifications")
         .and_then(|n| seed002_notifications(v, n));
     let (database, files) = seed002_sources(v, &f, at);
+    let jobs = seed002_jobs(database, files, &destinations, notify.as_ref());
+    Some(Config {
+        file: path.to_path_buf(),
+        log_file,
+        parallel: DEFAULT_PARALLEL,
+        jobs,
+        sessions: Vec::new(),
+        dialect: "seed 002 `backup:`",
+    })
+}
+
+/// Seed 002's jobs: `database`, `files`, and `full` (both), each with the
+/// seed's crontab time.
+fn seed002_jobs(
+    database: Option<Source>,
+    files: Vec<Source>,
+    destinations: &[Destination],
+    notify: Option<&Notify>,
+) -> Vec<Job> {
     let job = |name: &str, sources: Vec<Source>| Job {
         name: name.into(),
         enabled: true,
@@ -381,9 +402,11 @@ pub(crate) fn seed002(v: &mut Validator, path: &Path, root: &Node) -> Option<Con
         excludes: Vec::new(),
         exclude_files: Vec::new(),
         tags: vec![name.into()],
-        destinations: destinations.clone(),
+        destinations: destinations.to_vec(),
         hooks: Hooks::default(),
-        notify: notify.clone(),
+        notify: notify.cloned(),
+        schedule: seed002_schedule(name),
+        catch_up: false,
     };
     let mut jobs = Vec::new();
     if let Some(db) = &database {
@@ -397,14 +420,22 @@ pub(crate) fn seed002(v: &mut Validator, path: &Path, root: &Node) -> Option<Con
         all.extend(database);
         jobs.push(job("full", all));
     }
-    Some(Config {
-        file: path.to_path_buf(),
-        log_file,
-        parallel: DEFAULT_PARALLEL,
-        jobs,
-        sessions: Vec::new(),
-        dialect: "seed 002 `backup:`",
-    })
+    jobs
+}
+
+/// Seed 002's crontab (its documentation's production table): the
+/// database daily at 02:00, files on Sundays at 03:00, a full backup on
+/// the first of the month at 04:00; `serve` runs them so.
+fn seed002_schedule(job: &str) -> Option<crate::schedule::Schedule> {
+    let expr = match job {
+        "database" => "0 2 * * *",
+        "files" => "0 3 * * 0",
+        "full" => "0 4 1 * *",
+        _ => return None,
+    };
+    crate::schedule::Cron::parse(expr)
+        .ok()
+        .map(crate::schedule::Schedule::Cron)
 }
 
 /// Seed 002's sources: `backup.database` (or its `.env` variables) and

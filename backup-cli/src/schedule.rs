@@ -1,0 +1,130 @@
+//! `backupkit schedule`: when each scheduled job of the config file runs
+//! next, or when a crontab expression given on the command line would.
+
+use backup_core::schedule::{Cron, Schedule};
+use chrono::{DateTime, Local, TimeZone};
+
+use crate::args::ScheduleArgs;
+use crate::commands::{Ctx, Failure, Outcome};
+use crate::exit;
+use crate::output::{json, out};
+
+pub(crate) fn schedule(ctx: &Ctx, a: &ScheduleArgs) -> Outcome {
+    let from = match &a.from {
+        Some(text) => parse_from(text)?,
+        None => Local::now(),
+    };
+    let rows: Vec<(String, Option<Schedule>, bool)> = if let Some(expr) = &a.expr {
+        let cron = Cron::parse(expr).map_err(|e| match e {
+            backup_core::Error::InvalidInput(m) => Failure::Exit(exit::USAGE, m),
+            other => other.into(),
+        })?;
+        vec![(String::new(), Some(Schedule::Cron(cron)), true)]
+    } else {
+        let config = crate::jobs::load(ctx)?;
+        for name in &a.jobs {
+            if !config.jobs.iter().any(|j| &j.name == name) {
+                return Err(Failure::Exit(
+                    exit::USAGE,
+                    format!(
+                        "no job {name:?} in {} (its jobs: {})",
+                        config.file.display(),
+                        config
+                            .jobs
+                            .iter()
+                            .map(|j| j.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        config
+            .jobs
+            .iter()
+            .filter(|j| a.jobs.is_empty() || a.jobs.contains(&j.name))
+            .map(|j| (j.name.clone(), j.schedule.clone(), j.enabled))
+            .collect()
+    };
+    let shown: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(job, s, enabled)| {
+            let next: Vec<String> = match s {
+                Some(s) if *enabled => s
+                    .upcoming(&from, a.count)
+                    .iter()
+                    .map(DateTime::to_rfc3339)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            serde_json::json!({
+                "job": job,
+                "schedule": s.as_ref().map(ToString::to_string),
+                "enabled": enabled,
+                "next": next,
+            })
+        })
+        .collect();
+    if ctx.v.json {
+        json(&shown)?;
+        return Ok(exit::OK);
+    }
+    for ((job, s, enabled), row) in rows.iter().zip(&shown) {
+        let label = if job.is_empty() {
+            String::new()
+        } else {
+            format!("{job}  ")
+        };
+        match s {
+            None => out(format!(
+                "{label}not scheduled (runs with `backupkit run {job}`)"
+            ))?,
+            Some(s) if !enabled => out(format!("{label}{s}  (disabled: never runs)"))?,
+            Some(s) => {
+                let start = if matches!(s, Schedule::Every(_)) {
+                    "  (at start-up, then after each start)"
+                } else {
+                    ""
+                };
+                out(format!("{label}{s}{start}"))?;
+                for t in row["next"].as_array().into_iter().flatten() {
+                    let t = t
+                        .as_str()
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&Local));
+                    if let Some(t) = t {
+                        out(format!("  {}", t.format("%Y-%m-%d %H:%M %a (%:z)")))?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `--from`: a local time (`2026-03-29 01:30`, `2026-03-29T01:30`) or an
+/// RFC 3339 time with its offset.
+fn parse_from(text: &str) -> Result<DateTime<Local>, Failure> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Local));
+    }
+    for format in [
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+    ] {
+        if let Ok(naive) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Local.from_local_datetime(&naive).earliest().ok_or_else(|| {
+                Failure::Exit(
+                    exit::USAGE,
+                    format!("--from {text:?} does not exist in the local time zone (a clock change skips it)"),
+                )
+            });
+        }
+    }
+    Err(Failure::Exit(
+        exit::USAGE,
+        format!("--from {text:?} is not a time (2026-03-29 01:30, or RFC 3339 with an offset)"),
+    ))
+}
