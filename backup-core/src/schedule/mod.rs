@@ -21,6 +21,7 @@
 //!   is younger than the interval, then every interval after each start.
 
 pub mod cron;
+pub mod history;
 
 use std::time::Duration;
 

@@ -260,3 +260,89 @@ fn intervals_run_at_start_up_then_after_each_start() {
     );
     assert_eq!(every.to_string(), "every 5m");
 }
+
+/// The history survives a restart, counts runs and failures, keeps the
+/// last success through a failure, and gives `catch_up` its last start;
+/// a damaged file is an error naming it, never an empty history.
+#[test]
+fn the_history_feeds_catch_up_across_restarts() {
+    use backup_core::schedule::history::{History, RunRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/schedule.json");
+    let mut h = History::load(&path).unwrap();
+    assert_eq!(h.job("database").runs, 0);
+    let start = at(2026, 12, 1, 2, 0).with_timezone(&Utc);
+    h.started("database", start).unwrap();
+    // A crash mid-run: the start is on disk, with no end.
+    let reloaded = History::load(&path).unwrap().job("database");
+    assert_eq!(
+        (reloaded.last_start, reloaded.last_result.as_deref()),
+        (Some(start), Some("running"))
+    );
+    let ok = RunRecord {
+        started: start,
+        ended: start + chrono::Duration::seconds(90),
+        result: "ok".into(),
+        ok: true,
+        error: None,
+        files: 12,
+        bytes: 4096,
+    };
+    h.finished("database", &ok).unwrap();
+    let next_day = start + chrono::Duration::days(1);
+    let failed = RunRecord {
+        started: next_day,
+        ended: next_day + chrono::Duration::seconds(3),
+        result: "failed".into(),
+        ok: false,
+        error: Some("the database is down".into()),
+        files: 0,
+        bytes: 0,
+    };
+    h.finished("database", &failed).unwrap();
+    let j = History::load(&path).unwrap().job("database");
+    assert_eq!((j.runs, j.failures), (2, 1));
+    assert_eq!(j.last_success, Some(ok.ended));
+    assert_eq!(j.last_error.as_deref(), Some("the database is down"));
+    assert!((j.seconds - 3.0).abs() < 1e-9);
+    assert!(
+        std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .all(|e| !e.unwrap().file_name().to_string_lossy().contains("tmp")),
+        "a temporary file was left"
+    );
+    // Restarted on 3 December at 09:00: the 02:00 run was missed.
+    let now = at(2026, 12, 3, 9, 0);
+    let mut plan = Planner::new(
+        vec![Planned {
+            job: "database".into(),
+            schedule: cron("0 2 * * *"),
+            catch_up: true,
+            last_run: j.last_start,
+        }],
+        &now,
+    );
+    assert!(matches!(
+        &plan.due(&now)[..],
+        [Decision::Start {
+            why: Why::CatchUp,
+            ..
+        }]
+    ));
+    std::fs::write(&path, "{ torn").unwrap();
+    let e = History::load(&path).unwrap_err().to_string();
+    assert!(e.contains("is not a backupkit schedule history"), "{e}");
+}
+
+#[test]
+fn each_config_has_its_own_history_file() {
+    use backup_core::schedule::history::default_path;
+    let a = default_path(std::path::Path::new("/etc/backupkit/lab.yaml")).unwrap();
+    let b = default_path(std::path::Path::new("/srv/other/lab.yaml")).unwrap();
+    assert_ne!(a, b);
+    assert!(
+        a.to_string_lossy().contains("backupkit/schedule-lab-"),
+        "{}",
+        a.display()
+    );
+}
