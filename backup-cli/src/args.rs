@@ -86,6 +86,9 @@ pub enum Command {
     /// Apply each snapshot destination's retention (its keep_* settings)
     /// for the jobs of the config file; back nothing up.
     Cleanup(RunArgs),
+    /// Run the config's scheduled jobs (`schedule:`, `every:`) in the
+    /// foreground until SIGTERM or Ctrl-C; SIGHUP reloads the config.
+    Serve(ServeArgs),
     /// Show when each scheduled job (`schedule:` or `every:`) runs next, in
     /// the local time zone; or check a crontab expression with --expr.
     Schedule(ScheduleArgs),
@@ -268,6 +271,25 @@ pub struct RunArgs {
     /// `{date}` in the name becomes YYYYMMDD.
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// On SIGTERM or Ctrl-C, how long running jobs have to stop cleanly.
+    #[arg(long, default_value = "30s", value_name = "DURATION",
+          value_parser = parse_duration_arg)]
+    pub stop_timeout: std::time::Duration,
+    /// The run history (default: under `$XDG_STATE_HOME/backupkit`, one per
+    /// config file).
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+    /// Append events to this file (default: the config's `log_file`).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    backup_core::jobs::model::parse_duration(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]

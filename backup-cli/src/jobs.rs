@@ -123,10 +123,10 @@ fn scalar(v: &serde_json::Value) -> String {
 }
 
 /// Events to stderr (unless `--quiet`) and to the log file.
-struct Sinks {
-    log: Option<LogFile>,
-    quiet: bool,
-    verbose: bool,
+pub(crate) struct Sinks {
+    pub(crate) log: Option<LogFile>,
+    pub(crate) quiet: bool,
+    pub(crate) verbose: bool,
 }
 
 impl EventSink for Sinks {

@@ -4,7 +4,7 @@
 use backup_core::schedule::{Cron, Schedule};
 use chrono::{DateTime, Local, TimeZone};
 
-use crate::args::ScheduleArgs;
+use crate::args::{ScheduleArgs, ServeArgs};
 use crate::commands::{Ctx, Failure, Outcome};
 use crate::exit;
 use crate::output::{json, out};
@@ -127,4 +127,84 @@ fn parse_from(text: &str) -> Result<DateTime<Local>, Failure> {
         exit::USAGE,
         format!("--from {text:?} is not a time (2026-03-29 01:30, or RFC 3339 with an offset)"),
     ))
+}
+
+/// `backupkit serve`: the scheduler in the foreground (see
+/// `backup_core::schedule::service`). Exits 0 after a clean stop, and
+/// `INTERRUPTED` when runs were still going at the end of the bound.
+pub(crate) fn serve(ctx: &Ctx, a: &ServeArgs) -> Outcome {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use backup_core::jobs::log::LogFile;
+    use backup_core::schedule::history::{History, default_path};
+    use backup_core::schedule::service::{self, Service};
+
+    let found = backup_core::jobs::find::locate(ctx.cli.config.as_deref())?;
+    let config_path = found.path.clone();
+    let load = || backup_core::jobs::model::load(&config_path, ctx.registry);
+    let config = load()?;
+    let history_path = a
+        .history
+        .clone()
+        .or_else(|| default_path(&config.file))
+        .ok_or_else(|| {
+            Failure::Exit(
+                exit::USAGE,
+                "no place for the run history: set HOME or XDG_STATE_HOME, or pass --history FILE"
+                    .into(),
+            )
+        })?;
+    let history = History::load(&history_path)?;
+    let log_path = a.log_file.clone().or_else(|| config.log_file.clone());
+    let log = log_path.as_deref().map(LogFile::open).transpose()?;
+    let sink = Arc::new(crate::jobs::Sinks {
+        log,
+        quiet: ctx.v.quiet,
+        verbose: ctx.v.verbose > 0,
+    });
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&term))
+        .and_then(|_| signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup)))
+        .map_err(|e| Failure::Exit(exit::FAILURE, format!("cannot handle signals: {e}")))?;
+    let scheduled = config
+        .jobs
+        .iter()
+        .filter(|j| j.schedule.is_some() && j.enabled)
+        .count();
+    let mut svc = Service::new(
+        config,
+        Arc::clone(ctx.registry),
+        history,
+        sink,
+        &Local::now(),
+    );
+    eprintln!(
+        "backupkit serve: {scheduled} scheduled job(s) from {}; history {}; SIGHUP reloads, \
+         SIGTERM or Ctrl-C stops",
+        config_path.display(),
+        history_path.display()
+    );
+    let left = service::serve(
+        &mut svc,
+        &load,
+        &|| term.load(Ordering::SeqCst) || ctx.cancel.is_cancelled(),
+        &|| hup.swap(false, Ordering::SeqCst),
+        a.stop_timeout,
+    );
+    if left.is_empty() {
+        eprintln!("backupkit serve: stopped");
+        Ok(exit::OK)
+    } else {
+        Err(Failure::Exit(
+            exit::INTERRUPTED,
+            format!(
+                "stopped with {} still running after {:?} (nothing partial is visible): {}",
+                left.len(),
+                a.stop_timeout,
+                left.join(", ")
+            ),
+        ))
+    }
 }

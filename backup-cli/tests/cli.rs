@@ -9,6 +9,8 @@ use std::time::Duration;
 
 #[path = "cli/jobs.rs"]
 mod jobs;
+#[path = "cli/serve.rs"]
+mod serve;
 #[path = "cli/sessions.rs"]
 mod sessions;
 

@@ -143,7 +143,11 @@ impl History {
     ///
     /// The file or its directory cannot be written.
     pub fn save(&self) -> Result<()> {
-        let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| Path::new("."));
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io("create", dir.display().to_string(), e))?;
         let tmp = self

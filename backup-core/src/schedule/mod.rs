@@ -22,6 +22,7 @@
 
 pub mod cron;
 pub mod history;
+pub mod service;
 
 use std::time::Duration;
 
@@ -236,6 +237,14 @@ impl<Tz: TimeZone> Planner<Tz> {
     pub fn start_now(&mut self, job: &str, now: &DateTime<Tz>) -> Option<Decision<Tz>> {
         let e = self.entries.iter_mut().find(|e| e.job == job)?;
         Some(start_or_overlap(e, now.clone(), now, Why::Manual))
+    }
+
+    /// Marks `job` as running since `since` (a run that goes on across
+    /// a reload of the plan).
+    pub fn mark_running(&mut self, job: &str, since: DateTime<Tz>) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.job == job) {
+            e.running_since = Some(since);
+        }
     }
 
     /// Records that `job`'s run ended.
