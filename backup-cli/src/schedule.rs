@@ -46,30 +46,30 @@ pub(crate) fn schedule(ctx: &Ctx, a: &ScheduleArgs) -> Outcome {
             .map(|j| (j.name.clone(), j.schedule.clone(), j.enabled))
             .collect()
     };
-    let shown: Vec<serde_json::Value> = rows
+    let next: Vec<Vec<DateTime<Local>>> = rows
         .iter()
-        .map(|(job, s, enabled)| {
-            let next: Vec<String> = match s {
-                Some(s) if *enabled => s
-                    .upcoming(&from, a.count)
-                    .iter()
-                    .map(DateTime::to_rfc3339)
-                    .collect(),
-                _ => Vec::new(),
-            };
-            serde_json::json!({
-                "job": job,
-                "schedule": s.as_ref().map(ToString::to_string),
-                "enabled": enabled,
-                "next": next,
-            })
+        .map(|(_, s, enabled)| match s {
+            Some(s) if *enabled => s.upcoming(&from, a.count),
+            _ => Vec::new(),
         })
         .collect();
     if ctx.v.json {
+        let shown: Vec<serde_json::Value> = rows
+            .iter()
+            .zip(&next)
+            .map(|((job, s, enabled), times)| {
+                serde_json::json!({
+                    "job": job,
+                    "schedule": s.as_ref().map(ToString::to_string),
+                    "enabled": enabled,
+                    "next": times.iter().map(DateTime::to_rfc3339).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
         json(&shown)?;
         return Ok(exit::OK);
     }
-    for ((job, s, enabled), row) in rows.iter().zip(&shown) {
+    for ((job, s, enabled), times) in rows.iter().zip(&next) {
         let label = if job.is_empty() {
             String::new()
         } else {
@@ -87,14 +87,8 @@ pub(crate) fn schedule(ctx: &Ctx, a: &ScheduleArgs) -> Outcome {
                     ""
                 };
                 out(format!("{label}{s}{start}"))?;
-                for t in row["next"].as_array().into_iter().flatten() {
-                    let t = t
-                        .as_str()
-                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                        .map(|t| t.with_timezone(&Local));
-                    if let Some(t) = t {
-                        out(format!("  {}", t.format("%Y-%m-%d %H:%M %a (%:z)")))?;
-                    }
+                for t in times {
+                    out(format!("  {}", t.format("%Y-%m-%d %H:%M %a (%:z)")))?;
                 }
             }
         }
@@ -200,9 +194,9 @@ pub(crate) fn serve(ctx: &Ctx, a: &ServeArgs) -> Outcome {
         Err(Failure::Exit(
             exit::INTERRUPTED,
             format!(
-                "stopped with {} still running after {:?} (nothing partial is visible): {}",
+                "stopped with {} still running after {} (nothing partial is visible): {}",
                 left.len(),
-                a.stop_timeout,
+                backup_core::schedule::interval(a.stop_timeout),
                 left.join(", ")
             ),
         ))

@@ -16,11 +16,11 @@ fn eventually(secs: u64, what: impl Fn() -> bool) -> bool {
     what()
 }
 
-fn serve(env: &Env, config: &str) -> std::process::Child {
+fn serve(env: &Env, config: &str, stop_timeout: &str) -> std::process::Child {
     let err = fs::File::create(env.path("serve.err")).unwrap();
     Command::new(BIN)
         .args(["--config", config, "serve", "--history", "history.json"])
-        .args(["--stop-timeout", "10s"])
+        .args(["--stop-timeout", stop_timeout])
         .current_dir(env.dir.path())
         .env_remove("BACKUPKIT_CONFIG")
         .stdin(Stdio::null())
@@ -64,6 +64,12 @@ const CONFIG: &str = "jobs:
     schedule: \"0 0 1 1 *\"
     destinations:
       y: {mirror: yearly}
+  nightly:
+    sources: [data]
+    schedule: \"0 3 * * *\"
+    catch_up: true
+    destinations:
+      n: {mirror: nightly}
 ";
 
 #[test]
@@ -73,7 +79,7 @@ fn serve_runs_on_schedule_reloads_and_stops_cleanly() {
     fs::write(env.path("data/a.txt"), "first").unwrap();
     let config = env.path("backupkit.yaml").display().to_string();
     fs::write(&config, CONFIG).unwrap();
-    let mut child = serve(&env, &config);
+    let mut child = serve(&env, &config, "10s");
     // The interval job runs at start-up and again a second later; the
     // yearly one does not run.
     assert!(
@@ -88,6 +94,15 @@ fn serve_runs_on_schedule_reloads_and_stops_cleanly() {
     );
     assert!(!env.path("yearly").exists());
     assert_eq!(history(&env)["jobs"]["pull"]["last_result"], "ok");
+    // `catch_up` and no run on record: once at start-up, not again.
+    assert!(
+        eventually(10, || history(&env)["jobs"]["nightly"]["last_result"]
+            == "ok"),
+        "{}",
+        log_of(&env)
+    );
+    assert_eq!(history(&env)["jobs"]["nightly"]["runs"], 1);
+    assert!(env.path("nightly/data/a.txt").is_file());
     // A broken config on SIGHUP: reported, the old one kept, still serving.
     fs::write(&config, format!("{CONFIG}  broken: [\n")).unwrap();
     signal_after(&child, 0, "-HUP");
@@ -121,34 +136,40 @@ fn serve_runs_on_schedule_reloads_and_stops_cleanly() {
     assert!(!log_of(&env).contains("panicked"));
 }
 
+/// Serves a job whose `before` hook sleeps `sleep` seconds, and waits
+/// until it runs.
+fn serving_a_slow_job(env: &Env, sleep: u32, stop_timeout: &str) -> std::process::Child {
+    fs::create_dir_all(env.path("data")).unwrap();
+    let config = env.path("backupkit.yaml").display().to_string();
+    let text = format!(
+        "jobs:
+  slow:
+    sources: [data]
+    every: 1h
+    hooks:
+      before: \"sleep {sleep}\"
+    destinations:
+      m: {{mirror: out}}
+"
+    );
+    fs::write(&config, text).unwrap();
+    let child = serve(env, &config, stop_timeout);
+    assert!(
+        eventually(15, || history(env)["jobs"]["slow"]["last_result"]
+            == "running"),
+        "{}",
+        log_of(env)
+    );
+    child
+}
+
 /// SIGTERM while a job runs: the run is cancelled (its hook's process
 /// group killed), serve exits 0 well within the bound, and the history
 /// says the run did not finish.
 #[test]
 fn sigterm_cancels_a_running_job_within_the_bound() {
     let env = Env::new();
-    fs::create_dir_all(env.path("data")).unwrap();
-    let config = env.path("backupkit.yaml").display().to_string();
-    fs::write(
-        &config,
-        "jobs:
-  slow:
-    sources: [data]
-    every: 1h
-    hooks:
-      before: \"sleep 60\"
-    destinations:
-      m: {mirror: out}
-",
-    )
-    .unwrap();
-    let mut child = serve(&env, &config);
-    assert!(
-        eventually(15, || history(&env)["jobs"]["slow"]["last_result"]
-            == "running"),
-        "{}",
-        log_of(&env)
-    );
+    let mut child = serving_a_slow_job(&env, 60, "10s");
     let asked = std::time::Instant::now();
     signal_after(&child, 0, "-TERM");
     assert_eq!(exit_within(&mut child, 15), Some(0), "{}", log_of(&env));
@@ -161,4 +182,18 @@ fn sigterm_cancels_a_running_job_within_the_bound() {
     assert_eq!(h["jobs"]["slow"]["runs"], 1, "{h}");
     assert_ne!(h["jobs"]["slow"]["last_result"], "ok", "{h}");
     assert!(!env.path("out").exists(), "the mirror ran after the stop");
+}
+
+/// A stop bound that runs out: exit 130, naming the job still running.
+#[test]
+fn a_stop_bound_that_runs_out_exits_130_naming_the_job() {
+    let env = Env::new();
+    let mut child = serving_a_slow_job(&env, 3, "0s");
+    signal_after(&child, 0, "-TERM");
+    assert_eq!(exit_within(&mut child, 10), Some(130), "{}", log_of(&env));
+    assert!(
+        log_of(&env).contains("still running after 0s (nothing partial is visible): slow"),
+        "{}",
+        log_of(&env)
+    );
 }

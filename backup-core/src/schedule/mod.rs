@@ -212,19 +212,11 @@ impl<Tz: TimeZone> Planner<Tz> {
             let Some(due) = e.next.clone().filter(|t| t <= now) else {
                 continue;
             };
-            e.next = match e.schedule {
-                Schedule::Every(_) => e
-                    .schedule
-                    .next_after(&due)
-                    .map(|t| {
-                        if t <= *now {
-                            e.schedule.next_after(now)
-                        } else {
-                            Some(t)
-                        }
-                    })
-                    .and_then(|t| t),
-                Schedule::Cron(_) => e.schedule.next_after(now),
+            // An interval counts from the due time, unless the run fell a
+            // whole interval behind; a crontab's next time is after now.
+            e.next = match e.schedule.next_after(&due) {
+                Some(t) if matches!(e.schedule, Schedule::Every(_)) && t > *now => Some(t),
+                _ => e.schedule.next_after(now),
             };
             let why = std::mem::replace(&mut e.why, Why::Scheduled);
             out.push(start_or_overlap(e, due, now, why));

@@ -110,29 +110,6 @@ impl Service {
         });
     }
 
-    /// The scheduled jobs' plan.
-    pub fn planner(&self) -> &Planner<Local> {
-        &self.planner
-    }
-
-    /// The run history.
-    pub fn history(&self) -> &History {
-        &self.history
-    }
-
-    /// The config in force.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// Jobs running now, with their start.
-    pub fn running(&self) -> Vec<(String, DateTime<Local>)> {
-        self.running
-            .iter()
-            .map(|(k, r)| (k.clone(), r.since))
-            .collect()
-    }
-
     /// When the next job is due.
     pub fn next_wake(&self) -> Option<DateTime<Local>> {
         self.planner.next_wake()

@@ -169,6 +169,10 @@ fn backup_checks(
     checks: &mut Vec<Check>,
     cancel: &Cancel,
 ) -> Sides {
+    if !set.source.join(&session.path).is_dir() {
+        // Deleted locally: what is at the destination is still shown.
+        return only_at_destination(registry, set, dest, session, place, checks);
+    }
     let videos = videos_matcher(set);
     let mut source = Counts::default();
     let report = ops::verify_observed(
@@ -196,32 +200,37 @@ fn backup_checks(
     };
     match report {
         Ok(r) => compared(&r, source, place, checks),
-        Err(crate::Error::NotFound {
-            what: "mirror source",
-            ..
-        }) => {
-            // Deleted locally: what is at the destination is still shown.
-            let there = ops::place_tree(registry, dest, session).and_then(|t| match t.root()? {
-                Some(_) => count_tree(t.as_ref(), set).map(Some),
-                None => Ok(None),
-            });
-            match there {
-                Ok(Some(there)) if there.files > 0 => {
-                    push_backup(checks, true, format!("{} files at {place}", there.files));
-                    push_verified(checks, false, "the session is not at the source to compare");
-                    Sides {
-                        source: Counts::default(),
-                        dest: there,
-                        backup: true,
-                        verified: false,
-                    }
-                }
-                Ok(_) => no_backup(checks, place, None, Counts::default()),
-                Err(e) => no_backup(checks, place, Some(&e), Counts::default()),
-            }
-        }
         Err(crate::Error::NotFound { .. }) => no_backup(checks, place, None, count_source()),
         Err(e) => no_backup(checks, place, Some(&e), count_source()),
+    }
+}
+
+/// A session no longer at the source: the destination counted.
+fn only_at_destination(
+    registry: &Registry,
+    set: &SessionSet,
+    dest: &SessionDestination,
+    session: &Session,
+    place: &str,
+    checks: &mut Vec<Check>,
+) -> Sides {
+    let there = ops::place_tree(registry, dest, session).and_then(|t| match t.root()? {
+        Some(_) => count_tree(t.as_ref(), set).map(Some),
+        None => Ok(None),
+    });
+    match there {
+        Ok(Some(there)) if there.files > 0 => {
+            push_backup(checks, true, format!("{} files at {place}", there.files));
+            push_verified(checks, false, "the session is not at the source to compare");
+            Sides {
+                source: Counts::default(),
+                dest: there,
+                backup: true,
+                verified: false,
+            }
+        }
+        Ok(_) => no_backup(checks, place, None, Counts::default()),
+        Err(e) => no_backup(checks, place, Some(&e), Counts::default()),
     }
 }
 
