@@ -619,7 +619,16 @@ fn kill_9_mid_upload_leaves_nothing_visible(
     // the lock left behind shows the kill landed inside the backup.
     let mut killed_mid_upload = 0;
     let mut listed = before;
-    for delay_ms in [120, 300, 700] {
+    // Longer delays only while no kill has yet landed inside the backup:
+    // a loaded machine (or a slow rclone start) can put all the short
+    // ones before the lock is taken.
+    for delay_ms in [120, 300, 700, 1500, 3000] {
+        if delay_ms > 700
+            && killed_while_writing > 0
+            && (killed_mid_upload > 0 || !location.starts_with("sftp://"))
+        {
+            break;
+        }
         let mut all: Vec<&str> = vec!["-r", location];
         all.extend(opts.iter().map(String::as_str));
         all.extend(["-q", "backup", data]);
