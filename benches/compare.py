@@ -26,6 +26,12 @@ files; then, on that same data, times:
            inverted layout, with no import check, a shell command per
            session and seed 003's five SQLite queries, against listing both
            trees (`ls -lR`, `find -printf`) (`--only-sessions`)
+  fleet:   `backupkit pull` of seed 004's results and videos from N
+           devices (4 by default) on the test sshd, pulled side by side,
+           against the seed's loop of `rsync -avz --partial --timeout=300`
+           over the same ssh, device after device (and `rsync -a`, without
+           -z): a first pull and a no-change pull (`--only-fleet [N]`, under
+           scripts/services.sh)
   remote:  backup and restore to the moto S3 server and the test sshd
            vs  tar czf - | rclone rcat (SFTP) or a boto3 stream (S3),
            rclone copy, rsync, and the peak RSS
@@ -747,6 +753,86 @@ def compare_sessions(bk: Path, sessions: int) -> None:
     shutil.rmtree(base, ignore_errors=True)
 
 
+def compare_fleet(bk: Path, devices: int, files: int, video_mb: int) -> None:
+    """Seed 004: every device's results (small files) and videos (large
+    ones) pulled from the test sshd, backupkit against the seed's rsync
+    loop. Each device is a directory tree on that server."""
+    env = os.environ
+    need = ["BACKUPKIT_TEST_SFTP_URL", "BACKUPKIT_TEST_SSH_KEY", "BACKUPKIT_TEST_SFTP_DIR",
+            "BACKUPKIT_TEST_SSH_CONFIG", "BACKUPKIT_TEST_SSH_KNOWN_HOSTS"]
+    missing = [v for v in need if not env.get(v)]
+    if missing:
+        sys.exit(f"compare: {missing[0]} is not set; run under "
+                 "`BACKUPKIT_SERVICES=sshd scripts/services.sh python3 benches/compare.py --only-fleet`")
+    login = env["BACKUPKIT_TEST_SFTP_URL"].removeprefix("sftp://").split("/", 1)[0]
+    ssh_cfg, host = env["BACKUPKIT_TEST_SSH_CONFIG"], env["BACKUPKIT_TEST_SSH_HOST"]
+    base = Path(env["BACKUPKIT_TEST_SFTP_DIR"]) / f"fleet-bench-{os.getpid()}"
+    rng = random.Random(4)
+    total = 0
+    for n in range(1, devices + 1):
+        etho = f"{n:03d}c0ffee{n:03d}"
+        for run in range(4):
+            stamp = f"2026-12-0{run + 1}_10-00-00"
+            res = base / f"dev{n}/results/{etho}/ETHOSCOPE_{n:03d}/{stamp}"
+            vid = base / f"dev{n}/videos/{etho}/ETHOSCOPE_{n:03d}/{stamp}"
+            res.mkdir(parents=True)
+            vid.mkdir(parents=True)
+            for i in range(files // devices // 4):
+                body = "".join(f"{rng.random():.6f},{i},{run}\n" for _ in range(rng.randint(20, 400)))
+                (res / f"tracking_{i:05d}.csv").write_text(body)
+                total += len(body)
+            for i in range(2):
+                blob = rng.randbytes((video_mb << 20) // devices // 8)
+                (vid / f"whole_{i:03d}.h264").write_bytes(blob)
+                total += len(blob)
+    subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
+    print(f"fleet: {devices} devices, {files} result files and {video_mb} MB of video in all "
+          f"({total / 2**20:.0f} MiB) on the test sshd; {os.cpu_count()} cores\n")
+    out = WORK / "fleet-out"
+    config = WORK / "fleet.yaml"
+    device_lines = "".join(
+        f"        - {{id: dev{n}, url: 'ssh://{login}{base}/dev{n}'}}\n" for n in range(1, devices + 1))
+    config.write_text(
+        "jobs:\n  fleet:\n    pull:\n      devices:\n" + device_lines +
+        f"      kinds:\n        results: {{remote: results, local: {out}/bk/results}}\n"
+        f"        videos: {{remote: videos, local: {out}/bk/videos}}\n"
+        f"      concurrency: {devices}\n"
+        f"      identity_file: {env['BACKUPKIT_TEST_SSH_KEY']}\n"
+        f"      known_hosts: {env['BACKUPKIT_TEST_SSH_KNOWN_HOSTS']}\n"
+        "      options: {ssh_config: /dev/null}\n")
+
+    def rsync_loop(flags: str, dest: str) -> str:
+        return " && ".join(
+            f"rsync {flags} -e 'ssh -F {ssh_cfg}' {host}:{base}/dev{n}/{kind}/ {out}/{dest}/{kind}/ >/dev/null"
+            for n in range(1, devices + 1) for kind in ("results", "videos"))
+
+    commands = {
+        "backupkit pull (devices side by side)": f"'{bk}' -q --config '{config}' pull fleet",
+        "rsync -avz --partial --timeout=300 loop": rsync_loop("-avz --partial --timeout=300", "rsync-z"),
+        "rsync -a loop (no -z)": rsync_loop("-a", "rsync-a"),
+    }
+    shutil.rmtree(out, ignore_errors=True)
+    rows: list[tuple[str, float, float]] = []
+    for phase in ("first pull", "no-change pull"):
+        for tool, cmd in commands.items():
+            subprocess.run(["sync"], check=True)
+            sec, rss = timed_once(cmd)
+            rows.append((f"{phase}: {tool}", sec, rss))
+    print(f"{'pull from the devices':<58} {'seconds':>8} {'peak RSS':>9}")
+    for name, sec, rss in rows:
+        print(f"{name:<58} {sec:8.2f} {rss:7.1f}MB")
+    t = {name: sec for name, sec, _ in rows}
+    print("ratios (> 1.00x: backupkit is faster; target: at least 1x in both)")
+    for phase in ("first pull", "no-change pull"):
+        bkt = t[f"{phase}: backupkit pull (devices side by side)"]
+        print(f"  {phase:<15} vs the seed's rsync -avz loop: "
+              f"{t[f'{phase}: rsync -avz --partial --timeout=300 loop'] / bkt:.2f}x   "
+              f"vs rsync -a loop: {t[f'{phase}: rsync -a loop (no -z)'] / bkt:.2f}x")
+    print()
+    shutil.rmtree(base, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def generate_million(data: Path, files: int) -> None:
     """`files` files of 8 bytes, 1,000 per directory (made once)."""
     marker = data / ".complete"
@@ -790,6 +876,8 @@ def main() -> None:
     ap.add_argument("--jobs-db-mb", type=int, default=100)
     ap.add_argument("--only-sessions", type=int, nargs="?", const=300, default=0, metavar="N",
                     help="run only `session status-range` of N sessions (300) against listing them")
+    ap.add_argument("--only-fleet", type=int, nargs="?", const=4, default=0, metavar="N",
+                    help="run only the device-fleet comparison, with N devices (default 4)")
     ap.add_argument("--remote-files", type=int, default=2_000)
     ap.add_argument("--remote-video-mb", type=int, default=200)
     ap.add_argument("--big-gb", type=int, default=3, help="size of the peak-RSS snapshot (0: skip)")
@@ -803,6 +891,9 @@ def main() -> None:
         return
     if args.only_sessions:
         compare_sessions(bk, args.only_sessions)
+        return
+    if args.only_fleet:
+        compare_fleet(bk, args.only_fleet, args.files, args.video_mb)
         return
     if args.only_jobs:
         data = WORK / "data"

@@ -922,6 +922,7 @@ AllowTcpForwarding no
 X11Forwarding no
 PrintMotd no
 PrintLastLog no
+MaxStartups 100:30:200
 Subsystem sftp internal-sftp
 EOF
   /usr/sbin/sshd -t -f "$dir/sshd_config" >"$dir/sshd-t.log" 2>&1 ||

@@ -19,10 +19,14 @@ done
 dpkg -s libsqlite3-dev >/dev/null 2>&1 || need_apt+=(libsqlite3-dev)
 # sshfs: a real network mount for the stale-mount test.
 command -v sshfs >/dev/null 2>&1 || need_apt+=(sshfs)
+# promtool (Debian's prometheus package) checks serve's /metrics.
+command -v promtool >/dev/null 2>&1 || need_apt+=(promtool)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing Debian packages for: ${need_apt[*]}"
   apt-get update -qq
   apt-get install -y -qq tar gzip zstd util-linux bsdutils mount pkg-config libsqlite3-dev sshfs >/dev/null
+  command -v promtool >/dev/null 2>&1 ||
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 venv="$root/target/venv"

@@ -83,6 +83,9 @@ pub enum Command {
     Mirror(MirrorArgs),
     /// Run the jobs of the config file (all enabled ones, or those named).
     Run(RunArgs),
+    /// Pull a device fleet's data once (a job with `pull:`): every device
+    /// the job lists or discovers, or those named.
+    Pull(PullArgs),
     /// Apply each snapshot destination's retention (its keep_* settings)
     /// for the jobs of the config file; back nothing up.
     Cleanup(RunArgs),
@@ -274,6 +277,27 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The pull job.
+    #[arg(value_name = "JOB")]
+    pub job: String,
+    /// Only these devices: an id, a name, or the number a name ends with
+    /// (`004` for `ETHOSCOPE_004`); comma-separated or repeated.
+    #[arg(short = 'e', long, value_delimiter = ',', value_name = "DEVICE")]
+    pub device: Vec<String>,
+    /// Only these data kinds (`results`, `videos`); comma-separated or
+    /// repeated.
+    #[arg(long, value_delimiter = ',', value_name = "KIND")]
+    pub kind: Vec<String>,
+    /// Show what would be pulled; write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Append events to this file (default: the config's `log_file`).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct ServeArgs {
     /// On SIGTERM or Ctrl-C, how long running jobs have to stop cleanly.
     #[arg(long, default_value = "30s", value_name = "DURATION",
@@ -286,6 +310,11 @@ pub struct ServeArgs {
     /// Append events to this file (default: the config's `log_file`).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Where the status page, `/status`, `/metrics` and `POST
+    /// /jobs/NAME/run` listen (default: the config's `http.listen`, else
+    /// 127.0.0.1:8093); `off` for none. Off loopback a token is required.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {

@@ -132,6 +132,7 @@ pub fn dispatch(cli: &Cli, registry: &Arc<Registry>, cancel: &Cancel) -> i32 {
         Command::Mirror(a) => crate::mirror::mirror(&ctx, a),
         Command::Run(a) => crate::jobs::run_jobs(&ctx, a, false),
         Command::Cleanup(a) => crate::jobs::run_jobs(&ctx, a, true),
+        Command::Pull(a) => crate::jobs::pull(&ctx, a),
         Command::Schedule(a) => crate::schedule::schedule(&ctx, a),
         Command::Serve(a) => crate::schedule::serve(&ctx, a),
         Command::Config(c) => crate::jobs::config(&ctx, c),

@@ -2,6 +2,7 @@
 //! the jobs engine, the summary table.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use backup_core::jobs::find;
 use backup_core::jobs::log::{EventSink, Level, LogEvent, LogFile};
@@ -153,26 +154,85 @@ impl EventSink for Sinks {
 /// `run`, or with `cleanup` only each destination's retention.
 pub(crate) fn run_jobs(ctx: &Ctx, a: &RunArgs, cleanup: bool) -> CmdOutcome {
     let config = load(ctx)?;
-    let log_path = a.log_file.clone().or_else(|| config.log_file.clone());
+    let opts = RunOptions {
+        jobs: a.jobs.clone(),
+        only: a.only.clone(),
+        dry_run: a.dry_run,
+        cleanup,
+        ..RunOptions::default()
+    };
+    run_and_show(ctx, &config, &opts, a.log_file.as_deref())
+}
+
+/// Runs `opts` and prints the summary (a table, or `--json`).
+fn run_and_show(
+    ctx: &Ctx,
+    config: &Config,
+    opts: &RunOptions,
+    log_file: Option<&std::path::Path>,
+) -> CmdOutcome {
+    let log_path = log_file
+        .map(Path::to_path_buf)
+        .or_else(|| config.log_file.clone());
     let log = log_path.as_deref().map(LogFile::open).transpose()?;
     let sinks = Sinks {
         log,
         quiet: ctx.v.quiet,
         verbose: ctx.v.verbose > 0,
     };
-    let opts = RunOptions {
-        jobs: a.jobs.clone(),
-        only: a.only.clone(),
-        dry_run: a.dry_run,
-        cleanup,
-    };
-    let summary = run::run(&config, ctx.registry, &opts, &sinks, ctx.cancel)?;
+    let summary = run::run(config, ctx.registry, opts, &sinks, ctx.cancel)?;
     if ctx.v.json {
         json(&summary)?;
     } else if !ctx.v.quiet || summary.result == Outcome::Failed {
-        table(&summary, a.dry_run)?;
+        table(&summary, opts.dry_run)?;
     }
     Ok(code(&summary))
+}
+
+/// `backupkit pull JOB [--device ...] [--kind ...]`.
+pub(crate) fn pull(ctx: &Ctx, a: &crate::args::PullArgs) -> CmdOutcome {
+    let config = load(ctx)?;
+    match config.jobs.iter().find(|j| j.name == a.job) {
+        Some(j) if j.pull.is_some() => {}
+        Some(_) => {
+            return Err(Failure::Exit(
+                exit::USAGE,
+                format!(
+                    "the job {:?} has no `pull:` section; run it with `backupkit run {}`",
+                    a.job, a.job
+                ),
+            ));
+        }
+        None => {
+            let pulls: Vec<&str> = config
+                .jobs
+                .iter()
+                .filter(|j| j.pull.is_some())
+                .map(|j| j.name.as_str())
+                .collect();
+            return Err(Failure::Exit(
+                exit::USAGE,
+                format!(
+                    "no job named {:?} in {} (its pull jobs: {})",
+                    a.job,
+                    config.file.display(),
+                    if pulls.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        pulls.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    let opts = RunOptions {
+        jobs: vec![a.job.clone()],
+        dry_run: a.dry_run,
+        devices: a.device.clone(),
+        kinds: a.kind.clone(),
+        ..RunOptions::default()
+    };
+    run_and_show(ctx, &config, &opts, a.log_file.as_deref())
 }
 
 /// The exit code of a run: its worst result.

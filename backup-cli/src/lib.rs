@@ -5,6 +5,7 @@ mod args;
 mod commands;
 mod db;
 pub mod exit;
+mod http;
 mod jobs;
 mod mirror;
 mod output;

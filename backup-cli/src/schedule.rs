@@ -167,6 +167,20 @@ pub(crate) fn serve(ctx: &Ctx, a: &ServeArgs) -> Outcome {
         .iter()
         .filter(|j| j.schedule.is_some() && j.enabled)
         .count();
+    let listen = a
+        .listen
+        .clone()
+        .or_else(|| config.http.listen.clone())
+        .unwrap_or_else(|| crate::http::DEFAULT_LISTEN.to_owned());
+    let token = config
+        .http
+        .token
+        .as_ref()
+        .map(|t| {
+            t.resolve()
+                .map_err(|e| Failure::Exit(exit::USAGE, format!("http.token: {e}")))
+        })
+        .transpose()?;
     let mut svc = Service::new(
         config,
         Arc::clone(ctx.registry),
@@ -174,9 +188,16 @@ pub(crate) fn serve(ctx: &Ctx, a: &ServeArgs) -> Outcome {
         sink,
         &Local::now(),
     );
+    let page = if listen == "off" {
+        "no status page".to_owned()
+    } else {
+        let at = crate::http::start(&listen, token, svc.board(), svc.requests())
+            .map_err(|e| Failure::Exit(exit::USAGE, e))?;
+        format!("status on http://{at}/")
+    };
     eprintln!(
-        "backupkit serve: {scheduled} scheduled job(s) from {}; history {}; SIGHUP reloads, \
-         SIGTERM or Ctrl-C stops",
+        "backupkit serve: {scheduled} scheduled job(s) from {}; history {}; {page}; SIGHUP \
+         reloads, SIGTERM or Ctrl-C stops",
         config_path.display(),
         history_path.display()
     );

@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+#[path = "cli/http.rs"]
+mod http;
 #[path = "cli/jobs.rs"]
 mod jobs;
+#[path = "cli/pull.rs"]
+mod pull;
 #[path = "cli/serve.rs"]
 mod serve;
 #[path = "cli/sessions.rs"]

@@ -210,16 +210,58 @@ pub(crate) fn run_jobs(
     dry_run: bool,
     progress: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<DestinationResult>> {
-    let config = config_of(py, config)?;
     let opts = RunOptions {
         jobs: jobs.unwrap_or_default(),
         only: only.unwrap_or_default(),
         dry_run,
-        cleanup: false,
+        ..RunOptions::default()
     };
+    run_with(py, &config_of(py, config)?, &opts, progress)
+}
+
+/// Pulls a device fleet once (a job with `pull:`): every device, or those
+/// in `devices` (id, name, or the number a name ends with), every kind or
+/// those in `kinds`. One `DestinationResult` per device and kind, named
+/// `DEVICE.KIND`; an unreachable device is a failed result, not an
+/// exception.
+#[pyfunction]
+#[pyo3(signature = (job, devices=None, kinds=None, config=None, dry_run=false, progress=None))]
+#[allow(clippy::needless_pass_by_value)] // pyo3 extracts arguments as owned values
+pub(crate) fn pull(
+    py: Python<'_>,
+    job: String,
+    devices: Option<Vec<String>>,
+    kinds: Option<Vec<String>>,
+    config: Option<&Bound<'_, PyAny>>,
+    dry_run: bool,
+    progress: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Vec<DestinationResult>> {
+    let opts = RunOptions {
+        jobs: vec![job],
+        dry_run,
+        devices: devices.unwrap_or_default(),
+        kinds: kinds.unwrap_or_default(),
+        ..RunOptions::default()
+    };
+    let config = config_of(py, config)?;
+    match config.jobs.iter().find(|j| j.name == opts.jobs[0]) {
+        Some(j) if j.pull.is_none() => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "the job {:?} has no `pull:` section; run it with backupkit.run(jobs=[...])",
+            j.name
+        ))),
+        _ => run_with(py, &config, &opts, progress),
+    }
+}
+
+fn run_with(
+    py: Python<'_>,
+    config: &CoreConfig,
+    opts: &RunOptions,
+    progress: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Vec<DestinationResult>> {
     let registry = backup_cli::registry();
     let summary = worker::run_events::<LogEvent, _, _>(py, callback(progress)?, |send, cancel| {
-        run::run(&config, &registry, &opts, &Forward(send), cancel)
+        run::run(config, &registry, opts, &Forward(send), cancel)
     })?;
     Ok(summary
         .jobs

@@ -557,6 +557,7 @@ fn _backupkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<jobs::DestinationResult>()?;
     m.add_function(wrap_pyfunction!(jobs::load_config, m)?)?;
     m.add_function(wrap_pyfunction!(jobs::run_jobs, m)?)?;
+    m.add_function(wrap_pyfunction!(jobs::pull, m)?)?;
     m.add_class::<sessions::SessionStatus>()?;
     m.add_function(wrap_pyfunction!(sessions::status_range, m)?)?;
     m.add_function(wrap_pyfunction!(sessions::sync_session, m)?)?;

@@ -4,6 +4,7 @@ and run by test_cli_and_typing.py."""
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,14 @@ def run(workdir: Path) -> list[str]:
         config, only=["nas"], progress=lambda ev: None
     )
     ok: bool = all(r.ok for r in results)
+    if os.environ.get("BACKUPKIT_TYPED_PULL"):
+        pulled: list[backupkit.DestinationResult] = backupkit.pull(
+            "fleet", devices=["004"], kinds=["results"], config=config_file
+        )
+        state: dict[str, Any] = backupkit.service_status(
+            "http://127.0.0.1:8093", device="004", token=None
+        )
+        print(len(pulled), state.get("state"))
     shown: dict[str, object] = config.show()
     print(ok, config.jobs, len(shown), [r.error for r in results])
     removed: list[str] = repo.forget([snap.id])

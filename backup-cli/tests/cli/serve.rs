@@ -5,7 +5,7 @@
 use super::*;
 
 /// Polls `what` every 50 ms for up to `secs` seconds.
-fn eventually(secs: u64, what: impl Fn() -> bool) -> bool {
+pub(super) fn eventually(secs: u64, what: impl Fn() -> bool) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     while std::time::Instant::now() < deadline {
         if what() {
@@ -16,11 +16,19 @@ fn eventually(secs: u64, what: impl Fn() -> bool) -> bool {
     what()
 }
 
-fn serve(env: &Env, config: &str, stop_timeout: &str) -> std::process::Child {
+pub(super) fn serve(env: &Env, config: &str, stop_timeout: &str) -> std::process::Child {
+    serve_with(
+        env,
+        config,
+        &["--stop-timeout", stop_timeout, "--listen", "127.0.0.1:0"],
+    )
+}
+
+pub(super) fn serve_with(env: &Env, config: &str, args: &[&str]) -> std::process::Child {
     let err = fs::File::create(env.path("serve.err")).unwrap();
     Command::new(BIN)
         .args(["--config", config, "serve", "--history", "history.json"])
-        .args(["--stop-timeout", stop_timeout])
+        .args(args)
         .current_dir(env.dir.path())
         .env_remove("BACKUPKIT_CONFIG")
         .stdin(Stdio::null())
@@ -30,18 +38,18 @@ fn serve(env: &Env, config: &str, stop_timeout: &str) -> std::process::Child {
         .unwrap()
 }
 
-fn log_of(env: &Env) -> String {
+pub(super) fn log_of(env: &Env) -> String {
     fs::read_to_string(env.path("serve.err")).unwrap_or_default()
 }
 
-fn history(env: &Env) -> serde_json::Value {
+pub(super) fn history(env: &Env) -> serde_json::Value {
     fs::read(env.path("history.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
 
-fn exit_within(child: &mut std::process::Child, secs: u64) -> Option<i32> {
+pub(super) fn exit_within(child: &mut std::process::Child, secs: u64) -> Option<i32> {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     while std::time::Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {

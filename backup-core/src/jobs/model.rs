@@ -54,6 +54,17 @@ pub struct Config {
     /// Which dialect the file was written in (`backupkit`, or a seed's
     /// section it was read from).
     pub dialect: &'static str,
+    /// `serve`'s status server (`http:`).
+    pub http: HttpSettings,
+}
+
+/// `http:`: where `serve`'s status server listens, and its token.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HttpSettings {
+    /// `127.0.0.1:8093` when not given.
+    pub listen: Option<String>,
+    /// The bearer token clients must send (required off loopback).
+    pub token: Option<Secret>,
 }
 
 /// A named job: sources, destinations, hooks.
@@ -72,6 +83,9 @@ pub struct Job {
     pub schedule: Option<crate::schedule::Schedule>,
     /// Run once at start-up for a time missed while the service was down.
     pub catch_up: bool,
+    /// A pull job's devices and kinds (then it has no sources or
+    /// destinations of its own).
+    pub pull: Option<crate::fleet::Pull>,
 }
 
 /// What a job backs up.
@@ -716,7 +730,7 @@ impl Validator<'_> {
             root,
             "",
             &[
-                "jobs", "sessions", "log_file", "base_dir", "parallel", "notify",
+                "jobs", "sessions", "log_file", "base_dir", "parallel", "notify", "http",
             ],
         )?;
         if let Some(b) = self.string(&f, "base_dir") {
@@ -737,6 +751,26 @@ impl Validator<'_> {
             None => Vec::new(),
             Some(jobs_node) => self.jobs(jobs_node),
         };
+        let http = f
+            .get("http")
+            .and_then(|n| {
+                let h = self.fields(
+                    n,
+                    "http",
+                    &[
+                        "listen",
+                        "token",
+                        "token_env",
+                        "token_file",
+                        "token_command",
+                    ],
+                )?;
+                Some(HttpSettings {
+                    listen: self.string(&h, "listen"),
+                    token: self.secret(&h, "token"),
+                })
+            })
+            .unwrap_or_default();
         Some(Config {
             file: path.to_path_buf(),
             log_file,
@@ -744,6 +778,7 @@ impl Validator<'_> {
             jobs,
             sessions,
             dialect: "backupkit",
+            http,
         })
     }
 
@@ -788,11 +823,17 @@ impl Validator<'_> {
                 "schedule",
                 "every",
                 "catch_up",
+                "pull",
             ],
         )?;
         let enabled = self.boolean(&f, "enabled", true);
-        let (schedule, catch_up) = self.schedule(&f);
-        let sources = self.sources(&f);
+        let (mut schedule, catch_up) = self.schedule(&f);
+        let pull = self.pull_job(&f, &mut schedule);
+        let sources = if f.get("pull").is_some() {
+            Vec::new()
+        } else {
+            self.sources(&f)
+        };
         let excludes = self.strings(&f, "exclude");
         let exclude_files = self
             .strings(&f, "exclude_file")
@@ -810,6 +851,7 @@ impl Validator<'_> {
         };
         let mut destinations = Vec::new();
         match f.get("destinations") {
+            None if f.get("pull").is_some() => {}
             None => self.problem(
                 f.at,
                 path,
@@ -861,7 +903,42 @@ impl Validator<'_> {
             notify,
             schedule,
             catch_up,
+            pull,
         })
+    }
+
+    /// A job's `pull:`, which takes the place of `sources:` and
+    /// `destinations:`; without a schedule the job is pulled as often as
+    /// its devices are discovered.
+    fn pull_job(
+        &mut self,
+        f: &Fields,
+        schedule: &mut Option<crate::schedule::Schedule>,
+    ) -> Option<crate::fleet::Pull> {
+        let node = f.get("pull")?;
+        let pull = self.pull(node, &f.key("pull"));
+        for key in ["sources", "destinations"] {
+            if let Some(n) = f.get(key) {
+                self.problem(
+                    n.at,
+                    &f.key(key),
+                    "a pull job takes its data from `pull.devices` into `pull.kinds`; remove \
+                     this key or make it a job of its own",
+                );
+            }
+        }
+        if schedule.is_none()
+            && f.get("schedule").is_none()
+            && f.get("every").is_none()
+            && let Some(p) = &pull
+        {
+            *schedule = Some(crate::schedule::Schedule::Every(
+                p.discover
+                    .as_ref()
+                    .map_or(crate::fleet::DISCOVER_EVERY, |d| d.every),
+            ));
+        }
+        pull
     }
 
     /// `schedule:` (a crontab expression) or `every:` (an interval), and
@@ -1700,6 +1777,13 @@ impl Config {
                 if j.catch_up {
                     job["catch_up"] = json!(true);
                 }
+                if let Some(p) = &j.pull {
+                    job["pull"] = crate::fleet::config::view(p);
+                    if let Some(o) = job.as_object_mut() {
+                        o.remove("sources");
+                        o.remove("destinations");
+                    }
+                }
                 let h = &j.hooks;
                 if !(h.before.is_empty() && h.after.is_empty() && h.on_failure.is_empty()) {
                     job["hooks"] = json!({
@@ -1805,20 +1889,24 @@ fn destination_view(d: &Destination) -> serde_json::Value {
         m["sources"] = json!(d.sources);
     }
     if !d.options.is_empty() {
-        let opts: serde_json::Map<String, J> = d
-            .options
-            .iter()
-            .map(|(k, v)| {
-                let shown = match v {
-                    OptionValue::Plain(s) => s.clone(),
-                    OptionValue::Secret(s) => s.shown(),
-                };
-                (k.clone(), J::String(shown))
-            })
-            .collect();
-        m["options"] = J::Object(opts);
+        m["options"] = options_view(&d.options);
     }
     m
+}
+
+/// Backend options for display: secret ones by their source only.
+pub(crate) fn options_view(options: &BTreeMap<String, OptionValue>) -> serde_json::Value {
+    let opts: serde_json::Map<String, serde_json::Value> = options
+        .iter()
+        .map(|(k, v)| {
+            let shown = match v {
+                OptionValue::Plain(s) => s.clone(),
+                OptionValue::Secret(s) => s.shown(),
+            };
+            (k.clone(), serde_json::Value::String(shown))
+        })
+        .collect();
+    serde_json::Value::Object(opts)
 }
 
 #[cfg(test)]

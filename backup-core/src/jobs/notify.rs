@@ -124,6 +124,15 @@ pub trait Sender: Debug + Send + Sync {
     /// Sends the request; returns the HTTP status (any 2xx is delivered,
     /// anything else an error).
     fn http(&self, request: &HttpRequest) -> Result<u16>;
+
+    /// Sends the request and returns the body of a 2xx answer, at most
+    /// `limit` bytes (a longer one is an error).
+    fn get(&self, request: &HttpRequest, limit: usize) -> Result<Vec<u8>> {
+        let _ = (request, limit);
+        Err(crate::Error::Unsupported(
+            "this build cannot fetch URLs".into(),
+        ))
+    }
 }
 
 /// Seconds a notification may take before it is given up.

@@ -53,6 +53,13 @@ pub struct RunOptions {
     /// Only apply each snapshot destination's retention (seed 002's
     /// `cleanup`): no backup, no dump, no hook, no notification.
     pub cleanup: bool,
+    /// Pull jobs: only these devices (id, name or number); empty for all.
+    pub devices: Vec<String>,
+    /// Pull jobs: only these data kinds; empty for all.
+    pub kinds: Vec<String>,
+    /// Pull jobs: the fleets' live state, kept across runs (the service's);
+    /// `None` starts afresh.
+    pub fleets: Option<Arc<crate::fleet::status::Fleets>>,
 }
 
 /// How something ended, worst last.
@@ -83,6 +90,17 @@ impl Outcome {
             Some(w) => w,
             None if any => Outcome::Skipped,
             None => Outcome::Ok,
+        }
+    }
+
+    /// The outcome named as [`Outcome::as_str`] names it.
+    pub fn parse(s: &str) -> Option<Outcome> {
+        match s {
+            "ok" => Some(Outcome::Ok),
+            "skipped" => Some(Outcome::Skipped),
+            "incomplete" => Some(Outcome::Incomplete),
+            "failed" => Some(Outcome::Failed),
+            _ => None,
         }
     }
 
@@ -128,6 +146,19 @@ pub struct JobResult {
     pub error: Option<String>,
     pub destinations: Vec<DestinationResult>,
     pub seconds: f64,
+}
+
+impl JobResult {
+    /// A job's result before it runs: ok, nothing done.
+    fn new(job: &str) -> Self {
+        Self {
+            job: job.to_owned(),
+            result: Outcome::Ok,
+            error: None,
+            destinations: Vec::new(),
+            seconds: 0.0,
+        }
+    }
 }
 
 /// A run's result.
@@ -318,6 +349,9 @@ impl JobRunner<'_> {
     fn run(&mut self) -> JobResult {
         let started = Instant::now();
         let job = self.job;
+        if let Some(pull) = &job.pull {
+            return self.run_pull(pull, started);
+        }
         let dests: Vec<&Destination> = job
             .destinations
             .iter()
@@ -325,13 +359,7 @@ impl JobRunner<'_> {
                 self.opts.only.is_empty() || self.opts.only.iter().any(|o| selects(o, &d.name))
             })
             .collect();
-        let mut result = JobResult {
-            job: job.name.clone(),
-            result: Outcome::Ok,
-            error: None,
-            destinations: Vec::new(),
-            seconds: 0.0,
-        };
+        let mut result = JobResult::new(&job.name);
         if dests.is_empty() {
             self.log(Level::Info, None, "skipped: no destination selected");
             result.result = Outcome::Skipped;
@@ -360,7 +388,15 @@ impl JobRunner<'_> {
         if !quiet {
             self.ping("/start", "");
         }
-        let mut result = self.run_resolved(result, started, &dests, &resolved);
+        let work = || {
+            let spool = Spool::new().map_err(|e| e.to_string())?;
+            let dumps = self.dump_databases(&dests, &resolved, &spool);
+            if self.cancel.is_cancelled() {
+                return Err("interrupted".to_owned());
+            }
+            Ok(self.destinations(&dests, &resolved, &dumps, &spool))
+        };
+        let mut result = self.run_resolved(result, started, &work);
         // An interrupted run reports nothing: the user stopped it.
         if !quiet && !self.cancel.is_cancelled() {
             self.notify(&result);
@@ -369,12 +405,13 @@ impl JobRunner<'_> {
         result
     }
 
+    /// The `before` hooks, the work (the destinations, or a pull round),
+    /// then the `after` or `on_failure` hooks.
     fn run_resolved(
         &self,
         mut result: JobResult,
         started: Instant,
-        dests: &[&Destination],
-        resolved: &Resolved,
+        work: &dyn Fn() -> std::result::Result<Vec<DestinationResult>, String>,
     ) -> JobResult {
         let job = self.job;
         if !self.opts.dry_run
@@ -394,15 +431,10 @@ impl JobRunner<'_> {
             self.after(&mut r);
             return r;
         }
-        let spool = match Spool::new() {
-            Ok(s) => s,
-            Err(e) => return self.fail_job(result, started, &e.to_string()),
+        result.destinations = match work() {
+            Ok(d) => d,
+            Err(why) => return self.fail_job(result, started, &why),
         };
-        let dumps = self.dump_databases(dests, resolved, &spool);
-        if self.cancel.is_cancelled() {
-            return self.fail_job(result, started, "interrupted");
-        }
-        result.destinations = self.destinations(dests, resolved, &dumps, &spool);
         result.result = Outcome::worst(result.destinations.iter().map(|d| d.result));
         result.seconds = started.elapsed().as_secs_f64();
         if !self.opts.dry_run && !self.opts.cleanup {
@@ -422,6 +454,100 @@ impl JobRunner<'_> {
             ),
         );
         result
+    }
+
+    /// A pull job: a round over its devices, each device's kinds as the
+    /// job's destinations (`DEVICE.KIND`).
+    fn run_pull(&mut self, pull: &crate::fleet::Pull, started: Instant) -> JobResult {
+        let job = self.job;
+        let mut result = JobResult::new(&job.name);
+        if self.opts.cleanup {
+            self.log(Level::Info, None, "skipped: a pull job has no retention");
+            result.result = Outcome::Skipped;
+            return result;
+        }
+        self.log(
+            Level::Info,
+            None,
+            if self.opts.dry_run {
+                "dry run: pull"
+            } else {
+                "starting: pull"
+            },
+        );
+        let options = match self.pull_options(pull) {
+            Ok(o) => o,
+            Err(e) => return self.fail_job(result, started, &e.to_string()),
+        };
+        if !self.opts.dry_run {
+            self.ping("/start", "");
+        }
+        let status = self.opts.fleets.as_ref().map_or_else(
+            || Arc::new(crate::fleet::status::FleetStatus::new()),
+            |f| f.get(&job.name),
+        );
+        let select = crate::fleet::pull::Select {
+            devices: self.opts.devices.clone(),
+            kinds: self.opts.kinds.clone(),
+            dry_run: self.opts.dry_run,
+        };
+        let log = |level: Level, device: Option<&str>, m: String| self.log(level, device, m);
+        let work = || {
+            let ctx = crate::fleet::pull::Context {
+                job: &job.name,
+                pull,
+                registry: self.registry,
+                options: &options,
+                status: &status,
+                log: &log,
+                cancel: self.cancel,
+            };
+            let round = crate::fleet::pull::round(&ctx, &select).map_err(|e| match e {
+                Error::Cancelled => "interrupted".to_owned(),
+                e => crate::check::error_chain(&e),
+            })?;
+            Ok(pull_results(&job.name, pull, &round))
+        };
+        let mut result = self.run_resolved(result, started, &work);
+        if !self.opts.dry_run && !self.cancel.is_cancelled() {
+            self.notify(&result);
+        }
+        result.seconds = started.elapsed().as_secs_f64();
+        result
+    }
+
+    /// The SSH options every device is opened with.
+    fn pull_options(&mut self, pull: &crate::fleet::Pull) -> Result<TargetOptions> {
+        let mut opts = TargetOptions::new();
+        for (k, v) in &pull.options {
+            let value = match v {
+                OptionValue::Plain(s) => s.clone(),
+                OptionValue::Secret(s) => {
+                    let value = s
+                        .resolve()
+                        .map_err(|e| Error::InvalidInput(format!("pull: option {k}: {e}")))?;
+                    self.scrubber.add(&value);
+                    value
+                }
+            };
+            opts.insert(k.clone(), value);
+        }
+        let secs = pull.timeout.as_secs().max(1);
+        opts.entry("timeout".into())
+            .or_insert_with(|| secs.to_string());
+        opts.entry("connect_timeout".into())
+            .or_insert_with(|| secs.min(15).to_string());
+        // One connection attempt: the round retries a device itself, with
+        // backoff, and gives up on it when its pull is cancelled.
+        opts.entry("retries".into()).or_insert_with(|| "1".into());
+        opts.insert("host_keys".into(), pull.host_keys.as_str().into());
+        if let Some(p) = &pull.known_hosts {
+            opts.insert("known_hosts".into(), p.display().to_string());
+        }
+        if let Some(p) = &pull.identity_file {
+            opts.insert("identity_file".into(), p.display().to_string());
+        }
+        Ok(opts)
     }
 
     /// A heartbeat ping (`/start`, nothing for success, `/fail`), if the
@@ -1282,6 +1408,62 @@ pub fn table(jobs: &[JobResult]) -> Vec<String> {
         }
     }
     columns(&rows)
+}
+
+/// A pull round as a job's destinations: one per device and kind
+/// (`DEVICE.KIND`), and a failed `discovery` when the device list could not
+/// be refreshed.
+fn pull_results(
+    job: &str,
+    pull: &crate::fleet::Pull,
+    round: &crate::fleet::pull::Round,
+) -> Vec<DestinationResult> {
+    let mut out = Vec::new();
+    if let Some(e) = &round.discovery_error {
+        out.push(DestinationResult {
+            job: job.to_owned(),
+            destination: "discovery".into(),
+            kind: "pull",
+            location: pull
+                .discover
+                .as_ref()
+                .and_then(|d| d.url.as_deref().or(d.command.as_deref()))
+                .map(redact)
+                .unwrap_or_default(),
+            result: Outcome::Failed,
+            files: 0,
+            bytes: 0,
+            seconds: 0.0,
+            error: Some(e.clone()),
+            snapshots: Vec::new(),
+            forgotten: Vec::new(),
+            details: Vec::new(),
+        });
+    }
+    for d in &round.devices {
+        for k in &d.kinds {
+            let remote = pull
+                .kinds
+                .iter()
+                .find(|p| p.name == k.kind)
+                .map_or("", |p| p.remote.as_str());
+            out.push(DestinationResult {
+                job: job.to_owned(),
+                destination: format!("{}.{}", d.device, k.kind),
+                kind: "pull",
+                location: format!("{}{} -> {}", d.url, remote, k.local),
+                result: k.result,
+                files: k.files,
+                bytes: k.bytes,
+                seconds: d.seconds,
+                error: k.error.clone(),
+                snapshots: Vec::new(),
+                forgotten: Vec::new(),
+                details: k.details.clone(),
+            });
+        }
+    }
+    out
 }
 
 /// Rows of cells as lines, each column as wide as its widest cell.

@@ -97,8 +97,10 @@ pub(crate) fn seed000(v: &mut Validator, path: &Path, root: &Node) -> Option<Con
             notify: None,
             schedule: None,
             catch_up: false,
+            pull: None,
         }],
         dialect: "seed 000 `backups:`",
+        http: crate::jobs::model::HttpSettings::default(),
     })
 }
 
@@ -384,6 +386,7 @@ pub(crate) fn seed002(v: &mut Validator, path: &Path, root: &Node) -> Option<Con
         jobs,
         sessions: Vec::new(),
         dialect: "seed 002 `backup:`",
+        http: crate::jobs::model::HttpSettings::default(),
     })
 }
 
@@ -407,6 +410,7 @@ fn seed002_jobs(
         notify: notify.cloned(),
         schedule: seed002_schedule(name),
         catch_up: false,
+        pull: None,
     };
     let mut jobs = Vec::new();
     if let Some(db) = &database {
@@ -745,6 +749,7 @@ pub(crate) fn seed003(v: &mut Validator, path: &Path, root: &Node) -> Option<Con
         jobs: Vec::new(),
         sessions: vec![set],
         dialect: "seed 003 `backup:`",
+        http: crate::jobs::model::HttpSettings::default(),
     })
 }
 

@@ -99,6 +99,27 @@ impl History {
         self.jobs.get(name).cloned().unwrap_or_default()
     }
 
+    /// The devices recorded for a pull job, by id (kept as `JOB/DEVICE`).
+    pub fn devices(&self, job: &str) -> Vec<(String, JobHistory)> {
+        let prefix = format!("{job}/");
+        self.jobs
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_owned(), v.clone())))
+            .collect()
+    }
+
+    /// Records the state of a pull job's devices and saves.
+    ///
+    /// # Errors
+    ///
+    /// The history could not be written.
+    pub fn set_devices(&mut self, job: &str, devices: Vec<(String, JobHistory)>) -> Result<()> {
+        for (id, h) in devices {
+            self.jobs.insert(format!("{job}/{id}"), h);
+        }
+        self.save()
+    }
+
     /// Records that `job` started (so that a crash mid-run still counts
     /// as a run for `catch_up`), and saves.
     ///

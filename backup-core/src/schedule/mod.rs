@@ -23,6 +23,7 @@
 pub mod cron;
 pub mod history;
 pub mod service;
+pub mod status;
 
 use std::time::Duration;
 

@@ -23,7 +23,8 @@ use crate::jobs::log::{EventSink, Level, LogEvent};
 use crate::jobs::model::Config;
 use crate::jobs::run::{self, Outcome, RunOptions};
 use crate::schedule::history::{History, RunRecord};
-use crate::schedule::{Decision, Planned, Planner, Why};
+use crate::schedule::status::{Board, JobStatus};
+use crate::schedule::{Decision, Planned, Planner, Schedule, Why};
 use crate::{Cancel, Registry, Result};
 
 /// How one run ended, sent back from its thread.
@@ -48,6 +49,101 @@ pub struct Service {
     done_tx: Sender<Done>,
     done_rx: Receiver<Done>,
     stopping: bool,
+    /// Pull jobs' devices, kept across rounds and reloads.
+    fleets: Arc<crate::fleet::status::Fleets>,
+    /// What frontends show, published on every change.
+    board: Arc<Board>,
+    requests_tx: Sender<RunRequest>,
+    requests_rx: Receiver<RunRequest>,
+}
+
+/// A frontend's request to start a job now; the answer is what
+/// [`Service::run_now`] returns.
+#[derive(Debug)]
+pub struct RunRequest {
+    pub job: String,
+    pub reply: Sender<Result<bool>>,
+}
+
+impl Service {
+    /// The live state of the pull jobs' devices.
+    pub fn fleets(&self) -> Arc<crate::fleet::status::Fleets> {
+        Arc::clone(&self.fleets)
+    }
+
+    /// What the service shows (see [`Board::status`]).
+    pub fn board(&self) -> Arc<Board> {
+        Arc::clone(&self.board)
+    }
+
+    /// Where frontends send run requests; [`serve`] answers them.
+    pub fn requests(&self) -> Sender<RunRequest> {
+        self.requests_tx.clone()
+    }
+
+    /// Answers the run requests waiting.
+    pub fn take_requests(&mut self, now: &DateTime<Local>) {
+        while let Ok(r) = self.requests_rx.try_recv() {
+            let answer = self.run_now(&r.job, now);
+            let _ = r.reply.send(answer);
+        }
+    }
+
+    /// Publishes every job's state to the board.
+    fn publish(&self) {
+        let now = Local::now();
+        let plan = self.planner.view();
+        let jobs = self
+            .config
+            .jobs
+            .iter()
+            .map(|j| {
+                let h = self.history.job(&j.name);
+                let next = plan
+                    .iter()
+                    .find(|p| p.job == j.name)
+                    .and_then(|p| p.next.map(|t| t.with_timezone(&Utc)));
+                let interval_seconds = match &j.schedule {
+                    Some(Schedule::Every(d)) => Some(d.as_secs()),
+                    Some(Schedule::Cron(c)) => c.next_after(&now).and_then(|a| {
+                        c.next_after(&a)
+                            .and_then(|b| u64::try_from((b - a).num_seconds()).ok())
+                    }),
+                    None => None,
+                };
+                let running = self.running.get(&j.name);
+                let state = if running.is_some() {
+                    "running"
+                } else if matches!(h.last_result.as_deref(), Some("failed" | "incomplete")) {
+                    "failed"
+                } else {
+                    "idle"
+                };
+                JobStatus {
+                    name: j.name.clone(),
+                    kind: if j.pull.is_some() { "pull" } else { "backup" },
+                    schedule: j.schedule.as_ref().map(|s| match s {
+                        Schedule::Cron(c) => c.as_str().to_owned(),
+                        Schedule::Every(d) => format!("every {}", super::interval(*d)),
+                    }),
+                    state,
+                    running_since: running.map(|r| r.since.with_timezone(&Utc)),
+                    next_run: next.filter(|_| j.enabled),
+                    interval_seconds,
+                    overdue: j.enabled
+                        && super::status::overdue(
+                            Utc::now(),
+                            interval_seconds,
+                            h.last_success,
+                            h.runs,
+                        ),
+                    last: h,
+                }
+            })
+            .collect();
+        self.board
+            .publish(self.config.file.display().to_string(), jobs);
+    }
 }
 
 impl std::fmt::Debug for Service {
@@ -88,7 +184,16 @@ impl Service {
     ) -> Service {
         let planner = Planner::new(planned(&config, &history), now);
         let (done_tx, done_rx) = mpsc::channel();
-        Service {
+        let (requests_tx, requests_rx) = mpsc::channel();
+        let fleets: Arc<crate::fleet::status::Fleets> = Arc::default();
+        for j in config.jobs.iter().filter(|j| j.pull.is_some()) {
+            let fleet = fleets.get(&j.name);
+            for (id, h) in history.devices(&j.name) {
+                fleet.remember(&id, &h);
+            }
+        }
+        let board = Arc::new(Board::new(Arc::clone(&fleets)));
+        let service = Service {
             config,
             registry,
             sink,
@@ -98,7 +203,13 @@ impl Service {
             done_tx,
             done_rx,
             stopping: false,
-        }
+            fleets,
+            board,
+            requests_tx,
+            requests_rx,
+        };
+        service.publish();
+        service
     }
 
     fn say(&self, level: Level, job: Option<&str>, message: String) {
@@ -120,9 +231,14 @@ impl Service {
         if self.stopping {
             return;
         }
-        for d in self.planner.due(now) {
+        let due = self.planner.due(now);
+        if due.is_empty() {
+            return;
+        }
+        for d in due {
             self.act(d, now);
         }
+        self.publish();
     }
 
     /// Starts `job` now, out of its schedule (a job without a schedule
@@ -146,7 +262,9 @@ impl Service {
             due: *now,
             why: Why::Manual,
         });
-        Ok(self.act(d, now))
+        let started = self.act(d, now);
+        self.publish();
+        Ok(started)
     }
 
     fn act(&mut self, d: Decision<Local>, now: &DateTime<Local>) -> bool {
@@ -209,10 +327,12 @@ impl Service {
         let registry = Arc::clone(&self.registry);
         let sink = Arc::clone(&self.sink);
         let tx = self.done_tx.clone();
+        let fleets = Arc::clone(&self.fleets);
         let name = job.to_owned();
         std::thread::spawn(move || {
             let opts = RunOptions {
                 jobs: vec![name.clone()],
+                fleets: Some(fleets),
                 ..RunOptions::default()
             };
             let result = run::run(&config, &registry, &opts, sink.as_ref(), &cancel);
@@ -277,6 +397,22 @@ impl Service {
                 format!("cannot record the run: {}", crate::error_chain(&e)),
             );
         }
+        if self
+            .config
+            .jobs
+            .iter()
+            .any(|j| j.name == done.job && j.pull.is_some())
+        {
+            let devices = self.fleets.get(&done.job).records();
+            if let Err(e) = self.history.set_devices(&done.job, devices) {
+                self.say(
+                    Level::Warn,
+                    Some(&done.job),
+                    format!("cannot record the devices: {}", crate::error_chain(&e)),
+                );
+            }
+        }
+        self.publish();
     }
 
     /// Replaces the config with `loaded`, or keeps the old one and says
@@ -298,6 +434,7 @@ impl Service {
                 }
                 self.planner = planner;
                 self.config = config;
+                self.publish();
                 self.say(
                     Level::Info,
                     None,
@@ -361,6 +498,7 @@ pub fn serve(
             service.reload(load(), &Local::now());
         }
         let now = Local::now();
+        service.take_requests(&now);
         service.start_due(&now);
         let until = service
             .next_wake()

@@ -27,6 +27,7 @@ __all__ = [
     "MirrorResult",
     "VerifyResult",
     "mirror",
+    "pull",
     "verify_mirror",
     "ConfigError",
     "Config",
@@ -420,7 +421,7 @@ class DestinationResult:
     def destination(self) -> str: ...
     @property
     def kind(self) -> str:
-        """``"mirror"`` or ``"snapshots"``."""
+        """``"mirror"``, ``"snapshots"`` or ``"pull"``."""
     @property
     def location(self) -> str: ...
     @property
@@ -460,6 +461,21 @@ def run(
     """Run the config's jobs (all enabled ones, or ``jobs``), only the
     destinations in ``only`` if given; one result per destination. A
     destination that fails does not stop the others: check ``.ok``."""
+
+def pull(
+    job: str,
+    devices: Sequence[str] | None = None,
+    kinds: Sequence[str] | None = None,
+    config: Config | str | os.PathLike[str] | None = None,
+    dry_run: bool = False,
+    progress: Callable[[dict[str, Any]], object] | None = None,
+) -> list[DestinationResult]:
+    """Pull a device fleet once (a job with ``pull:``): every device the job
+    lists or discovers, or those in ``devices`` (an id, a name, or the
+    number a name ends with: ``"004"``), every kind or those in ``kinds``.
+    One result per device and kind, named ``DEVICE.KIND`` (kind
+    ``"pull"``); a device that is off is a failed result, not an
+    exception."""
 
 _Config = Config | str | os.PathLike[str] | None
 

@@ -53,6 +53,16 @@ fn parse(url: &str) -> Result<Url<'_>> {
 }
 
 pub(super) fn send(r: &HttpRequest) -> Result<u16> {
+    exchange(r, None).map(|(status, _)| status)
+}
+
+/// Sends the request and reads the body of a 2xx answer (at most `limit`
+/// bytes): `Content-Length`, chunked, or up to the close.
+pub(super) fn get(r: &HttpRequest, limit: usize) -> Result<Vec<u8>> {
+    exchange(r, Some(limit)).map(|(_, body)| body)
+}
+
+fn exchange(r: &HttpRequest, body_limit: Option<usize>) -> Result<(u16, Vec<u8>)> {
     let url = parse(&r.url)?;
     let fail = |m: String| backend("http", url.host, m);
     let socket = Deadline::connect(url.host, url.port, r.timeout)
@@ -107,11 +117,88 @@ pub(super) fn send(r: &HttpRequest) -> Result<u16> {
         .and_then(|()| conn.flush())
         .map_err(|e| fail(format!("cannot send the request: {e}")))?;
     let status = status_line(&mut conn).map_err(fail)?;
-    if (200..300).contains(&status) {
-        Ok(status)
-    } else {
-        Err(fail(format!("the server answered HTTP {status}")))
+    if !(200..300).contains(&status) {
+        return Err(fail(format!("the server answered HTTP {status}")));
     }
+    let Some(limit) = body_limit else {
+        return Ok((status, Vec::new()));
+    };
+    let body = read_body(&mut conn, limit).map_err(fail)?;
+    Ok((status, body))
+}
+
+/// One header or chunk-size line, without its line break.
+fn line(conn: &mut Conn) -> std::result::Result<String, String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match conn.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => line.push(byte[0]),
+            Err(e) => return Err(format!("the answer broke off: {e}")),
+        }
+        if line.len() > 16 * 1024 {
+            return Err("a header line longer than 16 KiB".into());
+        }
+    }
+    Ok(String::from_utf8_lossy(&line).trim_end().to_owned())
+}
+
+/// The headers, then the body as they describe it.
+fn read_body(conn: &mut Conn, limit: usize) -> std::result::Result<Vec<u8>, String> {
+    let mut length = None;
+    let mut chunked = false;
+    loop {
+        let h = line(conn)?;
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            let v = v.trim();
+            if k.eq_ignore_ascii_case("content-length") {
+                length = Some(v.parse::<usize>().map_err(|_| "a bad Content-Length")?);
+            } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = v.to_ascii_lowercase().contains("chunked");
+            }
+        }
+    }
+    let too_long = || format!("the answer is longer than {limit} bytes");
+    let mut body = Vec::new();
+    let take = |conn: &mut Conn, n: usize, body: &mut Vec<u8>| {
+        if body.len() + n > limit {
+            return Err(too_long());
+        }
+        let start = body.len();
+        body.resize(start + n, 0);
+        conn.read_exact(&mut body[start..])
+            .map_err(|e| format!("the answer broke off: {e}"))
+    };
+    if chunked {
+        loop {
+            let size = line(conn)?;
+            let size = size.split(';').next().unwrap_or("").trim();
+            let n = usize::from_str_radix(size, 16).map_err(|_| "a bad chunk size")?;
+            if n == 0 {
+                break;
+            }
+            take(conn, n, &mut body)?;
+            line(conn)?;
+        }
+    } else if let Some(n) = length {
+        take(conn, n, &mut body)?;
+    } else {
+        let mut buf = [0u8; 8192];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) if body.len() + n > limit => return Err(too_long()),
+                Ok(n) => body.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(format!("the answer broke off: {e}")),
+            }
+        }
+    }
+    Ok(body)
 }
 
 /// Reads `HTTP/1.x NNN ...` and returns NNN.

@@ -28,6 +28,10 @@ impl Sender for Notifier {
     fn http(&self, request: &HttpRequest) -> Result<u16> {
         http::send(request)
     }
+
+    fn get(&self, request: &HttpRequest, limit: usize) -> Result<Vec<u8>> {
+        http::get(request, limit)
+    }
 }
 
 pub(crate) fn backend(kind: &str, host: &str, message: String) -> Error {

@@ -138,8 +138,12 @@ impl SftpTarget {
     /// Opens `sftp://[user@]host[:port]/path` (the path is absolute;
     /// `/~/path` is relative to the login directory). Options:
     /// `ssh_command` (default `ssh`), `ssh_config` (`ssh -F`),
-    /// `identity_file` (`ssh -i`), `connect_timeout` (seconds, default 15),
-    /// `retries` (connection attempts, default 3).
+    /// `identity_file` (`ssh -i`), `known_hosts` (the file of known host
+    /// keys, `UserKnownHostsFile`), `host_keys` (`strict`: only hosts whose
+    /// key is known; `accept-new`: record the key of a host seen for the
+    /// first time and refuse a changed one), `connect_timeout` (seconds,
+    /// default 15), `timeout` (seconds a server may leave a request
+    /// unanswered, default 300), `retries` (connection attempts, default 3).
     ///
     /// A password in the URL is refused: ssh takes none on its command
     /// line (it uses keys or an agent), and a URL with one would carry it
@@ -163,6 +167,11 @@ impl SftpTarget {
                 "ssh_command" => program.clone_from(value),
                 "ssh_config" => args.extend(["-F".into(), value.clone()]),
                 "identity_file" => args.extend(["-i".into(), value.clone()]),
+                "known_hosts" => args.extend(["-o".into(), format!("UserKnownHostsFile={value}")]),
+                "host_keys" => args.extend([
+                    "-o".into(),
+                    format!("StrictHostKeyChecking={}", host_key_policy(value)?),
+                ]),
                 "connect_timeout" => {
                     value.parse::<u32>().map_err(|_| {
                         Error::InvalidInput(
@@ -203,7 +212,8 @@ impl SftpTarget {
                 _ => {
                     return Err(Error::InvalidInput(format!(
                         "unknown option {key:?} for SFTP locations (known: ssh_command, \
-                         ssh_config, identity_file, connect_timeout, timeout, retries)"
+                         ssh_config, identity_file, known_hosts, host_keys, connect_timeout, \
+                         timeout, retries)"
                     )));
                 }
             }
@@ -431,6 +441,20 @@ impl SftpTarget {
             }
             dir = d.rsplit_once('/').map(|(p, _)| p);
         }
+    }
+}
+
+/// ssh's `StrictHostKeyChecking` for the `host_keys` option.
+fn host_key_policy(value: &str) -> Result<&'static str> {
+    match value {
+        "strict" => Ok("yes"),
+        "accept-new" => Ok("accept-new"),
+        _ => Err(Error::InvalidInput(
+            "option host_keys: expected strict (only hosts already in known_hosts) or \
+             accept-new (record a new host's key, refuse a changed one); trusting any key is \
+             not offered"
+                .into(),
+        )),
     }
 }
 
