@@ -682,16 +682,7 @@ fn seed_000_backups_section_runs() {
 #[test]
 fn seed_002_backup_section_works_as_written() {
     let env = Env::new();
-    let as_written = "backup:
-  root_dir: data/backups
-  retention:
-    daily: 7
-    weekly: 4
-    monthly: 12
-  compression: true
-  cloud:
-    enabled: false
-";
+    let as_written = SEED_002;
     let c = write_config(&env, "backup.yaml", as_written, 0o644);
     let o = with_config(&env, &c, &["config", "check"]);
     assert_eq!(code(&o), 2);
@@ -730,6 +721,12 @@ fn seed_002_backup_section_works_as_written() {
     ]);
     let snaps: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(snaps[0]["kind"], "database", "{snaps}");
+    // The seed's verification checks the repository the jobs share.
+    let o = run(&c, &["--json", "run", "verify"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let check = dest_result(&json_of(&o), "verify", "database.local").clone();
+    assert_eq!(check["kind"], "check", "{check}");
+    assert_eq!(check["files"], 1, "{check}");
     assert!(
         snaps[0]["tags"]
             .as_array()
@@ -753,9 +750,38 @@ fn seed_002_backup_section_works_as_written() {
     assert_eq!(cloud["options"]["region"], "us-east-1", "{v}");
     assert_eq!(cloud["keep_daily"], 7, "{v}");
     assert_eq!(cloud["keep_monthly"], 12, "{v}");
-    // The seed's crontab comes with it: `serve` runs the jobs so.
+    // The seed's crontab comes with it: `serve` runs the jobs so, and the
+    // weekly cleanup and daily verification as tasks.
     assert_eq!(v["jobs"]["database"]["schedule"], "0 2 * * *", "{v}");
-    // Its notifications, with the password inline as the seed shows it.
+    assert_eq!(v["jobs"]["cleanup"]["schedule"], "0 5 * * 0", "{v}");
+    assert_eq!(v["jobs"]["cleanup"]["task"], "cleanup", "{v}");
+    assert_eq!(v["jobs"]["verify"]["schedule"], "0 6 * * *", "{v}");
+    assert_eq!(v["jobs"]["verify"]["task"], "check", "{v}");
+    assert_eq!(v["jobs"]["verify"]["read_data"], "10%", "{v}");
+}
+
+const SEED_002: &str = "backup:
+  root_dir: data/backups
+  retention:
+    daily: 7
+    weekly: 4
+    monthly: 12
+  compression: true
+  cloud:
+    enabled: false
+";
+
+/// Seed 002's notifications, with the password inline as the seed shows
+/// it: refused in a file others can read, never shown.
+#[test]
+fn seed_002_inline_smtp_password_needs_a_private_file() {
+    let env = Env::new();
+    let as_written = SEED_002;
+    sqlite_db(&env.path("app.db"), 5);
+    let run = |config: &str, args: &[&str]| {
+        let vars = [("DB_TYPE", Some("sqlite")), ("DB_NAME", Some("app.db"))];
+        with_config_env(&env, config, args, &vars)
+    };
     let mail = format!(
         "{as_written}  notifications:
     enabled: true
@@ -1336,4 +1362,129 @@ fn schedule_lists_next_runs_across_clock_changes() {
         "{}",
         stderr(&o)
     );
+}
+
+/// Tasks: `task: cleanup` applies other jobs' retention, `task: check`
+/// checks their repositories (each once) and fails on damage; tasks run
+/// when named or scheduled, not with every job; bad references are
+/// refused with their line.
+#[test]
+fn cleanup_and_check_tasks_work_on_other_jobs_repositories() {
+    let env = Env::new();
+    fs::create_dir_all(env.path("data")).unwrap();
+    fs::write(env.path("data/a.csv"), "x,y\n1,2\n").unwrap();
+    let text = "jobs:
+  lab:
+    sources: [data]
+    destinations:
+      repo: {repository: repo, init: true, keep_last: 5}
+  more:
+    sources: [data]
+    destinations:
+      repo: {repository: repo, init: true, keep_last: 5}
+  tidy:
+    task: cleanup
+    jobs: [lab]
+    schedule: \"0 5 * * 0\"
+  verify:
+    task: check
+    read_data: true
+    schedule: \"0 6 * * *\"
+";
+    let c = write_config(&env, "backupkit.yaml", text, 0o644);
+    for _ in 0..2 {
+        let o = with_config(&env, &c, &["--json", "run"]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let names: Vec<String> = json_of(&o)["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["lab", "more"], "tasks run only when named");
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    // Keep less from now on: the weekly cleanup applies it.
+    let text = text.replacen("keep_last: 5", "keep_last: 1", 1);
+    let c = write_config(&env, "backupkit.yaml", &text, 0o644);
+    let o = with_config(&env, &c, &["--json", "run", "tidy"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let s = json_of(&o);
+    let forgotten = dest_result(&s, "tidy", "lab.repo")["forgotten"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(forgotten, 1, "{s}");
+    let o = env.run(&[
+        "-r",
+        env.path("repo").to_str().unwrap(),
+        "--json",
+        "snapshots",
+    ]);
+    let left: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        left.as_array().unwrap().len(),
+        3,
+        "lab keeps 1, more keeps its 2"
+    );
+
+    let o = with_config(&env, &c, &["--json", "run", "verify"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let s = json_of(&o);
+    let dests = s["jobs"][0]["destinations"].as_array().unwrap();
+    assert_eq!(dests.len(), 1, "one repository, checked once: {s}");
+    assert_eq!(dests[0]["destination"], "lab.repo");
+    assert_eq!(dests[0]["files"], 3);
+    // Damage one archive: the check task fails and says where.
+    let archive = walk_names(&env.path("repo"))
+        .into_iter()
+        .find(|n| n.ends_with(".tar.gz") || n.ends_with(".tar.zst"))
+        .unwrap();
+    let path = find_file(&env.path("repo"), &archive).unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&path, bytes).unwrap();
+    let o = with_config(&env, &c, &["--json", "run", "verify"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let s = json_of(&o);
+    let d = &s["jobs"][0]["destinations"][0];
+    assert_eq!(d["result"], "failed", "{s}");
+    assert!(d["error"].as_str().unwrap().contains("problem"), "{s}");
+
+    let bad = text.replace("jobs: [lab]", "jobs: [lab, nope, tidy]");
+    let c = write_config(&env, "bad.yaml", &bad, 0o644);
+    let o = with_config(&env, &c, &["config", "check"]);
+    assert_eq!(code(&o), 2);
+    let err = stderr(&o);
+    assert!(
+        err.contains("bad.yaml:12:11:") && err.contains("jobs.tidy.jobs: no job named \"nope\""),
+        "{err}"
+    );
+    assert!(err.contains("\"tidy\" is not a backup job"), "{err}");
+    let bad = text.replace(
+        "    task: cleanup\n",
+        "    task: cleanup\n    read_data: true\n",
+    );
+    let c = write_config(&env, "bad.yaml", &bad, 0o644);
+    let o = with_config(&env, &c, &["config", "check"]);
+    assert!(
+        stderr(&o).contains("only `task: check` reads data"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    for e in fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if let Some(f) = find_file(&p, name) {
+                return Some(f);
+            }
+        } else if e.file_name().to_string_lossy() == name {
+            return Some(p);
+        }
+    }
+    None
 }

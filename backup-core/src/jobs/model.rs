@@ -86,6 +86,35 @@ pub struct Job {
     /// A pull job's devices and kinds (then it has no sources or
     /// destinations of its own).
     pub pull: Option<crate::fleet::Pull>,
+    /// A maintenance task over other jobs' repositories (then it has no
+    /// sources or destinations of its own).
+    pub task: Option<Task>,
+}
+
+/// A job that maintains other jobs' repositories on a schedule (seed 002's
+/// weekly cleanup and daily verification).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub kind: TaskKind,
+    /// The jobs whose snapshot destinations it works on; empty for every
+    /// job that has one.
+    pub jobs: Vec<String>,
+    /// Where `jobs:` is, for problems found once every job is known.
+    pub at: Pos,
+}
+
+/// What a task does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskKind {
+    /// Each job's retention (`keep_*`) on its repositories, as
+    /// `backupkit cleanup`.
+    Cleanup,
+    /// `backupkit check` of each repository; with `read_data`, all data
+    /// (`true`) or a subset (`10%`, `1/7`) read and verified.
+    Check {
+        read_data: bool,
+        read_data_subset: Option<String>,
+    },
 }
 
 /// What a job backs up.
@@ -784,10 +813,14 @@ impl Validator<'_> {
 
     fn jobs(&mut self, jobs_node: &Node) -> Vec<Job> {
         match &jobs_node.value {
-            Value::Map(entries) if !entries.is_empty() => entries
-                .iter()
-                .filter_map(|(k, n)| self.job(&k.name, n, &join("jobs", &k.name)))
-                .collect(),
+            Value::Map(entries) if !entries.is_empty() => {
+                let jobs: Vec<Job> = entries
+                    .iter()
+                    .filter_map(|(k, n)| self.job(&k.name, n, &join("jobs", &k.name)))
+                    .collect();
+                self.task_references(&jobs);
+                jobs
+            }
             Value::Map(_) | Value::Null => {
                 self.problem(jobs_node.at, "jobs", "no jobs: add at least one");
                 Vec::new()
@@ -824,15 +857,20 @@ impl Validator<'_> {
                 "every",
                 "catch_up",
                 "pull",
+                "task",
+                "jobs",
+                "read_data",
             ],
         )?;
         let enabled = self.boolean(&f, "enabled", true);
         let (mut schedule, catch_up) = self.schedule(&f);
         let pull = self.pull_job(&f, &mut schedule);
-        let sources = if f.get("pull").is_some() {
-            Vec::new()
-        } else {
+        let task = self.task(&f);
+        let own_data = f.get("pull").is_none() && f.get("task").is_none();
+        let sources = if own_data {
             self.sources(&f)
+        } else {
+            Vec::new()
         };
         let excludes = self.strings(&f, "exclude");
         let exclude_files = self
@@ -849,9 +887,127 @@ impl Validator<'_> {
             Some(n) => self.notify(n, &f.key("notify")),
             None => self.default_notify.clone(),
         };
+        let destinations = self.job_destinations(&f, path, &sources, own_data);
+        Some(Job {
+            name: name.to_owned(),
+            enabled,
+            sources,
+            excludes,
+            exclude_files,
+            tags,
+            destinations,
+            hooks,
+            notify,
+            schedule,
+            catch_up,
+            pull,
+            task,
+        })
+    }
+
+    /// A task's `jobs:` must name jobs with repositories.
+    fn task_references(&mut self, jobs: &[Job]) {
+        for j in jobs {
+            let Some(t) = &j.task else { continue };
+            for name in &t.jobs {
+                let target = jobs.iter().find(|o| &o.name == name);
+                let why = match target {
+                    None => Some(format!("no job named {name:?}")),
+                    Some(o) if o.task.is_some() || o.pull.is_some() => {
+                        Some(format!("{name:?} is not a backup job"))
+                    }
+                    Some(o) if !o.destinations.iter().any(|d| d.kind_name() == "snapshots") => {
+                        Some(format!("the job {name:?} has no repository destination"))
+                    }
+                    Some(_) => None,
+                };
+                if let Some(why) = why {
+                    self.problem(t.at, &join(&join("jobs", &j.name), "jobs"), why);
+                }
+            }
+        }
+    }
+
+    /// `task: cleanup|check` with `jobs:` and `read_data:`.
+    fn task(&mut self, f: &Fields) -> Option<Task> {
+        let Some(node) = f.get("task") else {
+            for key in ["jobs", "read_data"] {
+                if let Some(n) = f.get(key) {
+                    self.problem(n.at, &f.key(key), "only a job with `task:` takes this key");
+                }
+            }
+            return None;
+        };
+        for key in ["sources", "destinations", "pull"] {
+            if let Some(n) = f.get(key) {
+                self.problem(
+                    n.at,
+                    &f.key(key),
+                    "a task works on other jobs' repositories (`jobs:`); it has no sources or \
+                     destinations of its own",
+                );
+            }
+        }
+        let read_data = f.get("read_data").map(|n| match &n.value {
+            Value::Bool(b) => (*b, None),
+            Value::Str(s) => (false, Some(s.clone())),
+            other => {
+                self.problem(
+                    n.at,
+                    &f.key("read_data"),
+                    format!(
+                        "expected true or a subset such as 10% or 1/7, found {}",
+                        other.kind()
+                    ),
+                );
+                (false, None)
+            }
+        });
+        let kind = match self.string(f, "task").as_deref() {
+            Some("cleanup") => {
+                if let Some(n) = f.get("read_data") {
+                    self.problem(n.at, &f.key("read_data"), "only `task: check` reads data");
+                }
+                TaskKind::Cleanup
+            }
+            Some("check") => {
+                let (read_data, read_data_subset) = read_data.unwrap_or((false, None));
+                TaskKind::Check {
+                    read_data,
+                    read_data_subset,
+                }
+            }
+            Some(other) => {
+                self.problem(
+                    node.at,
+                    &f.key("task"),
+                    format!(
+                        "{other:?}: expected cleanup (apply the jobs' retention) or check \
+                         (check their repositories)"
+                    ),
+                );
+                return None;
+            }
+            None => return None,
+        };
+        Some(Task {
+            kind,
+            jobs: self.strings(f, "jobs"),
+            at: f.get("jobs").map_or(node.at, |n| n.at),
+        })
+    }
+
+    /// A job's `destinations:` (none for a pull job or a task).
+    fn job_destinations(
+        &mut self,
+        f: &Fields,
+        path: &str,
+        sources: &[Source],
+        own_data: bool,
+    ) -> Vec<Destination> {
         let mut destinations = Vec::new();
         match f.get("destinations") {
-            None if f.get("pull").is_some() => {}
+            None if !own_data => {}
             None => self.problem(
                 f.at,
                 path,
@@ -861,7 +1017,7 @@ impl Validator<'_> {
                 Value::Map(entries) if !entries.is_empty() => {
                     for (k, d) in entries {
                         let dpath = join(&f.key("destinations"), &k.name);
-                        let Some(d) = self.destination(&k.name, d, &dpath, &sources) else {
+                        let Some(d) = self.destination(&k.name, d, &dpath, sources) else {
                             continue;
                         };
                         if let Some(other) = destinations
@@ -891,20 +1047,7 @@ impl Validator<'_> {
                 ),
             },
         }
-        Some(Job {
-            name: name.to_owned(),
-            enabled,
-            sources,
-            excludes,
-            exclude_files,
-            tags,
-            destinations,
-            hooks,
-            notify,
-            schedule,
-            catch_up,
-            pull,
-        })
+        destinations
     }
 
     /// A job's `pull:`, which takes the place of `sources:` and
@@ -1777,13 +1920,7 @@ impl Config {
                 if j.catch_up {
                     job["catch_up"] = json!(true);
                 }
-                if let Some(p) = &j.pull {
-                    job["pull"] = crate::fleet::config::view(p);
-                    if let Some(o) = job.as_object_mut() {
-                        o.remove("sources");
-                        o.remove("destinations");
-                    }
-                }
+                special_view(j, &mut job);
                 let h = &j.hooks;
                 if !(h.before.is_empty() && h.after.is_empty() && h.on_failure.is_empty()) {
                     job["hooks"] = json!({
@@ -1892,6 +2029,39 @@ fn destination_view(d: &Destination) -> serde_json::Value {
         m["options"] = options_view(&d.options);
     }
     m
+}
+
+/// A task's or a pull job's own keys, in place of sources and
+/// destinations.
+fn special_view(j: &Job, job: &mut serde_json::Value) {
+    use serde_json::json;
+    if let Some(t) = &j.task {
+        match &t.kind {
+            TaskKind::Cleanup => job["task"] = json!("cleanup"),
+            TaskKind::Check {
+                read_data,
+                read_data_subset,
+            } => {
+                job["task"] = json!("check");
+                job["read_data"] = match read_data_subset {
+                    Some(s) => json!(s),
+                    None => json!(read_data),
+                };
+            }
+        }
+        job["jobs"] = json!(t.jobs);
+        if let Some(o) = job.as_object_mut() {
+            o.remove("sources");
+            o.remove("destinations");
+        }
+    }
+    if let Some(p) = &j.pull {
+        job["pull"] = crate::fleet::config::view(p);
+        if let Some(o) = job.as_object_mut() {
+            o.remove("sources");
+            o.remove("destinations");
+        }
+    }
 }
 
 /// Backend options for display: secret ones by their source only.

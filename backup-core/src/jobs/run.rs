@@ -239,10 +239,17 @@ fn select<'c>(config: &'c Config, opts: &RunOptions) -> Result<Vec<&'c Job>> {
             )));
         }
     }
+    // Tasks (cleanup, check) run when named, or on their schedule.
     let jobs: Vec<&Job> = config
         .jobs
         .iter()
-        .filter(|j| opts.jobs.is_empty() || opts.jobs.contains(&j.name))
+        .filter(|j| {
+            if opts.jobs.is_empty() {
+                j.task.is_none()
+            } else {
+                opts.jobs.contains(&j.name)
+            }
+        })
         .collect();
     for o in &opts.only {
         let known = jobs
@@ -351,6 +358,9 @@ impl JobRunner<'_> {
         let job = self.job;
         if let Some(pull) = &job.pull {
             return self.run_pull(pull, started);
+        }
+        if let Some(task) = &job.task {
+            return self.run_task(task, started);
         }
         let dests: Vec<&Destination> = job
             .destinations
@@ -514,6 +524,188 @@ impl JobRunner<'_> {
         }
         result.seconds = started.elapsed().as_secs_f64();
         result
+    }
+
+    /// A task: other jobs' retention, or a check of their repositories
+    /// (each repository once), as this job's destinations
+    /// (`JOB.DESTINATION`).
+    fn run_task(&mut self, task: &crate::jobs::model::Task, started: Instant) -> JobResult {
+        use crate::jobs::model::TaskKind;
+        let job = self.job;
+        let result = JobResult::new(&job.name);
+        let targets: Vec<&Job> = self
+            .config
+            .jobs
+            .iter()
+            .filter(|j| {
+                if task.jobs.is_empty() {
+                    j.enabled
+                        && j.task.is_none()
+                        && j.pull.is_none()
+                        && j.destinations.iter().any(|d| d.kind_name() == "snapshots")
+                } else {
+                    task.jobs.contains(&j.name)
+                }
+            })
+            .collect();
+        let what = match task.kind {
+            TaskKind::Cleanup => "retention",
+            TaskKind::Check { .. } => "check",
+        };
+        let names: Vec<&str> = targets.iter().map(|j| j.name.as_str()).collect();
+        self.log(
+            Level::Info,
+            None,
+            format!("starting: {what} of {}", names.join(", ")),
+        );
+        if !self.opts.dry_run {
+            self.ping("/start", "");
+        }
+        let checked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let work = || {
+            let mut out = Vec::new();
+            for t in &targets {
+                let opts = RunOptions {
+                    cleanup: true,
+                    dry_run: self.opts.dry_run,
+                    ..RunOptions::default()
+                };
+                let mut inner = JobRunner {
+                    config: self.config,
+                    job: t,
+                    registry: self.registry,
+                    opts: &opts,
+                    sink: self.sink,
+                    cancel: self.cancel,
+                    scrubber: Scrubber::default(),
+                };
+                let dests = match &task.kind {
+                    TaskKind::Cleanup => inner.run().destinations,
+                    TaskKind::Check {
+                        read_data,
+                        read_data_subset,
+                    } => inner.check_repositories(
+                        *read_data,
+                        read_data_subset.as_deref(),
+                        &mut checked.borrow_mut(),
+                    ),
+                };
+                out.extend(dests.into_iter().map(|mut d| {
+                    d.destination = format!("{}.{}", t.name, d.destination);
+                    d.job.clone_from(&job.name);
+                    d
+                }));
+                if self.cancel.is_cancelled() {
+                    return Err("interrupted".to_owned());
+                }
+            }
+            Ok(out)
+        };
+        let mut result = self.run_resolved(result, started, &work);
+        if !self.opts.dry_run && !self.cancel.is_cancelled() {
+            self.notify(&result);
+        }
+        result.seconds = started.elapsed().as_secs_f64();
+        result
+    }
+
+    /// `check` of each of the job's repositories not in `checked` yet.
+    fn check_repositories(
+        &mut self,
+        read_data: bool,
+        read_data_subset: Option<&str>,
+        checked: &mut std::collections::BTreeSet<String>,
+    ) -> Vec<DestinationResult> {
+        let dests: Vec<&Destination> = self
+            .job
+            .destinations
+            .iter()
+            .filter(|d| d.enabled && d.kind_name() == "snapshots")
+            .filter(|d| checked.insert(d.location.clone()))
+            .collect();
+        let resolved = self.resolve(&dests);
+        let mut out = Vec::new();
+        for d in dests {
+            let started = Instant::now();
+            let mut r = DestinationResult {
+                job: self.job.name.clone(),
+                destination: d.name.clone(),
+                kind: "check",
+                location: redact(&d.location),
+                result: Outcome::Ok,
+                files: 0,
+                bytes: 0,
+                seconds: 0.0,
+                error: None,
+                snapshots: Vec::new(),
+                forgotten: Vec::new(),
+                details: Vec::new(),
+            };
+            let report = resolved
+                .as_ref()
+                .map_err(ToString::to_string)
+                .and_then(|res| {
+                    if self.opts.dry_run {
+                        return Ok(None);
+                    }
+                    let target = self
+                        .registry
+                        .open_target_with(&d.location, &res.options[&d.name])
+                        .map_err(|e| crate::error_chain(&e))?;
+                    let repo = Repository::from_target(Arc::clone(self.registry), target)
+                        .map_err(|e| crate::error_chain(&e))?;
+                    let opts = crate::CheckOptions {
+                        read_data,
+                        read_data_subset: read_data_subset.map(str::to_owned),
+                        snapshots: Vec::new(),
+                    };
+                    repo.check(&opts, &NoProgress, self.cancel)
+                        .map(Some)
+                        .map_err(|e| crate::error_chain(&e))
+                });
+            match report {
+                Ok(None) => r.details.push("would check the repository".into()),
+                Ok(Some(rep)) => {
+                    r.files = rep.snapshots_checked;
+                    r.details.push(format!(
+                        "checked {} snapshot(s), read the data of {}",
+                        rep.snapshots_checked, rep.snapshots_read
+                    ));
+                    if let Some(first) = rep.problems.first() {
+                        r.result = Outcome::Failed;
+                        r.error = Some(format!(
+                            "{} problem(s); first: {}: {}",
+                            rep.problems.len(),
+                            first.snapshot,
+                            first.message
+                        ));
+                    }
+                }
+                Err(e) => {
+                    r.result = Outcome::Failed;
+                    r.error = Some(self.scrubber.scrub(&e));
+                }
+            }
+            r.seconds = started.elapsed().as_secs_f64();
+            self.log(
+                if r.result == Outcome::Failed {
+                    Level::Error
+                } else {
+                    Level::Info
+                },
+                Some(&d.name),
+                format!(
+                    "check: {}{}",
+                    r.result.as_str(),
+                    r.error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ),
+            );
+            out.push(r);
+        }
+        out
     }
 
     /// The SSH options every device is opened with.

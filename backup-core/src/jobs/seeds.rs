@@ -15,7 +15,7 @@ use crate::archive::Compression;
 use crate::jobs::doc::{Node, Pos, Value, join};
 use crate::jobs::model::{
     Config, DEFAULT_PARALLEL, Destination, Fields, Hooks, Job, Kind, MirrorSettings, Notify,
-    OptionValue, SnapshotSettings, Source, Validator,
+    OptionValue, SnapshotSettings, Source, Task, TaskKind, Validator,
 };
 use crate::jobs::notify::When;
 use crate::jobs::secret::Secret;
@@ -98,6 +98,7 @@ pub(crate) fn seed000(v: &mut Validator, path: &Path, root: &Node) -> Option<Con
             schedule: None,
             catch_up: false,
             pull: None,
+            task: None,
         }],
         dialect: "seed 000 `backups:`",
         http: crate::jobs::model::HttpSettings::default(),
@@ -390,8 +391,8 @@ pub(crate) fn seed002(v: &mut Validator, path: &Path, root: &Node) -> Option<Con
     })
 }
 
-/// Seed 002's jobs: `database`, `files`, and `full` (both), each with the
-/// seed's crontab time.
+/// Seed 002's jobs: `database`, `files`, and `full` (both), and the tasks
+/// `cleanup` and `verify`, each with the seed's crontab time.
 fn seed002_jobs(
     database: Option<Source>,
     files: Vec<Source>,
@@ -411,6 +412,7 @@ fn seed002_jobs(
         schedule: seed002_schedule(name),
         catch_up: false,
         pull: None,
+        task: None,
     };
     let mut jobs = Vec::new();
     if let Some(db) = &database {
@@ -424,17 +426,46 @@ fn seed002_jobs(
         all.extend(database);
         jobs.push(job("full", all));
     }
+    if !jobs.is_empty() {
+        // The seed's weekly `backup_manager.py cleanup` and daily
+        // `verify_recent_backups.py`: retention of every job, and a check
+        // of the repositories reading a tenth of the snapshots' data.
+        for (name, kind) in [
+            ("cleanup", TaskKind::Cleanup),
+            (
+                "verify",
+                TaskKind::Check {
+                    read_data: false,
+                    read_data_subset: Some("10%".into()),
+                },
+            ),
+        ] {
+            jobs.push(Job {
+                tags: Vec::new(),
+                destinations: Vec::new(),
+                task: Some(Task {
+                    kind,
+                    jobs: Vec::new(),
+                    at: Pos::default(),
+                }),
+                ..job(name, Vec::new())
+            });
+        }
+    }
     jobs
 }
 
 /// Seed 002's crontab (its documentation's production table): the
 /// database daily at 02:00, files on Sundays at 03:00, a full backup on
-/// the first of the month at 04:00; `serve` runs them so.
+/// the first of the month at 04:00, cleanup on Sundays at 05:00, the
+/// verification daily at 06:00; `serve` runs them so.
 fn seed002_schedule(job: &str) -> Option<crate::schedule::Schedule> {
     let expr = match job {
         "database" => "0 2 * * *",
         "files" => "0 3 * * 0",
         "full" => "0 4 1 * *",
+        "cleanup" => "0 5 * * 0",
+        "verify" => "0 6 * * *",
         _ => return None,
     };
     crate::schedule::Cron::parse(expr)
