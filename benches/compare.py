@@ -802,34 +802,55 @@ def compare_fleet(bk: Path, devices: int, files: int, video_mb: int) -> None:
         "      options: {ssh_config: /dev/null}\n")
 
     def rsync_loop(flags: str, dest: str) -> str:
-        return " && ".join(
+        return f"mkdir -p {out}/{dest}/results {out}/{dest}/videos && " + " && ".join(
             f"rsync {flags} -e 'ssh -F {ssh_cfg}' {host}:{base}/dev{n}/{kind}/ {out}/{dest}/{kind}/ >/dev/null"
             for n in range(1, devices + 1) for kind in ("results", "videos"))
 
+    sftp_config = WORK / "fleet-sftp.yaml"
+    sftp_config.write_text(config.read_text().replace(f"{out}/bk/", f"{out}/bk-sftp/")
+                           .replace("{ssh_config: /dev/null}", "{ssh_config: /dev/null, transport: sftp}"))
+    rsync_config = WORK / "fleet-rsync.yaml"
+    rsync_config.write_text(config.read_text().replace(f"{out}/bk/", f"{out}/bk-rsync/")
+                            .replace("{ssh_config: /dev/null}", "{ssh_config: /dev/null, transport: rsync}"))
     commands = {
         "backupkit pull (devices side by side)": f"'{bk}' -q --config '{config}' pull fleet",
+        "backupkit pull (rsync for every batch)": f"'{bk}' -q --config '{rsync_config}' pull fleet",
+        "backupkit pull (SFTP only, no rsync)": f"'{bk}' -q --config '{sftp_config}' pull fleet",
         "rsync -avz --partial --timeout=300 loop": rsync_loop("-avz --partial --timeout=300", "rsync-z"),
         "rsync -a loop (no -z)": rsync_loop("-a", "rsync-a"),
+        "rsync -a --fsync loop (files synced, as backupkit)": rsync_loop("-a --fsync", "rsync-fsync"),
     }
     shutil.rmtree(out, ignore_errors=True)
     rows: list[tuple[str, float, float]] = []
-    for phase in ("first pull", "no-change pull"):
-        for tool, cmd in commands.items():
-            subprocess.run(["sync"], check=True)
-            sec, rss = timed_once(cmd)
-            rows.append((f"{phase}: {tool}", sec, rss))
+    dests = {tool: out / d for tool, d in zip(commands, ("bk", "bk-rsync", "bk-sftp", "rsync-z", "rsync-a", "rsync-fsync"))}
+    try:
+        # Best of 3, each first pull into an empty destination, after a sync.
+        for phase in ("first pull", "no-change pull"):
+            for tool, cmd in commands.items():
+                runs = []
+                for _ in range(3):
+                    if phase == "first pull":
+                        shutil.rmtree(dests[tool], ignore_errors=True)
+                    subprocess.run(["sync"], check=True)
+                    runs.append(timed_once(cmd))
+                sec, rss = min(runs)
+                rows.append((f"{phase}: {tool}", sec, rss))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
     print(f"{'pull from the devices':<58} {'seconds':>8} {'peak RSS':>9}")
     for name, sec, rss in rows:
         print(f"{name:<58} {sec:8.2f} {rss:7.1f}MB")
     t = {name: sec for name, sec, _ in rows}
     print("ratios (> 1.00x: backupkit is faster; target: at least 1x in both)")
     for phase in ("first pull", "no-change pull"):
-        bkt = t[f"{phase}: backupkit pull (devices side by side)"]
-        print(f"  {phase:<15} vs the seed's rsync -avz loop: "
-              f"{t[f'{phase}: rsync -avz --partial --timeout=300 loop'] / bkt:.2f}x   "
-              f"vs rsync -a loop: {t[f'{phase}: rsync -a loop (no -z)'] / bkt:.2f}x")
+        for way in ("devices side by side", "rsync for every batch", "SFTP only, no rsync"):
+            bkt = t[f"{phase}: backupkit pull ({way})"]
+            print(f"  {phase:<15} backupkit ({way}) vs the seed's rsync -avz loop: "
+                  f"{t[f'{phase}: rsync -avz --partial --timeout=300 loop'] / bkt:.2f}x   "
+                  f"vs rsync -a loop: {t[f'{phase}: rsync -a loop (no -z)'] / bkt:.2f}x   "
+                  f"vs rsync -a --fsync loop: "
+                  f"{t[f'{phase}: rsync -a --fsync loop (files synced, as backupkit)'] / bkt:.2f}x")
     print()
-    shutil.rmtree(base, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
 
 

@@ -137,6 +137,26 @@ pub struct DestinationResult {
     pub details: Vec<String>,
 }
 
+impl DestinationResult {
+    /// A destination's result before anything is done: ok, nothing moved.
+    fn new(job: &str, destination: String, kind: &'static str, location: String) -> Self {
+        Self {
+            job: job.to_owned(),
+            destination,
+            kind,
+            location,
+            result: Outcome::Ok,
+            files: 0,
+            bytes: 0,
+            seconds: 0.0,
+            error: None,
+            snapshots: Vec::new(),
+            forgotten: Vec::new(),
+            details: Vec::new(),
+        }
+    }
+}
+
 /// One job's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobResult {
@@ -627,20 +647,12 @@ impl JobRunner<'_> {
         let mut out = Vec::new();
         for d in dests {
             let started = Instant::now();
-            let mut r = DestinationResult {
-                job: self.job.name.clone(),
-                destination: d.name.clone(),
-                kind: "check",
-                location: redact(&d.location),
-                result: Outcome::Ok,
-                files: 0,
-                bytes: 0,
-                seconds: 0.0,
-                error: None,
-                snapshots: Vec::new(),
-                forgotten: Vec::new(),
-                details: Vec::new(),
-            };
+            let mut r = DestinationResult::new(
+                &self.job.name,
+                d.name.clone(),
+                "check",
+                redact(&d.location),
+            );
             let report = resolved
                 .as_ref()
                 .map_err(ToString::to_string)
@@ -1138,20 +1150,12 @@ impl JobRunner<'_> {
         spool: &Spool,
     ) -> DestinationResult {
         let started = Instant::now();
-        let mut r = DestinationResult {
-            job: self.job.name.clone(),
-            destination: d.name.clone(),
-            kind: d.kind_name(),
-            location: redact(&d.location),
-            result: Outcome::Ok,
-            files: 0,
-            bytes: 0,
-            seconds: 0.0,
-            error: None,
-            snapshots: Vec::new(),
-            forgotten: Vec::new(),
-            details: Vec::new(),
-        };
+        let mut r = DestinationResult::new(
+            &self.job.name,
+            d.name.clone(),
+            d.kind_name(),
+            redact(&d.location),
+        );
         if !d.enabled {
             r.result = Outcome::Skipped;
             r.error = Some("disabled in the config (`enabled: false`)".into());
@@ -1612,25 +1616,16 @@ fn pull_results(
 ) -> Vec<DestinationResult> {
     let mut out = Vec::new();
     if let Some(e) = &round.discovery_error {
-        out.push(DestinationResult {
-            job: job.to_owned(),
-            destination: "discovery".into(),
-            kind: "pull",
-            location: pull
-                .discover
-                .as_ref()
-                .and_then(|d| d.url.as_deref().or(d.command.as_deref()))
-                .map(redact)
-                .unwrap_or_default(),
-            result: Outcome::Failed,
-            files: 0,
-            bytes: 0,
-            seconds: 0.0,
-            error: Some(e.clone()),
-            snapshots: Vec::new(),
-            forgotten: Vec::new(),
-            details: Vec::new(),
-        });
+        let location = pull
+            .discover
+            .as_ref()
+            .and_then(|d| d.url.as_deref().or(d.command.as_deref()))
+            .map(redact)
+            .unwrap_or_default();
+        let mut r = DestinationResult::new(job, "discovery".into(), "pull", location);
+        r.result = Outcome::Failed;
+        r.error = Some(e.clone());
+        out.push(r);
     }
     for d in &round.devices {
         for k in &d.kinds {
@@ -1639,20 +1634,17 @@ fn pull_results(
                 .iter()
                 .find(|p| p.name == k.kind)
                 .map_or("", |p| p.remote.as_str());
-            out.push(DestinationResult {
-                job: job.to_owned(),
-                destination: format!("{}.{}", d.device, k.kind),
-                kind: "pull",
-                location: format!("{}{} -> {}", d.url, remote, k.local),
-                result: k.result,
-                files: k.files,
-                bytes: k.bytes,
-                seconds: d.seconds,
-                error: k.error.clone(),
-                snapshots: Vec::new(),
-                forgotten: Vec::new(),
-                details: k.details.clone(),
-            });
+            let mut r = DestinationResult::new(
+                job,
+                format!("{}.{}", d.device, k.kind),
+                "pull",
+                format!("{}{} -> {}", d.url, remote, k.local),
+            );
+            r.result = k.result;
+            (r.files, r.bytes, r.seconds) = (k.files, k.bytes, d.seconds);
+            r.error.clone_from(&k.error);
+            r.details.clone_from(&k.details);
+            out.push(r);
         }
     }
     out

@@ -4,15 +4,18 @@
 //!
 //! One `rsync --files-from` run per batch. `--ignore-times` makes rsync
 //! send every listed file (the plan already decided they differ; its delta
-//! transfer still sends only what changed), `--temp-dir` keeps unfinished
-//! files in the destination's staging directory (so a killed run leaves
-//! nothing among the user's files), `--fsync` syncs each file before its
-//! rename (rsync 3.2.4 or later on the receiving side), and directory
-//! mtimes are left to the engine.
+//! transfer still sends only what changed), and directory mtimes are left
+//! to the engine. Unfinished files never sit among the user's files: a push
+//! writes through `--temp-dir` in the destination's staging directory with
+//! `--fsync` (each file synced before its rename; rsync 3.2.4 or later on
+//! the receiving side); a pull lands the whole batch in a staging
+//! directory of its own, syncs the filesystem once and renames each file
+//! into place (the same guarantee for one sync per batch).
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backup_core::progress::Cancel;
@@ -40,6 +43,9 @@ pub(super) struct Rsync {
 /// usage (1), protocol incompatibility (2), unsupported action (4), and a
 /// remote shell or rsync that could not be started (126, 127).
 const CANNOT_RUN: [i32; 5] = [1, 2, 4, 126, 127];
+
+/// Numbers the staging directories of this process's pulls.
+static BATCH: AtomicU64 = AtomicU64::new(0);
 
 /// Bytes of rsync's stderr kept for messages.
 const STDERR_KEPT: usize = 64 * 1024;
@@ -69,7 +75,10 @@ impl Rsync {
         format!("{}:{path}/", self.host)
     }
 
-    fn command(&self, job: &BulkCopy<'_>) -> Command {
+    /// The rsync command for a batch. A push writes into the remote tree
+    /// through `--temp-dir` with `--fsync`; a pull writes into `local`
+    /// (a staging directory, see [`Rsync::copy`]) and syncs nothing itself.
+    fn command(&self, job: &BulkCopy<'_>, local: &Path) -> Command {
         let mut c = Command::new(&self.program);
         c.args([
             "--files-from=-",
@@ -77,7 +86,6 @@ impl Rsync {
             "--ignore-times",
             "--times",
             "--omit-dir-times",
-            "--fsync",
             // A line per file on a pipe: when backupkit dies, rsync's next
             // write fails and it stops too, instead of running on alone.
             "--out-format=%n",
@@ -85,7 +93,9 @@ impl Rsync {
         if job.modes {
             c.arg("--perms");
         }
-        c.arg(format!("--temp-dir={}", job.staging));
+        if job.direction == Direction::Push {
+            c.args(["--fsync", &format!("--temp-dir={}", job.staging)]);
+        }
         c.arg(format!("--timeout={}", self.timeout.as_secs().max(1)));
         if let Some(rate) = job.bwlimit {
             c.arg(format!("--bwlimit={}", (rate / 1024).max(1)));
@@ -95,7 +105,7 @@ impl Rsync {
         }
         let ssh: Vec<String> = self.ssh.iter().map(|w| shell_word(w)).collect();
         c.arg("-e").arg(ssh.join(" "));
-        let local = format!("{}/", job.local.display());
+        let local = format!("{}/", local.display());
         let remote = self.remote_dir(job.dir);
         c.arg("--");
         match job.direction {
@@ -110,24 +120,65 @@ impl Rsync {
 
     /// Runs one batch. `landed` says whether a file is at its final name as
     /// planned (asked only after a failed run).
+    ///
+    /// A pull lands the batch in a directory of its own inside the staging
+    /// directory, then makes it durable with one `syncfs` and renames each
+    /// file into place: every file at its final name is whole after a
+    /// crash, as with a file-by-file `--fsync`, for one sync per batch
+    /// instead of one per file.
     pub(super) fn copy(
         &self,
         job: &BulkCopy<'_>,
         cancel: &Cancel,
         landed: &dyn Fn(&BulkFile) -> bool,
     ) -> Result<Vec<Option<String>>> {
-        if job.direction == Direction::Pull {
-            std::fs::create_dir_all(job.local)
-                .map_err(|e| Error::io("create", job.local.display().to_string(), e))?;
+        if job.direction == Direction::Push {
+            return self.run(job, job.local, cancel, landed);
         }
-        let mut child = self.command(job).spawn().map_err(|e| Error::Backend {
-            backend: "rsync".into(),
-            message: format!(
-                "cannot run {:?}: {e} (install rsync, or set -o transport=sftp)",
-                self.program
-            ),
-            source: None,
-        })?;
+        let batch = job.local.join(job.staging).join(format!(
+            "rsync-{}-{}",
+            std::process::id(),
+            BATCH.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&batch)
+            .map_err(|e| Error::io("create", batch.display().to_string(), e))?;
+        let staged = |f: &BulkFile| {
+            std::fs::symlink_metadata(batch.join(&f.path))
+                .is_ok_and(|m| m.is_file() && m.len() == f.size)
+        };
+        let ran = self.run(job, &batch, cancel, &staged);
+        let out = ran.and_then(|outcomes| {
+            sync_fs(&batch)?;
+            Ok(job
+                .files
+                .iter()
+                .zip(outcomes)
+                .map(|(f, outcome)| outcome.or_else(|| place(&batch, job.local, &f.path).err()))
+                .collect())
+        });
+        let _ = std::fs::remove_dir_all(&batch);
+        out
+    }
+
+    /// Runs rsync for one batch into `local`.
+    fn run(
+        &self,
+        job: &BulkCopy<'_>,
+        local: &Path,
+        cancel: &Cancel,
+        landed: &dyn Fn(&BulkFile) -> bool,
+    ) -> Result<Vec<Option<String>>> {
+        let mut child = self
+            .command(job, local)
+            .spawn()
+            .map_err(|e| Error::Backend {
+                backend: "rsync".into(),
+                message: format!(
+                    "cannot run {:?}: {e} (install rsync, or set -o transport=sftp)",
+                    self.program
+                ),
+                source: None,
+            })?;
         let mut stdin = child.stdin.take().expect("piped");
         let mut stderr = child.stderr.take().expect("piped");
         let mut stdout = child.stdout.take().expect("piped");
@@ -216,6 +267,25 @@ impl Rsync {
             })
             .collect())
     }
+}
+
+/// Moves a staged file to its final place below `local`, making its
+/// parent directories; the reason when it cannot.
+fn place(batch: &Path, local: &Path, path: &str) -> std::result::Result<(), String> {
+    let to = local.join(path);
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    std::fs::rename(batch.join(path), &to).map_err(|e| format!("cannot move into place: {e}"))
+}
+
+/// One `syncfs` of the filesystem that holds `dir`.
+fn sync_fs(dir: &Path) -> Result<()> {
+    let f =
+        std::fs::File::open(dir).map_err(|e| Error::io("open", dir.display().to_string(), e))?;
+    rustix::fs::syncfs(&f)
+        .map_err(|e| Error::io("sync", dir.display().to_string(), std::io::Error::from(e)))
 }
 
 /// Whether the local file `path` below `local` has the planned size and
