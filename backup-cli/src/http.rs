@@ -216,6 +216,17 @@ struct Family<'a> {
     samples: Vec<(String, f64)>,
 }
 
+impl<'a> Family<'a> {
+    fn new(name: &'a str, kind: &'a str, help: &'a str, samples: Vec<(String, f64)>) -> Self {
+        Self {
+            name,
+            kind,
+            help,
+            samples,
+        }
+    }
+}
+
 fn label_value(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -239,74 +250,68 @@ fn job_families(s: &ServiceStatus) -> Vec<Family<'static>> {
             .filter_map(|j| f(j).map(|v| (format!("job=\"{}\"", label_value(&j.name)), v)))
             .collect::<Vec<_>>()
     };
-    let family = |name, kind, help, samples| Family {
-        name,
-        kind,
-        help,
-        samples,
-    };
     vec![
-        family(
+        Family::new(
             "backupkit_job_last_success_timestamp_seconds",
             "gauge",
             "Unix time of the job's last successful run.",
             jobs(&|j| ts(j.last.last_success)),
         ),
-        family(
+        Family::new(
             "backupkit_job_last_run_timestamp_seconds",
             "gauge",
             "Unix time the job's last run started.",
             jobs(&|j| ts(j.last.last_start)),
         ),
-        family(
+        Family::new(
             "backupkit_job_last_run_success",
             "gauge",
             "1 if the job's last run succeeded, 0 if it failed or was incomplete.",
             jobs(&|j| ok(j.last.last_result.as_deref())),
         ),
-        family(
+        Family::new(
             "backupkit_job_last_run_duration_seconds",
             "gauge",
             "How long the job's last run took.",
             jobs(&|j| j.last.last_end.map(|_| j.last.seconds)),
         ),
-        family(
+        Family::new(
             "backupkit_job_last_run_bytes",
             "gauge",
             "Bytes the job's last run stored or transferred.",
             jobs(&|j| j.last.last_end.map(|_| j.last.bytes as f64)),
         ),
-        family(
+        Family::new(
             "backupkit_job_last_run_files",
             "gauge",
             "Files the job's last run stored or transferred.",
             jobs(&|j| j.last.last_end.map(|_| j.last.files as f64)),
         ),
-        family(
+        Family::new(
             "backupkit_job_runs_total",
             "counter",
             "Runs of the job recorded.",
             jobs(&|j| Some(j.last.runs as f64)),
         ),
-        family(
+        Family::new(
             "backupkit_job_failures_total",
             "counter",
             "Runs of the job that failed.",
             jobs(&|j| Some(j.last.failures as f64)),
         ),
-        family(
+        Family::new(
             "backupkit_job_running",
             "gauge",
             "1 while the job runs.",
             jobs(&|j| Some(flag(j.state == "running"))),
         ),
-        family(
+        Family::new(
             "backupkit_job_overdue",
             "gauge",
             "1 when the job has had no success for three times its interval.",
             jobs(&|j| Some(flag(j.overdue))),
         ),
-        family(
+        Family::new(
             "backupkit_job_next_run_timestamp_seconds",
             "gauge",
             "Unix time of the job's next scheduled run.",
@@ -334,63 +339,57 @@ fn device_families(s: &ServiceStatus) -> Vec<Family<'static>> {
             })
             .collect::<Vec<_>>()
     };
-    let family = |name, kind, help, samples| Family {
-        name,
-        kind,
-        help,
-        samples,
-    };
     let ran = |d: &DeviceView| d.device.last_result.is_some();
     vec![
-        family(
+        Family::new(
             "backupkit_device_last_success_timestamp_seconds",
             "gauge",
             "Unix time of the device's last successful pull.",
             devices(&|d| ts(d.device.last_success)),
         ),
-        family(
+        Family::new(
             "backupkit_device_last_run_success",
             "gauge",
             "1 if the device's last pull succeeded, 0 if not.",
             devices(&|d| ok(d.device.last_result.map(Outcome::as_str))),
         ),
-        family(
+        Family::new(
             "backupkit_device_up",
             "gauge",
             "0 when the device could not be reached (or stopped answering) on its last pull.",
             devices(&|d| Some(flag(d.device.state != DeviceState::Unreachable))),
         ),
-        family(
+        Family::new(
             "backupkit_device_last_run_duration_seconds",
             "gauge",
             "How long the device's last pull took.",
             devices(&|d| ran(d).then_some(d.device.seconds)),
         ),
-        family(
+        Family::new(
             "backupkit_device_last_run_bytes",
             "gauge",
             "Bytes the device's last pull transferred.",
             devices(&|d| ran(d).then_some(d.device.bytes as f64)),
         ),
-        family(
+        Family::new(
             "backupkit_device_last_run_files",
             "gauge",
             "Files the device's last pull transferred.",
             devices(&|d| ran(d).then_some(d.device.files as f64)),
         ),
-        family(
+        Family::new(
             "backupkit_device_runs_total",
             "counter",
             "Pulls of the device recorded.",
             devices(&|d| Some(d.device.runs as f64)),
         ),
-        family(
+        Family::new(
             "backupkit_device_failures_total",
             "counter",
             "Pulls of the device that failed.",
             devices(&|d| Some(d.device.failures as f64)),
         ),
-        family(
+        Family::new(
             "backupkit_device_overdue",
             "gauge",
             "1 when the device has had no successful pull for three times the job's interval.",

@@ -219,6 +219,19 @@ impl Fleet {
         (code(&o), v, stderr(&o))
     }
 
+    /// `pull fleet --json` started in the background, its output piped.
+    #[allow(clippy::unused_self)] // reads as `fleet.spawn_pull(..)`
+    fn spawn_pull(&self, config: &str) -> std::process::Child {
+        Command::new(BIN)
+            .args(["--config", config, "--json", "pull", "fleet"])
+            .env_remove("BACKUPKIT_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// The local copy of device `n`'s `kind`.
     fn local(&self, kind: &str, n: usize) -> PathBuf {
         self.env.path(&format!("local/{kind}/{}", etho_id(n)))
@@ -480,14 +493,7 @@ fn killed_stalled_and_off_devices_affect_only_themselves() {
     let config = f.config("      timeout: 3s\n      retries: 0\n      bwlimit: 2M\n");
     f.discover(&[1, 2, 3, 4]);
     f.proxies[3].set(DOWN);
-    let child = Command::new(BIN)
-        .args(["--config", &config, "--json", "pull", "fleet"])
-        .env_remove("BACKUPKIT_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = f.spawn_pull(&config);
     let started = std::time::Instant::now();
     // Wait until device 1 and 2 are in the middle of their videos.
     let partial = |n: usize| in_flight(&f.env.path("local/videos").join(etho_id(n)));
@@ -639,4 +645,33 @@ fn sigterm_during_a_pull_stops_within_the_bound() {
             );
         }
     }
+}
+
+/// A device that cannot be reached is tried again after a backoff: one
+/// that comes back within it is pulled in the same round.
+#[test]
+fn an_unreachable_device_is_tried_again_after_a_backoff() {
+    let Some(f) = Fleet::new("retry", 1, 10_000) else {
+        return;
+    };
+    f.discover(&[1]);
+    let config = f.config("      retries: 1\n");
+    f.proxies[0].set(DOWN);
+    let child = f.spawn_pull(&config);
+    // Back on during the 2 s backoff.
+    std::thread::sleep(Duration::from_secs(1));
+    f.proxies[0].set(UP);
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(
+        err.contains("attempt 1 did not finish; trying again in 2s"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(results_of(&v).iter().all(|(_, r)| r == "ok"), "{v}");
+    assert!(same_tree(
+        &f.device_dir(1).join("videos").join(etho_id(1)),
+        &f.local("videos", 1)
+    ));
 }

@@ -118,11 +118,7 @@ pub fn devices(ctx: &Context<'_>) -> (Vec<Device>, Option<String>) {
     match discover_now(ctx, discover) {
         Ok(found) => {
             let mut list = pull.devices.clone();
-            for d in found {
-                if !list.iter().any(|o| o.id == d.id) {
-                    list.push(d);
-                }
-            }
+            merge(&mut list, found);
             (ctx.log)(
                 Level::Info,
                 None,
@@ -138,14 +134,26 @@ pub fn devices(ctx: &Context<'_>) -> (Vec<Device>, Option<String>) {
                 None,
                 format!("{why}; pulling the devices known before"),
             );
-            let mut s = ctx.status.lock();
-            s.discovery_error = Some(why.clone());
-            let list = if s.list.is_empty() {
+            let known = ctx.status.lock().list.clone();
+            let list = if known.is_empty() {
+                // Nothing discovered yet: the config's devices, which the
+                // status then knows too.
+                ctx.status.set_list(pull.devices.clone(), false);
                 pull.devices.clone()
             } else {
-                s.list.clone()
+                known
             };
+            ctx.status.lock().discovery_error = Some(why.clone());
             (list, Some(why))
+        }
+    }
+}
+
+/// Adds the devices of `more` that `list` does not have yet.
+fn merge(list: &mut Vec<Device>, more: Vec<Device>) {
+    for d in more {
+        if !list.iter().any(|o| o.id == d.id) {
+            list.push(d);
         }
     }
 }
@@ -174,6 +182,12 @@ fn discover_now(ctx: &Context<'_>, discover: &crate::fleet::Discover) -> Result<
                 )));
             }
         }
+        if size.load(Ordering::Relaxed) > DISCOVERY_LIMIT {
+            return Err(Error::InvalidInput(format!(
+                "the discovery command printed more than {} MiB: {cmd}",
+                DISCOVERY_LIMIT >> 20
+            )));
+        }
         let text = out.into_inner().unwrap_or_else(PoisonError::into_inner);
         found.extend(parse_devices(&text, Some(discover))?);
     }
@@ -191,13 +205,9 @@ fn discover_now(ctx: &Context<'_>, discover: &crate::fleet::Discover) -> Result<
             DISCOVERY_LIMIT,
         )?;
         let text = String::from_utf8_lossy(&body);
-        for d in parse_devices(&text, Some(discover))
-            .map_err(|e| Error::InvalidInput(format!("{}: {e}", redact(url))))?
-        {
-            if !found.iter().any(|o: &Device| o.id == d.id) {
-                found.push(d);
-            }
-        }
+        let listed = parse_devices(&text, Some(discover))
+            .map_err(|e| Error::InvalidInput(format!("{}: {e}", redact(url))))?;
+        merge(&mut found, listed);
     }
     Ok(found)
 }
@@ -214,32 +224,12 @@ pub fn round(ctx: &Context<'_>, select: &Select) -> Result<Round> {
     let (list, discovery_error) = devices(ctx);
     let devices = selected_devices(&list, &select.devices)?;
     let bwlimit = ctx.pull.device_bwlimit(devices.len());
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<DeviceResult>>> = Mutex::new(vec![None; devices.len()]);
-    let workers = ctx.pull.concurrency.clamp(1, devices.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    if ctx.cancel.is_cancelled() {
-                        break;
-                    }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(d) = devices.get(i) else { break };
-                    let r = pull_device(ctx, d, &kinds, bwlimit, select.dry_run);
-                    results.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(r);
-                }
-            });
-        }
+    let results = crate::jobs::run::in_parallel(&devices, ctx.pull.concurrency, |d| {
+        (!ctx.cancel.is_cancelled()).then(|| pull_device(ctx, d, &kinds, bwlimit, select.dry_run))
     });
     ctx.cancel.check()?;
     Ok(Round {
-        devices: results
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner)
-            .into_iter()
-            .flatten()
-            .collect(),
+        devices: results,
         discovery_error,
     })
 }
@@ -282,11 +272,7 @@ fn selected_devices(list: &[Device], wanted: &[String]) -> Result<Vec<Device>> {
                 }
             )));
         }
-        for d in hits {
-            if !out.iter().any(|o: &Device| o.id == d.id) {
-                out.push(d.clone());
-            }
-        }
+        merge(&mut out, hits.into_iter().cloned().collect());
     }
     Ok(out)
 }

@@ -232,16 +232,6 @@ impl FleetStatus {
             f(d);
         }
     }
-
-    /// Every device as JSON, with the discovery's state.
-    pub fn view(&self) -> serde_json::Value {
-        let s = self.lock();
-        serde_json::json!({
-            "discovered": s.discovered.map(|(_, t)| t),
-            "discovery_error": s.discovery_error,
-            "devices": s.devices.values().collect::<Vec<_>>(),
-        })
-    }
 }
 
 /// The fleets of a config's pull jobs, by job name, kept across rounds (by

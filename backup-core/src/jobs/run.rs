@@ -1117,29 +1117,9 @@ impl JobRunner<'_> {
         dumps: &Dumps,
         spool: &Spool,
     ) -> Vec<DestinationResult> {
-        let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<Option<DestinationResult>>> = Mutex::new(vec![None; dests.len()]);
-        let workers = self.config.parallel.clamp(1, dests.len().max(1));
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(d) = dests.get(i) else { break };
-                        let r = self.destination(d, resolved, dumps, spool);
-                        results
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(r);
-                    }
-                });
-            }
-        });
-        results
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .into_iter()
-            .flatten()
-            .collect()
+        in_parallel(dests, self.config.parallel, |d| {
+            Some(self.destination(d, resolved, dumps, spool))
+        })
     }
 
     fn destination(
@@ -1604,6 +1584,38 @@ pub fn table(jobs: &[JobResult]) -> Vec<String> {
         }
     }
     columns(&rows)
+}
+
+/// Runs `f` on every item, at most `workers` at a time, taking the items
+/// in order; returns the results in the items' order, leaving out the
+/// `None`s (items skipped, as after a cancel).
+pub(crate) fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(&T) -> Option<R> + Sync,
+) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..workers.clamp(1, items.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    results
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = r;
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// A pull round as a job's destinations: one per device and kind

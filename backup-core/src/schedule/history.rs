@@ -108,16 +108,12 @@ impl History {
             .collect()
     }
 
-    /// Records the state of a pull job's devices and saves.
-    ///
-    /// # Errors
-    ///
-    /// The history could not be written.
-    pub fn set_devices(&mut self, job: &str, devices: Vec<(String, JobHistory)>) -> Result<()> {
+    /// Takes in the state of a pull job's devices (saved with the job's
+    /// next record).
+    pub fn set_devices(&mut self, job: &str, devices: Vec<(String, JobHistory)>) {
         for (id, h) in devices {
             self.jobs.insert(format!("{job}/{id}"), h);
         }
-        self.save()
     }
 
     /// Records that `job` started (so that a crash mid-run still counts

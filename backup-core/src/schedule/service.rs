@@ -66,11 +66,6 @@ pub struct RunRequest {
 }
 
 impl Service {
-    /// The live state of the pull jobs' devices.
-    pub fn fleets(&self) -> Arc<crate::fleet::status::Fleets> {
-        Arc::clone(&self.fleets)
-    }
-
     /// What the service shows (see [`Board::status`]).
     pub fn board(&self) -> Arc<Board> {
         Arc::clone(&self.board)
@@ -389,14 +384,7 @@ impl Service {
         self.running.remove(&done.job);
         self.planner.finished(&done.job);
         // `run` has said how it ended; the history keeps it.
-        let r = &done.record;
-        if let Err(e) = self.history.finished(&done.job, r) {
-            self.say(
-                Level::Warn,
-                Some(&done.job),
-                format!("cannot record the run: {}", crate::error_chain(&e)),
-            );
-        }
+        // A pull job's devices go into the same save as its run.
         if self
             .config
             .jobs
@@ -404,13 +392,14 @@ impl Service {
             .any(|j| j.name == done.job && j.pull.is_some())
         {
             let devices = self.fleets.get(&done.job).records();
-            if let Err(e) = self.history.set_devices(&done.job, devices) {
-                self.say(
-                    Level::Warn,
-                    Some(&done.job),
-                    format!("cannot record the devices: {}", crate::error_chain(&e)),
-                );
-            }
+            self.history.set_devices(&done.job, devices);
+        }
+        if let Err(e) = self.history.finished(&done.job, &done.record) {
+            self.say(
+                Level::Warn,
+                Some(&done.job),
+                format!("cannot record the run: {}", crate::error_chain(&e)),
+            );
         }
         self.publish();
     }
