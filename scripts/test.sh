@@ -67,7 +67,7 @@ if ! start_mariadb; then
   echo "MariaDB could not be started: its tests will be skipped" >&2
 fi
 
-step "services: S3 (moto), Azure Blob (Azurite), GCS (fake-gcs-server), sshd, rclone"
+step "services: S3 (moto), Azure Blob (Azurite), GCS (fake-gcs-server), sshd, rclone, SMB (Samba)"
 # Each on 127.0.0.1, installed when missing, exporting BACKUPKIT_TEST_*;
 # stopped when this script exits.
 if ! start_remote_services; then

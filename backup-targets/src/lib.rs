@@ -17,6 +17,8 @@ pub mod rclone;
 pub mod rclone_tree;
 #[cfg(feature = "sftp")]
 pub mod sftp;
+#[cfg(feature = "smb")]
+pub mod smb;
 #[cfg(any(feature = "sftp", feature = "rclone"))]
 mod way;
 

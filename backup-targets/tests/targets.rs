@@ -1747,3 +1747,294 @@ mod rclone {
         );
     }
 }
+
+/// backupkit's SMB client against the Samba server of `scripts/services.sh`
+/// (encryption `desired`, a writable and a read-only share).
+#[cfg(feature = "smb")]
+mod smb_client {
+    use std::io::{self, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use backup_targets::smb::{CREATE, Config, Encryption, OPEN_IF, OVERWRITE_IF, Open, Share};
+
+    use super::{service, unique_prefix as unique};
+
+    const VARS: &[&str] = &[
+        "BACKUPKIT_TEST_SMB_PORT",
+        "BACKUPKIT_TEST_SMB_PASSWORD",
+        "BACKUPKIT_TEST_SMB_DIR",
+    ];
+
+    fn config(v: &[String], share: &str) -> Config {
+        Config {
+            host: "127.0.0.1".into(),
+            port: v[0].parse().unwrap(),
+            share: share.into(),
+            domain: String::new(),
+            user: std::env::var("BACKUPKIT_TEST_SMB_USER")
+                .unwrap_or_else(|_| "backupkit-smb".into()),
+            password: v[1].clone(),
+            timeout: Duration::from_secs(10),
+            encryption: Encryption::Auto,
+        }
+    }
+
+    fn pattern(len: usize, seed: u32) -> Vec<u8> {
+        (0..len)
+            .map(|i| (u32::try_from(i).unwrap().wrapping_mul(2_654_435_761) ^ seed) as u8)
+            .collect()
+    }
+
+    fn write_file(s: &mut Share, path: &str, disposition: u32, data: &[u8]) -> io::Result<()> {
+        let h = s.open(path, Open::write(disposition))?;
+        let mut src = data;
+        let written = s.write_from(h, 0, &mut src);
+        s.close(h)?;
+        assert_eq!(written? as usize, data.len());
+        Ok(())
+    }
+
+    fn read_file(s: &mut Share, path: &str) -> Vec<u8> {
+        let h = s.open(path, Open::read()).unwrap();
+        let mut out = Vec::new();
+        s.read_into(h, 0, h.size, &mut out).unwrap();
+        s.close(h).unwrap();
+        out
+    }
+
+    /// Every operation the targets use, with encryption (3.1.1, AES-GCM)
+    /// and with signing only; what the client wrote is checked on the
+    /// server's own disk.
+    #[test]
+    fn smb_client_file_operations() {
+        let Some(v) = service("smb_client_file_operations", VARS) else {
+            return;
+        };
+        for encryption in [Encryption::Auto, Encryption::Off] {
+            let mut s = Share::connect(&Config {
+                encryption,
+                ..config(&v, "backupkit")
+            })
+            .unwrap();
+            assert_eq!(s.dialect(), "3.1.1");
+            assert_eq!(s.is_encrypted(), encryption == Encryption::Auto);
+            let dir = unique(&format!("client-{encryption:?}"));
+            let local = std::path::Path::new(&v[2]).join(&dir);
+            let h = s.open(&dir, Open::directory(CREATE)).unwrap();
+            s.close(h).unwrap();
+            // Creating it again, exclusively, fails; OPEN_IF does not.
+            let err = s.open(&dir, Open::directory(CREATE)).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+            let h = s.open(&dir, Open::directory(OPEN_IF)).unwrap();
+            s.close(h).unwrap();
+
+            // A 20 MiB file, written and read with requests in flight.
+            let big = pattern((20 << 20) + 12_345, 7);
+            write_file(&mut s, &format!("{dir}/big.tmp"), OVERWRITE_IF, &big).unwrap();
+            assert_eq!(std::fs::read(local.join("big.tmp")).unwrap(), big);
+            assert_eq!(read_file(&mut s, &format!("{dir}/big.tmp")), big);
+            // A read past the end returns what there is.
+            let h = s.open(&format!("{dir}/big.tmp"), Open::read()).unwrap();
+            let mut tail = Vec::new();
+            let n = s
+                .read_into(h, big.len() as u64 - 10, 1 << 20, &mut tail)
+                .unwrap();
+            s.close(h).unwrap();
+            assert_eq!((n, tail.as_slice()), (10, &big[big.len() - 10..]));
+
+            // Exclusive create.
+            write_file(&mut s, &format!("{dir}/lock"), CREATE, b"mine").unwrap();
+            let err = write_file(&mut s, &format!("{dir}/lock"), CREATE, b"theirs").unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+            assert_eq!(read_file(&mut s, &format!("{dir}/lock")), b"mine");
+
+            // Rename over an existing file replaces it in one step; without
+            // replace it is refused and both stay.
+            write_file(&mut s, &format!("{dir}/new.tmp"), CREATE, b"new").unwrap();
+            let h = s.open(&format!("{dir}/new.tmp"), Open::modify()).unwrap();
+            let err = s.rename(h, &format!("{dir}/lock"), false).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+            s.rename(h, &format!("{dir}/lock"), true).unwrap();
+            s.close(h).unwrap();
+            assert_eq!(std::fs::read(local.join("lock")).unwrap(), b"new");
+            assert!(!local.join("new.tmp").exists());
+
+            // Modification times keep 100 ns.
+            let mtime = UNIX_EPOCH + Duration::new(1_600_000_000, 123_456_700);
+            let h = s.open(&format!("{dir}/lock"), Open::modify()).unwrap();
+            s.set_mtime(h, backup_targets_filetime(mtime)).unwrap();
+            s.close(h).unwrap();
+            let info = s.stat(&format!("{dir}/lock")).unwrap();
+            assert_eq!(info.modified(), mtime);
+            assert_eq!(info.size, 3);
+            assert_eq!(
+                std::fs::metadata(local.join("lock"))
+                    .unwrap()
+                    .modified()
+                    .unwrap(),
+                mtime
+            );
+
+            // Listing, stat of what is missing, case-insensitive names.
+            let mut names: Vec<_> = s
+                .list(&dir)
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.name, e.info.size))
+                .collect();
+            names.sort();
+            assert_eq!(
+                names,
+                vec![
+                    ("big.tmp".to_string(), big.len() as u64),
+                    ("lock".to_string(), 3)
+                ]
+            );
+            let err = s.stat(&format!("{dir}/missing")).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+            assert!(err.to_string().contains("missing"), "{err}");
+            // Samba matches names without case on this (case-sensitive) disk:
+            // the mirror must probe, not trust the file system's flags.
+            assert_eq!(s.stat(&format!("{dir}/LOCK")).unwrap().size, 3);
+
+            // Delete: a non-empty directory is refused, then emptied and removed.
+            assert!(s.remove(&dir).is_err());
+            s.remove(&format!("{dir}/big.tmp")).unwrap();
+            s.remove(&format!("{dir}/lock")).unwrap();
+            s.remove(&dir).unwrap();
+            assert!(!local.exists());
+        }
+    }
+
+    fn backup_targets_filetime(t: SystemTime) -> u64 {
+        let d = t.duration_since(UNIX_EPOCH).unwrap();
+        116_444_736_000_000_000 + d.as_secs() * 10_000_000 + u64::from(d.subsec_nanos() / 100)
+    }
+
+    /// A wrong password, a share that does not exist and a read-only share
+    /// each fail with one clear message that never holds the password.
+    #[test]
+    fn smb_client_refusals() {
+        let Some(v) = service("smb_client_refusals", VARS) else {
+            return;
+        };
+        let wrong = Config {
+            password: "not-the-password".into(),
+            ..config(&v, "backupkit")
+        };
+        let err = Share::connect(&wrong).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("logon failure"), "{msg}");
+        assert!(!msg.contains("not-the-password"), "{msg}");
+        assert!(!format!("{wrong:?}").contains("not-the-password"));
+
+        let err = Share::connect(&config(&v, "no-such-share")).unwrap_err();
+        assert!(err.to_string().contains("no such share"), "{err}");
+
+        let mut ro = Share::connect(&config(&v, "readonly")).unwrap();
+        assert_eq!(
+            read_file(&mut ro, "README"),
+            b"a file the test user may read\n"
+        );
+        let err = write_file(&mut ro, "x", CREATE, b"x").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        assert!(!v[1].is_empty() && !err.to_string().contains(&v[1]));
+
+        let refused = Config {
+            port: free_port(),
+            timeout: Duration::from_secs(2),
+            ..config(&v, "backupkit")
+        };
+        let err = Share::connect(&refused).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// A share that stops answering mid-write fails the write within the
+    /// timeout (a proxy in front of Samba stops forwarding), and the
+    /// connection says it is broken.
+    #[test]
+    fn smb_client_stalled_server_times_out() {
+        let Some(v) = service("smb_client_stalled_server_times_out", VARS) else {
+            return;
+        };
+        let stall = Arc::new(AtomicBool::new(false));
+        let port = proxy(v[0].parse().unwrap(), Arc::clone(&stall));
+        let cfg = Config {
+            port,
+            timeout: Duration::from_secs(2),
+            ..config(&v, "backupkit")
+        };
+        let mut s = Share::connect(&cfg).unwrap();
+        let path = unique("stall.bin");
+        let data = pattern(32 << 20, 3);
+        let h = s.open(&path, Open::write(CREATE)).unwrap();
+        stall.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        let mut src = data.as_slice();
+        let err = s.write_from(h, 0, &mut src).unwrap_err();
+        let took = start.elapsed();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(err.to_string().contains("stopped answering"), "{err}");
+        assert!(
+            took < Duration::from_secs(4),
+            "gave up after {took:?}: {err}"
+        );
+        assert!(s.is_broken());
+        assert!(s.close(h).is_err());
+        // A new connection (the proxy forwarding again) cleans up.
+        stall.store(false, Ordering::SeqCst);
+        let mut s = Share::connect(&cfg).unwrap();
+        s.remove(&path).unwrap();
+    }
+
+    /// Forwards connections to Samba; while `stall` is set it forwards
+    /// nothing (bytes wait, as with a hung server).
+    fn proxy(target: u16, stall: Arc<AtomicBool>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let stall = Arc::clone(&stall);
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 65536];
+                        loop {
+                            while stall.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        port
+    }
+}
