@@ -59,6 +59,7 @@ const KNOWN_SCHEMES: &[(&str, &str)] = &[
     ("sftp", "sftp"),
     ("ssh", "sftp"),
     ("rclone", "rclone"),
+    ("smb", "smb"),
 ];
 
 /// Scheme name of plain local paths.
@@ -186,10 +187,10 @@ impl Registry {
     fn unavailable(&self, location: &str, tree: bool) -> Error {
         let scheme = Self::scheme_of(location);
         let what = if tree { "locations" } else { "repositories" };
-        if scheme == "smb" {
+        if scheme == "smb" && tree && self.schemes.contains_key(scheme) {
             return Error::Unsupported(
-                "smb:// shares are not reached directly by this backupkit yet: mount the share \
-                 and give its mount point as a local path"
+                "mirrors to and from smb:// shares are not available yet (snapshot repositories \
+                 are): mount the share and give its mount point as a local path"
                     .into(),
             );
         }
@@ -207,7 +208,7 @@ impl Registry {
                 if tree {
                     ", sftp://, ssh://, s3://, az://, gs:// or rclone:"
                 } else {
-                    ", sftp://, s3://, az://, gs:// or rclone:"
+                    ", sftp://, s3://, az://, gs://, smb:// or rclone:"
                 }
             )),
         }

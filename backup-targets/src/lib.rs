@@ -111,6 +111,8 @@ pub fn register(registry: &mut Registry) {
             )?) as Arc<dyn backup_core::tree::Tree>)
         });
     }
+    #[cfg(feature = "smb")]
+    smb::register(registry);
     #[cfg(feature = "sftp")]
     for scheme in ["sftp", "ssh"] {
         registry.register_scheme(scheme, |location, options| {

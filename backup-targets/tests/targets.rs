@@ -2038,3 +2038,107 @@ mod smb_client {
         port
     }
 }
+
+/// `smb://` repositories through backupkit's client, against Samba.
+#[cfg(feature = "smb")]
+mod smb {
+    use std::sync::Arc;
+
+    use backup_core::{Error, Target, TargetExt};
+
+    use super::{conformance, service, unique_prefix};
+
+    const VARS: &[&str] = &[
+        "BACKUPKIT_TEST_SMB_URL",
+        "BACKUPKIT_TEST_SMB_READONLY_URL",
+        "BACKUPKIT_TEST_SMB_DIR",
+    ];
+
+    fn open(location: &str, options: &[(&str, &str)]) -> backup_core::Result<Arc<dyn Target>> {
+        let mut all = vec![("password_env", "BACKUPKIT_TEST_SMB_PASSWORD")];
+        all.extend_from_slice(options);
+        super::open(location, &all)
+    }
+
+    #[test]
+    fn smb_target_conforms() {
+        let Some(v) = service("smb_target_conforms", VARS) else {
+            return;
+        };
+        let prefix = unique_prefix("conformance");
+        let t = open(&format!("{}/{prefix}", v[0]), &[]).unwrap();
+        assert_eq!(t.location(), format!("{}/{prefix}", v[0]));
+        conformance::run_all(&t);
+        // Nothing is left behind on the server's disk: no temporary files,
+        // no empty directories.
+        let left: Vec<_> = walkdir(&std::path::Path::new(&v[2]).join(&prefix));
+        assert!(left.iter().all(|p| !p.contains(".tmp-")), "{left:?}");
+    }
+
+    fn walkdir(dir: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                out.push(e.path().display().to_string());
+                if e.file_type().unwrap().is_dir() {
+                    out.extend(walkdir(&e.path()));
+                }
+            }
+        }
+        out
+    }
+
+    /// A wrong password fails at open, naming the location and not the
+    /// password; a read-only share can be read but every write is refused
+    /// as `PermissionDenied`.
+    #[test]
+    fn smb_target_permissions() {
+        let Some(v) = service("smb_target_permissions", VARS) else {
+            return;
+        };
+        let wrong = "wrong-password-123";
+        let err = super::open(
+            &format!("{}/x", v[0]),
+            &[("password_command", &format!("echo {wrong}"))],
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+        let text = backup_core::error_chain(&err);
+        assert!(
+            text.contains(&v[0]) && text.contains("logon failure"),
+            "{text}"
+        );
+        assert!(!text.contains(wrong), "{text}");
+
+        let ro = open(&v[1], &[]).unwrap();
+        assert_eq!(
+            ro.get_bytes("README").unwrap(),
+            b"a file the test user may read\n"
+        );
+        for (op, err) in [
+            ("put", ro.put_bytes("denied/x", b"1").unwrap_err()),
+            ("create_new", ro.create_new("lock", b"1").unwrap_err()),
+            ("delete", ro.delete("README").unwrap_err()),
+        ] {
+            assert!(
+                matches!(err, Error::PermissionDenied { .. }),
+                "{op}: {err:?}"
+            );
+            assert!(
+                backup_core::error_chain(&err).contains(&v[1]),
+                "{op}: {err}"
+            );
+        }
+        assert!(matches!(
+            ro.get("missing").map(|_| ()).unwrap_err(),
+            Error::NotFound { .. }
+        ));
+
+        let err = super::open(&v[0], &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("no password for the SMB user")
+                || std::env::var_os("SMB_PASSWORD").is_some(),
+            "{err}"
+        );
+    }
+}

@@ -572,7 +572,7 @@ fn seed_000_backups_section_works_as_written() {
     let err = stderr(&o);
     assert_eq!(code(&o), 2, "{err}");
     assert!(
-        err.contains("smb:// shares are not reached directly"),
+        err.contains("mirrors to and from smb:// shares are not available yet"),
         "{err}"
     );
     assert!(err.contains("mount the share"), "{err}");

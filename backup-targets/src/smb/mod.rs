@@ -11,8 +11,18 @@ mod conn;
 mod crypto;
 mod ntlm;
 mod ops;
+mod target;
 mod wire;
 
 pub use conn::{CREATE, OPEN, OPEN_IF, OVERWRITE_IF};
 pub use conn::{Config, Encryption, Entry, Handle, Info, Share};
 pub use ops::Open;
+pub use target::{DEFAULT_TIMEOUT, Location, SmbTarget};
+
+/// Registers `smb://` repositories.
+pub fn register(registry: &mut backup_core::Registry) {
+    registry.register_scheme("smb", |location, options| {
+        Ok(std::sync::Arc::new(SmbTarget::open(location, options)?)
+            as std::sync::Arc<dyn backup_core::Target>)
+    });
+}

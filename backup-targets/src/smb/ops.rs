@@ -15,6 +15,7 @@ use super::wire::{HEADER_LEN, Reader, Writer, command, from_utf16, status, utf16
 const FILE_DIRECTORY_INFORMATION: u8 = 0x01;
 const FILE_BASIC_INFORMATION: u8 = 0x04;
 const FILE_RENAME_INFORMATION: u8 = 0x0A;
+const FILE_LINK_INFORMATION: u8 = 0x0B;
 const FILE_DISPOSITION_INFORMATION: u8 = 0x0D;
 const FILE_NETWORK_OPEN_INFORMATION: u8 = 0x22;
 const INFO_FILE: u8 = 1;
@@ -419,6 +420,20 @@ impl Share {
             .u32(u32::try_from(name.len()).unwrap_or(0))
             .bytes(&name);
         self.set_info(h, FILE_RENAME_INFORMATION, &b.buf, "rename")
+            .map_err(|e| io::Error::new(e.kind(), format!("{e} (to {to})")))
+    }
+
+    /// Gives an open file a second name, `to`; fails with `AlreadyExists`
+    /// if `to` exists (the exclusive create of locks).
+    pub fn link(&mut self, h: Handle, to: &str) -> io::Result<()> {
+        let name = utf16(&smb_path(to));
+        let mut b = Writer::with_capacity(24 + name.len());
+        b.u8(0)
+            .zeros(7)
+            .u64(0)
+            .u32(u32::try_from(name.len()).unwrap_or(0))
+            .bytes(&name);
+        self.set_info(h, FILE_LINK_INFORMATION, &b.buf, "link")
             .map_err(|e| io::Error::new(e.kind(), format!("{e} (to {to})")))
     }
 
