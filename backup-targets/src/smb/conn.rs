@@ -555,7 +555,7 @@ impl Share {
         };
         while self.credits < u32::from(charge) {
             // Wait for any answer in flight to bring credits.
-            if self.stash.is_empty() && !self.in_flight() {
+            if !self.in_flight() {
                 return Err(io::Error::other(format!(
                     "the SMB server {} granted no credits",
                     self.server

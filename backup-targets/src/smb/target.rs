@@ -455,6 +455,7 @@ impl Target for SmbTarget {
             shown: self.shown(key),
             buf: Vec::with_capacity(STREAM_BUFFER),
             offset: 0,
+            renamed: false,
         }))
     }
 
@@ -609,6 +610,8 @@ struct SmbWriter {
     shown: String,
     buf: Vec<u8>,
     offset: u64,
+    /// The temporary file has taken the key's name.
+    renamed: bool,
 }
 
 impl SmbWriter {
@@ -645,6 +648,9 @@ impl ObjectWriter for SmbWriter {
             let share = self.share.as_mut().expect("present until drop");
             share.flush(self.handle)?;
             share.rename(self.handle, &self.path, true)?;
+            // From here on the handle names the object at its key: a failed
+            // close must not delete it.
+            self.renamed = true;
             share.close(self.handle)
         });
         if let Err(e) = result {
@@ -661,8 +667,14 @@ impl Drop for SmbWriter {
     fn drop(&mut self) {
         // Not committed (or the commit failed): the temporary file goes.
         if let Some(mut share) = self.share.take() {
+            // A broken connection's handles are closed by the server (a
+            // temporary file left is swept later).
             if !share.is_broken() {
-                discard(&mut share, self.handle);
+                if self.renamed {
+                    let _ = share.close(self.handle);
+                } else {
+                    discard(&mut share, self.handle);
+                }
             }
             self.pool.give(share);
         }
