@@ -620,8 +620,10 @@ fn sigterm_during_a_pull_stops_within_the_bound() {
     assert_eq!(code, 200, "{body}");
     let d: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(d["state"], "running", "{d}");
+    // The transfer shown is the device's current kind's: the results kind
+    // may already be at 100% while the videos' plan is being made.
     let percent = d["transfer"]["percent"].as_f64().unwrap();
-    assert!((0.0..100.0).contains(&percent), "{d}");
+    assert!((0.0..=100.0).contains(&percent), "{d}");
     assert!(d["transfer"]["bytes_planned"].as_u64().unwrap() > 0, "{d}");
     let asked = std::time::Instant::now();
     signal_after(&child, 0, "-TERM");
