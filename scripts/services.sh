@@ -452,7 +452,7 @@ _svc_alive() {
 # or naming it in its arguments (guards against a reused pid).
 _svc_pid_in_dir() {
   [ "$(readlink "/proc/$1/cwd" 2>/dev/null)" = "$2" ] && return 0
-  tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qF "$2"
+  tr '\0' '\n' 2>/dev/null <"/proc/$1/cmdline" | grep -qF "$2"
 }
 
 # Makes a service directory for $1 and prints it.
@@ -1129,7 +1129,10 @@ EOF
   printf '%s\n%s\n' "$password" "$password" |
     smbpasswd -c "$dir/smb.conf" -s -a "$user" >"$dir/smbpasswd.log" 2>&1 ||
     { _svc_fail "smbpasswd could not add $user:" "$dir/smbpasswd.log"; return 1; }
-  _svc_spawn "$dir" smbd.out smbd --foreground --no-process-group --debug-stdout -s "$dir/smb.conf"
+  # smbd keeps its own process group: when it stops it signals its whole
+  # group (kill(0, SIGTERM)), which with --no-process-group took this
+  # script down with it.
+  _svc_spawn "$dir" smbd.out smbd --foreground --debug-stdout -s "$dir/smb.conf"
   pid=$backupkit_svc_pid
   _svc_wait "$pid" 150 smbclient -s "$dir/smb.conf" -p "$port" -U "$user%$password" \
     //127.0.0.1/backupkit -c ls && _svc_alive "$pid" ||
