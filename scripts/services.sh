@@ -1056,13 +1056,14 @@ install_samba() {
 }
 
 # Starts a throwaway Samba server (its own smb.conf, password database and
-# state, in a temporary directory) on 127.0.0.1 with a user and two shares:
-# `backupkit` (writable) and `readonly` (the user may read, not write).
+# state, in a temporary directory) on 127.0.0.1 with a user and three
+# shares: `backupkit` (writable), `readonly` (the user may read, not write)
+# and `exact` (writable, with case-sensitive names).
 # Encryption is `desired`: offered, and used by clients that support it.
 # Needs root (smbd changes to the user for each connection); exports
 # BACKUPKIT_TEST_SMB_URL (smb://USER@127.0.0.1:PORT/backupkit),
-# _SMB_READONLY_URL, _SMB_PASSWORD, _SMB_DIR (the writable share's
-# directory, for tests that look behind the server) and _SMB_PORT.
+# _SMB_READONLY_URL, _SMB_EXACT_URL, _SMB_PASSWORD, _SMB_DIR (the writable
+# share's directory, for tests that look behind the server) and _SMB_PORT.
 start_samba() {
   if [ -n "${BACKUPKIT_TEST_SMB_URL:-}" ]; then
     [ -n "$backupkit_smb_dir" ] || _services_log "using the SMB server in BACKUPKIT_TEST_SMB_URL"
@@ -1086,9 +1087,9 @@ start_samba() {
   backupkit_smb_dir=$dir
   trap _services_stop_all EXIT
   chmod 755 "$dir"
-  mkdir -p "$dir/share" "$dir/readonly" "$dir/private" "$dir/lock" "$dir/state" \
+  mkdir -p "$dir/share" "$dir/readonly" "$dir/exact" "$dir/private" "$dir/lock" "$dir/state" \
     "$dir/cache" "$dir/run" "$dir/log"
-  chown "$user:" "$dir/share"
+  chown "$user:" "$dir/share" "$dir/exact"
   echo "a file the test user may read" >"$dir/readonly/README"
   password=$(od -An -N 12 -tx1 /dev/urandom | tr -d ' \n')
   cat >"$dir/smb.conf" <<EOF
@@ -1123,6 +1124,11 @@ start_samba() {
   path = $dir/readonly
   read only = yes
   valid users = $user
+[exact]
+  path = $dir/exact
+  read only = no
+  valid users = $user
+  case sensitive = yes
 EOF
   testparm -s "$dir/smb.conf" >"$dir/testparm.log" 2>&1 ||
     { _svc_fail "Samba rejects its configuration:" "$dir/testparm.log"; return 1; }
@@ -1139,6 +1145,7 @@ EOF
     { _svc_fail "Samba is not ready on 127.0.0.1:$port:" "$dir/smbd.out"; return 1; }
   export BACKUPKIT_TEST_SMB_URL="smb://$user@127.0.0.1:$port/backupkit"
   export BACKUPKIT_TEST_SMB_READONLY_URL="smb://$user@127.0.0.1:$port/readonly"
+  export BACKUPKIT_TEST_SMB_EXACT_URL="smb://$user@127.0.0.1:$port/exact"
   export BACKUPKIT_TEST_SMB_PASSWORD="$password"
   export BACKUPKIT_TEST_SMB_DIR="$dir/share"
   export BACKUPKIT_TEST_SMB_PORT="$port"
@@ -1149,7 +1156,8 @@ stop_samba() {
   local dir=$backupkit_smb_dir
   [ -n "$dir" ] || return 0
   backupkit_smb_dir=""
-  unset BACKUPKIT_TEST_SMB_URL BACKUPKIT_TEST_SMB_READONLY_URL BACKUPKIT_TEST_SMB_PASSWORD \
+  unset BACKUPKIT_TEST_SMB_URL BACKUPKIT_TEST_SMB_READONLY_URL BACKUPKIT_TEST_SMB_EXACT_URL \
+    BACKUPKIT_TEST_SMB_PASSWORD \
     BACKUPKIT_TEST_SMB_DIR BACKUPKIT_TEST_SMB_PORT
   _svc_stop_dir "$dir"
 }

@@ -187,13 +187,6 @@ impl Registry {
     fn unavailable(&self, location: &str, tree: bool) -> Error {
         let scheme = Self::scheme_of(location);
         let what = if tree { "locations" } else { "repositories" };
-        if scheme == "smb" && tree && self.schemes.contains_key(scheme) {
-            return Error::Unsupported(
-                "mirrors to and from smb:// shares are not available yet (snapshot repositories \
-                 are): mount the share and give its mount point as a local path"
-                    .into(),
-            );
-        }
         match KNOWN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
             Some((_, feature)) if !self.schemes.contains_key(scheme) => Error::Unsupported(
                 format!("{scheme}:// {what}: this backupkit was built without feature `{feature}`"),
@@ -206,7 +199,7 @@ impl Registry {
                 "unknown {} scheme {scheme:?} (expected a local path{})",
                 if tree { "location" } else { "repository" },
                 if tree {
-                    ", sftp://, ssh://, s3://, az://, gs:// or rclone:"
+                    ", sftp://, ssh://, s3://, az://, gs://, smb:// or rclone:"
                 } else {
                     ", sftp://, s3://, az://, gs://, smb:// or rclone:"
                 }

@@ -2042,8 +2042,11 @@ mod smb_client {
 /// `smb://` repositories through backupkit's client, against Samba.
 #[cfg(feature = "smb")]
 mod smb {
+    use std::io::Write;
     use std::sync::Arc;
+    use std::time::{Duration, UNIX_EPOCH};
 
+    use backup_core::tree::FileAttrs;
     use backup_core::{Error, Target, TargetExt};
 
     use super::{conformance, service, unique_prefix};
@@ -2073,6 +2076,156 @@ mod smb {
         // no empty directories.
         let left: Vec<_> = walkdir(&std::path::Path::new(&v[2]).join(&prefix));
         assert!(left.iter().all(|p| !p.contains(".tmp-")), "{left:?}");
+    }
+
+    fn open_tree(location: &str) -> Arc<dyn backup_core::tree::Tree> {
+        super::open_tree(location, &[("password_env", "BACKUPKIT_TEST_SMB_PASSWORD")])
+    }
+
+    /// The mirror conformance suite; behind the server, the file carries
+    /// the asked-for mtime to 100 ns and no temporary file is left.
+    #[test]
+    fn smb_tree_conforms() {
+        let Some(v) = service("smb_tree_conforms", VARS) else {
+            return;
+        };
+        let prefix = unique_prefix("tree");
+        let base = format!("{}/{prefix}", v[0]);
+        super::trees::run_all(&|sub: &str| {
+            open_tree(&if sub.is_empty() {
+                base.clone()
+            } else {
+                format!("{base}/{sub}")
+            })
+        });
+        let tree = open_tree(&base);
+        let caps = tree.caps();
+        assert_eq!(caps.mtime_precision, Duration::from_nanos(100));
+        assert!(caps.case_insensitive, "Samba matches names in any case");
+        assert!(!caps.symlinks && !caps.modes && caps.dirs);
+        let mut w = tree
+            .write(
+                "stamp/x.csv",
+                FileAttrs {
+                    mtime_ns: Some(1_700_000_000_123_456_789),
+                    mode: None,
+                },
+            )
+            .unwrap();
+        w.write_all(b"x").unwrap();
+        w.commit().unwrap();
+        tree.set_dir_mtime("stamp", 1_600_000_000_987_654_321)
+            .unwrap();
+        let disk = std::path::Path::new(&v[2]).join(&prefix);
+        let mtime = |p: &str| std::fs::metadata(disk.join(p)).unwrap().modified().unwrap();
+        assert_eq!(
+            mtime("stamp/x.csv"),
+            UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_700)
+        );
+        assert_eq!(
+            mtime("stamp"),
+            UNIX_EPOCH + Duration::new(1_600_000_000, 987_654_300)
+        );
+        let left = walkdir(&disk);
+        assert!(left.iter().all(|p| !p.contains(".tmp-")), "{left:?}");
+    }
+
+    /// A mirror into the share refuses names that differ only in case (on a
+    /// share with case-sensitive names it copies both) and skips symlinks
+    /// with a warning; a mirror back out of the share gives the same files
+    /// with the same mtimes.
+    #[test]
+    fn smb_mirrors_both_ways_detecting_case_and_skipping_symlinks() {
+        let mut vars = VARS.to_vec();
+        vars.push("BACKUPKIT_TEST_SMB_EXACT_URL");
+        let Some(v) = service(
+            "smb_mirrors_both_ways_detecting_case_and_skipping_symlinks",
+            &vars,
+        ) else {
+            return;
+        };
+        let src = tempfile::tempdir().unwrap();
+        let at = |p: &str| src.path().join(p);
+        std::fs::create_dir_all(at("runs/deep")).unwrap();
+        std::fs::write(at("Data.csv"), "upper").unwrap();
+        std::fs::write(at("data.csv"), "lower").unwrap();
+        std::fs::write(at("runs/deep/trace.bin"), vec![3u8; 3 << 20]).unwrap();
+        std::os::unix::fs::symlink("Data.csv", at("link.csv")).unwrap();
+        let when = UNIX_EPOCH + Duration::new(1_650_000_000, 555_555_555);
+        std::fs::File::options()
+            .write(true)
+            .open(at("runs/deep/trace.bin"))
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        let hashers = {
+            let mut reg = super::registry();
+            backup_archive::register(&mut reg);
+            reg.hashers().unwrap()
+        };
+        let run = |from: Arc<dyn backup_core::tree::Tree>, to: &dyn backup_core::tree::Tree| {
+            let sources = backup_core::mirror::sources_for(vec![from]).unwrap();
+            backup_core::mirror::mirror(
+                &sources,
+                to,
+                &backup_core::mirror::MirrorOptions {
+                    verify: Some(backup_core::mirror::VerifyMode::Checksum),
+                    ..backup_core::mirror::MirrorOptions::default()
+                },
+                hashers.as_ref(),
+                &backup_core::NoProgress,
+                &backup_core::Cancel::new(),
+            )
+            .unwrap()
+        };
+        let local = || -> Arc<dyn backup_core::tree::Tree> {
+            Arc::new(backup_targets::LocalTree::new(src.path()).unwrap())
+        };
+        let prefix = unique_prefix("both-ways");
+        let share = open_tree(&format!("{}/{prefix}", v[0]));
+        let pushed = run(local(), share.as_ref());
+        assert_eq!(pushed.copied, 2, "{pushed:?}");
+        assert_eq!(pushed.failed.len(), 1, "{pushed:?}");
+        assert_eq!(pushed.failed[0].path, "data.csv");
+        assert!(pushed.failed[0].message.contains("case"), "{pushed:?}");
+        assert!(
+            pushed
+                .notices
+                .iter()
+                .any(|n| n.path == "link.csv" && n.message.contains("symlink")),
+            "{pushed:?}"
+        );
+        let disk = std::path::Path::new(&v[2]).join(&prefix);
+        assert_eq!(std::fs::read(disk.join("Data.csv")).unwrap(), b"upper");
+        assert!(!disk.join("link.csv").exists());
+
+        let exact = open_tree(&format!("{}/{prefix}", v[3]));
+        assert!(
+            !exact.caps().case_insensitive,
+            "the share is case-sensitive"
+        );
+        let both = run(local(), exact.as_ref());
+        assert_eq!((both.copied, both.failed.len()), (3, 0), "{both:?}");
+
+        // And back out of the share, into an empty directory.
+        let back = tempfile::tempdir().unwrap();
+        let dest = backup_targets::LocalTree::new(back.path().join("copy")).unwrap();
+        let pulled = run(share, &dest);
+        assert_eq!((pulled.copied, pulled.failed.len()), (2, 0), "{pulled:?}");
+        let copy = back.path().join("copy");
+        assert_eq!(std::fs::read(copy.join("Data.csv")).unwrap(), b"upper");
+        assert_eq!(
+            std::fs::read(copy.join("runs/deep/trace.bin")).unwrap(),
+            vec![3u8; 3 << 20]
+        );
+        assert_eq!(
+            std::fs::metadata(copy.join("runs/deep/trace.bin"))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            UNIX_EPOCH + Duration::new(1_650_000_000, 555_555_500),
+            "the share's 100 ns mtime comes back"
+        );
     }
 
     fn walkdir(dir: &std::path::Path) -> Vec<String> {

@@ -133,6 +133,15 @@ pub struct Handle {
     pub attributes: u32,
 }
 
+impl Handle {
+    pub fn is_dir(&self) -> bool {
+        self.attributes & ATTR_DIRECTORY != 0
+    }
+    pub fn is_reparse_point(&self) -> bool {
+        self.attributes & ATTR_REPARSE_POINT != 0
+    }
+}
+
 /// A failure the server reported, with the operation and path.
 pub(crate) fn server_error(op: &str, path: &str, code: u32) -> io::Error {
     let what = if path.is_empty() {

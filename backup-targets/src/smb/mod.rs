@@ -12,17 +12,27 @@ mod crypto;
 mod ntlm;
 mod ops;
 mod target;
+mod tree;
 mod wire;
 
 pub use conn::{CREATE, OPEN, OPEN_IF, OVERWRITE_IF};
 pub use conn::{Config, Encryption, Entry, Handle, Info, Share};
 pub use ops::Open;
 pub use target::{DEFAULT_TIMEOUT, Location, SmbTarget};
+pub use tree::SmbTree;
 
-/// Registers `smb://` repositories.
+/// Registers `smb://` repositories and mirror trees, and the check of
+/// their options (which neither connects nor reads the password).
 pub fn register(registry: &mut backup_core::Registry) {
     registry.register_scheme("smb", |location, options| {
         Ok(std::sync::Arc::new(SmbTarget::open(location, options)?)
             as std::sync::Arc<dyn backup_core::Target>)
+    });
+    registry.register_tree("smb", |location, options| {
+        Ok(std::sync::Arc::new(SmbTree::open(location, options)?)
+            as std::sync::Arc<dyn backup_core::tree::Tree>)
+    });
+    registry.register_option_check("smb", |location, options, _| {
+        Location::check(location, options)
     });
 }

@@ -17,7 +17,9 @@ use backup_core::jobs::secret::Secret;
 use backup_core::target::{ObjectMeta, ObjectWriter, TMP_MARK, check_key, tmp_key};
 use backup_core::{Error, Result, Target, TargetOptions};
 
-use super::conn::{CREATE, Config, Encryption, Handle, OPEN_IF, Share};
+use super::conn::{
+    CREATE, Config, DIRECTORY_FILE, Encryption, Handle, OPEN_IF, OPEN_REPARSE_POINT, Share,
+};
 use super::ops::Open;
 
 /// Bytes a streamed write or read buffers (several requests in flight).
@@ -51,6 +53,20 @@ impl Location {
     /// A malformed location, an unknown option, a password in the URL, or
     /// no password anywhere.
     pub fn parse(location: &str, options: &TargetOptions) -> Result<Location> {
+        Self::parse_with(location, options, true)
+    }
+
+    /// Checks a location and its options as [`Location::parse`] does,
+    /// without reading the password (no variable, file or command).
+    ///
+    /// # Errors
+    ///
+    /// What [`Location::parse`] would give, but for the password.
+    pub fn check(location: &str, options: &TargetOptions) -> Result<()> {
+        Self::parse_with(location, options, false).map(|_| ())
+    }
+
+    fn parse_with(location: &str, options: &TargetOptions, resolve: bool) -> Result<Location> {
         let bad = |why: &str| {
             Error::InvalidInput(format!(
                 "bad SMB location {}: {why} (expected smb://[DOMAIN;]USER@HOST[:PORT]/SHARE/PATH)",
@@ -103,6 +119,7 @@ impl Location {
         }
         let (password, timeout, encryption) = parse_options(options, &mut domain)?;
         let password = match password {
+            _ if !resolve => String::new(),
             Some(secret) => secret
                 .resolve()
                 .map_err(|e| Error::InvalidInput(format!("the SMB password for {user}: {e}")))?,
@@ -320,12 +337,91 @@ impl SmbTarget {
         })
     }
 
-    fn shown(&self, key: &str) -> String {
-        format!("{}/{key}", self.location.shown())
+    pub(crate) fn shown(&self, key: &str) -> String {
+        if key.is_empty() {
+            self.location.shown()
+        } else {
+            format!("{}/{key}", self.location.shown())
+        }
     }
 
-    /// Makes the directories above `path` (share-relative), as `mkdir -p`.
-    fn make_parents(&self, share: &mut Share, path: &str) -> io::Result<()> {
+    pub(crate) fn location_ref(&self) -> &Location {
+        &self.location
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// A streamed write of a temporary file beside `path` (share-relative)
+    /// that replaces `path` at commit, with `mtime` (FILETIME) set on it.
+    pub(crate) fn writer(&self, path: &str, shown: String) -> Result<SmbWriter> {
+        let mut share = self.pool.take()?;
+        let opened = self.make_parents(&mut share, path).and_then(|()| {
+            let tmp = tmp_key(path);
+            share.open(&tmp, Open::write(CREATE))
+        });
+        let handle = match opened {
+            Ok(h) => h,
+            Err(e) => {
+                self.pool.give(share);
+                return Err(to_error("create", &shown, e));
+            }
+        };
+        Ok(SmbWriter {
+            pool: Arc::clone(&self.pool),
+            share: Some(share),
+            handle,
+            path: path.to_owned(),
+            shown,
+            buf: Vec::with_capacity(STREAM_BUFFER),
+            offset: 0,
+            mtime: None,
+            renamed: false,
+        })
+    }
+
+    /// A streamed read of the file at `path` (share-relative).
+    pub(crate) fn reader(&self, path: &str, shown: String) -> Result<SmbReader> {
+        let mut share = self.pool.take()?;
+        let handle = match share.open(path, Open::read()) {
+            Ok(h) if !h.is_dir() && !h.is_reparse_point() => h,
+            Ok(h) => {
+                let _ = share.close(h);
+                self.pool.give(share);
+                return Err(Error::NotFound {
+                    what: "file",
+                    path: shown,
+                });
+            }
+            Err(e) => {
+                self.pool.give(share);
+                return Err(to_error("open", &shown, e));
+            }
+        };
+        Ok(SmbReader {
+            pool: Arc::clone(&self.pool),
+            share: Some(share),
+            handle,
+            offset: 0,
+            buf: Vec::new(),
+            pos: 0,
+        })
+    }
+
+    /// Forgets the directories at and below `path` (share-relative), which
+    /// were removed.
+    pub(crate) fn forget_dirs(&self, path: &str) {
+        let below = format!("{path}/");
+        self.dirs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|d| d != path && !d.starts_with(&below));
+    }
+
+    /// Makes the directories above `path` (share-relative), as `mkdir -p`;
+    /// never through a symlink or junction (a reparse point).
+    pub(crate) fn make_parents(&self, share: &mut Share, path: &str) -> io::Result<()> {
         let Some((parent, _)) = path.rsplit_once('/') else {
             return Ok(());
         };
@@ -345,8 +441,22 @@ impl SmbTarget {
             if known.contains(&at) {
                 continue;
             }
-            let h = share.open(&at, Open::directory(OPEN_IF))?;
+            let h = share.open(
+                &at,
+                Open {
+                    options: DIRECTORY_FILE | OPEN_REPARSE_POINT,
+                    ..Open::directory(OPEN_IF)
+                },
+            )?;
             share.close(h)?;
+            if h.is_reparse_point() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{at} is a symlink or junction on the share: nothing is written through one"
+                    ),
+                ));
+            }
             known.insert(at.clone());
         }
         Ok(())
@@ -422,7 +532,7 @@ impl SmbTarget {
 }
 
 /// Deletes an unfinished temporary file (best effort: a leftover is swept).
-fn discard(share: &mut Share, h: Handle) {
+pub(crate) fn discard(share: &mut Share, h: Handle) {
     let _ = share.delete_on_close(h);
     let _ = share.close(h);
 }
@@ -434,29 +544,9 @@ impl Target for SmbTarget {
 
     fn put(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
         check_key(key)?;
-        let path = self.location.join(key);
-        let mut share = self.pool.take()?;
-        let opened = self.make_parents(&mut share, &path).and_then(|()| {
-            let tmp = tmp_key(&path);
-            share.open(&tmp, Open::write(CREATE)).map(|h| (h, tmp))
-        });
-        let (handle, _tmp) = match opened {
-            Ok(v) => v,
-            Err(e) => {
-                self.pool.give(share);
-                return Err(to_error("create", &self.shown(key), e));
-            }
-        };
-        Ok(Box::new(SmbWriter {
-            pool: Arc::clone(&self.pool),
-            share: Some(share),
-            handle,
-            path,
-            shown: self.shown(key),
-            buf: Vec::with_capacity(STREAM_BUFFER),
-            offset: 0,
-            renamed: false,
-        }))
+        Ok(Box::new(
+            self.writer(&self.location.join(key), self.shown(key))?,
+        ))
     }
 
     fn create_new(&self, key: &str, data: &[u8]) -> Result<()> {
@@ -475,31 +565,9 @@ impl Target for SmbTarget {
 
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>> {
         check_key(key)?;
-        let path = self.location.join(key);
-        let mut share = self.pool.take()?;
-        let handle = match share.open(&path, Open::read()) {
-            Ok(h) if h.attributes & super::conn::ATTR_DIRECTORY == 0 => h,
-            Ok(h) => {
-                let _ = share.close(h);
-                self.pool.give(share);
-                return Err(Error::NotFound {
-                    what: "object",
-                    path: self.shown(key),
-                });
-            }
-            Err(e) => {
-                self.pool.give(share);
-                return Err(to_error("open", &self.shown(key), e));
-            }
-        };
-        Ok(Box::new(SmbReader {
-            pool: Arc::clone(&self.pool),
-            share: Some(share),
-            handle,
-            offset: 0,
-            buf: Vec::new(),
-            pos: 0,
-        }))
+        Ok(Box::new(
+            self.reader(&self.location.join(key), self.shown(key))?,
+        ))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -565,7 +633,7 @@ impl Target for SmbTarget {
         self.pool
             .with(|share| {
                 let h = share.open(&path, Open::modify())?;
-                if h.attributes & super::conn::ATTR_DIRECTORY != 0 {
+                if h.is_dir() {
                     share.close(h)?;
                     return Err(io::ErrorKind::NotFound.into());
                 }
@@ -602,7 +670,7 @@ impl Target for SmbTarget {
 
 /// A put in progress: a temporary file, written in blocks of
 /// `STREAM_BUFFER`; nothing is at the key until `commit`.
-struct SmbWriter {
+pub(crate) struct SmbWriter {
     pool: Arc<Pool>,
     share: Option<Share>,
     handle: Handle,
@@ -610,6 +678,8 @@ struct SmbWriter {
     shown: String,
     buf: Vec<u8>,
     offset: u64,
+    /// The modification time (FILETIME) to set once the data is written.
+    pub(crate) mtime: Option<u64>,
     /// The temporary file has taken the key's name.
     renamed: bool,
 }
@@ -642,10 +712,19 @@ impl Write for SmbWriter {
     }
 }
 
-impl ObjectWriter for SmbWriter {
-    fn commit(mut self: Box<Self>) -> Result<()> {
+impl SmbWriter {
+    /// Writes what is buffered, sets the mtime, flushes and renames the
+    /// temporary file over the final name.
+    pub(crate) fn finish(&mut self) -> Result<()> {
         let result = self.drain().and_then(|()| {
-            let share = self.share.as_mut().expect("present until drop");
+            let share = self
+                .share
+                .as_mut()
+                .ok_or_else(|| io::Error::other("writer already finished"))?;
+            // After the last write, which would move it again.
+            if let Some(mtime) = self.mtime {
+                share.set_mtime(self.handle, mtime)?;
+            }
             share.flush(self.handle)?;
             share.rename(self.handle, &self.path, true)?;
             // From here on the handle names the object at its key: a failed
@@ -660,6 +739,12 @@ impl ObjectWriter for SmbWriter {
             self.pool.give(share);
         }
         Ok(())
+    }
+}
+
+impl ObjectWriter for SmbWriter {
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        self.finish()
     }
 }
 
@@ -682,7 +767,7 @@ impl Drop for SmbWriter {
 }
 
 /// A streamed get: reads ahead `STREAM_BUFFER` at a time.
-struct SmbReader {
+pub(crate) struct SmbReader {
     pool: Arc<Pool>,
     share: Option<Share>,
     handle: Handle,

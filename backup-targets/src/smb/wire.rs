@@ -300,6 +300,19 @@ pub(crate) mod filetime {
     pub fn now() -> u64 {
         from_system(SystemTime::now())
     }
+
+    /// Nanoseconds since the Unix epoch of a FILETIME.
+    pub fn to_unix_ns(ft: u64) -> i64 {
+        let ns = (i128::from(ft) - i128::from(UNIX_OFFSET)) * 100;
+        i64::try_from(ns).unwrap_or(if ns < 0 { i64::MIN } else { i64::MAX })
+    }
+
+    /// The FILETIME of nanoseconds since the Unix epoch, rounded down to
+    /// 100 ns (as the server stores it).
+    pub fn from_unix_ns(ns: i64) -> u64 {
+        let ft = i128::from(ns.div_euclid(100)) + i128::from(UNIX_OFFSET);
+        u64::try_from(ft.max(0)).unwrap_or(u64::MAX)
+    }
 }
 
 #[cfg(test)]
@@ -317,6 +330,13 @@ mod tests {
         assert_eq!(filetime::from_system(UNIX_EPOCH), 116_444_736_000_000_000);
         let before = UNIX_EPOCH - Duration::from_secs(86_400);
         assert_eq!(filetime::to_system(filetime::from_system(before)), before);
+        let ns = 1_700_000_000_123_456_789;
+        assert_eq!(
+            filetime::to_unix_ns(filetime::from_unix_ns(ns)),
+            1_700_000_000_123_456_700
+        );
+        assert_eq!(filetime::to_unix_ns(filetime::from_unix_ns(-150)), -200);
+        assert_eq!(filetime::from_unix_ns(0), 116_444_736_000_000_000);
     }
 
     #[test]
