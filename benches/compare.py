@@ -18,6 +18,10 @@ files; then, on that same data, times:
            no-change re-run, peak RSS); `--only-mirror-remote` mirrors to the
            test sshd (rsync and SFTP transports vs rsync -a over ssh) and to
            moto S3 (vs rclone sync)
+  smb:     backup and mirror to the test Samba share without a mount vs
+           smbclient (mput of the tree; tar | zstd put as one stream) and a
+           kernel CIFS mount with rsync -a where the kernel allows it
+           (`--only-smb`, under `BACKUPKIT_SERVICES=samba scripts/services.sh`)
   jobs:    `backupkit run` of a job with three destinations (local mirror,
            SFTP repository, rclone mirror) and a database, against each
            destination alone (`--only-jobs`, under scripts/services.sh)
@@ -585,6 +589,120 @@ def compare_mirror_remote(bk: Path, data: Path) -> None:
                    shell=True, check=False)
 
 
+def compare_smb(bk: Path, data: Path) -> None:
+    """Backup and mirror of `data` to the test Samba share, without a mount:
+    backupkit (its own SMB client) against smbclient (`mput` of the tree,
+    and a `tar | zstd` stream put as one file) and, where the kernel has
+    CIFS, a mount with `rsync -a`. A first copy and a no-change re-run.
+    Needs the services' BACKUPKIT_TEST_SMB_* variables."""
+    env = os.environ
+    need = ["BACKUPKIT_TEST_SMB_URL", "BACKUPKIT_TEST_SMB_PASSWORD", "BACKUPKIT_TEST_SMB_PORT",
+            "BACKUPKIT_TEST_SMB_DIR"]
+    missing = [v for v in need if not env.get(v)]
+    if missing:
+        sys.exit(f"compare: {missing[0]} is not set; run under "
+                 "`BACKUPKIT_SERVICES=samba scripts/services.sh python3 benches/compare.py --only-smb`")
+    url, port, disk = env["BACKUPKIT_TEST_SMB_URL"], env["BACKUPKIT_TEST_SMB_PORT"], Path(env["BACKUPKIT_TEST_SMB_DIR"])
+    user = url.removeprefix("smb://").split("@", 1)[0]
+    share = url.rsplit("/", 1)[1]
+    tag = f"smbbench-{os.getpid()}"
+    pw = "-o password_env=BACKUPKIT_TEST_SMB_PASSWORD"
+    # The password reaches smbclient through its environment (PASSWD), never
+    # a command line.
+    smbc = f"PASSWD=\"$BACKUPKIT_TEST_SMB_PASSWORD\" smbclient -p {port} -U {user} //127.0.0.1/{share}"
+
+    def mput(dest: str, same: bool = False) -> str:
+        prot = "--client-protection=encrypt " if same else ""
+        synced = f" && sync -f '{disk}'" if same else ""
+        return (f"{smbc} {prot}-c 'mkdir {dest}; cd {dest}; lcd {data}; prompt; recurse; mput *' >/dev/null"
+                f"{synced}")
+
+    def fresh(name: str) -> str:
+        shutil.rmtree(disk / name, ignore_errors=True)
+        return name
+
+    rows: list[tuple[str, float, float]] = []
+    for i in range(2):
+        for phase, repeat in (("first copy", False), ("no change", True)):
+            if phase == "first copy":
+                dirs = {k: fresh(f"{tag}-{k}-{i}") for k in ("bk", "mirror", "mput", "mput2", "tar", "tar2")}
+                subprocess.run(f"'{bk}' -q -r {url}/{dirs['bk']} {pw} init", shell=True, check=True)
+            cmds = {
+                "backup: backupkit (zstd)": f"'{bk}' -q -r {url}/{dirs['bk']} {pw} backup --compression zstd '{data}'",
+                "backup: tar | zstd -T0 -3 | smbclient put": (
+                    f"tar -C '{data.parent}' -cf - '{data.name}' | zstd -q -T0 -3 | "
+                    f"{smbc} -c 'mkdir {dirs['tar']}; put /dev/stdin {dirs['tar']}/data.tar.zst' >/dev/null"),
+                # The same guarantees as backupkit's: every message encrypted,
+                # the data on the server's disk before the command ends.
+                "backup: the same, encrypted + synced": (
+                    f"tar -C '{data.parent}' -cf - '{data.name}' | zstd -q -T0 -3 | "
+                    f"{smbc} --client-protection=encrypt -c 'mkdir {dirs['tar2']}; "
+                    f"put /dev/stdin {dirs['tar2']}/data.tar.zst' >/dev/null && "
+                    f"sync '{disk}/{dirs['tar2']}/data.tar.zst'"),
+                "mirror: backupkit": f"'{bk}' -q {pw} mirror '{data}' {url}/{dirs['mirror']}",
+                "mirror: smbclient mput (all again)": mput(dirs["mput"]),
+                "mirror: the same, encrypted + synced": mput(dirs["mput2"], same=True),
+            }
+            for tool, cmd in cmds.items():
+                subprocess.run(["sync"], check=True)
+                s, r = timed_once(cmd)
+                rows.append((f"{phase}: {tool} #{i}", s, r))
+    best: dict[str, tuple[float, float]] = {}
+    for name, s, r in rows:
+        key = name.rsplit(" #", 1)[0]
+        if key not in best or s < best[key][0]:
+            best[key] = (s, r)
+    # A kernel CIFS mount with rsync -a, where this machine can mount one.
+    mount_note = ""
+    has_cifs = "cifs" in Path("/proc/filesystems").read_text()
+    if not has_cifs:
+        mount_note = "kernel CIFS mount + rsync -a: skipped (this kernel has no cifs filesystem)"
+    elif os.geteuid() != 0:
+        mount_note = "kernel CIFS mount + rsync -a: skipped (mounting needs root)"
+    else:
+        mnt = WORK / "cifs-mnt"
+        mnt.mkdir(parents=True, exist_ok=True)
+        cred = WORK / "cifs-cred"
+        cred.write_text(f"username={user}\npassword={env['BACKUPKIT_TEST_SMB_PASSWORD']}\n")
+        cred.chmod(0o600)
+        ok = subprocess.run(["mount", "-t", "cifs", f"//127.0.0.1/{share}", str(mnt), "-o",
+                             f"port={port},credentials={cred}"], capture_output=True)
+        if ok.returncode != 0:
+            mount_note = f"kernel CIFS mount + rsync -a: skipped (mount failed: {ok.stderr.decode().strip()})"
+        else:
+            try:
+                dest = mnt / f"{tag}-rsync"
+                for phase in ("first copy", "no change"):
+                    s, r = timed_once(f"rsync -a '{data}/' '{dest}/'")
+                    best[f"{phase}: kernel mount + rsync -a"] = (s, r)
+            finally:
+                subprocess.run(["umount", str(mnt)], check=False)
+        cred.unlink()
+    size = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+    print(f"{'to the Samba share on 127.0.0.1 (best of 2)':<52} {'seconds':>8} {'MiB/s':>7} {'peak RSS':>9}")
+    for name, (s, r) in best.items():
+        print(f"{name:<52} {s:8.2f} {size / 2**20 / s:7.1f} {r:7.1f}MB")
+    if mount_note:
+        print(mount_note)
+    t = {k: v[0] for k, v in best.items()}
+    print("ratios (> 1.00x: backupkit is faster)")
+    for phase in ("first copy", "no change"):
+        print(f"  {phase:<11} backup backupkit vs tar|zstd|smbclient put : "
+              f"{t[f'{phase}: backup: tar | zstd -T0 -3 | smbclient put'] / t[f'{phase}: backup: backupkit (zstd)']:.2f}x   (target: at least 1x)")
+        print(f"  {phase:<11} backup backupkit vs it encrypted + synced  : "
+              f"{t[f'{phase}: backup: the same, encrypted + synced'] / t[f'{phase}: backup: backupkit (zstd)']:.2f}x")
+        print(f"  {phase:<11} mirror backupkit vs smbclient mput         : "
+              f"{t[f'{phase}: mirror: smbclient mput (all again)'] / t[f'{phase}: mirror: backupkit']:.2f}x   (target: at least 1x)")
+        print(f"  {phase:<11} mirror backupkit vs mput encrypted + synced: "
+              f"{t[f'{phase}: mirror: the same, encrypted + synced'] / t[f'{phase}: mirror: backupkit']:.2f}x")
+        if f"{phase}: kernel mount + rsync -a" in t:
+            print(f"  {phase:<11} mirror backupkit vs mount + rsync -a       : "
+                  f"{t[f'{phase}: kernel mount + rsync -a'] / t[f'{phase}: mirror: backupkit']:.2f}x")
+    print()
+    for p in disk.glob(f"{tag}-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def compare_jobs(bk: Path, data: Path, db_mb: int) -> None:
     """`backupkit run` of one job with three destinations (a local mirror,
     an SFTP snapshot repository and an rclone mirror) and an SQLite source,
@@ -892,6 +1010,8 @@ def main() -> None:
                     help="also mirror a generated tree of N 8-byte files (the issue's 1,000,000)")
     ap.add_argument("--only-mirror-remote", action="store_true",
                     help="run only the mirror comparison to the test sshd and moto S3 (under scripts/services.sh)")
+    ap.add_argument("--only-smb", action="store_true",
+                    help="run only the SMB comparison (under BACKUPKIT_SERVICES=samba scripts/services.sh)")
     ap.add_argument("--only-jobs", action="store_true",
                     help="run only `backupkit run` of a job with three destinations against each alone")
     ap.add_argument("--jobs-db-mb", type=int, default=100)
@@ -921,6 +1041,12 @@ def main() -> None:
         total = generate(data, args.files, args.video_mb)
         print(f"data: {args.files} CSV files, {args.video_mb} MB video; {total / 2**20:.0f} MiB\n")
         compare_jobs(bk, data, args.jobs_db_mb)
+        return
+    if args.only_smb:
+        data = WORK / "data"
+        total = generate(data, args.files, args.video_mb)
+        print(f"data: {args.files} CSV files, {args.video_mb} MB video; {total / 2**20:.0f} MiB\n")
+        compare_smb(bk, data)
         return
     if args.only_mirror_remote:
         data = WORK / "data"

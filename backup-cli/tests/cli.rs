@@ -2492,6 +2492,181 @@ fn kill_mid_push(ssh: &str, src: &Path, remote: &str, on_server: &Path) {
     }
 }
 
+/// The test Samba server's writable share, its password and its directory
+/// on this machine, if it runs.
+fn smb_vars() -> Option<Vec<String>> {
+    service_vars(
+        &[
+            "BACKUPKIT_TEST_SMB_URL",
+            "BACKUPKIT_TEST_SMB_PASSWORD",
+            "BACKUPKIT_TEST_SMB_DIR",
+        ],
+        "Samba (BACKUPKIT_TEST_SMB_*; scripts/services.sh)",
+    )
+}
+
+/// An SMB share as a repository from the command line, without a mount:
+/// backup, `check --read-data`, restore, `copy` out of it, `kill -9`
+/// mid-upload, and a wrong password.
+#[test]
+fn smb_repositories_from_the_command_line() {
+    let Some(v) = smb_vars() else {
+        return;
+    };
+    let env = Env::new();
+    let data = env.data();
+    fs::write(data.join("big.bin"), pseudo_random(24 << 20, 11)).unwrap();
+    let unique = format!("cli-{}", std::process::id());
+    let repo = format!("{}/{unique}/repo", v[0]);
+    let on_server = Path::new(&v[2]).join(&unique);
+    let pw = "password_env=BACKUPKIT_TEST_SMB_PASSWORD".to_owned();
+    let run = |args: &[&str]| {
+        let mut all = vec!["-r", repo.as_str(), "-o", pw.as_str()];
+        all.extend_from_slice(args);
+        env.run(&all)
+    };
+    assert_eq!(code(&run(&["init"])), 0);
+    let o = run(&["backup", data.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = run(&["check", "--read-data"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = env.path("out");
+    let o = run(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let restored = out.join(data.strip_prefix("/").unwrap());
+    assert_eq!(
+        fs::read(restored.join("big.bin")).unwrap(),
+        pseudo_random(24 << 20, 11)
+    );
+    // copy: out of the share into a local repository, which checks whole.
+    env.init();
+    let local = env.repo();
+    let o = env.run(&[
+        "copy",
+        "--from-repo",
+        &repo,
+        "--from-option",
+        &pw,
+        "--to-repo",
+        &local,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        env.snapshot_ids(),
+        ids_at(&env, &repo, &["-o".into(), pw.clone()])
+    );
+    let o = env.bk(&["check", "--read-data"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    kill_9_mid_upload_leaves_nothing_visible(
+        &env,
+        &repo,
+        &["-o".to_owned(), pw.clone()],
+        data.to_str().unwrap(),
+    );
+    let snapshots = on_server.join("repo/snapshots");
+    assert!(
+        walk_files(&snapshots)
+            .iter()
+            .all(|p| !p.to_string_lossy().contains(".tmp-")),
+        "later backups remove what killed ones left"
+    );
+
+    // A wrong password: one line, without the password.
+    let o = env.run(&[
+        "-r",
+        &repo,
+        "-o",
+        "password_command=echo not-the-password-42",
+        "snapshots",
+    ]);
+    assert_clean_error(&o, 1, "logon failure");
+    assert!(
+        !stderr(&o).contains("not-the-password-42"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = fs::remove_dir_all(&on_server);
+}
+
+/// A mirror into an SMB share from the command line, without a mount:
+/// killed once a temporary file shows there (nothing partial at a final
+/// name), finished, re-run without changes, and pulled back out.
+#[test]
+fn smb_mirrors_from_the_command_line() {
+    let Some(v) = smb_vars() else {
+        return;
+    };
+    let env = Env::new();
+    let unique = format!("cli-mirror-{}", std::process::id());
+    let on_server = Path::new(&v[2]).join(&unique);
+    let pw = "password_env=BACKUPKIT_TEST_SMB_PASSWORD".to_owned();
+    // A mirror into the share, killed once a temporary file shows there.
+    let src = env.path("src");
+    mirror_tree(&src, 40, 2, 8);
+    let s = src.to_str().unwrap();
+    let mirror = format!("{}/{unique}/mirror", v[0]);
+    let mirrored = on_server.join("mirror");
+    let mut child = Command::new(BIN)
+        .args(["-o", &pw, "mirror", s, &mirror])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline
+        && !(mirrored.exists()
+            && walk_files(&mirrored)
+                .iter()
+                .any(|p| p.to_string_lossy().contains(".tmp-")))
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let writing = std::time::Instant::now() < deadline;
+    signal_after(&child, 0, "-9");
+    child.wait().unwrap();
+    assert!(writing, "no temporary file showed on the share within 30 s");
+    assert_whole_or_temporary(&mirrored, &src, 0);
+    let o = env.run(&[
+        "-o", &pw, "--json", "mirror", "--verify", "checksum", s, &mirror,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["verify"]["hashed"], 42, "{summary}");
+    assert_eq!(assert_whole_or_temporary(&mirrored, &src, 0), 0);
+    let o = env.run(&["-o", &pw, "--json", "mirror", s, &mirror]);
+    let again: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (again["copied"].as_u64(), again["updated"].as_u64()),
+        (Some(0), Some(0)),
+        "{again}"
+    );
+    // Pulled back out of the share, the same files.
+    let back = env.path("back");
+    let o = env.run(&[
+        "--json",
+        "mirror",
+        "--source-option",
+        &pw,
+        &mirror,
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let pulled: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(pulled["copied"], 42, "{pulled}");
+    let o = env.run(&[
+        "mirror",
+        "--verify-only",
+        "--verify",
+        "checksum",
+        s,
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+
+    let _ = fs::remove_dir_all(&on_server);
+}
+
 /// The test sshd's ssh config, host and directory, if it runs.
 fn sshd_vars() -> Option<Vec<String>> {
     service_vars(

@@ -21,6 +21,18 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 MTIME_NS = 1_700_000_000_123_456_789
 
 
+
+def service_env(*names: str) -> os._Environ[str]:
+    """The environment, once every variable in `names` is set (by
+    scripts/services.sh); otherwise the test is skipped, or fails under
+    BACKUPKIT_REQUIRE_SERVICES=1."""
+    missing = [v for v in names if not os.environ.get(v)]
+    if missing:
+        if os.environ.get("BACKUPKIT_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{missing[0]} is not set and BACKUPKIT_REQUIRE_SERVICES=1")
+        pytest.skip(f"{missing[0]} is not set (run the tests through scripts/services.sh)")
+    return os.environ
+
 @pytest.fixture
 def repo(tmp_path: Path) -> backupkit.Repository:
     r = backupkit.Repository(tmp_path / "repo")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import backupkit
+from conftest import service_env
 
 
 def make_device(root: Path, n: int) -> Path:
@@ -76,13 +77,7 @@ def test_pull_selects_devices_and_kinds(tmp_path: Path) -> None:
 
 
 def test_pull_from_the_test_sshd(tmp_path: Path) -> None:
-    env = os.environ
-    need = ["BACKUPKIT_TEST_SFTP_URL", "BACKUPKIT_TEST_SSH_KEY", "BACKUPKIT_TEST_SFTP_DIR"]
-    missing = [k for k in need if not env.get(k)]
-    if missing:
-        if env.get("BACKUPKIT_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{missing[0]} is not set and BACKUPKIT_REQUIRE_SERVICES=1")
-        pytest.skip(f"{missing[0]} is not set (run the tests through scripts/services.sh)")
+    env = service_env("BACKUPKIT_TEST_SFTP_URL", "BACKUPKIT_TEST_SSH_KEY", "BACKUPKIT_TEST_SFTP_DIR")
     url = env["BACKUPKIT_TEST_SFTP_URL"]
     host = url.removeprefix("sftp://").split("/", 1)[0]
     remote = Path(env["BACKUPKIT_TEST_SFTP_DIR"]) / f"py-pull-{os.getpid()}"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import backupkit
-from conftest import restored
+from conftest import restored, service_env
 
 S3_VARS = (
     "BACKUPKIT_TEST_S3_ENDPOINT",
@@ -27,12 +27,7 @@ S3_VARS = (
 
 @pytest.fixture
 def s3_repo() -> backupkit.Repository:
-    missing = [v for v in S3_VARS if not os.environ.get(v)]
-    if missing:
-        if os.environ.get("BACKUPKIT_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{missing[0]} is not set and BACKUPKIT_REQUIRE_SERVICES=1")
-        pytest.skip(f"{missing[0]} is not set (run the tests through scripts/services.sh)")
-    env = os.environ
+    env = service_env(*S3_VARS)
     location = f"s3://{env['BACKUPKIT_TEST_S3_BUCKET']}/py-{os.getpid()}-{time.time_ns()}"
     repo = backupkit.Repository(
         location,
@@ -126,14 +121,8 @@ def test_copy_between_local_repositories(
 def test_sftp_and_rclone_repositories(
     repo: backupkit.Repository, source: Path, tmp_path: Path
 ) -> None:
-    env = os.environ
-    needed = ("BACKUPKIT_TEST_SSH_CONFIG", "BACKUPKIT_TEST_SSH_HOST", "BACKUPKIT_TEST_SFTP_DIR",
-              "BACKUPKIT_TEST_RCLONE_CONFIG", "BACKUPKIT_TEST_RCLONE_SFTP_REMOTE")
-    missing = [v for v in needed if not env.get(v)]
-    if missing:
-        if env.get("BACKUPKIT_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{missing[0]} is not set and BACKUPKIT_REQUIRE_SERVICES=1")
-        pytest.skip(f"{missing[0]} is not set (run the tests through scripts/services.sh)")
+    env = service_env("BACKUPKIT_TEST_SSH_CONFIG", "BACKUPKIT_TEST_SSH_HOST", "BACKUPKIT_TEST_SFTP_DIR",
+                      "BACKUPKIT_TEST_RCLONE_CONFIG", "BACKUPKIT_TEST_RCLONE_SFTP_REMOTE")
     unique = f"py-{os.getpid()}-{time.time_ns()}"
     sftp = backupkit.Repository(
         f"sftp://{env['BACKUPKIT_TEST_SSH_HOST']}{env['BACKUPKIT_TEST_SFTP_DIR']}/{unique}",
@@ -159,6 +148,20 @@ def test_sftp_and_rclone_repositories(
     assert sftp.snapshots() == []
 
 
+def mirror_there_and_back(source: Path, dest: str, options: dict[str, str], back: Path) -> None:
+    """Mirrors `source` into `dest`, a place that keeps no symlinks (the
+    link is skipped, with a note), re-runs it without changes, and pulls
+    it back into `back`, verified by content."""
+    first = backupkit.mirror(source, dest, options=options, verify="checksum")
+    assert first.copied == 4 and first.skipped == 1 and first.complete
+    assert [p for p, _ in first.notices] == ["link"]
+    again = backupkit.mirror(source, dest, options=options)
+    assert (again.copied, again.updated, again.unchanged) == (0, 0, 4)
+    pulled = backupkit.mirror(dest, back, source_options=options)
+    assert pulled.copied == 4
+    assert backupkit.verify_mirror(source, back, mode="checksum").hashed == 4
+
+
 def test_a_mirror_into_s3_and_back(s3_repo: backupkit.Repository, source: Path, tmp_path: Path) -> None:
     env = os.environ
     options = {
@@ -168,28 +171,13 @@ def test_a_mirror_into_s3_and_back(s3_repo: backupkit.Repository, source: Path, 
         "access_key_id": env["BACKUPKIT_TEST_S3_ACCESS_KEY_ID"],
         "secret_access_key": env["BACKUPKIT_TEST_S3_SECRET_ACCESS_KEY"],
     }
-    dest = f"{s3_repo.location}-mirror"
-    first = backupkit.mirror(source, dest, options=options, verify="checksum")
-    # The symlink cannot be kept in an object store: skipped, with a note.
-    assert first.copied == 4 and first.skipped == 1 and first.complete
-    assert [p for p, _ in first.notices] == ["link"]
-    again = backupkit.mirror(source, dest, options=options)
-    assert (again.copied, again.updated, again.unchanged) == (0, 0, 4)
     back = tmp_path / "back"
-    pulled = backupkit.mirror(dest, back, source_options=options)
-    assert pulled.copied == 4
-    assert backupkit.verify_mirror(source, back, mode="checksum").hashed == 4
+    mirror_there_and_back(source, f"{s3_repo.location}-mirror", options, back)
     assert (back / "a.txt").stat().st_mtime_ns == (source / "a.txt").stat().st_mtime_ns
 
 
 def test_a_mirror_to_an_ssh_host_and_back_goes_through_rsync(source: Path, tmp_path: Path) -> None:
-    env = os.environ
-    needed = ("BACKUPKIT_TEST_SSH_CONFIG", "BACKUPKIT_TEST_SSH_HOST", "BACKUPKIT_TEST_SFTP_DIR")
-    missing = [v for v in needed if not env.get(v)]
-    if missing:
-        if env.get("BACKUPKIT_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{missing[0]} is not set and BACKUPKIT_REQUIRE_SERVICES=1")
-        pytest.skip(f"{missing[0]} is not set (run the tests through scripts/services.sh)")
+    env = service_env("BACKUPKIT_TEST_SSH_CONFIG", "BACKUPKIT_TEST_SSH_HOST", "BACKUPKIT_TEST_SFTP_DIR")
     options = {"ssh_config": env["BACKUPKIT_TEST_SSH_CONFIG"], "transport": "rsync"}
     dest = f"sftp://{env['BACKUPKIT_TEST_SSH_HOST']}{env['BACKUPKIT_TEST_SFTP_DIR']}/py-mirror-{os.getpid()}"
     first = backupkit.mirror(source, dest, options=options, verify="checksum")
@@ -205,3 +193,36 @@ def test_a_mirror_to_an_ssh_host_and_back_goes_through_rsync(source: Path, tmp_p
     assert (back / "link").readlink() == Path("a.txt")
     by_sftp = backupkit.mirror(source, f"{dest}-sftp", options={**options, "transport": "sftp"})
     assert by_sftp.complete and (by_sftp.copied, by_sftp.transport) == (4, None)
+
+
+def test_an_smb_share_as_repository_and_mirror_without_a_mount(
+    repo: backupkit.Repository, source: Path, tmp_path: Path
+) -> None:
+    env = service_env("BACKUPKIT_TEST_SMB_URL", "BACKUPKIT_TEST_SMB_PASSWORD", "BACKUPKIT_TEST_SMB_DIR")
+    unique = f"py-{os.getpid()}-{time.time_ns()}"
+    base = f"{env['BACKUPKIT_TEST_SMB_URL']}/{unique}"
+    on_server = Path(env["BACKUPKIT_TEST_SMB_DIR"]) / unique
+    options = {"password_env": "BACKUPKIT_TEST_SMB_PASSWORD"}
+
+    # A repository on the share: backup, check every byte, copy out, restore.
+    smb = backupkit.Repository(f"{base}/repo", options=options)
+    smb.init()
+    snap = smb.backup(source)
+    assert snap is not None
+    assert smb.check(read_data=True).ok
+    assert smb.copy(repo).copied == [snap.id]
+    smb.restore(snap.id, tmp_path / "out")
+    out = restored(tmp_path / "out", source)
+    assert (out / "a.txt").read_text() == "hello backupkit\n"
+    assert not [p for p in on_server.rglob("*") if ".tmp-" in p.name]
+
+    # A mirror into the share and back out of it.
+    mirror_there_and_back(source, f"{base}/mirror", options, tmp_path / "back")
+    # The mtime is set on the share's file, to its 100 ns.
+    ns = (source / "a.txt").stat().st_mtime_ns
+    assert (on_server / "mirror" / "a.txt").stat().st_mtime_ns == ns // 100 * 100
+
+    # A wrong password: the logon failure, never the password.
+    with pytest.raises(backupkit.BackupError, match="logon failure") as err:
+        backupkit.Repository(f"{base}/repo", options={"password_command": "echo wrong-pw-77"}).snapshots()
+    assert "wrong-pw-77" not in str(err.value)

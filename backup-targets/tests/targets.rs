@@ -1977,6 +1977,8 @@ mod smb_client {
             ..config(&v, "backupkit")
         };
         let mut s = Share::connect(&cfg).unwrap();
+        // The pool's question to a connection that sat idle: answered.
+        s.echo().unwrap();
         let path = unique("stall.bin");
         let data = pattern(32 << 20, 3);
         let h = s.open(&path, Open::write(CREATE)).unwrap();
@@ -1993,10 +1995,59 @@ mod smb_client {
         );
         assert!(s.is_broken());
         assert!(s.close(h).is_err());
+        assert!(s.echo().is_err(), "a broken connection is never reused");
         // A new connection (the proxy forwarding again) cleans up.
         stall.store(false, Ordering::SeqCst);
         let mut s = Share::connect(&cfg).unwrap();
         s.remove(&path).unwrap();
+    }
+
+    /// A repository put that the server stops answering after its first
+    /// blocks fails within the timeout (the upload thread's failure reaches
+    /// the writer), and nothing is at the key.
+    #[test]
+    fn smb_put_to_a_stalled_server_fails_within_the_timeout() {
+        let Some(v) = service("smb_put_to_a_stalled_server_fails_within_the_timeout", VARS) else {
+            return;
+        };
+        let stall = Arc::new(AtomicBool::new(false));
+        let port = proxy(v[0].parse().unwrap(), Arc::clone(&stall));
+        let user = config(&v, "backupkit").user;
+        let dir = unique("stalled-put");
+        let options: backup_core::TargetOptions = [
+            ("password_env", "BACKUPKIT_TEST_SMB_PASSWORD"),
+            ("timeout", "2s"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let t = backup_targets::smb::SmbTarget::open(
+            &format!("smb://{user}@127.0.0.1:{port}/backupkit/{dir}"),
+            &options,
+        )
+        .unwrap();
+        let mut w = backup_core::Target::put(&t, "big.bin").unwrap();
+        let block = pattern(8 << 20, 5);
+        // Two blocks: the first on this thread, the second by the uploader.
+        w.write_all(&block).unwrap();
+        w.write_all(&block).unwrap();
+        stall.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        let failed = (0..8)
+            .try_for_each(|_| w.write_all(&block))
+            .err()
+            .map(|e| e.to_string())
+            .or_else(|| w.commit().err().map(|e| e.to_string()));
+        let took = start.elapsed();
+        let err = failed.expect("a stalled server fails the put");
+        assert!(err.contains("stopped answering"), "{err}");
+        assert!(
+            took < Duration::from_secs(6),
+            "gave up after {took:?}: {err}"
+        );
+        let on_disk = std::path::Path::new(&v[2]).join(&dir).join("big.bin");
+        assert!(!on_disk.exists(), "nothing at the key");
+        stall.store(false, Ordering::SeqCst);
     }
 
     /// Forwards connections to Samba; while `stall` is set it forwards

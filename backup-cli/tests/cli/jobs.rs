@@ -277,6 +277,76 @@ fn a_job_runs_its_destinations_each_on_its_own() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
 
+/// A job from a config file into an SMB share, without a mount: a mirror
+/// and a repository, the password from the config's `password_env:`; a
+/// missing variable is a config problem before anything runs.
+#[test]
+fn a_job_mirrors_and_snapshots_into_an_smb_share() {
+    let Some(v) = smb_vars() else {
+        return;
+    };
+    let env = Env::new();
+    let data = env.data();
+    sqlite_db(&env.path("lab.db"), 50);
+    let unique = format!("jobs-{}", std::process::id());
+    let config = write_config(
+        &env,
+        "backupkit.yaml",
+        &format!(
+            "jobs:
+  lab:
+    sources:
+      - data
+      - database: lab.db
+    destinations:
+      share:
+        mirror: {url}/{unique}/mirror
+        options: {{password_env: BACKUPKIT_TEST_SMB_PASSWORD}}
+      repo:
+        repository: {url}/{unique}/repo
+        init: true
+        options: {{password_env: BACKUPKIT_TEST_SMB_PASSWORD, timeout: 20s}}
+",
+            url = v[0]
+        ),
+        0o644,
+    );
+    let o = with_config(&env, &config, &["config", "check"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = with_config_env(
+        &env,
+        &config,
+        &["config", "check"],
+        &[("BACKUPKIT_TEST_SMB_PASSWORD", None)],
+    );
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("BACKUPKIT_TEST_SMB_PASSWORD"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = with_config(&env, &config, &["--json", "run"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let s = json_of(&o);
+    for d in ["share", "repo"] {
+        assert_eq!(dest_result(&s, "lab", d)["result"], "ok", "{d}: {s}");
+    }
+    assert!(!stderr(&o).contains(&v[1]), "the password is never shown");
+    let on_server = Path::new(&v[2]).join(&unique);
+    assert_eq!(
+        fs::read(on_server.join("mirror/data/a.csv")).unwrap(),
+        fs::read(data.join("a.csv")).unwrap()
+    );
+    assert!(on_server.join("mirror/databases/lab.db").is_file());
+    let repo = format!("{}/{unique}/repo", v[0]);
+    let pw = "password_env=BACKUPKIT_TEST_SMB_PASSWORD";
+    let o = env.run(&["-r", &repo, "-o", pw, "check", "--read-data"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(ids_at(&env, &repo, &["-o".into(), pw.into()]).len(), 2);
+    let _ = fs::remove_dir_all(&on_server);
+}
+
 /// `--only`, retention per job, the dated log file, unknown names.
 #[test]
 fn only_retention_and_the_log_file() {
@@ -557,8 +627,8 @@ fn seed_000_backups_section_works_as_written() {
     assert_eq!(code(&o), 2);
     let err = stderr(&o);
     assert!(err.contains("config.yaml:1:1: backups: seed 000's `backups:` section names no source paths: add `sources:`"), "{err}");
-    // With the sources named, SMB is the only problem left, and it says
-    // what to do instead.
+    // With the sources named, the SMB locations are the only problem left:
+    // they name no user.
     fs::create_dir_all(env.path("data/flyTrackingData")).unwrap();
     fs::write(env.path("data/flyTrackingData/fly1.csv"), "t,x\n0,1\n").unwrap();
     fs::create_dir_all(env.path("outputs/Figures")).unwrap();
@@ -572,11 +642,16 @@ fn seed_000_backups_section_works_as_written() {
     let err = stderr(&o);
     assert_eq!(code(&o), 2, "{err}");
     assert!(
-        err.contains("mirrors to and from smb:// shares are not available yet"),
+        err.contains("bad SMB location smb://ramanfile.local/ramanfiles/cole/flyTrackingData: no user (USER@HOST)"),
         "{err}"
     );
-    assert!(err.contains("mount the share"), "{err}");
     assert!(!err.contains("names no source paths"), "{err}");
+    // With a user, the share is a mirror destination like any other (the
+    // check neither connects nor reads the password).
+    let with_user = with_sources.replace("smb://ramanfile.local", "smb://cole@ramanfile.local");
+    let c = write_config(&env, "config.yaml", &with_user, 0o644);
+    let o = with_config(&env, &c, &["config", "check"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
 
 /// Seed 000's section with the sources added and the share mounted (a

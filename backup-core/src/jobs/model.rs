@@ -444,6 +444,23 @@ impl Validator<'_> {
             .map_err(|e| plain(&e))
     }
 
+    /// [`Self::registry_check`], then the backend's own check of
+    /// `location` given no options (nothing is opened, run or connected;
+    /// an rclone remote's check would run rclone, so it is left out).
+    pub(crate) fn registry_check_bare(
+        &self,
+        location: &str,
+        tree: bool,
+    ) -> std::result::Result<(), String> {
+        self.registry_check(location, tree)?;
+        if location.starts_with("rclone:") {
+            return Ok(());
+        }
+        self.registry
+            .check_options(location, &crate::TargetOptions::new(), tree)
+            .map_err(|e| plain(&e))
+    }
+
     /// The node as a mapping whose keys are all in `known` (unknown ones
     /// are problems, with the nearest known name).
     pub(crate) fn fields<'n>(

@@ -113,6 +113,15 @@ impl Share {
         })
     }
 
+    /// Asks whether the server still answers on this connection.
+    pub fn echo(&mut self) -> io::Result<()> {
+        let resp = self.call(command::ECHO, &[4, 0, 0, 0], 0)?;
+        if resp.status != status::SUCCESS {
+            return Err(server_error("echo", "", resp.status));
+        }
+        Ok(())
+    }
+
     /// Closes a handle.
     pub fn close(&mut self, h: Handle) -> io::Result<()> {
         self.handle_request(command::CLOSE, h, "close")

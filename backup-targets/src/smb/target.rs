@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backup_core::jobs::secret::Secret;
 use backup_core::target::{ObjectMeta, ObjectWriter, TMP_MARK, check_key, tmp_key};
@@ -190,6 +190,9 @@ fn parse_options(
     let mut encryption = Encryption::Auto;
     for (key, value) in options {
         match key.as_str() {
+            // `password` itself is what a config file's `password_env:`,
+            // `_file:` or `_command:` becomes once read.
+            "password" => password = Some(Secret::Inline(value.clone())),
             "password_env" | "password_file" | "password_command" => {
                 let suffix = &key["password".len()..];
                 password = Secret::from_suffix(suffix, value.clone());
@@ -211,7 +214,7 @@ fn parse_options(
             _ => {
                 return Err(Error::InvalidInput(format!(
                     "unknown option {key:?} for SMB locations (known: password_env, \
-                         password_file, password_command, domain, timeout, encryption)"
+                         password_file, password_command, password, domain, timeout, encryption)"
                 )));
             }
         }
@@ -251,8 +254,14 @@ fn percent_decode(s: &str) -> Option<String> {
 pub(crate) struct Pool {
     config: Config,
     shown: String,
-    idle: Mutex<Vec<Share>>,
+    /// Connections not in use, with when each was given back.
+    idle: Mutex<Vec<(Share, Instant)>>,
 }
+
+/// A connection idle for longer is asked whether it still works before it
+/// is used again: servers drop idle sessions (Windows after 15 minutes),
+/// and a dropped one would fail the operation given it.
+const IDLE_CHECK: Duration = Duration::from_secs(30);
 
 impl Pool {
     pub fn new(location: &Location) -> Arc<Pool> {
@@ -263,15 +272,20 @@ impl Pool {
         })
     }
 
-    /// A connection: an idle one, or a new one.
+    /// A connection: an idle one that still works, or a new one.
     pub fn take(&self) -> Result<Share> {
-        if let Some(s) = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop()
-        {
-            return Ok(s);
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop();
+            let Some((mut share, since)) = idle else {
+                break;
+            };
+            if since.elapsed() < IDLE_CHECK || share.echo().is_ok() {
+                return Ok(share);
+            }
         }
         Share::connect(&self.config).map_err(|e| to_error("connect to", &self.shown, e))
     }
@@ -282,7 +296,7 @@ impl Pool {
             self.idle
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(share);
+                .push((share, Instant::now()));
         }
     }
 
@@ -378,6 +392,7 @@ impl SmbTarget {
             offset: 0,
             mtime: None,
             renamed: false,
+            uploader: None,
         })
     }
 
@@ -463,21 +478,15 @@ impl SmbTarget {
     }
 
     /// Writes `data` to a fresh temporary file beside `path`.
-    fn write_tmp(
-        &self,
-        share: &mut Share,
-        path: &str,
-        data: &mut dyn Read,
-    ) -> io::Result<(Handle, String)> {
+    fn write_tmp(&self, share: &mut Share, path: &str, data: &mut dyn Read) -> io::Result<Handle> {
         self.make_parents(share, path)?;
-        let tmp = tmp_key(path);
-        let h = share.open(&tmp, Open::write(CREATE))?;
+        let h = share.open(&tmp_key(path), Open::write(CREATE))?;
         let written = share.write_from(h, 0, data).and_then(|_| share.flush(h));
         if let Err(e) = written {
             discard(share, h);
             return Err(e);
         }
-        Ok((h, tmp))
+        Ok(h)
     }
 
     fn walk(
@@ -555,7 +564,7 @@ impl Target for SmbTarget {
         self.pool
             .with(|share| {
                 let mut src = data;
-                let (h, _) = self.write_tmp(share, &path, &mut src)?;
+                let h = self.write_tmp(share, &path, &mut src)?;
                 let linked = share.link(h, &path);
                 discard(share, h);
                 linked
@@ -682,10 +691,86 @@ pub(crate) struct SmbWriter {
     pub(crate) mtime: Option<u64>,
     /// The temporary file has taken the key's name.
     renamed: bool,
+    /// From the second block on, blocks go to the server on a thread of
+    /// their own (which then holds the connection).
+    uploader: Option<Uploader>,
+}
+
+/// Writes blocks on a thread of its own, so that whoever fills the next
+/// block (a compressor, a hash) does not wait for the server: at most two
+/// blocks exist, one being filled and one being sent.
+struct Uploader {
+    blocks: std::sync::mpsc::SyncSender<Vec<u8>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: std::thread::JoinHandle<(Share, io::Result<u64>)>,
+}
+
+impl Uploader {
+    fn start(mut conn: Share, handle: Handle, mut offset: u64) -> Uploader {
+        let (blocks, incoming) = std::sync::mpsc::sync_channel::<Vec<u8>>(0);
+        let (give_back, spare) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            for mut block in incoming {
+                match conn.write_from(handle, offset, &mut block.as_slice()) {
+                    Ok(n) => offset += n,
+                    // Dropping `incoming` fails the writer's next send.
+                    Err(e) => return (conn, Err(e)),
+                }
+                block.clear();
+                let _ = give_back.send(block);
+            }
+            (conn, Ok(offset))
+        });
+        Uploader {
+            blocks,
+            spare,
+            thread,
+        }
+    }
+
+    /// Waits for every block sent; gives the connection back with the
+    /// offset reached, or the first failure.
+    fn finish(self) -> (Option<Share>, io::Result<u64>) {
+        drop(self.blocks);
+        match self.thread.join() {
+            Ok((share, result)) => (Some(share), result),
+            Err(_) => (
+                None,
+                Err(io::Error::other("the SMB upload thread panicked")),
+            ),
+        }
+    }
 }
 
 impl SmbWriter {
-    fn drain(&mut self) -> io::Result<()> {
+    /// Sends what is buffered: on this thread for the first block (a small
+    /// file needs no second thread), then, while `more` is coming, through
+    /// the uploader.
+    fn drain(&mut self, more: bool) -> io::Result<()> {
+        if more && self.uploader.is_none() && self.offset > 0 {
+            let share = self
+                .share
+                .take()
+                .ok_or_else(|| io::Error::other("writer already finished"))?;
+            self.uploader = Some(Uploader::start(share, self.handle, self.offset));
+        }
+        if let Some(up) = &self.uploader {
+            if self.buf.is_empty() {
+                return Ok(());
+            }
+            let next = up
+                .spare
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(STREAM_BUFFER));
+            let block = std::mem::replace(&mut self.buf, next);
+            if up.blocks.send(block).is_err() {
+                return Err(self
+                    .settle()
+                    .err()
+                    .unwrap_or_else(|| io::Error::other("the SMB upload stopped")));
+            }
+            return Ok(());
+        }
         let share = self
             .share
             .as_mut()
@@ -693,6 +778,17 @@ impl SmbWriter {
         let mut src = self.buf.as_slice();
         self.offset += share.write_from(self.handle, self.offset, &mut src)?;
         self.buf.clear();
+        Ok(())
+    }
+
+    /// Waits for the uploader, if any, and takes the connection back.
+    fn settle(&mut self) -> io::Result<()> {
+        let Some(up) = self.uploader.take() else {
+            return Ok(());
+        };
+        let (share, result) = up.finish();
+        self.share = share;
+        self.offset = result?;
         Ok(())
     }
 }
@@ -703,7 +799,7 @@ impl Write for SmbWriter {
         let n = room.min(data.len());
         self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() == STREAM_BUFFER {
-            self.drain()?;
+            self.drain(true)?;
         }
         Ok(n)
     }
@@ -716,22 +812,25 @@ impl SmbWriter {
     /// Writes what is buffered, sets the mtime, flushes and renames the
     /// temporary file over the final name.
     pub(crate) fn finish(&mut self) -> Result<()> {
-        let result = self.drain().and_then(|()| {
-            let share = self
-                .share
-                .as_mut()
-                .ok_or_else(|| io::Error::other("writer already finished"))?;
-            // After the last write, which would move it again.
-            if let Some(mtime) = self.mtime {
-                share.set_mtime(self.handle, mtime)?;
-            }
-            share.flush(self.handle)?;
-            share.rename(self.handle, &self.path, true)?;
-            // From here on the handle names the object at its key: a failed
-            // close must not delete it.
-            self.renamed = true;
-            share.close(self.handle)
-        });
+        let result = self
+            .drain(false)
+            .and_then(|()| self.settle())
+            .and_then(|()| {
+                let share = self
+                    .share
+                    .as_mut()
+                    .ok_or_else(|| io::Error::other("writer already finished"))?;
+                // After the last write, which would move it again.
+                if let Some(mtime) = self.mtime {
+                    share.set_mtime(self.handle, mtime)?;
+                }
+                share.flush(self.handle)?;
+                share.rename(self.handle, &self.path, true)?;
+                // From here on the handle names the object at its key: a failed
+                // close must not delete it.
+                self.renamed = true;
+                share.close(self.handle)
+            });
         if let Err(e) = result {
             return Err(to_error("write", &self.shown, e));
         }
@@ -751,6 +850,7 @@ impl ObjectWriter for SmbWriter {
 impl Drop for SmbWriter {
     fn drop(&mut self) {
         // Not committed (or the commit failed): the temporary file goes.
+        let _ = self.settle();
         if let Some(mut share) = self.share.take() {
             // A broken connection's handles are closed by the server (a
             // temporary file left is swept later).

@@ -14,6 +14,7 @@ pub(crate) mod command {
     pub const FLUSH: u16 = 0x07;
     pub const READ: u16 = 0x08;
     pub const WRITE: u16 = 0x09;
+    pub const ECHO: u16 = 0x0D;
     pub const QUERY_DIRECTORY: u16 = 0x0E;
     pub const QUERY_INFO: u16 = 0x10;
     pub const SET_INFO: u16 = 0x11;
