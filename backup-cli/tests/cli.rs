@@ -2445,6 +2445,33 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Runs backupkit with `args` and `kill -9`s it as soon as a file under
+/// `dir` is `unfinished` (so the kill lands mid-upload however slowly the
+/// run connects); fails if none shows within 30 s.
+fn kill_once_unfinished_shows(args: &[&str], dir: &Path, unfinished: &dyn Fn(&Path) -> bool) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline
+        && !(dir.exists() && walk_files(dir).iter().any(|p| unfinished(p)))
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let writing = std::time::Instant::now() < deadline;
+    signal_after(&child, 0, "-9");
+    child.wait().unwrap();
+    assert!(
+        writing,
+        "{args:?}: no unfinished file showed in {} within 30 s",
+        dir.display()
+    );
+}
+
 /// `kill -9` of mirrors to an SSH host: once a temporary file shows on
 /// the server, then at fixed moments; nothing partial at a final name.
 fn kill_mid_push(ssh: &str, src: &Path, remote: &str, on_server: &Path) {
@@ -2456,29 +2483,13 @@ fn kill_mid_push(ssh: &str, src: &Path, remote: &str, on_server: &Path) {
     for transport in ["rsync", "sftp"] {
         let way = format!("transport={transport}");
         let _ = fs::remove_dir_all(on_server);
-        let mut child = Command::new(BIN)
-            .args(["-o", ssh, "-o", &way, "mirror", s, remote])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let unfinished = |p: &Path| {
-            let text = p.to_string_lossy();
-            text.contains(".tmp-") || text.contains(".backupkit-mirror/staging/")
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::time::Instant::now() < deadline
-            && !(on_server.exists() && walk_files(on_server).iter().any(|p| unfinished(p)))
-        {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let writing = std::time::Instant::now() < deadline;
-        signal_after(&child, 0, "-9");
-        child.wait().unwrap();
-        assert!(
-            writing,
-            "{transport}: no temporary file showed on the server within 30 s"
+        kill_once_unfinished_shows(
+            &["-o", ssh, "-o", &way, "mirror", s, remote],
+            on_server,
+            &|p| {
+                let text = p.to_string_lossy();
+                text.contains(".tmp-") || text.contains(".backupkit-mirror/staging/")
+            },
         );
         // (The server may still finish requests the killed client had sent.)
         assert_whole_or_temporary(on_server, src, 0);
@@ -2606,26 +2617,9 @@ fn smb_mirrors_from_the_command_line() {
     let s = src.to_str().unwrap();
     let mirror = format!("{}/{unique}/mirror", v[0]);
     let mirrored = on_server.join("mirror");
-    let mut child = Command::new(BIN)
-        .args(["-o", &pw, "mirror", s, &mirror])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline
-        && !(mirrored.exists()
-            && walk_files(&mirrored)
-                .iter()
-                .any(|p| p.to_string_lossy().contains(".tmp-")))
-    {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let writing = std::time::Instant::now() < deadline;
-    signal_after(&child, 0, "-9");
-    child.wait().unwrap();
-    assert!(writing, "no temporary file showed on the share within 30 s");
+    kill_once_unfinished_shows(&["-o", &pw, "mirror", s, &mirror], &mirrored, &|p| {
+        p.to_string_lossy().contains(".tmp-")
+    });
     assert_whole_or_temporary(&mirrored, &src, 0);
     let o = env.run(&[
         "-o", &pw, "--json", "mirror", "--verify", "checksum", s, &mirror,

@@ -59,6 +59,14 @@ impl SmbTree {
         self.t.location_ref().join(path)
     }
 
+    /// [`Self::at`] of a path that may be the root (`""`), checked.
+    fn checked_at(&self, path: &str) -> Result<String> {
+        if !path.is_empty() {
+            check_key(path)?;
+        }
+        Ok(self.at(path))
+    }
+
     fn err(&self, action: &'static str, path: &str, e: io::Error) -> Error {
         to_error(action, &self.t.shown(path), e)
     }
@@ -214,10 +222,8 @@ impl Tree for SmbTree {
     }
 
     fn open(&self, path: &str) -> Result<Box<dyn Read + Send>> {
-        if !path.is_empty() {
-            check_key(path)?;
-        }
-        Ok(Box::new(self.t.reader(&self.at(path), self.t.shown(path))?))
+        let at = self.checked_at(path)?;
+        Ok(Box::new(self.t.reader(&at, self.t.shown(path))?))
     }
 
     fn write(&self, path: &str, attrs: FileAttrs) -> Result<Box<dyn FileWriter>> {
@@ -228,10 +234,7 @@ impl Tree for SmbTree {
     }
 
     fn make_dir(&self, path: &str, _attrs: FileAttrs) -> Result<()> {
-        if !path.is_empty() {
-            check_key(path)?;
-        }
-        let at = self.at(path);
+        let at = self.checked_at(path)?;
         self.t
             .pool()
             .with(|share| {
@@ -242,10 +245,7 @@ impl Tree for SmbTree {
     }
 
     fn set_dir_mtime(&self, path: &str, mtime_ns: i64) -> Result<()> {
-        if !path.is_empty() {
-            check_key(path)?;
-        }
-        let at = self.at(path);
+        let at = self.checked_at(path)?;
         self.t
             .pool()
             .with(|share| {
