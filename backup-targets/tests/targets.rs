@@ -1758,7 +1758,9 @@ mod smb_client {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-    use backup_targets::smb::{CREATE, Config, Encryption, OPEN_IF, OVERWRITE_IF, Open, Share};
+    use backup_targets::smb::{
+        CREATE, Config, Encryption, OPEN, OPEN_IF, OVERWRITE_IF, Open, Share,
+    };
 
     use super::{service, unique_prefix as unique};
 
@@ -1906,7 +1908,77 @@ mod smb_client {
             s.remove(&format!("{dir}/lock")).unwrap();
             s.remove(&dir).unwrap();
             assert!(!local.exists());
+
+            compounds(&mut s, &v, &unique(&format!("compound-{encryption:?}")));
         }
+    }
+
+    /// The compound chains the writers send: create + write + times +
+    /// flush in one message, times + flush, rename + close; a chain whose
+    /// create fails leaves nothing and the connection goes on.
+    fn compounds(s: &mut Share, v: &[String], dir: &str) {
+        let local = std::path::Path::new(&v[2]).join(dir);
+        let h = s.open(dir, Open::directory(CREATE)).unwrap();
+        s.close(h).unwrap();
+        let mtime = UNIX_EPOCH + Duration::new(1_500_000_000, 987_654_300);
+        let ft = backup_targets_filetime(mtime);
+        let h = s
+            .create_with(
+                &format!("{dir}/a.tmp"),
+                Open::write(CREATE),
+                b"small",
+                Some(ft),
+            )
+            .unwrap();
+        // Written and timed before the rename; the close leaves the time.
+        s.rename_and_close(h, &format!("{dir}/a")).unwrap();
+        let meta = std::fs::metadata(local.join("a")).unwrap();
+        assert_eq!((meta.len(), meta.modified().unwrap()), (5, mtime));
+        assert!(!local.join("a.tmp").exists());
+        // Empty data, and data larger than one write (not one message).
+        let h = s
+            .create_with(&format!("{dir}/empty"), Open::write(CREATE), b"", Some(ft))
+            .unwrap();
+        s.close(h).unwrap();
+        assert_eq!(std::fs::metadata(local.join("empty")).unwrap().len(), 0);
+        let big = pattern((3 << 20) + 7, 3);
+        let h = s
+            .create_with(&format!("{dir}/big"), Open::write(CREATE), &big, Some(ft))
+            .unwrap();
+        s.close(h).unwrap();
+        let meta = std::fs::metadata(local.join("big")).unwrap();
+        assert_eq!(meta.modified().unwrap(), mtime);
+        assert_eq!(std::fs::read(local.join("big")).unwrap(), big);
+        // An exclusive create of an existing name fails the whole chain:
+        // the file keeps its data and time.
+        let err = s
+            .create_with(&format!("{dir}/a"), Open::write(CREATE), b"other", None)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        assert_eq!(std::fs::read(local.join("a")).unwrap(), b"small");
+        // Times and flush on an open handle, then a rename that fails (no
+        // such directory): the handle is closed all the same.
+        let h = s.open(&format!("{dir}/a"), Open::write(OPEN)).unwrap();
+        let later = UNIX_EPOCH + Duration::new(1_700_000_000, 100);
+        s.settle(h, Some(backup_targets_filetime(later))).unwrap();
+        let err = s
+            .rename_and_close(h, &format!("{dir}/no-such-dir/a"))
+            .unwrap_err();
+        assert!(err.to_string().contains("no-such-dir"), "{err}");
+        assert_eq!(
+            std::fs::metadata(local.join("a"))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            later
+        );
+        // Closed: the handle is no longer known to the server.
+        assert!(s.close(h).is_err());
+        for name in ["a", "empty", "big"] {
+            s.remove(&format!("{dir}/{name}")).unwrap();
+        }
+        s.remove(dir).unwrap();
+        assert!(!local.exists());
     }
 
     fn backup_targets_filetime(t: SystemTime) -> u64 {

@@ -2,17 +2,18 @@
 //! and write, negotiate, an `NTLMv2` session (signed, or encrypted when the
 //! server offers SMB 3.1.1 encryption), a tree connect, and the file
 //! operations the targets need. Requests can be pipelined (reads and
-//! writes of large files keep several in flight); credits granted in
+//! writes of large files keep several in flight) and compounded (several
+//! in one message, handled by the server in order); credits granted in
 //! interim (`STATUS_PENDING`) answers are counted, so a server that
 //! answers writes asynchronously never starves the connection.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::crypto::{Preauth, Sealer, Signer, TRANSFORM_ID, kdf};
+use super::crypto::{Preauth, Sealer, Signer, TRANSFORM_ID, TRANSFORM_LEN, kdf};
 use super::ntlm::{self, Credentials};
 use super::wire::{HEADER_LEN, Reader, Writer, command, filetime, flags, malformed, status, utf16};
 
@@ -152,6 +153,17 @@ pub(crate) fn server_error(op: &str, path: &str, code: u32) -> io::Error {
     io::Error::new(status::kind(code), what)
 }
 
+/// One request to send, alone or in a compound chain.
+pub(crate) struct Request<'a> {
+    pub cmd: u16,
+    /// The request's fixed part.
+    pub body: &'a [u8],
+    /// What follows it (a write's data), copied once, into the frame.
+    pub data: &'a [u8],
+    /// The bytes it moves either way, which set its credit charge.
+    pub payload: u32,
+}
+
 /// A server's final answer to one request.
 pub(crate) struct Response {
     pub status: u32,
@@ -192,6 +204,9 @@ pub struct Share {
     sealer: Option<Sealer>,
     /// Answers that arrived while another was awaited (pipelining).
     stash: HashMap<u64, Response>,
+    /// Final answers read but not yet handed out (the later parts of a
+    /// compound answer).
+    parts: VecDeque<Response>,
     /// Requests sent whose final answer has not been read.
     outstanding: usize,
     broken: bool,
@@ -268,6 +283,7 @@ impl Share {
             signer: None,
             sealer: None,
             stash: HashMap::new(),
+            parts: VecDeque::new(),
             outstanding: 0,
             broken: false,
         };
@@ -551,18 +567,52 @@ impl Share {
         payload: u32,
         preauth: Option<&mut Preauth>,
     ) -> io::Result<u64> {
+        let req = Request {
+            cmd,
+            body,
+            data: &[],
+            payload,
+        };
+        let ids = self.transmit(&[req], false, preauth)?;
+        Ok(ids[0])
+    }
+
+    /// Sends `reqs` as one compound message ([MS-SMB2] 3.2.4.1.4): the
+    /// server handles them in order, and with `related` each one after the
+    /// first acts on the file the one before opened (its `FileId` is all
+    /// ones). Returns their message ids; each is answered on its own.
+    pub(crate) fn send_chain(
+        &mut self,
+        reqs: &[Request<'_>],
+        related: bool,
+    ) -> io::Result<Vec<u64>> {
+        self.transmit(reqs, related, None)
+    }
+
+    fn transmit(
+        &mut self,
+        reqs: &[Request<'_>],
+        related: bool,
+        mut preauth: Option<&mut Preauth>,
+    ) -> io::Result<Vec<u64>> {
         if self.broken {
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 format!("the connection to the SMB server {} was lost", self.server),
             ));
         }
-        let charge: u16 = if self.large_mtu {
-            u16::try_from(payload.max(1).div_ceil(65536)).unwrap_or(u16::MAX)
-        } else {
-            1
-        };
-        while self.credits < u32::from(charge) {
+        let charges: Vec<u16> = reqs
+            .iter()
+            .map(|r| {
+                if self.large_mtu {
+                    u16::try_from(r.payload.max(1).div_ceil(65536)).unwrap_or(u16::MAX)
+                } else {
+                    1
+                }
+            })
+            .collect();
+        let total: u32 = charges.iter().map(|&c| u32::from(c)).sum();
+        while self.credits < total {
             // Wait for any answer in flight to bring credits.
             if !self.in_flight() {
                 return Err(io::Error::other(format!(
@@ -573,47 +623,71 @@ impl Share {
             let resp = self.receive()?;
             self.stash.insert(resp.message_id, resp);
         }
-        self.credits -= u32::from(charge);
+        self.credits -= total;
         let want = CREDIT_TARGET.saturating_sub(self.credits);
-        let request = u16::try_from(want.max(u32::from(charge))).unwrap_or(u16::MAX);
-        let id = self.next_id;
-        self.next_id += u64::from(charge);
-        let signed = self.signer.is_some() && self.sealer.is_none();
-        let mut msg = Vec::with_capacity(HEADER_LEN + body.len());
-        let mut h = Writer { buf: msg };
-        h.bytes(b"\xfeSMB")
-            .u16(64)
-            .u16(if self.large_mtu { charge } else { 0 })
-            .u32(0);
-        h.u16(cmd)
-            .u16(request)
-            .u32(if signed { flags::SIGNED } else { 0 })
-            .u32(0)
-            .u64(id);
-        h.u32(0xFEFF)
-            .u32(self.tree_id)
-            .u64(self.session_id)
-            .zeros(16);
-        h.bytes(body);
-        msg = h.buf;
-        if let Some(p) = preauth {
-            p.update(&msg);
-        }
-        if signed && let Some(s) = &self.signer {
-            s.sign(&mut msg);
-        }
-        let frame = match &mut self.sealer {
-            Some(sealer) => sealer.seal(msg)?,
-            None => msg,
+        let sealed = self.sealer.is_some();
+        let signed = self.signer.is_some() && !sealed;
+        // One buffer holds the whole frame: its length, the transform
+        // header when sealed (encrypted in place), then the requests, each
+        // but the last padded to 8 bytes. A write's data is copied once.
+        let lead = 4 + if sealed { TRANSFORM_LEN } else { 0 };
+        let size: usize = reqs
+            .iter()
+            .map(|r| (HEADER_LEN + r.body.len() + r.data.len()).next_multiple_of(8))
+            .sum();
+        let mut w = Writer {
+            buf: Vec::with_capacity(lead + size),
         };
+        w.zeros(lead);
+        let mut ids = Vec::with_capacity(reqs.len());
+        for (i, (r, &charge)) in reqs.iter().zip(&charges).enumerate() {
+            let last = i + 1 == reqs.len();
+            let start = w.buf.len();
+            let id = self.next_id;
+            self.next_id += u64::from(charge);
+            let request = if last {
+                u16::try_from(want.max(u32::from(charge))).unwrap_or(u16::MAX)
+            } else {
+                charge
+            };
+            let mut hflags = if signed { flags::SIGNED } else { 0 };
+            if related && i > 0 {
+                hflags |= flags::RELATED;
+            }
+            w.bytes(b"\xfeSMB")
+                .u16(64)
+                .u16(if self.large_mtu { charge } else { 0 })
+                .u32(0);
+            w.u16(r.cmd).u16(request).u32(hflags).u32(0).u64(id);
+            w.u32(0xFEFF)
+                .u32(self.tree_id)
+                .u64(self.session_id)
+                .zeros(16);
+            w.bytes(r.body).bytes(r.data);
+            if !last {
+                let padded = (w.buf.len() - start).next_multiple_of(8);
+                w.zeros(padded - (w.buf.len() - start));
+                let next = u32::try_from(padded).map_err(|_| invalid("message too large"))?;
+                w.buf[start + 20..start + 24].copy_from_slice(&next.to_le_bytes());
+            }
+            if let Some(p) = preauth.as_deref_mut() {
+                p.update(&w.buf[start..]);
+            }
+            if signed && let Some(s) = &self.signer {
+                s.sign(&mut w.buf[start..]);
+            }
+            ids.push(id);
+        }
+        let mut out = w.buf;
+        if let Some(sealer) = &mut self.sealer {
+            sealer.seal_in_place(&mut out[4..])?;
+        }
+        let len = u32::try_from(out.len() - 4).map_err(|_| invalid("message too large"))?;
+        out[..4].copy_from_slice(&len.to_be_bytes());
         if self.outstanding == 0 {
             self.silent_since = Instant::now();
         }
-        self.outstanding += 1;
-        let len = u32::try_from(frame.len()).map_err(|_| invalid("message too large"))?;
-        let mut out = Vec::with_capacity(4 + frame.len());
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(&frame);
+        self.outstanding += reqs.len();
         let deadline = self.silent_since + self.timeout;
         if let Err(e) = io_until(&self.stream, deadline, |s, t| {
             s.set_write_timeout(Some(t))?;
@@ -621,7 +695,7 @@ impl Share {
         }) {
             return Err(self.lost(&e));
         }
-        Ok(id)
+        Ok(ids)
     }
 
     fn in_flight(&self) -> bool {
@@ -652,9 +726,13 @@ impl Share {
         }
     }
 
-    /// Reads the next message from the server, decrypted and checked.
+    /// Reads the next answer from the server, decrypted and checked: the
+    /// next part of a compound answer already read, or a new frame.
     fn receive(&mut self) -> io::Result<Response> {
         loop {
+            if let Some(resp) = self.parts.pop_front() {
+                return Ok(resp);
+            }
             let mut len = [0u8; 4];
             // A stall is measured from the last sign of life, so requests
             // queued behind one another cannot add their waits up.
@@ -670,7 +748,7 @@ impl Share {
             }
             self.silent_since = Instant::now();
             let encrypted = frame.starts_with(TRANSFORM_ID);
-            let mut msg = match (&self.sealer, encrypted) {
+            let msg = match (&self.sealer, encrypted) {
                 (Some(sealer), true) => sealer.open(frame).inspect_err(|_| self.broken = true)?,
                 (None, true) => {
                     self.broken = true;
@@ -688,39 +766,58 @@ impl Share {
                 }
                 (None, false) => frame,
             };
+            self.split(msg, encrypted)
+                .inspect_err(|_| self.broken = true)?;
+        }
+    }
+
+    /// Checks each part of a (possibly compound) message and queues the
+    /// final answers among them.
+    fn split(&mut self, mut msg: Vec<u8>, encrypted: bool) -> io::Result<()> {
+        loop {
             if msg.len() < HEADER_LEN || &msg[..4] != b"\xfeSMB" {
-                self.broken = true;
                 return Err(malformed("message header"));
             }
-            let mut r = Reader::new(&msg);
-            r.skip(6)?;
+            let r = Reader::new(&msg);
             let code = r.at(8)?.u32()?;
             let credits = r.at(14)?.u16()?;
             let hflags = r.at(16)?.u32()?;
+            let next = r.at(20)?.u32()? as usize;
             let message_id = r.at(24)?.u64()?;
             let tree_id = r.at(36)?.u32()?;
             let session_id = r.at(40)?.u64()?;
+            let rest = if next == 0 {
+                None
+            } else if next >= HEADER_LEN && next.is_multiple_of(8) && next < msg.len() {
+                Some(msg.split_off(next))
+            } else {
+                return Err(malformed("compound message (next command)"));
+            };
             self.credits += u32::from(credits);
             if hflags & flags::SIGNED != 0
                 && !encrypted
                 && let Some(s) = &self.signer
             {
-                s.verify(&mut msg).inspect_err(|_| self.broken = true)?;
+                s.verify(&mut msg)?;
             }
-            if message_id == u64::MAX {
-                continue; // an oplock break notice: no opens ask for oplocks
+            // An oplock break notice (no opens ask for oplocks), or an
+            // interim answer (its credits are counted above).
+            let notice = message_id == u64::MAX
+                || (code == status::PENDING && hflags & flags::ASYNC_COMMAND != 0);
+            if !notice {
+                self.outstanding = self.outstanding.saturating_sub(1);
+                self.parts.push_back(Response {
+                    status: code,
+                    message_id,
+                    tree_id,
+                    session_id,
+                    msg,
+                });
             }
-            if code == status::PENDING && hflags & flags::ASYNC_COMMAND != 0 {
-                continue; // an interim answer: its credits are counted above
+            match rest {
+                Some(tail) => msg = tail,
+                None => return Ok(()),
             }
-            self.outstanding = self.outstanding.saturating_sub(1);
-            return Ok(Response {
-                status: code,
-                message_id,
-                tree_id,
-                session_id,
-                msg,
-            });
         }
     }
 

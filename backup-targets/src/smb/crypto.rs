@@ -107,7 +107,7 @@ impl Preauth {
 
 /// The transform header's protocol id.
 pub(crate) const TRANSFORM_ID: &[u8; 4] = b"\xfdSMB";
-const TRANSFORM_LEN: usize = 52;
+pub(crate) const TRANSFORM_LEN: usize = 52;
 
 /// AES-128-GCM keys of an encrypted session, and the nonce counter (a
 /// nonce is never used twice with one key).
@@ -131,32 +131,40 @@ impl Sealer {
     }
 
     /// Wraps a message in a transform header and encrypts it.
-    pub fn seal(&mut self, msg: Vec<u8>) -> io::Result<Vec<u8>> {
+    #[cfg(test)]
+    pub fn seal(&mut self, msg: &[u8]) -> io::Result<Vec<u8>> {
+        let mut out = vec![0u8; TRANSFORM_LEN];
+        out.extend_from_slice(msg);
+        self.seal_in_place(&mut out)?;
+        Ok(out)
+    }
+
+    /// Encrypts `frame[TRANSFORM_LEN..]` in place and writes the transform
+    /// header into the space before it.
+    pub fn seal_in_place(&mut self, frame: &mut [u8]) -> io::Result<()> {
         self.nonce += 1;
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&self.nonce.to_le_bytes());
         nonce[8..12].copy_from_slice(&self.nonce_salt.to_le_bytes());
-        let mut out = Vec::with_capacity(TRANSFORM_LEN + msg.len());
-        out.extend_from_slice(TRANSFORM_ID);
-        out.extend_from_slice(&[0; 16]);
-        out.extend_from_slice(&nonce);
-        let size = u32::try_from(msg.len()).map_err(|_| malformed("message size"))?;
-        out.extend_from_slice(&size.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(&1u16.to_le_bytes()); // encrypted
-        out.extend_from_slice(&self.session_id.to_le_bytes());
-        let mut body = msg;
+        let (head, body) = frame.split_at_mut(TRANSFORM_LEN);
+        let size = u32::try_from(body.len()).map_err(|_| malformed("message size"))?;
+        head[..4].copy_from_slice(TRANSFORM_ID);
+        head[4..20].fill(0);
+        head[20..36].copy_from_slice(&nonce);
+        head[36..40].copy_from_slice(&size.to_le_bytes());
+        head[40..42].copy_from_slice(&0u16.to_le_bytes());
+        head[42..44].copy_from_slice(&1u16.to_le_bytes()); // encrypted
+        head[44..52].copy_from_slice(&self.session_id.to_le_bytes());
         let tag = self
             .encrypt
             .encrypt_inout_detached(
                 &Nonce::try_from(&nonce[..12]).expect("12 bytes"),
-                &out[20..],
-                body.as_mut_slice().into(),
+                &head[20..],
+                body.into(),
             )
             .map_err(|_| io::Error::other("SMB encryption failed"))?;
-        out[4..20].copy_from_slice(&tag);
-        out.extend_from_slice(&body);
-        Ok(out)
+        head[4..20].copy_from_slice(&tag);
+        Ok(())
     }
 
     /// Decrypts a transform-wrapped message; a wrong tag is an error.
@@ -203,7 +211,7 @@ mod tests {
         let mut client = Sealer::new(&key_a, &key_b, 42, 7);
         let server = Sealer::new(&key_b, &key_a, 42, 9);
         let msg = b"\xfeSMB a message of some length, at least a header's worth......".to_vec();
-        let sealed = client.seal(msg.clone()).unwrap();
+        let sealed = client.seal(&msg).unwrap();
         assert_ne!(&sealed[52..], &msg[..]);
         assert_eq!(server.open(sealed.clone()).unwrap(), msg);
         let mut flipped = sealed.clone();
@@ -213,7 +221,7 @@ mod tests {
         header[40] ^= 1; // the AAD (reserved field)
         assert!(server.open(header).is_err());
         // Two seals of one message differ (the nonce moves on).
-        assert_ne!(client.seal(msg.clone()).unwrap(), sealed);
+        assert_ne!(client.seal(&msg).unwrap(), sealed);
     }
 
     #[test]

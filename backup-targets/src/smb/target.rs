@@ -371,27 +371,22 @@ impl SmbTarget {
     /// that replaces `path` at commit, with `mtime` (FILETIME) set on it.
     pub(crate) fn writer(&self, path: &str, shown: String) -> Result<SmbWriter> {
         let mut share = self.pool.take()?;
-        let opened = self.make_parents(&mut share, path).and_then(|()| {
-            let tmp = tmp_key(path);
-            share.open(&tmp, Open::write(CREATE))
-        });
-        let handle = match opened {
-            Ok(h) => h,
-            Err(e) => {
-                self.pool.give(share);
-                return Err(to_error("create", &shown, e));
-            }
-        };
+        // The temporary file itself is created with the first block sent
+        // (for a small file, in the same message as its data).
+        if let Err(e) = self.make_parents(&mut share, path) {
+            self.pool.give(share);
+            return Err(to_error("create", &shown, e));
+        }
         Ok(SmbWriter {
             pool: Arc::clone(&self.pool),
             share: Some(share),
-            handle,
+            handle: None,
+            tmp: tmp_key(path),
             path: path.to_owned(),
             shown,
             buf: Vec::with_capacity(STREAM_BUFFER),
             offset: 0,
             mtime: None,
-            renamed: false,
             uploader: None,
         })
     }
@@ -478,15 +473,9 @@ impl SmbTarget {
     }
 
     /// Writes `data` to a fresh temporary file beside `path`.
-    fn write_tmp(&self, share: &mut Share, path: &str, data: &mut dyn Read) -> io::Result<Handle> {
+    fn write_tmp(&self, share: &mut Share, path: &str, data: &[u8]) -> io::Result<Handle> {
         self.make_parents(share, path)?;
-        let h = share.open(&tmp_key(path), Open::write(CREATE))?;
-        let written = share.write_from(h, 0, data).and_then(|_| share.flush(h));
-        if let Err(e) = written {
-            discard(share, h);
-            return Err(e);
-        }
-        Ok(h)
+        share.create_with(&tmp_key(path), Open::write(CREATE), data, None)
     }
 
     fn walk(
@@ -541,11 +530,6 @@ impl SmbTarget {
 }
 
 /// Deletes an unfinished temporary file (best effort: a leftover is swept).
-pub(crate) fn discard(share: &mut Share, h: Handle) {
-    let _ = share.delete_on_close(h);
-    let _ = share.close(h);
-}
-
 impl Target for SmbTarget {
     fn location(&self) -> String {
         self.location.shown()
@@ -563,10 +547,9 @@ impl Target for SmbTarget {
         let path = self.location.join(key);
         self.pool
             .with(|share| {
-                let mut src = data;
-                let h = self.write_tmp(share, &path, &mut src)?;
+                let h = self.write_tmp(share, &path, data)?;
                 let linked = share.link(h, &path);
-                discard(share, h);
+                share.discard(h);
                 linked
             })
             .map_err(|e| to_error("create", &self.shown(key), e))
@@ -682,15 +665,17 @@ impl Target for SmbTarget {
 pub(crate) struct SmbWriter {
     pool: Arc<Pool>,
     share: Option<Share>,
-    handle: Handle,
+    /// The temporary file, once created; `None` again once it is renamed
+    /// and closed.
+    handle: Option<Handle>,
+    /// The temporary file's name, beside the final one.
+    tmp: String,
     path: String,
     shown: String,
     buf: Vec<u8>,
     offset: u64,
     /// The modification time (FILETIME) to set once the data is written.
     pub(crate) mtime: Option<u64>,
-    /// The temporary file has taken the key's name.
-    renamed: bool,
     /// From the second block on, blocks go to the server on a thread of
     /// their own (which then holds the connection).
     uploader: Option<Uploader>,
@@ -743,16 +728,34 @@ impl Uploader {
 }
 
 impl SmbWriter {
+    fn share(&mut self) -> io::Result<&mut Share> {
+        self.share
+            .as_mut()
+            .ok_or_else(|| io::Error::other("writer already finished"))
+    }
+
+    /// The temporary file's handle, created now if it is not yet.
+    fn opened(&mut self) -> io::Result<Handle> {
+        if let Some(h) = self.handle {
+            return Ok(h);
+        }
+        let tmp = self.tmp.clone();
+        let h = self.share()?.open(&tmp, Open::write(CREATE))?;
+        self.handle = Some(h);
+        Ok(h)
+    }
+
     /// Sends what is buffered: on this thread for the first block (a small
     /// file needs no second thread), then, while `more` is coming, through
     /// the uploader.
     fn drain(&mut self, more: bool) -> io::Result<()> {
+        let handle = self.opened()?;
         if more && self.uploader.is_none() && self.offset > 0 {
             let share = self
                 .share
                 .take()
                 .ok_or_else(|| io::Error::other("writer already finished"))?;
-            self.uploader = Some(Uploader::start(share, self.handle, self.offset));
+            self.uploader = Some(Uploader::start(share, handle, self.offset));
         }
         if let Some(up) = &self.uploader {
             if self.buf.is_empty() {
@@ -771,12 +774,13 @@ impl SmbWriter {
             }
             return Ok(());
         }
-        let share = self
-            .share
-            .as_mut()
-            .ok_or_else(|| io::Error::other("writer already finished"))?;
-        let mut src = self.buf.as_slice();
-        self.offset += share.write_from(self.handle, self.offset, &mut src)?;
+        let offset = self.offset;
+        let buf = std::mem::take(&mut self.buf);
+        let sent = self
+            .share()?
+            .write_from(handle, offset, &mut buf.as_slice());
+        self.buf = buf;
+        self.offset += sent?;
         self.buf.clear();
         Ok(())
     }
@@ -790,6 +794,30 @@ impl SmbWriter {
         self.share = share;
         self.offset = result?;
         Ok(())
+    }
+
+    /// Writes what is buffered, sets the mtime and flushes; the temporary
+    /// file then holds everything. A small file (nothing sent yet, one
+    /// write's worth) goes in one message: create, write, times, flush.
+    fn write_out(&mut self) -> io::Result<Handle> {
+        let mtime = self.mtime;
+        if self.handle.is_none() {
+            let tmp = self.tmp.clone();
+            let buf = std::mem::take(&mut self.buf);
+            let made = self
+                .share()?
+                .create_with(&tmp, Open::write(CREATE), &buf, mtime);
+            self.buf = buf;
+            let h = made?;
+            self.handle = Some(h);
+            return Ok(h);
+        }
+        self.drain(false)?;
+        self.settle()?;
+        let h = self.opened()?;
+        // The times after the last write, which would move them again.
+        self.share()?.settle(h, mtime)?;
+        Ok(h)
     }
 }
 
@@ -809,28 +837,21 @@ impl Write for SmbWriter {
 }
 
 impl SmbWriter {
-    /// Writes what is buffered, sets the mtime, flushes and renames the
-    /// temporary file over the final name.
+    /// Writes everything, then renames the temporary file over the final
+    /// name and closes it (one message).
     pub(crate) fn finish(&mut self) -> Result<()> {
-        let result = self
-            .drain(false)
-            .and_then(|()| self.settle())
-            .and_then(|()| {
-                let share = self
-                    .share
-                    .as_mut()
-                    .ok_or_else(|| io::Error::other("writer already finished"))?;
-                // After the last write, which would move it again.
-                if let Some(mtime) = self.mtime {
-                    share.set_mtime(self.handle, mtime)?;
-                }
-                share.flush(self.handle)?;
-                share.rename(self.handle, &self.path, true)?;
-                // From here on the handle names the object at its key: a failed
-                // close must not delete it.
-                self.renamed = true;
-                share.close(self.handle)
-            });
+        let result = self.write_out().and_then(|h| {
+            let (path, tmp) = (self.path.clone(), self.tmp.clone());
+            let share = self.share()?;
+            let renamed = share.rename_and_close(h, &path);
+            if renamed.is_err() && !share.is_broken() {
+                // Closed but not renamed: the temporary file goes.
+                let _ = share.remove(&tmp);
+            }
+            // The handle is closed either way.
+            self.handle = None;
+            renamed
+        });
         if let Err(e) = result {
             return Err(to_error("write", &self.shown, e));
         }
@@ -854,12 +875,10 @@ impl Drop for SmbWriter {
         if let Some(mut share) = self.share.take() {
             // A broken connection's handles are closed by the server (a
             // temporary file left is swept later).
-            if !share.is_broken() {
-                if self.renamed {
-                    let _ = share.close(self.handle);
-                } else {
-                    discard(&mut share, self.handle);
-                }
+            if let Some(h) = self.handle
+                && !share.is_broken()
+            {
+                share.discard(h);
             }
             self.pool.give(share);
         }

@@ -118,6 +118,7 @@ pub(crate) mod status {
 /// Header flags ([MS-SMB2] 2.2.1.2).
 pub(crate) mod flags {
     pub const ASYNC_COMMAND: u32 = 0x0000_0002;
+    pub const RELATED: u32 = 0x0000_0004;
     pub const SIGNED: u32 = 0x0000_0008;
 }
 
