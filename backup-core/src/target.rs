@@ -41,6 +41,7 @@ pub trait ObjectWriter: Write + Send {
 ///   exists, and two concurrent calls for one key never both succeed.
 /// - `get`, `stat` and `delete` of a missing key fail with
 ///   [`crate::Error::NotFound`]; `delete` of a missing key may also succeed.
+/// - `get_range` yields exactly the bytes `get` would at those offsets.
 /// - `list` returns every object whose key starts with `prefix`, in any
 ///   order, without temporary objects of unfinished `put`s.
 /// - Errors never contain credentials.
@@ -56,6 +57,24 @@ pub trait Target: Debug + Send + Sync {
 
     /// Opens an object for streaming reads.
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>>;
+
+    /// Opens `len` bytes of an object, from byte `offset`, for streaming
+    /// reads (a chunk inside a pack file). `offset` lies inside the object
+    /// (a range that starts at or past its end may fail); the reader ends
+    /// early when the object ends first, so callers that need exactly `len`
+    /// bytes check what they got. A missing key fails with
+    /// [`crate::Error::NotFound`]. Backends override the default, which
+    /// reads from the start and skips `offset` bytes, with their native
+    /// ranged read.
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Box<dyn Read + Send>> {
+        let mut r = self.get(key)?;
+        let skipped = std::io::copy(&mut (&mut r).take(offset), &mut std::io::sink())
+            .map_err(|e| crate::Error::io("read", format!("{}/{key}", self.location()), e))?;
+        if skipped < offset {
+            return Ok(Box::new(std::io::empty()));
+        }
+        Ok(Box::new(r.take(len)))
+    }
 
     /// Lists objects under a prefix.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;

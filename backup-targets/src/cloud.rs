@@ -21,8 +21,8 @@ use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    Attributes, BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions,
-    PutOptions, PutPayload, PutResult, RetryConfig, WriteMultipart,
+    Attributes, BackoffConfig, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RetryConfig, WriteMultipart,
 };
 
 /// Size of one multipart upload part (S3's minimum is 5 MiB).
@@ -981,6 +981,22 @@ fn build(
     })
 }
 
+impl CloudTarget {
+    /// A streamed read of `key` with `options` (a byte range).
+    fn get_with(&self, key: &str, options: GetOptions) -> Result<Box<dyn Read + Send>> {
+        let path = self.path(key)?;
+        let result = self
+            .block_on(self.store().get_opts(&path, options))
+            .map_err(|e| self.map_err("read", key, &e))?;
+        Ok(Box::new(CloudReader {
+            stream: result.into_stream(),
+            current: Bytes::new(),
+            runtime: self.shared.runtime,
+            key: format!("{}/{key}", self.shared.location),
+        }))
+    }
+}
+
 impl Target for CloudTarget {
     fn location(&self) -> String {
         self.shared.location.clone()
@@ -1005,18 +1021,23 @@ impl Target for CloudTarget {
     }
 
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>> {
-        let path = self.path(key)?;
-        let result = self
-            .block_on(self.store().get(&path))
-            .map_err(|e| self.map_err("read", key, &e))?;
-        Ok(Box::new(CloudReader {
-            stream: result.into_stream(),
-            current: Bytes::new(),
-            runtime: self.shared.runtime,
-            key: format!("{}/{key}", self.shared.location),
-        }))
+        self.get_with(key, GetOptions::default())
     }
 
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Box<dyn Read + Send>> {
+        if len == 0 {
+            self.stat(key)?;
+            return Ok(Box::new(std::io::empty()));
+        }
+        let range = GetRange::Bounded(offset..offset.saturating_add(len));
+        self.get_with(
+            key,
+            GetOptions {
+                range: Some(range),
+                ..GetOptions::default()
+            },
+        )
+    }
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let dir = self.dir_path(prefix)?;
         let listed: Vec<object_store::ObjectMeta> = self

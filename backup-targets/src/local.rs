@@ -215,6 +215,31 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+impl LocalTarget {
+    /// Opens the regular file `key` names for reading.
+    fn open_file(&self, key: &str) -> Result<File> {
+        let Some(path) = self.inside(key)? else {
+            return Err(self.not_found(key));
+        };
+        // O_NOFOLLOW: a symlink fails instead of being followed; O_NONBLOCK:
+        // opening a FIFO returns at once instead of waiting for a writer.
+        let f = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(self.not_found(key)),
+            Err(e) => return Err(self.map_err("open", key, e)),
+        };
+        let meta = f.metadata().map_err(|e| self.map_err("open", key, e))?;
+        if !meta.is_file() {
+            return Err(self.not_found(key));
+        }
+        Ok(f)
+    }
+}
+
 impl Target for LocalTarget {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -255,25 +280,15 @@ impl Target for LocalTarget {
     }
 
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>> {
-        let Some(path) = self.inside(key)? else {
-            return Err(self.not_found(key));
-        };
-        // O_NOFOLLOW: a symlink fails instead of being followed; O_NONBLOCK:
-        // opening a FIFO returns at once instead of waiting for a writer.
-        let f = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(self.not_found(key)),
-            Err(e) => return Err(self.map_err("open", key, e)),
-        };
-        let meta = f.metadata().map_err(|e| self.map_err("open", key, e))?;
-        if !meta.is_file() {
-            return Err(self.not_found(key));
-        }
-        Ok(Box::new(f))
+        Ok(Box::new(self.open_file(key)?))
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Box<dyn Read + Send>> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = self.open_file(key)?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| self.map_err("read", key, e))?;
+        Ok(Box::new(f.take(len)))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {

@@ -443,7 +443,24 @@ impl Target for RcloneTarget {
         // rclone cat of a missing object fails only at its end: look first,
         // so a missing object is a clear NotFound.
         self.stat(key)?;
-        Ok(Box::new(RcloneReader::spawn(&self.rc, key)?))
+        Ok(Box::new(RcloneReader::spawn(&self.rc, key, &[])?))
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Box<dyn Read + Send>> {
+        check_key(key)?;
+        self.stat(key)?;
+        if len == 0 {
+            return Ok(Box::new(io::empty()));
+        }
+        // `--count` takes a signed 64-bit number; larger means "to the end".
+        let count = i64::try_from(len).unwrap_or(-1).to_string();
+        let range = [
+            "--offset".to_owned(),
+            offset.to_string(),
+            "--count".to_owned(),
+            count,
+        ];
+        Ok(Box::new(RcloneReader::spawn(&self.rc, key, &range)?))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -620,9 +637,13 @@ pub(crate) struct RcloneReader {
 
 impl RcloneReader {
     /// `rclone cat` of `key`, which the caller knows to exist.
-    pub(crate) fn spawn(target: &Arc<Rclone>, key: &str) -> Result<Self> {
+    /// `rclone cat` of `key`, with `extra` arguments (a byte range).
+    pub(crate) fn spawn(target: &Arc<Rclone>, key: &str, extra: &[String]) -> Result<Self> {
+        let path = target.path(key);
+        let mut args = vec!["cat", path.as_str()];
+        args.extend(extra.iter().map(String::as_str));
         let mut child = target
-            .command(&["cat", &target.path(key)])
+            .command(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

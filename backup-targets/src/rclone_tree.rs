@@ -578,7 +578,7 @@ impl Tree for RcloneTree {
                 });
             }
         }
-        Ok(Box::new(RcloneReader::spawn(&self.rc, path)?))
+        Ok(Box::new(RcloneReader::spawn(&self.rc, path, &[])?))
     }
 
     fn write(&self, path: &str, attrs: FileAttrs) -> Result<Box<dyn FileWriter>> {

@@ -19,8 +19,49 @@ mod conformance {
         atomic_replace(t.as_ref());
         create_new_is_exclusive(t);
         large_streamed_object(t.as_ref());
+        ranged_reads(t.as_ref());
         list_dirs_lists_directories_not_unfinished_objects(t.as_ref());
         round_trip(t);
+    }
+
+    /// Byte ranges of an object come back as the same bytes of a whole
+    /// read: inside one read block, across blocks, crossing the end
+    /// (shortened), empty; a missing key is `NotFound`.
+    fn ranged_reads(t: &dyn Target) {
+        let body: Vec<u8> = (0..3_300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        t.put_bytes("ranges/pack", &body).unwrap();
+        let size = body.len() as u64;
+        for (offset, len) in [
+            (0, 10),
+            (1, 1),
+            (4_095, 70_000),
+            (1_000_000, 2_100_000),
+            (size - 100, 1_000),
+            (17, size - 17),
+            (5, 0),
+        ] {
+            let mut got = Vec::new();
+            t.get_range("ranges/pack", offset, len)
+                .unwrap()
+                .read_to_end(&mut got)
+                .unwrap();
+            let start = usize::try_from(offset).unwrap();
+            let end = usize::try_from((offset + len).min(size)).unwrap();
+            assert!(
+                got == body[start..end],
+                "{}: range {offset}+{len} gave {} bytes, not the {} bytes at that offset",
+                t.location(),
+                got.len(),
+                end - start
+            );
+        }
+        match t.get_range("ranges/missing", 0, 10) {
+            Err(Error::NotFound { .. }) => {}
+            other => panic!("ranged read of a missing key: {:?}", other.map(|_| ())),
+        }
+        t.delete("ranges/pack").unwrap();
     }
 
     /// A files snapshot stored on the target, checked byte for byte, and

@@ -533,6 +533,10 @@ impl Target for SftpTarget {
     }
 
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        self.get_range(key, 0, u64::MAX)
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Box<dyn Read + Send>> {
         check_key(key)?;
         let path = self.remote(key);
         // Only a regular file below real directories is opened: never a
@@ -545,7 +549,12 @@ impl Target for SftpTarget {
             Ok(v) => v,
             Err(e) => return Err(self.map_err("open", key, e)),
         };
-        Ok(Box::new(SftpReader::new(conn, handle)))
+        Ok(Box::new(SftpReader::new(
+            conn,
+            handle,
+            offset,
+            offset.saturating_add(len),
+        )))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {

@@ -182,19 +182,24 @@ pub(super) struct SftpReader {
     conn: Arc<Conn>,
     handle: Vec<u8>,
     next_offset: u64,
-    in_flight: VecDeque<(u64, Receiver<Reply>)>,
+    /// Where the read stops (`u64::MAX`: at the end of the file).
+    end: u64,
+    /// Requests sent: offset, length asked, answer.
+    in_flight: VecDeque<(u64, usize, Receiver<Reply>)>,
     current: Vec<u8>,
     pos: usize,
     eof: bool,
 }
 
 impl SftpReader {
-    /// A reader of the open file `handle`, from its start.
-    pub(super) fn new(conn: Arc<Conn>, handle: Vec<u8>) -> Self {
+    /// A reader of the open file `handle`, of the bytes from `offset` up
+    /// to `end` (or the end of the file, if sooner).
+    pub(super) fn new(conn: Arc<Conn>, handle: Vec<u8>, offset: u64, end: u64) -> Self {
         Self {
             conn,
             handle,
-            next_offset: 0,
+            next_offset: offset,
+            end,
             in_flight: VecDeque::new(),
             current: Vec::new(),
             pos: 0,
@@ -203,14 +208,16 @@ impl SftpReader {
     }
 
     fn request(&mut self) -> io::Result<()> {
-        while !self.eof && self.in_flight.len() < IN_FLIGHT {
+        while !self.eof && self.in_flight.len() < IN_FLIGHT && self.next_offset < self.end {
+            let asked =
+                usize::try_from(self.end - self.next_offset).map_or(CHUNK, |n| n.min(CHUNK));
             let body = Out::default()
                 .bytes(&self.handle)
                 .u64(self.next_offset)
-                .u32(CHUNK as u32);
+                .u32(asked as u32);
             let rx = self.conn.send(FXP_READ, &body)?;
-            self.in_flight.push_back((self.next_offset, rx));
-            self.next_offset += CHUNK as u64;
+            self.in_flight.push_back((self.next_offset, asked, rx));
+            self.next_offset += asked as u64;
         }
         Ok(())
     }
@@ -218,7 +225,7 @@ impl SftpReader {
     /// The next chunk in order, or `None` at the end.
     fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
         self.request()?;
-        let Some((offset, rx)) = self.in_flight.pop_front() else {
+        let Some((offset, asked, rx)) = self.in_flight.pop_front() else {
             return Ok(None);
         };
         let reply = self.conn.wait(&rx)?;
@@ -237,7 +244,7 @@ impl SftpReader {
             };
         }
         let data = In(&reply.body).bytes()?.to_vec();
-        if data.len() < CHUNK {
+        if data.len() < asked {
             // A short read: requests beyond it would leave a gap; start
             // again right after it.
             self.drain();
@@ -247,7 +254,7 @@ impl SftpReader {
     }
 
     fn drain(&mut self) {
-        for (_, rx) in std::mem::take(&mut self.in_flight) {
+        for (_, _, rx) in std::mem::take(&mut self.in_flight) {
             let _ = self.conn.wait(&rx);
         }
     }

@@ -333,7 +333,7 @@ impl Tree for SftpTree {
                 .map(|h| (Arc::clone(c), h))
         })?;
         let (conn, handle) = opened.map_err(|e| self.t.map_err("open", "", e))?;
-        Ok(Box::new(SftpReader::new(conn, handle)))
+        Ok(Box::new(SftpReader::new(conn, handle, 0, u64::MAX)))
     }
 
     fn write(&self, path: &str, attrs: FileAttrs) -> Result<Box<dyn FileWriter>> {

@@ -414,6 +414,7 @@ impl SmbTarget {
             share: Some(share),
             handle,
             offset: 0,
+            end: u64::MAX,
             buf: Vec::new(),
             pos: 0,
         })
@@ -560,6 +561,14 @@ impl Target for SmbTarget {
         Ok(Box::new(
             self.reader(&self.location.join(key), self.shown(key))?,
         ))
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Box<dyn Read + Send>> {
+        check_key(key)?;
+        let mut r = self.reader(&self.location.join(key), self.shown(key))?;
+        r.offset = offset;
+        r.end = offset.saturating_add(len);
+        Ok(Box::new(r))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -891,6 +900,8 @@ pub(crate) struct SmbReader {
     share: Option<Share>,
     handle: Handle,
     offset: u64,
+    /// Where the read stops (`u64::MAX`: at the end of the file).
+    end: u64,
     buf: Vec<u8>,
     pos: usize,
 }
@@ -898,18 +909,17 @@ pub(crate) struct SmbReader {
 impl Read for SmbReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.pos == self.buf.len() {
+            let want = (self.end - self.offset).min(STREAM_BUFFER as u64);
+            if want == 0 {
+                return Ok(0);
+            }
             let share = self
                 .share
                 .as_mut()
                 .ok_or_else(|| io::Error::other("reader closed"))?;
             self.buf.clear();
             self.pos = 0;
-            let n = share.read_into(
-                self.handle,
-                self.offset,
-                STREAM_BUFFER as u64,
-                &mut self.buf,
-            )?;
+            let n = share.read_into(self.handle, self.offset, want, &mut self.buf)?;
             self.offset += n;
             if n == 0 {
                 return Ok(0);
