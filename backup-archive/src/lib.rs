@@ -6,13 +6,17 @@
 //!   unpacking with decompression on a thread of its own.
 //! - [`StdHashers`] implements [`backup_core::hash::Hashers`] with SHA-256
 //!   and BLAKE3.
+//! - [`ZstdChunks`] implements [`backup_core::dedup::ChunkCodec`]: keyed
+//!   BLAKE3 chunk ids and one checksummed zstd frame per chunk.
 
+mod chunks;
 mod codec;
 mod hashers;
 pub mod pargz;
 mod pipe;
 mod tar_format;
 
+pub use chunks::ZstdChunks;
 pub use codec::Codec;
 pub use hashers::StdHashers;
 pub use tar_format::TarFormat;

@@ -16,6 +16,7 @@ pub mod tree;
 // What is read, and how it is packed.
 pub mod archive;
 pub mod database;
+pub mod dedup;
 pub mod fleet;
 pub mod hash;
 pub mod source;
