@@ -13,6 +13,8 @@ use backup_core::{
     RestoreOptions, SnapshotStatus,
 };
 
+#[path = "engine/dedup.rs"]
+mod dedup;
 #[path = "engine/fleet.rs"]
 mod fleet;
 #[path = "engine/hostile.rs"]

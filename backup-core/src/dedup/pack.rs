@@ -205,6 +205,12 @@ impl PackBuilder {
         self.buf.len()
     }
 
+    /// The records so far.
+    #[must_use]
+    pub fn entries(&self) -> &[PackEntry] {
+        &self.entries
+    }
+
     /// Names the pack and hands it over; the builder is empty again.
     pub fn finish(&mut self, codec: &dyn ChunkCodec) -> FinishedPack {
         let bytes = std::mem::take(&mut self.buf);

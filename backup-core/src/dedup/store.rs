@@ -1,0 +1,366 @@
+//! Storing a byte stream as chunks, and reading it back.
+//!
+//! [`ChunkStore`] is a deduplicated repository's data half: it knows which
+//! chunks the repository holds (from the index fragments), writes new ones
+//! into packs, and reads chunks back out of packs with ranged reads.
+//! [`StreamWriter`] cuts a stream into chunks and stores the new ones;
+//! [`StreamReader`] plays a list of chunks back as a stream, checking every
+//! chunk against its id.
+//!
+//! Order of writes, so that a crash at any moment leaves only garbage and
+//! never a reference to something missing: packs first, then the index
+//! fragment that lists them, then (the caller's) chunk list and snapshot.
+//!
+//! Memory: the chunker holds two maximum chunks (8 MiB), the open pack up to
+//! 16 MiB plus one chunk, and the known-chunk map about 60 bytes per chunk
+//! in the repository (600 MB for 10 million chunks, that is 10 TB at the
+//! 1 MiB average: a repository that size needs the on-disk index this map
+//! is meant to be replaced by).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use super::chunker::{Chunker, Cutter};
+use super::codec::{ChunkCodec, ChunkId};
+use super::index::{self, PackIndex};
+use super::pack::{self, PackBuilder, PackEntry};
+use crate::target::{Target, TargetExt};
+use crate::{Error, Result};
+
+/// Index fragments live under this prefix.
+pub const INDEX_PREFIX: &str = "index/";
+
+/// Where a stored chunk is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// Position in [`ChunkStore`]'s pack table.
+    pack: u32,
+    pub offset: u32,
+    pub stored_len: u32,
+    pub raw_len: u32,
+}
+
+/// A deduplicated repository's chunks.
+#[derive(Debug)]
+pub struct ChunkStore {
+    target: Arc<dyn Target>,
+    codec: Arc<dyn ChunkCodec>,
+    key: [u8; 32],
+    cutter: Cutter,
+    level: i32,
+    packs: Vec<ChunkId>,
+    known: HashMap<ChunkId, Location>,
+}
+
+/// What a stream cost to store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// The stream's chunks, in order, with their plaintext lengths.
+    pub chunks: Vec<(ChunkId, u32)>,
+    /// Bytes of the stream.
+    pub bytes: u64,
+    /// Chunks stored by this stream (the others were stored already).
+    pub new_chunks: u64,
+    /// Plaintext bytes of the new chunks.
+    pub new_bytes: u64,
+    /// Bytes written to the target: packs and index fragments.
+    pub stored_bytes: u64,
+    /// Packs written.
+    pub packs: Vec<String>,
+}
+
+impl ChunkStore {
+    /// A store over `target` that knows nothing yet; [`Self::load_index`]
+    /// reads what the repository holds.
+    #[must_use]
+    pub fn new(
+        target: Arc<dyn Target>,
+        codec: Arc<dyn ChunkCodec>,
+        key: [u8; 32],
+        cutter: Cutter,
+        level: i32,
+    ) -> Self {
+        Self {
+            target,
+            codec,
+            key,
+            cutter,
+            level,
+            packs: Vec::new(),
+            known: HashMap::new(),
+        }
+    }
+
+    /// Reads every index fragment.
+    ///
+    /// # Errors
+    ///
+    /// A fragment that cannot be read or is damaged ([`Error::Integrity`]
+    /// naming it: `check` reports it, a scan of the packs can rebuild it).
+    pub fn load_index(&mut self) -> Result<()> {
+        let mut keys: Vec<String> = self
+            .target
+            .list(INDEX_PREFIX)?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        keys.sort();
+        for key in keys {
+            let bytes = self.target.get_bytes(&key)?;
+            let fragment = index::decode(&bytes).map_err(|detail| Error::Integrity {
+                snapshot: key.clone(),
+                detail,
+            })?;
+            for p in fragment {
+                self.add_pack(&p);
+            }
+        }
+        Ok(())
+    }
+
+    fn add_pack(&mut self, p: &PackIndex) {
+        let n = u32::try_from(self.packs.len()).expect("fewer than 2^32 packs");
+        self.packs.push(p.pack);
+        for e in &p.entries {
+            self.known.entry(e.id).or_insert(Location {
+                pack: n,
+                offset: e.offset,
+                stored_len: e.stored_len,
+                raw_len: e.raw_len,
+            });
+        }
+    }
+
+    /// Whether the repository holds chunk `id`.
+    #[must_use]
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.known.contains_key(id)
+    }
+
+    /// How many chunks the repository holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
+    /// Where chunk `id` is: the pack's name and the record.
+    #[must_use]
+    pub fn locate(&self, id: &ChunkId) -> Option<(String, PackEntry)> {
+        let l = self.known.get(id)?;
+        Some((
+            self.packs[l.pack as usize].to_hex(),
+            PackEntry {
+                id: *id,
+                offset: l.offset,
+                stored_len: l.stored_len,
+                raw_len: l.raw_len,
+            },
+        ))
+    }
+
+    /// Reads chunk `id` and checks it against its id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Integrity`] for a chunk the index does not know or whose
+    /// record is damaged; the target's error for a failed read.
+    pub fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        let (pack_id, entry) = self.locate(id).ok_or_else(|| Error::Integrity {
+            snapshot: format!("chunk {id}"),
+            detail: "no index fragment lists it".into(),
+        })?;
+        let key = pack::pack_key(&pack_id);
+        let mut record = Vec::with_capacity(usize::try_from(entry.record_len()).unwrap_or(0));
+        self.target
+            .get_range(&key, u64::from(entry.offset), entry.record_len())?
+            .read_to_end(&mut record)
+            .map_err(|e| Error::io("read", format!("{}/{key}", self.target.location()), e))?;
+        pack::open_record(self.codec.as_ref(), &self.key, &entry, &record).map_err(|detail| {
+            Error::Integrity {
+                snapshot: key,
+                detail,
+            }
+        })
+    }
+
+    /// Starts storing a stream.
+    #[must_use]
+    pub fn writer(&mut self) -> StreamWriter<'_> {
+        StreamWriter {
+            chunker: Some(Chunker::new(self.cutter.clone())),
+            store: self,
+            pack: PackBuilder::new(),
+            written: Vec::new(),
+            summary: StreamSummary::default(),
+        }
+    }
+
+    /// Plays `chunks` back as one stream.
+    #[must_use]
+    pub fn reader(&self, chunks: Vec<ChunkId>) -> StreamReader<'_> {
+        StreamReader {
+            store: self,
+            chunks: chunks.into_iter(),
+            current: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+/// Cuts a stream into chunks and stores the ones the repository lacks.
+/// Nothing is referenced until [`StreamWriter::finish`] has stored every
+/// pack and the index fragment that lists them.
+#[derive(Debug)]
+pub struct StreamWriter<'s> {
+    store: &'s mut ChunkStore,
+    chunker: Option<Chunker>,
+    pack: PackBuilder,
+    /// Packs stored by this stream, for its index fragment.
+    written: Vec<PackIndex>,
+    summary: StreamSummary,
+}
+
+impl StreamWriter<'_> {
+    fn take(&mut self, chunk: &[u8]) -> Result<()> {
+        let id = self.store.codec.chunk_id(&self.store.key, chunk);
+        let len = u32::try_from(chunk.len()).expect("chunks are under 64 MiB");
+        self.summary.chunks.push((id, len));
+        self.summary.bytes += u64::from(len);
+        if self.store.known.contains_key(&id) || self.pack_has(&id) {
+            return Ok(());
+        }
+        self.pack
+            .add(self.store.codec.as_ref(), id, chunk, self.store.level)
+            .map_err(|e| Error::io("compress", format!("chunk {id}"), e))?;
+        self.summary.new_chunks += 1;
+        self.summary.new_bytes += u64::from(len);
+        if self.pack.is_full() {
+            self.flush_pack()?;
+        }
+        Ok(())
+    }
+
+    fn pack_has(&self, id: &ChunkId) -> bool {
+        self.pack.entries().iter().any(|e| e.id == *id)
+    }
+
+    /// Stores the open pack, and makes its chunks known.
+    fn flush_pack(&mut self) -> Result<()> {
+        if self.pack.is_empty() {
+            return Ok(());
+        }
+        let store = &mut *self.store;
+        let built = self.pack.finish(store.codec.as_ref());
+        store
+            .target
+            .put_bytes(&pack::pack_key(&built.id), &built.bytes)?;
+        self.summary.stored_bytes += built.bytes.len() as u64;
+        let entry = PackIndex {
+            pack: ChunkId::from_hex(&built.id)?,
+            entries: built.entries,
+        };
+        store.add_pack(&entry);
+        self.summary.packs.push(built.id);
+        self.written.push(entry);
+        Ok(())
+    }
+
+    /// Ends a chunk here (before and after a large file's data, so that an
+    /// unchanged file gives the same chunks wherever it sits).
+    ///
+    /// # Errors
+    ///
+    /// Storing a pack failed.
+    pub fn cut_here(&mut self) -> Result<()> {
+        let mut chunker = self.chunker.take().expect("writer in use");
+        let r = chunker.cut_here(&mut |c: &[u8]| self.take(c));
+        self.chunker = Some(chunker);
+        r
+    }
+
+    /// Stores what is left, then one index fragment per
+    /// [`index::MAX_ENTRIES`] chunks listing this stream's packs. Only then
+    /// may anything refer to the stream's chunks.
+    ///
+    /// # Errors
+    ///
+    /// Storing a pack or a fragment failed; the chunks stored so far are
+    /// garbage a prune removes.
+    pub fn finish(mut self) -> Result<StreamSummary> {
+        let chunker = self.chunker.take().expect("writer in use");
+        chunker.finish(&mut |c: &[u8]| self.take(c))?;
+        self.flush_pack()?;
+        let store = &*self.store;
+        let mut group: Vec<PackIndex> = Vec::new();
+        let mut count = 0;
+        let written = std::mem::take(&mut self.written);
+        let last = written.len();
+        for (i, p) in written.into_iter().enumerate() {
+            count += p.entries.len();
+            group.push(p);
+            let next = i + 1;
+            if next == last || count >= index::MAX_ENTRIES / 2 {
+                let bytes = index::encode(&group);
+                let mut h = store.codec.sha256();
+                h.update(&bytes);
+                let key = format!("{INDEX_PREFIX}{}", h.finish_hex());
+                store.target.put_bytes(&key, &bytes)?;
+                self.summary.stored_bytes += bytes.len() as u64;
+                group.clear();
+                count = 0;
+            }
+        }
+        Ok(self.summary)
+    }
+}
+
+impl Write for StreamWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut chunker = self
+            .chunker
+            .take()
+            .ok_or_else(|| io::Error::other("writer in use"))?;
+        let r = chunker.push(buf, &mut |c: &[u8]| self.take(c));
+        self.chunker = Some(chunker);
+        r.map_err(|e| io::Error::other(crate::error_chain(&e)))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Plays a list of chunks back as one stream, each chunk checked.
+#[derive(Debug)]
+pub struct StreamReader<'s> {
+    store: &'s ChunkStore,
+    chunks: std::vec::IntoIter<ChunkId>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for StreamReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            let Some(id) = self.chunks.next() else {
+                return Ok(0);
+            };
+            self.current = self
+                .store
+                .read_chunk(&id)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, crate::error_chain(&e)))?;
+            self.pos = 0;
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

@@ -1,0 +1,272 @@
+//! Chunk stores on a real local repository: streams come back byte for
+//! byte, what is stored once is not stored again, damage is found, and an
+//! unfinished stream leaves nothing any reader could depend on.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use backup_archive::ZstdChunks;
+use backup_core::dedup::{ChunkId, ChunkStore, ChunkerParams, Cutter, StreamSummary};
+use backup_core::{Error, Target};
+use backup_targets::LocalTarget;
+
+use super::pseudo_random;
+
+const KEY: [u8; 32] = [0x11; 32];
+
+fn target(dir: &std::path::Path) -> Arc<dyn Target> {
+    Arc::new(LocalTarget::new(dir).unwrap())
+}
+
+/// Small chunks (16 KiB average) so that a few MiB make many.
+fn store(t: &Arc<dyn Target>) -> ChunkStore {
+    let params = ChunkerParams {
+        min_size: 4 << 10,
+        avg_size: 16 << 10,
+        max_size: 64 << 10,
+        level: 2,
+        seed: [3; 32],
+    };
+    let mut s = ChunkStore::new(
+        Arc::clone(t),
+        Arc::new(ZstdChunks),
+        KEY,
+        Cutter::new(&params).unwrap(),
+        3,
+    );
+    s.load_index().unwrap();
+    s
+}
+
+/// CSV-like text and incompressible noise, as a lab's tree has.
+fn stream(seed: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..40_000u64 {
+        out.extend_from_slice(format!("{i},{},{}\n", (i * seed) % 977, i % 31).as_bytes());
+    }
+    out.extend_from_slice(&pseudo_random(3 << 20, seed));
+    out
+}
+
+fn put(s: &mut ChunkStore, parts: &[&[u8]]) -> StreamSummary {
+    let mut w = s.writer();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            w.cut_here().unwrap();
+        }
+        for piece in p.chunks(100_000) {
+            w.write_all(piece).unwrap();
+        }
+    }
+    w.finish().unwrap()
+}
+
+fn get(s: &ChunkStore, summary: &StreamSummary) -> Vec<u8> {
+    let mut out = Vec::new();
+    s.reader(summary.chunks.iter().map(|c| c.0).collect())
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+fn objects(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = walk(dir)
+        .into_iter()
+        .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_stream_comes_back_and_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target(dir.path());
+    let data = stream(7);
+    let mut s = store(&t);
+    let first = put(&mut s, &[&data]);
+    assert_eq!(first.bytes, data.len() as u64);
+    assert!(first.chunks.len() > 100, "{} chunks", first.chunks.len());
+    assert_eq!(first.new_chunks as usize, first.chunks.len());
+    // Compressed per chunk: the text half shrinks, the noise does not.
+    assert!(
+        first.stored_bytes < data.len() as u64,
+        "{}",
+        first.stored_bytes
+    );
+    assert!(first.packs.len() == 1, "{:?}", first.packs);
+    assert_eq!(get(&s, &first), data);
+
+    // The same stream again, in a store that reads the index afresh:
+    // nothing new is written.
+    let before = objects(dir.path());
+    let mut s = store(&t);
+    assert_eq!(s.len(), first.chunks.len());
+    let again = put(&mut s, &[&data]);
+    assert_eq!((again.new_chunks, again.stored_bytes), (0, 0));
+    assert_eq!(again.chunks, first.chunks);
+    assert_eq!(
+        objects(dir.path()),
+        before,
+        "a no-change stream wrote objects"
+    );
+    assert_eq!(get(&s, &again), data);
+}
+
+#[test]
+fn a_small_change_stores_a_little() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target(dir.path());
+    let data = stream(11);
+    let mut s = store(&t);
+    put(&mut s, &[&data]);
+    let mut edited = data.clone();
+    edited.splice(600_000..600_000, b"an inserted row,1,2\n".iter().copied());
+    let end = edited.len() - 5;
+    edited[end] ^= 0xff;
+    let second = put(&mut s, &[&edited]);
+    assert!(
+        second.new_chunks <= 6,
+        "{} of {} chunks new after two small edits",
+        second.new_chunks,
+        second.chunks.len()
+    );
+    assert!(
+        second.new_bytes < 6 * (64 << 10),
+        "{} bytes new",
+        second.new_bytes
+    );
+    assert_eq!(get(&s, &second), edited);
+}
+
+#[test]
+fn forced_cuts_keep_a_moved_file_s_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target(dir.path());
+    let file = pseudo_random(2 << 20, 21);
+    let (a, b) = (stream(22), stream(23));
+    let mut s = store(&t);
+    let first = put(&mut s, &[&a[..1_000_003], &file, &b[..777_777]]);
+    // The file now sits after other data, at another offset.
+    let second = put(&mut s, &[&b[..555_555], &file, &a[..333]]);
+    // Chunks end exactly at the file's start and end, so its chunks are the
+    // same ids in both streams, and nothing of it is stored twice.
+    let chunks_of = |sum: &StreamSummary, start: u64| -> Vec<ChunkId> {
+        let mut at = 0u64;
+        let mut out = Vec::new();
+        for (id, len) in &sum.chunks {
+            if at >= start && at < start + file.len() as u64 {
+                out.push(*id);
+            }
+            at += u64::from(*len);
+            if at == start || at == start + file.len() as u64 {
+                continue;
+            }
+            assert!(
+                !(at > start && at - u64::from(*len) < start),
+                "a chunk straddles the file's start"
+            );
+        }
+        out
+    };
+    let in_first = chunks_of(&first, 1_000_003);
+    assert!(in_first.len() > 20, "{} chunks", in_first.len());
+    assert_eq!(in_first, chunks_of(&second, 555_555));
+    let limit = 555_555 + 333 + 2 * (64 << 10);
+    assert!(
+        second.new_bytes <= limit as u64,
+        "{} bytes new: the file's chunks were not found again",
+        second.new_bytes
+    );
+    assert_eq!(
+        get(&s, &second),
+        [&b[..555_555], &file[..], &a[..333]].concat()
+    );
+}
+
+#[test]
+fn damage_is_found_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target(dir.path());
+    let data = stream(31);
+    let mut s = store(&t);
+    let summary = put(&mut s, &[&data]);
+    let pack_key = format!("packs/{}/{}", &summary.packs[0][..2], summary.packs[0]);
+    let pack_path = dir.path().join(&pack_key);
+    let mut bytes = std::fs::read(&pack_path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&pack_path, &bytes).unwrap();
+    let mut out = Vec::new();
+    let err = s
+        .reader(summary.chunks.iter().map(|c| c.0).collect())
+        .read_to_end(&mut out)
+        .unwrap_err();
+    assert!(err.to_string().contains(&summary.packs[0]), "{err}");
+    assert!(out.len() < data.len());
+
+    // A damaged index fragment is refused when the store opens, by name.
+    let index: Vec<_> = t.list("index/").unwrap();
+    assert_eq!(index.len(), 1);
+    let index_path = dir.path().join(&index[0].key);
+    let mut bytes = std::fs::read(&index_path).unwrap();
+    bytes.truncate(bytes.len() - 7);
+    std::fs::write(&index_path, &bytes).unwrap();
+    let mut s = ChunkStore::new(
+        Arc::clone(&t),
+        Arc::new(ZstdChunks),
+        KEY,
+        Cutter::new(&ChunkerParams::new([0; 32])).unwrap(),
+        3,
+    );
+    match s.load_index() {
+        Err(Error::Integrity { snapshot, .. }) => assert_eq!(snapshot, index[0].key),
+        other => panic!("a cut index fragment was read: {other:?}"),
+    }
+}
+
+#[test]
+fn an_unfinished_stream_is_never_referenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target(dir.path());
+    let data = stream(41);
+    let mut s = store(&t);
+    {
+        let mut w = s.writer();
+        // Enough for the first pack (16 MiB) to be stored, then a "crash".
+        w.write_all(&data).unwrap();
+        w.write_all(&pseudo_random(17 << 20, 42)).unwrap();
+        drop(w);
+    }
+    assert!(
+        t.list("packs/").unwrap().len() == 1,
+        "the first pack was stored"
+    );
+    assert!(
+        t.list("index/").unwrap().is_empty(),
+        "no index before the stream ends"
+    );
+    // A new run does not know those chunks, so it stores them again rather
+    // than refer to a pack no index lists.
+    let mut s = store(&t);
+    assert!(s.is_empty());
+    let again = put(&mut s, &[&data]);
+    assert_eq!(again.new_chunks as usize, again.chunks.len());
+    assert_eq!(get(&s, &again), data);
+    let unknown = ChunkId([0xee; 32]);
+    let err = s.read_chunk(&unknown).unwrap_err().to_string();
+    assert!(err.contains("no index fragment lists it"), "{err}");
+}
