@@ -16,7 +16,7 @@ pub mod store;
 
 pub use chunker::{Chunker, ChunkerParams, Cutter};
 pub use codec::{ChunkCodec, ChunkId};
-pub use store::{ChunkStore, StreamReader, StreamSummary, StreamWriter};
+pub use store::{ChunkCheck, ChunkStore, StreamReader, StreamSummary, StreamWriter};
 
 #[cfg(test)]
 mod tests;

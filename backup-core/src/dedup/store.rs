@@ -364,3 +364,170 @@ impl Read for StreamReader<'_> {
         Ok(n)
     }
 }
+
+/// What [`ChunkStore::check`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkCheck {
+    /// Index fragments read.
+    pub fragments: u64,
+    /// Packs the index lists.
+    pub packs: u64,
+    /// Chunk records the index lists.
+    pub chunks: u64,
+    /// Bytes of pack data read and checked (with `read_data`).
+    pub bytes_read: u64,
+    /// Packs stored that no index lists: left by a backup that stopped
+    /// before its index was written. Nothing refers to them; a prune
+    /// removes them.
+    pub unindexed_packs: Vec<String>,
+    /// Damage, one line each, naming the object.
+    pub problems: Vec<String>,
+}
+
+impl ChunkStore {
+    /// Checks the index fragments (each named by its SHA-256 and well
+    /// formed) and that every pack they list exists and is long enough;
+    /// with `read_data`, reads every pack: its SHA-256 must be its name,
+    /// a scan of its records must find each record the index lists, and
+    /// each such record must decompress (zstd checksum) to the plaintext
+    /// its keyed id names.
+    ///
+    /// # Errors
+    ///
+    /// Only for failures to list; damage is reported in
+    /// [`ChunkCheck::problems`].
+    pub fn check(&self, read_data: bool) -> Result<ChunkCheck> {
+        let mut report = ChunkCheck::default();
+        let mut listed: HashMap<String, Vec<PackEntry>> = HashMap::new();
+        let mut fragments: Vec<String> = self
+            .target
+            .list(INDEX_PREFIX)?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        fragments.sort();
+        for key in fragments {
+            report.fragments += 1;
+            let bytes = match self.target.get_bytes(&key) {
+                Ok(b) => b,
+                Err(e) => {
+                    report
+                        .problems
+                        .push(format!("{key}: {}", crate::error_chain(&e)));
+                    continue;
+                }
+            };
+            let mut h = self.codec.sha256();
+            h.update(&bytes);
+            if Some(h.finish_hex().as_str()) != key.strip_prefix(INDEX_PREFIX) {
+                report
+                    .problems
+                    .push(format!("{key}: its SHA-256 is not its name (damaged)"));
+                continue;
+            }
+            match index::decode(&bytes) {
+                Ok(packs) => {
+                    for p in packs {
+                        listed.entry(p.pack.to_hex()).or_default().extend(p.entries);
+                    }
+                }
+                Err(e) => report.problems.push(format!("{key}: {e}")),
+            }
+        }
+        let stored: HashMap<String, u64> = self
+            .target
+            .list("packs/")?
+            .into_iter()
+            .filter_map(|o| Some((o.key.rsplit_once('/')?.1.to_owned(), o.size)))
+            .collect();
+        report.unindexed_packs = stored
+            .keys()
+            .filter(|k| !listed.contains_key(*k))
+            .cloned()
+            .collect();
+        report.unindexed_packs.sort();
+        let mut packs: Vec<(String, Vec<PackEntry>)> = listed.into_iter().collect();
+        packs.sort_by(|a, b| a.0.cmp(&b.0));
+        for (pack_id, mut entries) in packs {
+            entries.sort_by_key(|e| e.offset);
+            entries.dedup();
+            report.packs += 1;
+            report.chunks += entries.len() as u64;
+            let key = pack::pack_key(&pack_id);
+            let needed = entries
+                .iter()
+                .map(|e| u64::from(e.offset) + e.record_len())
+                .max()
+                .unwrap_or(0);
+            match stored.get(&pack_id) {
+                None => {
+                    report.problems.push(format!(
+                        "{key}: missing (the index lists {} chunks in it)",
+                        entries.len()
+                    ));
+                    continue;
+                }
+                Some(size) if *size < needed => {
+                    report.problems.push(format!(
+                        "{key}: {size} bytes, but the index lists records up to byte {needed}"
+                    ));
+                    continue;
+                }
+                Some(_) => {}
+            }
+            if read_data {
+                self.check_pack(&key, &pack_id, &entries, &mut report);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Reads one pack whole (packs are bounded) and checks it.
+    fn check_pack(&self, key: &str, pack_id: &str, entries: &[PackEntry], report: &mut ChunkCheck) {
+        let bytes = match self.target.get_bytes(key) {
+            Ok(b) => b,
+            Err(e) => {
+                report
+                    .problems
+                    .push(format!("{key}: {}", crate::error_chain(&e)));
+                return;
+            }
+        };
+        report.bytes_read += bytes.len() as u64;
+        let mut h = self.codec.sha256();
+        h.update(&bytes);
+        if h.finish_hex() != pack_id {
+            report
+                .problems
+                .push(format!("{key}: its SHA-256 is not its name (damaged)"));
+        }
+        let scanned = match pack::scan(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                report.problems.push(format!("{key}: {e}"));
+                Vec::new()
+            }
+        };
+        for e in entries {
+            if !scanned.is_empty()
+                && scanned
+                    .binary_search_by_key(&e.offset, |s| s.offset)
+                    .is_err()
+            {
+                report.problems.push(format!(
+                    "{key}: no record starts at byte {} where the index puts chunk {}",
+                    e.offset, e.id
+                ));
+                continue;
+            }
+            let start = e.offset as usize;
+            let end = start + usize::try_from(e.record_len()).unwrap_or(usize::MAX);
+            let Some(record) = bytes.get(start..end) else {
+                continue;
+            };
+            if let Err(detail) = pack::open_record(self.codec.as_ref(), &self.key, e, record) {
+                report.problems.push(format!("{key}: {detail}"));
+            }
+        }
+    }
+}

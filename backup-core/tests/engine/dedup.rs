@@ -270,3 +270,70 @@ fn an_unfinished_stream_is_never_referenced() {
     let err = s.read_chunk(&unknown).unwrap_err().to_string();
     assert!(err.contains("no index fragment lists it"), "{err}");
 }
+
+#[test]
+fn check_finds_every_damage_to_packs_and_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target(dir.path());
+    let mut s = store(&t);
+    let summary = put(&mut s, &[&stream(51)]);
+    let clean = s.check(true).unwrap();
+    assert!(clean.problems.is_empty(), "{:?}", clean.problems);
+    assert_eq!((clean.fragments, clean.packs), (1, 1));
+    assert_eq!(clean.chunks as usize, summary.chunks.len());
+    assert!(clean.bytes_read > 0 && clean.unindexed_packs.is_empty());
+
+    let pack_key = format!("packs/{}/{}", &summary.packs[0][..2], summary.packs[0]);
+    let index_key = t.list("index/").unwrap()[0].key.clone();
+    for key in [&pack_key, &index_key] {
+        let path = dir.path().join(key);
+        let good = std::fs::read(&path).unwrap();
+        let step = good.len() / 40;
+        let mut found = 0;
+        let mut tried = 0;
+        for at in (0..good.len()).step_by(step.max(1)).chain([good.len() - 1]) {
+            let mut bad = good.clone();
+            bad[at] ^= 0x04;
+            std::fs::write(&path, &bad).unwrap();
+            tried += 1;
+            let r = s.check(true).unwrap();
+            if r.problems.iter().any(|p| p.contains(key.as_str())) {
+                found += 1;
+            }
+        }
+        std::fs::write(&path, &good).unwrap();
+        assert_eq!(found, tried, "{key}: {found} of {tried} byte flips found");
+    }
+    // Without reading data: a truncated or missing pack is still found.
+    let path = dir.path().join(&pack_key);
+    let good = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &good[..good.len() - 10]).unwrap();
+    let r = s.check(false).unwrap();
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.contains("the index lists records up to")),
+        "{r:?}"
+    );
+    std::fs::remove_file(&path).unwrap();
+    let r = s.check(false).unwrap();
+    assert!(r.problems.iter().any(|p| p.contains("missing")), "{r:?}");
+    std::fs::write(&path, &good).unwrap();
+    assert!(s.check(true).unwrap().problems.is_empty());
+}
+
+#[test]
+fn check_reports_leftover_packs_without_calling_them_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target(dir.path());
+    let mut s = store(&t);
+    {
+        let mut w = s.writer();
+        w.write_all(&pseudo_random(17 << 20, 61)).unwrap();
+        drop(w); // a backup killed before its index
+    }
+    let r = store(&t).check(true).unwrap();
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(r.unindexed_packs.len(), 1);
+    assert_eq!(r.packs, 0);
+}
