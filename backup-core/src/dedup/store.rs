@@ -12,10 +12,12 @@
 //! fragment that lists them, then (the caller's) chunk list and snapshot.
 //!
 //! Memory: the chunker holds two maximum chunks (8 MiB), the open pack up to
-//! 16 MiB plus one chunk, and the known-chunk map about 60 bytes per chunk
-//! in the repository (600 MB for 10 million chunks, that is 10 TB at the
-//! 1 MiB average: a repository that size needs the on-disk index this map
-//! is meant to be replaced by).
+//! 16 MiB plus one chunk. What the repository holds is known from a sorted
+//! array of the first 128 bits of every chunk id, 16 bytes per chunk: 160 MB
+//! for 10 million chunks, that is 10 TB at the 1 MiB average (a collision of
+//! two ids' first 128 bits among 10 million is about as likely as 1 in
+//! 10^25). Where chunks are is loaded only for the chunks a reader needs,
+//! streaming the index fragments (each at most 17 MiB) past that list.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -49,8 +51,19 @@ pub struct ChunkStore {
     key: [u8; 32],
     cutter: Cutter,
     level: i32,
+    /// The first 128 bits of every indexed chunk's id, sorted.
+    indexed: Vec<u128>,
+    /// Chunks stored by this store since the index was read.
+    added: std::collections::HashSet<u128>,
+    /// Pack names, for `located`.
     packs: Vec<ChunkId>,
-    known: HashMap<ChunkId, Location>,
+    /// Where the chunks that readers asked for (and those added) are.
+    located: HashMap<ChunkId, Location>,
+}
+
+/// The part of an id the membership array keeps.
+fn prefix(id: &ChunkId) -> u128 {
+    u128::from_be_bytes(id.0[..16].try_into().expect("16 bytes"))
 }
 
 /// What a stream cost to store.
@@ -87,18 +100,16 @@ impl ChunkStore {
             key,
             cutter,
             level,
+            indexed: Vec::new(),
+            added: std::collections::HashSet::new(),
             packs: Vec::new(),
-            known: HashMap::new(),
+            located: HashMap::new(),
         }
     }
 
-    /// Reads every index fragment.
-    ///
-    /// # Errors
-    ///
-    /// A fragment that cannot be read or is damaged ([`Error::Integrity`]
-    /// naming it: `check` reports it, a scan of the packs can rebuild it).
-    pub fn load_index(&mut self) -> Result<()> {
+    /// Calls `each` for every pack of every index fragment, one fragment
+    /// in memory at a time.
+    fn each_fragment(&self, each: &mut dyn FnMut(PackIndex)) -> Result<()> {
         let mut keys: Vec<String> = self
             .target
             .list(INDEX_PREFIX)?
@@ -112,18 +123,68 @@ impl ChunkStore {
                 snapshot: key.clone(),
                 detail,
             })?;
-            for p in fragment {
-                self.add_pack(&p);
-            }
+            fragment.into_iter().for_each(&mut *each);
         }
         Ok(())
     }
 
-    fn add_pack(&mut self, p: &PackIndex) {
+    /// Reads which chunks the repository holds, from every index fragment.
+    ///
+    /// # Errors
+    ///
+    /// A fragment that cannot be read or is damaged ([`Error::Integrity`]
+    /// naming it: `check` reports it, a scan of the packs can rebuild it).
+    pub fn load_index(&mut self) -> Result<()> {
+        let mut indexed = Vec::new();
+        self.each_fragment(&mut |p| indexed.extend(p.entries.iter().map(|e| prefix(&e.id))))?;
+        indexed.sort_unstable();
+        indexed.dedup();
+        indexed.shrink_to_fit();
+        self.indexed = indexed;
+        Ok(())
+    }
+
+    /// Reads where the chunks in `wanted` are (those not known yet), from
+    /// every index fragment; what is not in `wanted` is not kept.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::load_index`].
+    pub fn load_locations(&mut self, wanted: &[ChunkId]) -> Result<()> {
+        let mut wanted: std::collections::HashSet<ChunkId> = wanted
+            .iter()
+            .filter(|id| !self.located.contains_key(id))
+            .copied()
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut found = Vec::new();
+        self.each_fragment(&mut |p| {
+            let mine: Vec<PackEntry> = p
+                .entries
+                .iter()
+                .filter(|e| wanted.remove(&e.id))
+                .copied()
+                .collect();
+            if !mine.is_empty() {
+                found.push(PackIndex {
+                    pack: p.pack,
+                    entries: mine,
+                });
+            }
+        })?;
+        for p in &found {
+            self.add_locations(p);
+        }
+        Ok(())
+    }
+
+    fn add_locations(&mut self, p: &PackIndex) {
         let n = u32::try_from(self.packs.len()).expect("fewer than 2^32 packs");
         self.packs.push(p.pack);
         for e in &p.entries {
-            self.known.entry(e.id).or_insert(Location {
+            self.located.entry(e.id).or_insert(Location {
                 pack: n,
                 offset: e.offset,
                 stored_len: e.stored_len,
@@ -135,24 +196,27 @@ impl ChunkStore {
     /// Whether the repository holds chunk `id`.
     #[must_use]
     pub fn contains(&self, id: &ChunkId) -> bool {
-        self.known.contains_key(id)
+        let p = prefix(id);
+        self.added.contains(&p) || self.indexed.binary_search(&p).is_ok()
     }
 
     /// How many chunks the repository holds.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.known.len()
+        self.indexed.len() + self.added.len()
     }
 
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.known.is_empty()
+        self.len() == 0
     }
 
-    /// Where chunk `id` is: the pack's name and the record.
+    /// Where chunk `id` is, if its location was loaded
+    /// ([`Self::load_locations`]) or it was stored by this store: the
+    /// pack's name and the record.
     #[must_use]
     pub fn locate(&self, id: &ChunkId) -> Option<(String, PackEntry)> {
-        let l = self.known.get(id)?;
+        let l = self.located.get(id)?;
         Some((
             self.packs[l.pack as usize].to_hex(),
             PackEntry {
@@ -201,15 +265,19 @@ impl ChunkStore {
         }
     }
 
-    /// Plays `chunks` back as one stream.
-    #[must_use]
-    pub fn reader(&self, chunks: Vec<ChunkId>) -> StreamReader<'_> {
-        StreamReader {
+    /// Plays `chunks` back as one stream, after loading their locations.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::load_locations`].
+    pub fn reader(&mut self, chunks: Vec<ChunkId>) -> Result<StreamReader<'_>> {
+        self.load_locations(&chunks)?;
+        Ok(StreamReader {
             store: self,
             chunks: chunks.into_iter(),
             current: Vec::new(),
             pos: 0,
-        }
+        })
     }
 }
 
@@ -232,7 +300,7 @@ impl StreamWriter<'_> {
         let len = u32::try_from(chunk.len()).expect("chunks are under 64 MiB");
         self.summary.chunks.push((id, len));
         self.summary.bytes += u64::from(len);
-        if self.store.known.contains_key(&id) || self.pack_has(&id) {
+        if self.store.contains(&id) || self.pack_has(&id) {
             return Ok(());
         }
         self.pack
@@ -265,7 +333,10 @@ impl StreamWriter<'_> {
             pack: ChunkId::from_hex(&built.id)?,
             entries: built.entries,
         };
-        store.add_pack(&entry);
+        store
+            .added
+            .extend(entry.entries.iter().map(|e| prefix(&e.id)));
+        store.add_locations(&entry);
         self.summary.packs.push(built.id);
         self.written.push(entry);
         Ok(())
