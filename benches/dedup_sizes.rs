@@ -67,7 +67,7 @@ fn main() {
     for f in &files {
         let started = Instant::now();
         let mut input = std::fs::File::open(f).unwrap_or_else(|e| panic!("{f}: {e}"));
-        let mut w = store.writer();
+        let mut w = store.writer().expect("compression threads");
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = input.read(&mut buf).expect("read");

@@ -160,22 +160,34 @@ impl PackBuilder {
         data: &[u8],
         level: i32,
     ) -> std::io::Result<()> {
-        let too_big = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "chunk too large");
         if data.len() > MAX_CHUNK {
             return Err(too_big());
         }
-        let offset = u32::try_from(self.buf.len()).map_err(|_| too_big())?;
-        self.buf.extend_from_slice(&[0u8; HEADER_LEN]);
-        let start = self.buf.len();
-        if let Err(e) = codec.compress(data, level, &mut self.buf) {
-            self.buf.truncate(offset as usize);
-            return Err(e);
+        let mut frame = Vec::new();
+        codec.compress(data, level, &mut frame)?;
+        self.add_compressed(id, data.len(), &frame)
+    }
+
+    /// Adds a record for chunk `id`, whose `raw_len` bytes of plaintext
+    /// `frame` holds compressed.
+    ///
+    /// # Errors
+    ///
+    /// A chunk over [`MAX_CHUNK`], or a pack over 4 GiB.
+    pub fn add_compressed(
+        &mut self,
+        id: ChunkId,
+        raw_len: usize,
+        frame: &[u8],
+    ) -> std::io::Result<()> {
+        if raw_len > MAX_CHUNK {
+            return Err(too_big());
         }
         let entry = PackEntry {
             id,
-            offset,
-            stored_len: u32::try_from(self.buf.len() - start).map_err(|_| too_big())?,
-            raw_len: u32::try_from(data.len()).map_err(|_| too_big())?,
+            offset: u32::try_from(self.buf.len()).map_err(|_| too_big())?,
+            stored_len: u32::try_from(frame.len()).map_err(|_| too_big())?,
+            raw_len: u32::try_from(raw_len).map_err(|_| too_big())?,
         };
         let header = Header {
             kind: KIND_ZSTD,
@@ -183,7 +195,8 @@ impl PackBuilder {
             raw_len: entry.raw_len,
             stored_len: entry.stored_len,
         };
-        self.buf[offset as usize..start].copy_from_slice(&header.encode());
+        self.buf.extend_from_slice(&header.encode());
+        self.buf.extend_from_slice(frame);
         self.entries.push(entry);
         Ok(())
     }
@@ -223,6 +236,10 @@ impl PackBuilder {
             entries,
         }
     }
+}
+
+fn too_big() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, "chunk too large")
 }
 
 /// Lists the records of a whole pack by scanning it from the start.

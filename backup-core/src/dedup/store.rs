@@ -254,15 +254,20 @@ impl ChunkStore {
     }
 
     /// Starts storing a stream.
-    #[must_use]
-    pub fn writer(&mut self) -> StreamWriter<'_> {
-        StreamWriter {
+    ///
+    /// # Errors
+    ///
+    /// The compression threads could not be started.
+    pub fn writer(&mut self) -> Result<StreamWriter<'_>> {
+        Ok(StreamWriter {
             chunker: Some(Chunker::new(self.cutter.clone())),
+            pool: Pool::start(&self.codec, self.level)?,
+            pending: std::collections::HashSet::new(),
             store: self,
             pack: PackBuilder::new(),
             written: Vec::new(),
             summary: StreamSummary::default(),
-        }
+        })
     }
 
     /// Plays `chunks` back as one stream, after loading their locations.
@@ -281,6 +286,66 @@ impl ChunkStore {
     }
 }
 
+/// A compressed chunk coming back from the pool: id, plaintext length,
+/// zstd frame.
+type Compressed = io::Result<(ChunkId, usize, Vec<u8>)>;
+
+/// Compresses chunks on worker threads (one per core, at most four). At
+/// most two chunks per worker wait, so memory stays bounded.
+#[derive(Debug)]
+struct Pool {
+    jobs: Option<std::sync::mpsc::SyncSender<(ChunkId, Vec<u8>)>>,
+    done: std::sync::mpsc::Receiver<Compressed>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Chunks sent and not yet taken back.
+    outstanding: usize,
+}
+
+impl Pool {
+    fn start(codec: &Arc<dyn ChunkCodec>, level: i32) -> Result<Self> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<(ChunkId, Vec<u8>)>(workers * 2);
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let (tx, done) = std::sync::mpsc::channel::<Compressed>();
+        let mut threads = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (rx, tx, codec) = (Arc::clone(&rx), tx.clone(), Arc::clone(codec));
+            let t = std::thread::Builder::new()
+                .name("backupkit-compress".into())
+                .spawn(move || {
+                    loop {
+                        let job = rx.lock().map(|r| r.recv());
+                        let Ok(Ok((id, data))) = job else { break };
+                        let mut frame = Vec::new();
+                        let r = codec.compress(&data, level, &mut frame);
+                        if tx.send(r.map(|()| (id, data.len(), frame))).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .map_err(|e| Error::io("start", "compression thread", e))?;
+            threads.push(t);
+        }
+        Ok(Self {
+            jobs: Some(jobs),
+            done,
+            threads,
+            outstanding: 0,
+        })
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Closing the job channel ends the workers once they are idle; the
+        // results channel is unbounded, so none waits to hand one back.
+        self.jobs.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Cuts a stream into chunks and stores the ones the repository lacks.
 /// Nothing is referenced until [`StreamWriter::finish`] has stored every
 /// pack and the index fragment that lists them.
@@ -288,6 +353,9 @@ impl ChunkStore {
 pub struct StreamWriter<'s> {
     store: &'s mut ChunkStore,
     chunker: Option<Chunker>,
+    pool: Pool,
+    /// New chunks sent for compression and not yet stored in a pack.
+    pending: std::collections::HashSet<ChunkId>,
     pack: PackBuilder,
     /// Packs stored by this stream, for its index fragment.
     written: Vec<PackIndex>,
@@ -300,22 +368,58 @@ impl StreamWriter<'_> {
         let len = u32::try_from(chunk.len()).expect("chunks are under 64 MiB");
         self.summary.chunks.push((id, len));
         self.summary.bytes += u64::from(len);
-        if self.store.contains(&id) || self.pack_has(&id) {
+        if self.store.contains(&id) || !self.pending.insert(id) {
             return Ok(());
         }
-        self.pack
-            .add(self.store.codec.as_ref(), id, chunk, self.store.level)
-            .map_err(|e| Error::io("compress", format!("chunk {id}"), e))?;
         self.summary.new_chunks += 1;
         self.summary.new_bytes += u64::from(len);
-        if self.pack.is_full() {
-            self.flush_pack()?;
+        // The job channel is bounded: while it is full, take results back
+        // (waiting for one), so that memory stays bounded.
+        let mut job = Some((id, chunk.to_vec()));
+        while let Some(j) = job.take() {
+            let jobs = self.pool.jobs.as_ref().expect("pool open while writing");
+            match jobs.try_send(j) {
+                Ok(()) => self.pool.outstanding += 1,
+                Err(std::sync::mpsc::TrySendError::Full(j)) => {
+                    job = Some(j);
+                    self.place_one(true)?;
+                }
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                    return Err(Error::io(
+                        "compress",
+                        format!("chunk {id}"),
+                        io::Error::other("the compression threads stopped"),
+                    ));
+                }
+            }
         }
+        while self.place_one(false)? {}
         Ok(())
     }
 
-    fn pack_has(&self, id: &ChunkId) -> bool {
-        self.pack.entries().iter().any(|e| e.id == *id)
+    /// Puts one compressed chunk into the pack, waiting for one if `wait`;
+    /// returns whether there was one.
+    fn place_one(&mut self, wait: bool) -> Result<bool> {
+        if self.pool.outstanding == 0 {
+            return Ok(false);
+        }
+        let got = if wait {
+            self.pool.done.recv().ok()
+        } else {
+            self.pool.done.try_recv().ok()
+        };
+        let Some(result) = got else {
+            return Ok(false);
+        };
+        self.pool.outstanding -= 1;
+        let (id, raw_len, frame) = result.map_err(|e| Error::io("compress", "a chunk", e))?;
+        self.pack
+            .add_compressed(id, raw_len, &frame)
+            .map_err(|e| Error::io("compress", format!("chunk {id}"), e))?;
+        if self.pack.is_full() {
+            self.flush_pack()?;
+        }
+        Ok(true)
     }
 
     /// Stores the open pack, and makes its chunks known.
@@ -336,6 +440,9 @@ impl StreamWriter<'_> {
         store
             .added
             .extend(entry.entries.iter().map(|e| prefix(&e.id)));
+        for e in &entry.entries {
+            self.pending.remove(&e.id);
+        }
         store.add_locations(&entry);
         self.summary.packs.push(built.id);
         self.written.push(entry);
@@ -366,6 +473,7 @@ impl StreamWriter<'_> {
     pub fn finish(mut self) -> Result<StreamSummary> {
         let chunker = self.chunker.take().expect("writer in use");
         chunker.finish(&mut |c: &[u8]| self.take(c))?;
+        while self.place_one(true)? {}
         self.flush_pack()?;
         let store = &*self.store;
         let mut group: Vec<PackIndex> = Vec::new();

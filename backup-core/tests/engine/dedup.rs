@@ -49,7 +49,7 @@ fn stream(seed: u64) -> Vec<u8> {
 }
 
 fn put(s: &mut ChunkStore, parts: &[&[u8]]) -> StreamSummary {
-    let mut w = s.writer();
+    let mut w = s.writer().unwrap();
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
             w.cut_here().unwrap();
@@ -247,7 +247,7 @@ fn an_unfinished_stream_is_never_referenced() {
     let data = stream(41);
     let mut s = store(&t);
     {
-        let mut w = s.writer();
+        let mut w = s.writer().unwrap();
         // Enough for the first pack (16 MiB) to be stored, then a "crash".
         w.write_all(&data).unwrap();
         w.write_all(&pseudo_random(17 << 20, 42)).unwrap();
@@ -330,7 +330,7 @@ fn check_reports_leftover_packs_without_calling_them_damage() {
     let t = target(dir.path());
     let mut s = store(&t);
     {
-        let mut w = s.writer();
+        let mut w = s.writer().unwrap();
         w.write_all(&pseudo_random(17 << 20, 61)).unwrap();
         drop(w); // a backup killed before its index
     }
