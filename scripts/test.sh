@@ -34,8 +34,9 @@ if [ ! -x "$venv/bin/python" ]; then
   step "creating the Python venv in target/venv"
   python3 -m venv "$venv"
 fi
-# aiosmtpd: the local SMTP server the notification tests send mail to.
-"$venv/bin/pip" install -q --disable-pip-version-check 'maturin>=1.7,<2' 'pytest>=8' 'mypy>=1.10' 'aiosmtpd>=1.4'
+# aiosmtpd: the local SMTP server the notification tests send mail to;
+# zstandard: what a deduplicated repository's restore.py needs, run by the tests.
+"$venv/bin/pip" install -q --disable-pip-version-check 'maturin>=1.7,<2' 'pytest>=8' 'mypy>=1.10' 'aiosmtpd>=1.4' 'zstandard>=0.22'
 export BACKUPKIT_TEST_PYTHON="$venv/bin/python"
 
 step "cargo fmt --check"

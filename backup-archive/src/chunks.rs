@@ -64,6 +64,10 @@ impl ChunkCodec for ZstdChunks {
         Ok(())
     }
 
+    fn derive_key(&self, context: &str, key: &[u8; 32]) -> [u8; 32] {
+        blake3::derive_key(context, key)
+    }
+
     fn sha256(&self) -> Box<dyn StreamHasher> {
         StdHashers.sha256()
     }
@@ -102,6 +106,9 @@ mod tests {
         );
         assert_eq!(ChunkId::from_hex(&id.to_hex()).unwrap(), id);
         assert!(ChunkId::from_hex("zz").is_err());
+        let sub = ZstdChunks.derive_key("backupkit test context", &KEY);
+        assert_eq!(sub, blake3::derive_key("backupkit test context", &KEY));
+        assert_ne!(sub, ZstdChunks.derive_key("another context", &KEY));
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub trait ChunkCodec: fmt::Debug + Send + Sync {
     /// [`io::ErrorKind::InvalidData`] for a damaged frame or a wrong length.
     fn decompress(&self, frame: &[u8], raw_len: usize, out: &mut Vec<u8>) -> io::Result<()>;
 
+    /// `BLAKE3::derive_key(context, key)`: a sub-key for one purpose (the
+    /// chunker's seed), so that no two purposes share key material.
+    fn derive_key(&self, context: &str, key: &[u8; 32]) -> [u8; 32];
+
     /// A SHA-256 hasher (pack names are the SHA-256 of their bytes).
     fn sha256(&self) -> Box<dyn StreamHasher>;
 }

@@ -10,13 +10,23 @@
 
 pub mod chunker;
 pub mod codec;
+pub mod config;
 pub mod index;
+pub mod list;
 pub mod pack;
 pub mod store;
 
 pub use chunker::{Chunker, ChunkerParams, Cutter};
 pub use codec::{ChunkCodec, ChunkId};
+pub use config::DedupConfig;
 pub use store::{ChunkCheck, ChunkStore, StreamReader, StreamSummary, StreamWriter};
+
+/// `FORMAT.md`, written into every deduplicated repository: the layout,
+/// described well enough to restore without backupkit.
+pub const FORMAT_MD: &str = include_str!("repo/FORMAT.md");
+/// `restore.py`, written into every deduplicated repository: restores a
+/// snapshot's tar stream with Python and `zstandard` alone.
+pub const RESTORE_PY: &str = include_str!("repo/restore.py");
 
 #[cfg(test)]
 mod tests;

@@ -339,3 +339,155 @@ fn check_reports_leftover_packs_without_calling_them_damage() {
     assert_eq!(r.unindexed_packs.len(), 1);
     assert_eq!(r.packs, 0);
 }
+
+/// The Python that has `zstandard` (scripts/test.sh installs it in its
+/// venv), or `None` with the reason printed; with
+/// `BACKUPKIT_REQUIRE_SERVICES=1` a missing one fails the test.
+fn python_with_zstandard() -> Option<String> {
+    let python = std::env::var("BACKUPKIT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import zstandard"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    assert!(
+        std::env::var("BACKUPKIT_REQUIRE_SERVICES").as_deref() != Ok("1"),
+        "{python} has no zstandard and BACKUPKIT_REQUIRE_SERVICES=1 (scripts/test.sh installs it)"
+    );
+    eprintln!("skipped: {python} has no zstandard package (pip install zstandard)");
+    None
+}
+
+#[test]
+fn restore_py_restores_a_stream_without_backupkit() {
+    use backup_core::dedup::{DedupConfig, RESTORE_PY, list};
+    use backup_core::hash::StreamHasher;
+    let Some(python) = python_with_zstandard() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let t = target(dir.path());
+    let config = DedupConfig::new([0x33; 32]);
+    let marker = serde_json::json!({"backupkit_repository": 2, "dedup": config});
+    std::fs::write(dir.path().join("backupkit.json"), marker.to_string()).unwrap();
+    std::fs::write(dir.path().join("restore.py"), RESTORE_PY).unwrap();
+    let mut s = ChunkStore::new(
+        Arc::clone(&t),
+        Arc::new(ZstdChunks),
+        config.key_bytes().unwrap(),
+        config.file_cutter(&ZstdChunks).unwrap(),
+        config.zstd_level,
+    );
+    let data = [stream(71), pseudo_random(5 << 20, 72), stream(73)].concat();
+    let summary = put(&mut s, &[&data[..4_000_000], &data[4_000_000..]]);
+    assert!(summary.chunks.len() > 4, "{} chunks", summary.chunks.len());
+    let mut sha: Box<dyn StreamHasher> = backup_core::dedup::ChunkCodec::sha256(&ZstdChunks);
+    sha.update(&data);
+    let snap = dir.path().join("snapshots/20261203T091500Z-abc");
+    std::fs::create_dir_all(&snap).unwrap();
+    let mut chunk_list = Vec::new();
+    list::write(&mut chunk_list, &summary.chunks).unwrap();
+    assert_eq!(list::read(&mut &chunk_list[..]).unwrap(), summary.chunks);
+    std::fs::write(snap.join("chunks"), &chunk_list).unwrap();
+    let meta = serde_json::json!({"checksum": format!("sha256:{}", sha.finish_hex())});
+    std::fs::write(snap.join("snapshot.json"), meta.to_string()).unwrap();
+
+    let run = || {
+        std::process::Command::new(&python)
+            .arg(dir.path().join("restore.py"))
+            .arg("20261203")
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == data,
+        "restore.py gave {} bytes of {}",
+        out.stdout.len(),
+        data.len()
+    );
+
+    // A flipped byte in a pack: named, exit 1.
+    let pack = dir.path().join(format!(
+        "packs/{}/{}",
+        &summary.packs[0][..2],
+        summary.packs[0]
+    ));
+    let good = std::fs::read(&pack).unwrap();
+    let mut bad = good.clone();
+    let at = bad.len() - 100;
+    bad[at] ^= 0x20;
+    std::fs::write(&pack, &bad).unwrap();
+    let out = run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&summary.packs[0]), "{err}");
+    std::fs::write(&pack, &good).unwrap();
+
+    // A chunk list naming a chunk no index lists.
+    let mut text = String::from_utf8(chunk_list).unwrap();
+    let first = list::HEADER.len() + 1;
+    let digit = if &text[first..=first] == "0" {
+        "1"
+    } else {
+        "0"
+    };
+    text.replace_range(first..=first, digit);
+    std::fs::write(snap.join("chunks"), &text).unwrap();
+    let out = run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("in no index fragment"), "{err}");
+    assert!(
+        list::read(&mut text.as_bytes()).is_ok(),
+        "still well formed"
+    );
+    assert!(list::read(&mut &b"backupkit-chunks 1\nzz 1\n"[..]).is_err());
+    assert!(list::read(&mut &b"backupkit-chunks 2\n"[..]).is_err());
+}
+
+#[test]
+fn dedup_settings_refuse_what_this_build_cannot_read_and_hide_the_key() {
+    use backup_core::dedup::DedupConfig;
+    let config = DedupConfig::new([0xab; 32]);
+    assert!(!format!("{config:?}").contains("abab"), "{config:?}");
+    assert_eq!(config.chunker.avg_size, 1 << 20);
+    assert_eq!(config.database_chunker.avg_size, 256 << 10);
+    let json = serde_json::to_string(&config).unwrap();
+    let back: DedupConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.key_bytes().unwrap(), [0xab; 32]);
+    // The seed is derived from the key: another key cuts elsewhere.
+    let a = config.file_cutter(&ZstdChunks).unwrap();
+    let b = DedupConfig::new([0xac; 32])
+        .file_cutter(&ZstdChunks)
+        .unwrap();
+    let data = pseudo_random(8 << 20, 81);
+    assert_ne!(a.cut(&data), b.cut(&data));
+    let mut newer = config.clone();
+    newer.format = 2;
+    assert!(
+        newer
+            .key_bytes()
+            .unwrap_err()
+            .to_string()
+            .contains("upgrade backupkit")
+    );
+    let mut other = config.clone();
+    other.chunker.algorithm = "rabin".into();
+    assert!(other.file_cutter(&ZstdChunks).is_err());
+    let mut bad = config;
+    bad.key = "00".into();
+    assert!(
+        bad.key_bytes()
+            .unwrap_err()
+            .to_string()
+            .contains("64 hex digits")
+    );
+}

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Restores a snapshot of a deduplicated backupkit repository without
+backupkit: writes the snapshot's tar stream to standard output.
+
+    python3 restore.py SNAPSHOT [REPOSITORY] | tar -x
+
+SNAPSHOT is a snapshot id or a unique prefix of one; REPOSITORY is the
+repository's directory (by default, the one this script is in). Needs
+Python 3.8 or later and the `zstandard` package (pip install zstandard).
+Every chunk is checked (its record header, its zstd frame checksum and
+length) and the whole stream against the SHA-256 in snapshot.json; with the
+`blake3` package installed, each chunk's keyed id too. On damage the script
+names the chunk and pack, and exits 1. FORMAT.md describes every file.
+"""
+import hashlib
+import json
+import os
+import struct
+import sys
+
+try:
+    import zstandard
+except ImportError:
+    sys.exit("restore.py: needs the zstandard package (pip install zstandard)")
+
+RECORD = struct.Struct("<4sBBH32sII")  # magic, version, kind, reserved, id, raw, stored
+ENTRY = struct.Struct("<32sIII")  # chunk id, record offset, payload length, raw length
+
+
+def fail(message):
+    sys.stderr.write("restore.py: %s\n" % message)
+    sys.exit(1)
+
+
+def find_snapshot(repo, wanted):
+    ids = sorted(os.listdir(os.path.join(repo, "snapshots")))
+    hits = [i for i in ids if i.startswith(wanted)
+            and os.path.exists(os.path.join(repo, "snapshots", i, "snapshot.json"))]
+    if len(hits) != 1:
+        fail("%d snapshots match %r (list them with: ls %s/snapshots)"
+             % (len(hits), wanted, repo))
+    return hits[0]
+
+
+def read_chunk_list(path):
+    chunks = []
+    with open(path, "r", encoding="ascii") as f:
+        if f.readline() != "backupkit-chunks 1\n":
+            fail("%s is not a chunk list" % path)
+        for number, line in enumerate(f, start=2):
+            parts = line.split()
+            if len(parts) != 2 or len(parts[0]) != 64:
+                fail("line %d of %s is damaged" % (number, path))
+            chunks.append((bytes.fromhex(parts[0]), int(parts[1])))
+    return chunks
+
+
+def load_locations(repo, wanted):
+    """Where each wanted chunk is: id -> (pack name, offset, stored, raw)."""
+    found = {}
+    index_dir = os.path.join(repo, "index")
+    for name in sorted(os.listdir(index_dir)):
+        with open(os.path.join(index_dir, name), "rb") as f:
+            data = f.read()
+        if hashlib.sha256(data).hexdigest() != name:
+            fail("index/%s is damaged (its SHA-256 is not its name)" % name)
+        if data[:5] != b"bkIX\x01":
+            fail("index/%s is not an index fragment" % name)
+        at = 8
+        while at < len(data):
+            pack = data[at:at + 32].hex()
+            (count,) = struct.unpack_from("<I", data, at + 32)
+            at += 36
+            for _ in range(count):
+                chunk, offset, stored, raw = ENTRY.unpack_from(data, at)
+                at += ENTRY.size
+                if chunk in wanted and chunk not in found:
+                    found[chunk] = (pack, offset, stored, raw)
+    return found
+
+
+def main():
+    if len(sys.argv) not in (2, 3):
+        sys.exit(__doc__)
+    repo = sys.argv[2] if len(sys.argv) == 3 else os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(repo, "backupkit.json")) as f:
+        config = json.load(f).get("dedup")
+    if not config or config.get("format") != 1:
+        fail("%s is not a deduplicated repository of format 1" % repo)
+    key = bytes.fromhex(config["key"])
+    try:
+        import blake3  # optional: checks each chunk's keyed id
+    except ImportError:
+        blake3 = None
+
+    snap = find_snapshot(repo, sys.argv[1])
+    snap_dir = os.path.join(repo, "snapshots", snap)
+    with open(os.path.join(snap_dir, "snapshot.json")) as f:
+        expected = json.load(f)["checksum"]
+    chunks = read_chunk_list(os.path.join(snap_dir, "chunks"))
+    where = load_locations(repo, set(c for c, _ in chunks))
+    out = sys.stdout.buffer
+    digest = hashlib.sha256()
+    decompressor = zstandard.ZstdDecompressor()
+    for chunk, length in chunks:
+        if chunk not in where:
+            fail("chunk %s is in no index fragment" % chunk.hex())
+        pack, offset, stored, raw = where[chunk]
+        pack_path = os.path.join(repo, "packs", pack[:2], pack)
+        with open(pack_path, "rb") as f:
+            f.seek(offset)
+            record = f.read(RECORD.size + stored)
+        what = "chunk %s in packs/%s/%s" % (chunk.hex(), pack[:2], pack)
+        if len(record) != RECORD.size + stored:
+            fail("%s is cut short" % what)
+        magic, version, kind, reserved, rid, rraw, rstored = RECORD.unpack_from(record)
+        if (magic, version, kind, reserved, rid, rraw, rstored) != \
+                (b"bkCK", 1, 1, 0, chunk, raw, stored) or raw != length:
+            fail("%s: its record header is damaged" % what)
+        try:
+            data = decompressor.decompress(record[RECORD.size:], max_output_size=raw)
+        except zstandard.ZstdError as e:
+            fail("%s does not decompress: %s" % (what, e))
+        if len(data) != raw:
+            fail("%s holds %d bytes, not %d" % (what, len(data), raw))
+        if blake3 is not None and blake3.blake3(data, key=key).digest() != chunk:
+            fail("%s does not match its id" % what)
+        digest.update(data)
+        out.write(data)
+    out.flush()
+    if "sha256:" + digest.hexdigest() != expected:
+        fail("the restored stream does not match snapshot.json's SHA-256: do not trust it")
+
+
+if __name__ == "__main__":
+    main()
