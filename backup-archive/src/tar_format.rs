@@ -278,6 +278,11 @@ impl Packer for TarPacker {
         Ok(content.delivered)
     }
 
+    fn flush(&mut self) -> io::Result<()> {
+        let result = self.builder()?.get_mut().flush();
+        self.check(result)
+    }
+
     fn append_other(&mut self, entry: &Entry) -> io::Result<()> {
         let link_target = || {
             entry.link.as_deref().ok_or_else(|| {

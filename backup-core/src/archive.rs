@@ -186,6 +186,13 @@ pub trait Packer: Send {
     /// Appends a directory, symlink or hard link (no content).
     fn append_other(&mut self, entry: &Entry) -> io::Result<()>;
 
+    /// Hands every byte appended so far to the output writer (for an
+    /// uncompressed archive: the stream up to here has reached it), so that
+    /// a deduplicating output can end a chunk exactly between two entries.
+    /// Compressed formats may flush their compressor, which costs ratio:
+    /// call it only on uncompressed archives.
+    fn flush(&mut self) -> io::Result<()>;
+
     /// Writes the archive trailer and flushes all compression; every byte has
     /// been written to the output writer, which is dropped, when this returns.
     fn finish(self: Box<Self>) -> io::Result<()>;

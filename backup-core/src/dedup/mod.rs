@@ -19,7 +19,7 @@ pub mod store;
 pub use chunker::{Chunker, ChunkerParams, Cutter};
 pub use codec::{ChunkCodec, ChunkId};
 pub use config::DedupConfig;
-pub use store::{ChunkCheck, ChunkStore, StreamReader, StreamSummary, StreamWriter};
+pub use store::{ChunkCheck, ChunkStore, SharedWriter, StreamReader, StreamSummary, StreamWriter};
 
 /// `FORMAT.md`, written into every deduplicated repository: the layout,
 /// described well enough to restore without backupkit.

@@ -19,6 +19,7 @@
 //! 10^25). Where chunks are is loaded only for the chunks a reader needs,
 //! streaming the index fragments (each at most 17 MiB) past that list.
 
+use std::borrow::BorrowMut;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -258,16 +259,18 @@ impl ChunkStore {
     /// # Errors
     ///
     /// The compression threads could not be started.
-    pub fn writer(&mut self) -> Result<StreamWriter<'_>> {
-        Ok(StreamWriter {
-            chunker: Some(Chunker::new(self.cutter.clone())),
-            pool: Pool::start(&self.codec, self.level)?,
-            pending: std::collections::HashSet::new(),
-            store: self,
-            pack: PackBuilder::new(),
-            written: Vec::new(),
-            summary: StreamSummary::default(),
-        })
+    pub fn writer(&mut self) -> Result<StreamWriter<&mut ChunkStore>> {
+        StreamWriter::start(self)
+    }
+
+    /// Starts storing a stream with a writer that owns the store (to hand
+    /// to another thread); [`StreamWriter::finish`] gives it back.
+    ///
+    /// # Errors
+    ///
+    /// The compression threads could not be started.
+    pub fn into_writer(self) -> Result<StreamWriter<ChunkStore>> {
+        StreamWriter::start(self)
     }
 
     /// Plays `chunks` back as one stream, after loading their locations.
@@ -350,8 +353,8 @@ impl Drop for Pool {
 /// Nothing is referenced until [`StreamWriter::finish`] has stored every
 /// pack and the index fragment that lists them.
 #[derive(Debug)]
-pub struct StreamWriter<'s> {
-    store: &'s mut ChunkStore,
+pub struct StreamWriter<S: BorrowMut<ChunkStore>> {
+    store: S,
     chunker: Option<Chunker>,
     pool: Pool,
     /// New chunks sent for compression and not yet stored in a pack.
@@ -362,13 +365,27 @@ pub struct StreamWriter<'s> {
     summary: StreamSummary,
 }
 
-impl StreamWriter<'_> {
+impl<S: BorrowMut<ChunkStore>> StreamWriter<S> {
+    fn start(store: S) -> Result<Self> {
+        let s: &ChunkStore = store.borrow();
+        Ok(StreamWriter {
+            chunker: Some(Chunker::new(s.cutter.clone())),
+            pool: Pool::start(&s.codec, s.level)?,
+            pending: std::collections::HashSet::new(),
+            store,
+            pack: PackBuilder::new(),
+            written: Vec::new(),
+            summary: StreamSummary::default(),
+        })
+    }
+
     fn take(&mut self, chunk: &[u8]) -> Result<()> {
-        let id = self.store.codec.chunk_id(&self.store.key, chunk);
+        let store: &ChunkStore = self.store.borrow();
+        let id = store.codec.chunk_id(&store.key, chunk);
         let len = u32::try_from(chunk.len()).expect("chunks are under 64 MiB");
         self.summary.chunks.push((id, len));
         self.summary.bytes += u64::from(len);
-        if self.store.contains(&id) || !self.pending.insert(id) {
+        if store.contains(&id) || !self.pending.insert(id) {
             return Ok(());
         }
         self.summary.new_chunks += 1;
@@ -427,7 +444,7 @@ impl StreamWriter<'_> {
         if self.pack.is_empty() {
             return Ok(());
         }
-        let store = &mut *self.store;
+        let store: &mut ChunkStore = self.store.borrow_mut();
         let built = self.pack.finish(store.codec.as_ref());
         store
             .target
@@ -470,12 +487,22 @@ impl StreamWriter<'_> {
     ///
     /// Storing a pack or a fragment failed; the chunks stored so far are
     /// garbage a prune removes.
-    pub fn finish(mut self) -> Result<StreamSummary> {
+    pub fn finish(self) -> Result<StreamSummary> {
+        self.finish_with_store().map(|(_, summary)| summary)
+    }
+
+    /// As [`Self::finish`], giving back the store (which then knows the
+    /// stream's chunks).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::finish`].
+    pub fn finish_with_store(mut self) -> Result<(S, StreamSummary)> {
         let chunker = self.chunker.take().expect("writer in use");
         chunker.finish(&mut |c: &[u8]| self.take(c))?;
         while self.place_one(true)? {}
         self.flush_pack()?;
-        let store = &*self.store;
+        let store: &ChunkStore = self.store.borrow();
         let mut group: Vec<PackIndex> = Vec::new();
         let mut count = 0;
         let written = std::mem::take(&mut self.written);
@@ -495,11 +522,11 @@ impl StreamWriter<'_> {
                 count = 0;
             }
         }
-        Ok(self.summary)
+        Ok((self.store, self.summary))
     }
 }
 
-impl Write for StreamWriter<'_> {
+impl<S: BorrowMut<ChunkStore>> Write for StreamWriter<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut chunker = self
             .chunker
@@ -708,5 +735,88 @@ impl ChunkStore {
                 report.problems.push(format!("{key}: {detail}"));
             }
         }
+    }
+}
+
+/// A [`StreamWriter`] that several owners share: the archive packer writes
+/// into one clone while the backup engine, holding another, ends chunks
+/// between entries ([`SharedWriter::cut_here`], after flushing the packer).
+#[derive(Debug, Clone)]
+pub struct SharedWriter(Arc<std::sync::Mutex<Option<StreamWriter<ChunkStore>>>>);
+
+impl SharedWriter {
+    #[must_use]
+    pub fn new(writer: StreamWriter<ChunkStore>) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(writer))))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut StreamWriter<ChunkStore>) -> Result<T>) -> Result<T> {
+        let mut guard = self.0.lock().map_err(|_| {
+            Error::io(
+                "write",
+                "chunk stream",
+                io::Error::other("a writer panicked"),
+            )
+        })?;
+        let w = guard.as_mut().ok_or_else(|| {
+            Error::io(
+                "write",
+                "chunk stream",
+                io::Error::other("the stream is finished"),
+            )
+        })?;
+        f(w)
+    }
+
+    /// Ends a chunk at the current end of the stream.
+    ///
+    /// # Errors
+    ///
+    /// Storing a pack failed.
+    pub fn cut_here(&self) -> Result<()> {
+        self.with(StreamWriter::cut_here)
+    }
+
+    /// Ends the stream (see [`StreamWriter::finish`]) and gives back the
+    /// store; the other clones can write no more.
+    ///
+    /// # Errors
+    ///
+    /// As [`StreamWriter::finish`], or the stream was finished already.
+    pub fn finish(&self) -> Result<(ChunkStore, StreamSummary)> {
+        let taken = self
+            .0
+            .lock()
+            .map_err(|_| {
+                Error::io(
+                    "write",
+                    "chunk stream",
+                    io::Error::other("a writer panicked"),
+                )
+            })?
+            .take();
+        taken
+            .ok_or_else(|| {
+                Error::io(
+                    "write",
+                    "chunk stream",
+                    io::Error::other("already finished"),
+                )
+            })?
+            .finish_with_store()
+    }
+}
+
+impl Write for SharedWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.with(|w| {
+            w.write(buf)
+                .map_err(|e| Error::io("write", "chunk stream", e))
+        })
+        .map_err(|e| io::Error::other(crate::error_chain(&e)))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }

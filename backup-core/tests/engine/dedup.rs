@@ -491,3 +491,85 @@ fn dedup_settings_refuse_what_this_build_cannot_read_and_hide_the_key() {
             .contains("64 hex digits")
     );
 }
+
+/// A tar stream packed straight into a chunk store: with a flush and a cut
+/// before and after a large file, that file's chunks are found again in a
+/// second archive where other files come before it, so nothing of it is
+/// stored twice.
+#[test]
+fn a_large_file_in_a_tar_stream_is_stored_once() {
+    use backup_archive::TarFormat;
+    use backup_core::archive::{ArchiveFormat, Compression, Entry, EntryKind};
+    use backup_core::dedup::SharedWriter;
+
+    fn entry(path: &str, size: usize) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: EntryKind::File,
+            size: size as u64,
+            mtime: 1_760_000_000,
+            mtime_nsec: 0,
+            mode: 0o644,
+            link: None,
+            blake3: None,
+        }
+    }
+    let big = pseudo_random(3 << 20, 91);
+    let pack = |s: ChunkStore, before: &[(&str, Vec<u8>)], cut: bool| {
+        let shared = SharedWriter::new(s.into_writer().unwrap());
+        let format = TarFormat::new(Compression::None, None).unwrap();
+        let mut packer = format.packer(Box::new(shared.clone())).unwrap();
+        for (name, body) in before {
+            packer
+                .append_file(&entry(name, body.len()), &mut &body[..])
+                .unwrap();
+        }
+        if cut {
+            packer.flush().unwrap();
+            shared.cut_here().unwrap();
+        }
+        packer
+            .append_file(&entry("data/recording.bin", big.len()), &mut &big[..])
+            .unwrap();
+        if cut {
+            packer.flush().unwrap();
+            shared.cut_here().unwrap();
+        }
+        packer
+            .append_file(&entry("data/after.csv", 5000), &mut &stream(92)[..5000])
+            .unwrap();
+        packer.finish().unwrap();
+        shared.finish().unwrap()
+    };
+    for cut in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let t = target(dir.path());
+        let (s, first) = pack(
+            store(&t),
+            &[("data/a.csv", stream(93)[..70_000].to_vec())],
+            cut,
+        );
+        assert!(first.new_bytes > big.len() as u64);
+        let others = vec![
+            ("data/b.csv", stream(94)[..123_457].to_vec()),
+            ("data/c.csv", stream(95)[..9_999].to_vec()),
+        ];
+        let (_, second) = pack(s, &others, cut);
+        // What is new is at most the other files, their headers, the file
+        // after the recording and the trailer: none of the recording.
+        let others_len: u64 = others.iter().map(|(_, b)| b.len() as u64).sum();
+        let bound = others_len + 2 * 512 + 512 + 5000 + 10_240;
+        if cut {
+            assert!(
+                second.new_bytes <= bound,
+                "{} bytes new of {}; the recording was stored again",
+                second.new_bytes,
+                second.bytes
+            );
+        } else {
+            // Without the cuts, the chunk that holds the recording's start
+            // holds the file before it too, so part of the recording is new.
+            assert!(second.new_bytes > bound, "{} <= {bound}", second.new_bytes);
+        }
+    }
+}
