@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
-use backup_archive::ZstdChunks;
+use backup_archive::{StdHashers, ZstdChunks};
 use backup_core::Target;
 use backup_core::dedup::{ChunkStore, ChunkerParams, Cutter};
 use backup_targets::LocalTarget;
@@ -48,6 +48,7 @@ fn main() {
     let mut store = ChunkStore::new(
         target,
         Arc::new(ZstdChunks),
+        Arc::new(StdHashers),
         [9; 32],
         Cutter::new(&params).expect("chunker parameters"),
         level,

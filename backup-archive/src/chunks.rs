@@ -5,9 +5,6 @@
 use std::io;
 
 use backup_core::dedup::{ChunkCodec, ChunkId};
-use backup_core::hash::{Hashers, StreamHasher};
-
-use crate::StdHashers;
 
 /// The chunk codec backupkit registers.
 #[derive(Debug, Default, Clone, Copy)]
@@ -67,17 +64,15 @@ impl ChunkCodec for ZstdChunks {
     fn derive_key(&self, context: &str, key: &[u8; 32]) -> [u8; 32] {
         blake3::derive_key(context, key)
     }
-
-    fn sha256(&self) -> Box<dyn StreamHasher> {
-        StdHashers.sha256()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::StdHashers;
     use backup_core::dedup::index::{self, PackIndex};
     use backup_core::dedup::pack::{self, HEADER_LEN, PackBuilder};
+    use backup_core::hash::Hashers;
 
     const KEY: [u8; 32] = [0x5a; 32];
 
@@ -159,7 +154,7 @@ mod tests {
             b.add(&ZstdChunks, ZstdChunks.chunk_id(&KEY, c), c, 3)
                 .unwrap();
         }
-        let built = b.finish(&ZstdChunks);
+        let built = b.finish(&StdHashers);
         assert!(b.is_empty());
         let mut h = StdHashers.sha256();
         h.update(&built.bytes);
@@ -206,7 +201,7 @@ mod tests {
             b.add(&ZstdChunks, ZstdChunks.chunk_id(&KEY, &c), &c, 1)
                 .unwrap();
         }
-        let built = b.finish(&ZstdChunks);
+        let built = b.finish(&StdHashers);
         let packs = vec![
             PackIndex {
                 pack: ChunkId::from_hex(&built.id).unwrap(),

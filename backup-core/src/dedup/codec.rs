@@ -5,8 +5,6 @@
 use std::fmt;
 use std::io;
 
-use crate::hash::StreamHasher;
-
 /// A chunk's id: the BLAKE3 hash of its plaintext keyed with the
 /// repository's dedup key, so that an id reveals nothing about content to
 /// whoever lacks the key (and stays the same when chunks are later
@@ -80,7 +78,4 @@ pub trait ChunkCodec: fmt::Debug + Send + Sync {
     /// `BLAKE3::derive_key(context, key)`: a sub-key for one purpose (the
     /// chunker's seed), so that no two purposes share key material.
     fn derive_key(&self, context: &str, key: &[u8; 32]) -> [u8; 32];
-
-    /// A SHA-256 hasher (pack names are the SHA-256 of their bytes).
-    fn sha256(&self) -> Box<dyn StreamHasher>;
 }

@@ -40,8 +40,8 @@ pub struct DedupConfig {
     pub format: u32,
     /// File trees (1 MiB average chunks).
     pub chunker: ChunkerSettings,
-    /// Database dumps (256 KiB average: a clustered change costs half what
-    /// it costs at 1 MiB; see the README's measurements).
+    /// Database dumps (256 KiB average: a clustered change stores a third
+    /// less than at 1 MiB; see the README's measurements).
     pub database_chunker: ChunkerSettings,
     /// zstd level of every chunk.
     pub zstd_level: i32,

@@ -22,6 +22,7 @@
 //! keeps its meaning.
 
 use super::codec::{ChunkCodec, ChunkId};
+use crate::hash::Hashers;
 
 /// Bytes before a record's payload.
 pub const HEADER_LEN: usize = 48;
@@ -212,23 +213,11 @@ impl PackBuilder {
         self.entries.is_empty()
     }
 
-    /// Bytes so far.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// The records so far.
-    #[must_use]
-    pub fn entries(&self) -> &[PackEntry] {
-        &self.entries
-    }
-
     /// Names the pack and hands it over; the builder is empty again.
-    pub fn finish(&mut self, codec: &dyn ChunkCodec) -> FinishedPack {
+    pub fn finish(&mut self, hashers: &dyn Hashers) -> FinishedPack {
         let bytes = std::mem::take(&mut self.buf);
         let entries = std::mem::take(&mut self.entries);
-        let mut h = codec.sha256();
+        let mut h = hashers.sha256();
         h.update(&bytes);
         FinishedPack {
             id: h.finish_hex(),

@@ -28,6 +28,7 @@ use super::chunker::{Chunker, Cutter};
 use super::codec::{ChunkCodec, ChunkId};
 use super::index::{self, PackIndex};
 use super::pack::{self, PackBuilder, PackEntry};
+use crate::hash::Hashers;
 use crate::target::{Target, TargetExt};
 use crate::{Error, Result};
 
@@ -36,12 +37,12 @@ pub const INDEX_PREFIX: &str = "index/";
 
 /// Where a stored chunk is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Location {
+struct Location {
     /// Position in [`ChunkStore`]'s pack table.
     pack: u32,
-    pub offset: u32,
-    pub stored_len: u32,
-    pub raw_len: u32,
+    offset: u32,
+    stored_len: u32,
+    raw_len: u32,
 }
 
 /// A deduplicated repository's chunks.
@@ -49,6 +50,8 @@ pub struct Location {
 pub struct ChunkStore {
     target: Arc<dyn Target>,
     codec: Arc<dyn ChunkCodec>,
+    /// SHA-256 names packs and index fragments.
+    hashers: Arc<dyn Hashers>,
     key: [u8; 32],
     cutter: Cutter,
     level: i32,
@@ -91,6 +94,7 @@ impl ChunkStore {
     pub fn new(
         target: Arc<dyn Target>,
         codec: Arc<dyn ChunkCodec>,
+        hashers: Arc<dyn Hashers>,
         key: [u8; 32],
         cutter: Cutter,
         level: i32,
@@ -98,6 +102,7 @@ impl ChunkStore {
         Self {
             target,
             codec,
+            hashers,
             key,
             cutter,
             level,
@@ -108,9 +113,8 @@ impl ChunkStore {
         }
     }
 
-    /// Calls `each` for every pack of every index fragment, one fragment
-    /// in memory at a time.
-    fn each_fragment(&self, each: &mut dyn FnMut(PackIndex)) -> Result<()> {
+    /// The index fragments' keys, sorted.
+    fn fragment_keys(&self) -> Result<Vec<String>> {
         let mut keys: Vec<String> = self
             .target
             .list(INDEX_PREFIX)?
@@ -118,7 +122,20 @@ impl ChunkStore {
             .map(|o| o.key)
             .collect();
         keys.sort();
-        for key in keys {
+        Ok(keys)
+    }
+
+    /// Lower-case hex SHA-256 of `bytes` (the name of a pack or fragment).
+    fn sha256_hex(&self, bytes: &[u8]) -> String {
+        let mut h = self.hashers.sha256();
+        h.update(bytes);
+        h.finish_hex()
+    }
+
+    /// Calls `each` for every pack of every index fragment, one fragment
+    /// in memory at a time.
+    fn each_fragment(&self, each: &mut dyn FnMut(PackIndex)) -> Result<()> {
+        for key in self.fragment_keys()? {
             let bytes = self.target.get_bytes(&key)?;
             let fragment = index::decode(&bytes).map_err(|detail| Error::Integrity {
                 snapshot: key.clone(),
@@ -445,7 +462,7 @@ impl<S: BorrowMut<ChunkStore>> StreamWriter<S> {
             return Ok(());
         }
         let store: &mut ChunkStore = self.store.borrow_mut();
-        let built = self.pack.finish(store.codec.as_ref());
+        let built = self.pack.finish(store.hashers.as_ref());
         store
             .target
             .put_bytes(&pack::pack_key(&built.id), &built.bytes)?;
@@ -479,9 +496,10 @@ impl<S: BorrowMut<ChunkStore>> StreamWriter<S> {
         r
     }
 
-    /// Stores what is left, then one index fragment per
-    /// [`index::MAX_ENTRIES`] chunks listing this stream's packs. Only then
-    /// may anything refer to the stream's chunks.
+    /// Stores what is left, then the index fragments listing this stream's
+    /// packs (a new fragment once one holds half of [`index::MAX_ENTRIES`],
+    /// so that the pack added last cannot take it over the limit). Only
+    /// then may anything refer to the stream's chunks.
     ///
     /// # Errors
     ///
@@ -513,9 +531,7 @@ impl<S: BorrowMut<ChunkStore>> StreamWriter<S> {
             let next = i + 1;
             if next == last || count >= index::MAX_ENTRIES / 2 {
                 let bytes = index::encode(&group);
-                let mut h = store.codec.sha256();
-                h.update(&bytes);
-                let key = format!("{INDEX_PREFIX}{}", h.finish_hex());
+                let key = format!("{INDEX_PREFIX}{}", store.sha256_hex(&bytes));
                 store.target.put_bytes(&key, &bytes)?;
                 self.summary.stored_bytes += bytes.len() as u64;
                 group.clear();
@@ -605,14 +621,7 @@ impl ChunkStore {
     pub fn check(&self, read_data: bool) -> Result<ChunkCheck> {
         let mut report = ChunkCheck::default();
         let mut listed: HashMap<String, Vec<PackEntry>> = HashMap::new();
-        let mut fragments: Vec<String> = self
-            .target
-            .list(INDEX_PREFIX)?
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
-        fragments.sort();
-        for key in fragments {
+        for key in self.fragment_keys()? {
             report.fragments += 1;
             let bytes = match self.target.get_bytes(&key) {
                 Ok(b) => b,
@@ -623,9 +632,7 @@ impl ChunkStore {
                     continue;
                 }
             };
-            let mut h = self.codec.sha256();
-            h.update(&bytes);
-            if Some(h.finish_hex().as_str()) != key.strip_prefix(INDEX_PREFIX) {
+            if Some(self.sha256_hex(&bytes).as_str()) != key.strip_prefix(INDEX_PREFIX) {
                 report
                     .problems
                     .push(format!("{key}: its SHA-256 is not its name (damaged)"));
@@ -700,9 +707,7 @@ impl ChunkStore {
             }
         };
         report.bytes_read += bytes.len() as u64;
-        let mut h = self.codec.sha256();
-        h.update(&bytes);
-        if h.finish_hex() != pack_id {
+        if self.sha256_hex(&bytes) != pack_id {
             report
                 .problems
                 .push(format!("{key}: its SHA-256 is not its name (damaged)"));
@@ -750,22 +755,19 @@ impl SharedWriter {
         Self(Arc::new(std::sync::Mutex::new(Some(writer))))
     }
 
+    fn error(why: &str) -> Error {
+        Error::io("write", "chunk stream", io::Error::other(why.to_owned()))
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Option<StreamWriter<ChunkStore>>>> {
+        self.0.lock().map_err(|_| Self::error("a writer panicked"))
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut StreamWriter<ChunkStore>) -> Result<T>) -> Result<T> {
-        let mut guard = self.0.lock().map_err(|_| {
-            Error::io(
-                "write",
-                "chunk stream",
-                io::Error::other("a writer panicked"),
-            )
-        })?;
-        let w = guard.as_mut().ok_or_else(|| {
-            Error::io(
-                "write",
-                "chunk stream",
-                io::Error::other("the stream is finished"),
-            )
-        })?;
-        f(w)
+        let mut guard = self.lock()?;
+        f(guard
+            .as_mut()
+            .ok_or_else(|| Self::error("the stream is finished"))?)
     }
 
     /// Ends a chunk at the current end of the stream.
@@ -784,25 +786,9 @@ impl SharedWriter {
     ///
     /// As [`StreamWriter::finish`], or the stream was finished already.
     pub fn finish(&self) -> Result<(ChunkStore, StreamSummary)> {
-        let taken = self
-            .0
-            .lock()
-            .map_err(|_| {
-                Error::io(
-                    "write",
-                    "chunk stream",
-                    io::Error::other("a writer panicked"),
-                )
-            })?
-            .take();
+        let taken = self.lock()?.take();
         taken
-            .ok_or_else(|| {
-                Error::io(
-                    "write",
-                    "chunk stream",
-                    io::Error::other("already finished"),
-                )
-            })?
+            .ok_or_else(|| Self::error("the stream is finished"))?
             .finish_with_store()
     }
 }

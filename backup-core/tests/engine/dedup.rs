@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use backup_archive::ZstdChunks;
+use backup_archive::{StdHashers, ZstdChunks};
 use backup_core::dedup::{ChunkId, ChunkStore, ChunkerParams, Cutter, StreamSummary};
 use backup_core::{Error, Target};
 use backup_targets::LocalTarget;
@@ -30,6 +30,7 @@ fn store(t: &Arc<dyn Target>) -> ChunkStore {
     let mut s = ChunkStore::new(
         Arc::clone(t),
         Arc::new(ZstdChunks),
+        Arc::new(StdHashers),
         KEY,
         Cutter::new(&params).unwrap(),
         3,
@@ -230,6 +231,7 @@ fn damage_is_found_and_named() {
     let mut s = ChunkStore::new(
         Arc::clone(&t),
         Arc::new(ZstdChunks),
+        Arc::new(StdHashers),
         KEY,
         Cutter::new(&ChunkerParams::new([0; 32])).unwrap(),
         3,
@@ -363,7 +365,7 @@ fn python_with_zstandard() -> Option<String> {
 #[test]
 fn restore_py_restores_a_stream_without_backupkit() {
     use backup_core::dedup::{DedupConfig, RESTORE_PY, list};
-    use backup_core::hash::StreamHasher;
+    use backup_core::hash::{Hashers, StreamHasher};
     let Some(python) = python_with_zstandard() else {
         return;
     };
@@ -376,6 +378,7 @@ fn restore_py_restores_a_stream_without_backupkit() {
     let mut s = ChunkStore::new(
         Arc::clone(&t),
         Arc::new(ZstdChunks),
+        Arc::new(StdHashers),
         config.key_bytes().unwrap(),
         config.file_cutter(&ZstdChunks).unwrap(),
         config.zstd_level,
@@ -383,7 +386,7 @@ fn restore_py_restores_a_stream_without_backupkit() {
     let data = [stream(71), pseudo_random(5 << 20, 72), stream(73)].concat();
     let summary = put(&mut s, &[&data[..4_000_000], &data[4_000_000..]]);
     assert!(summary.chunks.len() > 4, "{} chunks", summary.chunks.len());
-    let mut sha: Box<dyn StreamHasher> = backup_core::dedup::ChunkCodec::sha256(&ZstdChunks);
+    let mut sha: Box<dyn StreamHasher> = StdHashers.sha256();
     sha.update(&data);
     let snap = dir.path().join("snapshots/20261203T091500Z-abc");
     std::fs::create_dir_all(&snap).unwrap();

@@ -557,10 +557,7 @@ impl Target for SmbTarget {
     }
 
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>> {
-        check_key(key)?;
-        Ok(Box::new(
-            self.reader(&self.location.join(key), self.shown(key))?,
-        ))
+        self.get_range(key, 0, u64::MAX)
     }
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Box<dyn Read + Send>> {
