@@ -26,7 +26,8 @@ use std::sync::Arc;
 use backup_core::Registry;
 use backup_core::archive::ArchiveFormat;
 
-/// Registers the tar formats, the stream codecs and the standard hashers.
+/// Registers the tar formats, the stream codecs, the standard hashers and
+/// the chunk codec of deduplicated repositories.
 pub fn register(registry: &mut Registry) {
     registry.set_formats(|compression, level| {
         Ok(Box::new(TarFormat::new(compression, level)?) as Box<dyn ArchiveFormat>)
@@ -35,4 +36,5 @@ pub fn register(registry: &mut Registry) {
         Ok(Box::new(Codec::new(compression, level)?) as Box<dyn backup_core::archive::StreamCodec>)
     });
     registry.set_hashers(Arc::new(StdHashers));
+    registry.set_chunk_codec(Arc::new(ZstdChunks));
 }

@@ -126,7 +126,15 @@ impl ArchiveFormat for TarFormat {
                 Compressor::Zstd(zstd_encoder(out, level.unwrap_or(3), self.threads)?)
             }
         };
-        let builder = tar::Builder::new(BufWriter::with_capacity(WRITE_BUFFER, compressor));
+        // An uncompressed archive is not buffered here: every byte reaches
+        // `out` as soon as it is appended (its writer buffers), so that when
+        // a file's content is first read its header has reached `out`, and a
+        // deduplicating output can end a chunk exactly there.
+        let buffer = match self.compression {
+            Compression::None => 0,
+            _ => WRITE_BUFFER,
+        };
+        let builder = tar::Builder::new(BufWriter::with_capacity(buffer, compressor));
         Ok(Box::new(TarPacker {
             builder: Some(builder),
             failed: false,

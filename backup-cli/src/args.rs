@@ -51,10 +51,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Create a deduplicated repository: each snapshot is stored as
+    /// content-defined chunks, and a chunk another snapshot (of any host or
+    /// source) already stored is not stored again. Restorable without
+    /// backupkit with the restore.py it holds.
+    #[arg(long)]
+    pub dedup: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new repository.
-    Init,
+    Init(InitArgs),
     /// Back up files and directories, or a database (--db), into a new snapshot.
     Backup(BackupArgs),
     /// List snapshots.

@@ -11,8 +11,8 @@ use backup_core::{
 };
 
 use crate::args::{
-    BackupArgs, CheckArgs, Cli, Command, CopyArgs, ForgetArgs, LsArgs, RestoreArgs, SnapshotsArgs,
-    UnlockArgs,
+    BackupArgs, CheckArgs, Cli, Command, CopyArgs, ForgetArgs, InitArgs, LsArgs, RestoreArgs,
+    SnapshotsArgs, UnlockArgs,
 };
 use crate::exit;
 use crate::output::{Reporter, Verbosity, confirm, human_bytes, json, out, shown};
@@ -119,7 +119,7 @@ pub fn dispatch(cli: &Cli, registry: &Arc<Registry>, cancel: &Cancel) -> i32 {
         return exit::USAGE;
     }
     let result = match &cli.command {
-        Command::Init => init(&ctx),
+        Command::Init(a) => init(&ctx, a),
         Command::Backup(a) => backup(&ctx, a),
         Command::Snapshots(a) => snapshots(&ctx, a),
         Command::Ls(a) => ls(&ctx, a),
@@ -156,14 +156,20 @@ pub fn dispatch(cli: &Cli, registry: &Arc<Registry>, cancel: &Cancel) -> i32 {
     }
 }
 
-fn init(ctx: &Ctx) -> Outcome {
+fn init(ctx: &Ctx, a: &InitArgs) -> Outcome {
     let target = ctx.target(ctx.location()?, &ctx.cli.options)?;
-    let repo = Repository::init_target(Arc::clone(ctx.registry), target)?;
+    let opts = backup_core::repository::InitOptions { dedup: a.dedup };
+    let repo = Repository::init_with(Arc::clone(ctx.registry), target, opts)?;
     if ctx.v.json {
-        json(&serde_json::json!({ "initialized": true, "repository": repo.location() }))?;
+        json(&serde_json::json!({
+            "initialized": true,
+            "repository": repo.location(),
+            "dedup": a.dedup,
+        }))?;
     } else {
         ctx.say(format!(
-            "created backupkit repository at {}",
+            "created {}backupkit repository at {}",
+            if a.dedup { "deduplicated " } else { "" },
             repo.location()
         ))?;
     }
@@ -386,6 +392,28 @@ fn check(ctx: &Ctx, a: &CheckArgs) -> Outcome {
         for p in &report.problems {
             out(format!("error: snapshot {}: {}", p.snapshot, p.message))?;
         }
+        for p in &report.repository_problems {
+            out(format!("error: repository: {p}"))?;
+        }
+        if let Some(c) = &report.chunks {
+            ctx.say(format!(
+                "chunk store: {} index fragment(s), {} pack(s), {} chunk(s){}",
+                c.fragments,
+                c.packs,
+                c.chunks,
+                if c.bytes_read > 0 {
+                    format!(", {} of packs read", human_bytes(c.bytes_read))
+                } else {
+                    String::new()
+                }
+            ))?;
+            if !c.unindexed_packs.is_empty() {
+                ctx.say(format!(
+                    "{} pack(s) of interrupted backups that no snapshot uses (removed by a prune)",
+                    c.unindexed_packs.len()
+                ))?;
+            }
+        }
         if !report.unfinished.is_empty() {
             ctx.say(format!(
                 "{} unfinished backup(s) left by interrupted runs (removed by the next backup): {}",
@@ -404,8 +432,16 @@ fn check(ctx: &Ctx, a: &CheckArgs) -> Outcome {
                 report.snapshots_checked
             ))?;
         } else {
+            let repository = if report.repository_problems.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} problem(s) in the chunk store",
+                    report.repository_problems.len()
+                )
+            };
             out(format!(
-                "checked {} snapshot(s){read}: {} damaged",
+                "checked {} snapshot(s){read}: {} damaged{repository}",
                 report.snapshots_checked,
                 report.problems.len()
             ))?;
@@ -415,8 +451,16 @@ fn check(ctx: &Ctx, a: &CheckArgs) -> Outcome {
         Ok(exit::OK)
     } else {
         eprintln!(
-            "backupkit: error: integrity check failed for {} snapshot(s)",
-            report.problems.len()
+            "backupkit: error: integrity check failed for {} snapshot(s){}",
+            report.problems.len(),
+            if report.repository_problems.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " and {} object(s) of the chunk store",
+                    report.repository_problems.len()
+                )
+            }
         );
         Ok(exit::INTEGRITY)
     }

@@ -73,6 +73,7 @@ pub struct Registry {
     formats: Option<FormatFactory>,
     codecs: Option<CodecFactory>,
     hashers: Option<Arc<dyn Hashers>>,
+    chunks: Option<Arc<dyn crate::dedup::ChunkCodec>>,
     sender: Option<Arc<dyn crate::jobs::notify::Sender>>,
     checks: BTreeMap<String, OptionCheck>,
     databases: BTreeMap<String, (DatabaseSourceFactory, DatabaseTargetFactory)>,
@@ -86,6 +87,7 @@ impl fmt::Debug for Registry {
             .field("formats", &self.formats.is_some())
             .field("codecs", &self.codecs.is_some())
             .field("hashers", &self.hashers)
+            .field("chunks", &self.chunks)
             .field("databases", &self.databases.keys().collect::<Vec<_>>())
             .field("sender", &self.sender)
             .field("checks", &self.checks.keys().collect::<Vec<_>>())
@@ -370,6 +372,23 @@ impl Registry {
             .as_ref()
             .ok_or_else(|| Error::Unsupported("no archive formats registered".into()))?;
         f(compression, level)
+    }
+
+    /// Sets the chunk codec of deduplicated repositories.
+    pub fn set_chunk_codec(&mut self, codec: Arc<dyn crate::dedup::ChunkCodec>) -> &mut Self {
+        self.chunks = Some(codec);
+        self
+    }
+
+    /// The chunk codec of deduplicated repositories.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for a registry without one.
+    pub fn chunk_codec(&self) -> Result<Arc<dyn crate::dedup::ChunkCodec>> {
+        self.chunks
+            .clone()
+            .ok_or_else(|| Error::Unsupported("no chunk codec registered".into()))
     }
 
     pub fn hashers(&self) -> Result<Arc<dyn Hashers>> {

@@ -171,12 +171,23 @@ impl PyRepository {
         &self.location
     }
 
-    /// Creates the repository.
-    fn init(&self, py: Python<'_>) -> PyResult<()> {
+    /// Creates the repository; with `dedup`, a deduplicated one (each
+    /// chunk stored once, restorable with the `restore.py` it holds).
+    #[pyo3(signature = (*, dedup=false))]
+    fn init(&self, py: Python<'_>, dedup: bool) -> PyResult<()> {
         run::run(py, None, |_, _| {
-            backup_core::Repository::init_target(Arc::clone(&self.registry), self.target()?)
-                .map(drop)
+            backup_core::Repository::init_with(
+                Arc::clone(&self.registry),
+                self.target()?,
+                backup_core::repository::InitOptions { dedup },
+            )
+            .map(drop)
         })
+    }
+
+    /// Whether the repository is deduplicated.
+    fn is_dedup(&self, py: Python<'_>) -> PyResult<bool> {
+        run::run(py, None, |_, _| Ok(self.open()?.dedup().is_some()))
     }
 
     /// Backs up files and directories into a new snapshot; `None` for a dry run.

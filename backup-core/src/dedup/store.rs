@@ -19,7 +19,7 @@
 //! 10^25). Where chunks are is loaded only for the chunks a reader needs,
 //! streaming the index fragments (each at most 17 MiB) past that list.
 
-use std::borrow::BorrowMut;
+use std::borrow::{Borrow, BorrowMut};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -295,14 +295,20 @@ impl ChunkStore {
     /// # Errors
     ///
     /// As [`Self::load_locations`].
-    pub fn reader(&mut self, chunks: Vec<ChunkId>) -> Result<StreamReader<'_>> {
+    pub fn reader(&mut self, chunks: Vec<ChunkId>) -> Result<StreamReader<&ChunkStore>> {
         self.load_locations(&chunks)?;
-        Ok(StreamReader {
-            store: self,
-            chunks: chunks.into_iter(),
-            current: Vec::new(),
-            pos: 0,
-        })
+        Ok(StreamReader::new(self, chunks))
+    }
+
+    /// As [`Self::reader`], with a reader that owns the store (to hand to
+    /// an unpacker on another thread).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::load_locations`].
+    pub fn into_reader(mut self, chunks: Vec<ChunkId>) -> Result<StreamReader<ChunkStore>> {
+        self.load_locations(&chunks)?;
+        Ok(StreamReader::new(self, chunks))
     }
 }
 
@@ -561,23 +567,34 @@ impl<S: BorrowMut<ChunkStore>> Write for StreamWriter<S> {
 
 /// Plays a list of chunks back as one stream, each chunk checked.
 #[derive(Debug)]
-pub struct StreamReader<'s> {
-    store: &'s ChunkStore,
+pub struct StreamReader<S: Borrow<ChunkStore>> {
+    store: S,
     chunks: std::vec::IntoIter<ChunkId>,
     current: Vec<u8>,
     pos: usize,
 }
 
-impl Read for StreamReader<'_> {
+impl<S: Borrow<ChunkStore>> StreamReader<S> {
+    fn new(store: S, chunks: Vec<ChunkId>) -> Self {
+        Self {
+            store,
+            chunks: chunks.into_iter(),
+            current: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl<S: Borrow<ChunkStore>> Read for StreamReader<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.current.len() {
             let Some(id) = self.chunks.next() else {
                 return Ok(0);
             };
-            self.current = self
-                .store
-                .read_chunk(&id)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, crate::error_chain(&e)))?;
+            self.current =
+                self.store.borrow().read_chunk(&id).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidData, crate::error_chain(&e))
+                })?;
             self.pos = 0;
         }
         let n = buf.len().min(self.current.len() - self.pos);
@@ -588,7 +605,7 @@ impl Read for StreamReader<'_> {
 }
 
 /// What [`ChunkStore::check`] found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ChunkCheck {
     /// Index fragments read.
     pub fragments: u64,

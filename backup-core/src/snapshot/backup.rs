@@ -18,7 +18,8 @@ use crate::manifest::{MANIFEST_NAME, ManifestWriter};
 use crate::progress::{Cancel, Event, Progress};
 use crate::repository::{Repository, SHA256SUMS, SNAPSHOT_JSON};
 use crate::sink;
-use crate::snapshot::{ObjectRecord, SnapshotKind, SnapshotMeta, new_snapshot_id};
+use crate::snapshot::chunked::{Chunked, ChunkedStream};
+use crate::snapshot::{CHUNKS_NAME, ObjectRecord, SnapshotKind, SnapshotMeta, new_snapshot_id};
 use crate::source::{Excludes, FileTreeSource, Walked};
 use crate::store::{Header, Run};
 use crate::target::{ObjectWriter, TargetExt};
@@ -150,7 +151,7 @@ impl Repository {
             }
             r
         });
-        let (run, objects) = match result {
+        let (run, objects, chunked) = match result {
             Ok(v) => v,
             Err(e) => {
                 let _ = self.delete_snapshot_objects(&id);
@@ -158,7 +159,7 @@ impl Repository {
             }
         };
 
-        let meta = run.snapshot_meta(
+        let mut meta = run.snapshot_meta(
             &Header {
                 id: &id,
                 opts,
@@ -170,6 +171,9 @@ impl Repository {
             },
             objects,
         );
+        if let Some(chunked) = chunked {
+            chunked.apply(&mut meta);
+        }
         if let Err(e) = self.commit_snapshot(&meta, cancel) {
             let _ = self.delete_snapshot_objects(&id);
             return Err(e);
@@ -177,7 +181,9 @@ impl Repository {
         Ok(run.summary(Some(meta), false, removed, started))
     }
 
-    /// Writes the data object and manifest of snapshot `id`.
+    /// Writes the data object and manifest of snapshot `id`: an archive, or
+    /// in a deduplicated repository the tar stream into the chunk store,
+    /// with the chunk list as the data object.
     fn write_snapshot<'p>(
         &self,
         id: &str,
@@ -186,19 +192,27 @@ impl Repository {
         hashers: &'p dyn crate::hash::Hashers,
         progress: &'p dyn Progress,
         cancel: &Cancel,
-    ) -> Result<(Run<'p>, Vec<ObjectRecord>)> {
-        let target = self.target();
-        let data_name = format.compression().data_object_name();
-        let data_key = Repository::key(id, data_name);
-        let (sink, writer_thread) = sink::spawn(target.put(&data_key)?, hashers.sha256())?;
-        let mut packer = format
-            .packer(Box::new(sink))
-            .ctx("start archive", &data_key)?;
+    ) -> Result<(Run<'p>, Vec<ObjectRecord>, Option<Chunked>)> {
+        let mut run = Run::new(progress, Some(hashers));
+        let (data_key, mut packer, end) = if self.dedup().is_some() {
+            let stream = self.start_chunked(false)?;
+            run.cut_large_files(stream.cuts());
+            let tar = self.registry().format(Compression::None, None)?;
+            let key = Repository::key(id, CHUNKS_NAME);
+            let packer = tar
+                .packer(Box::new(stream.writer()))
+                .ctx("start archive", &key)?;
+            (key, packer, DataEnd::Chunked(stream))
+        } else {
+            let name = format.compression().data_object_name();
+            let key = Repository::key(id, name);
+            let (sink, writer_thread) = sink::spawn(self.target().put(&key)?, hashers.sha256())?;
+            let packer = format.packer(Box::new(sink)).ctx("start archive", &key)?;
+            (key, packer, DataEnd::Archive(name, writer_thread))
+        };
 
         let manifest_key = Repository::key(id, MANIFEST_NAME);
         let mut manifest = self.open_manifest(id, hashers)?;
-
-        let mut run = Run::new(progress, Some(hashers));
         let walked = source
             .walk(cancel, &mut |w| {
                 run.store(
@@ -218,24 +232,31 @@ impl Repository {
                 Err(e)
             }
         };
-        // The writer thread's own error (a full disk, say) is the cause of a
-        // packing error, so it is the one reported.
-        let (writer, data_sha, data_size) = match (archived, writer_thread.finish(&data_key)) {
-            (Err(Error::Cancelled), _) => return Err(Error::Cancelled),
-            (Ok(()), Ok(written)) => written,
-            (_, Err(cause)) | (Err(cause), Ok(_)) => return Err(cause),
+        let (data, chunked) = match end {
+            DataEnd::Archive(name, writer_thread) => {
+                // The writer thread's own error (a full disk, say) is the
+                // cause of a packing error, so it is the one reported.
+                let (writer, sha256, size) = match (archived, writer_thread.finish(&data_key)) {
+                    (Err(Error::Cancelled), _) => return Err(Error::Cancelled),
+                    (Ok(()), Ok(written)) => written,
+                    (_, Err(cause)) | (Err(cause), Ok(_)) => return Err(cause),
+                };
+                writer.commit()?;
+                let record = ObjectRecord {
+                    name: name.to_owned(),
+                    size,
+                    sha256,
+                };
+                (record, None)
+            }
+            DataEnd::Chunked(stream) => {
+                archived?;
+                let (record, chunked) = stream.finish(self, id)?;
+                (record, Some(chunked))
+            }
         };
-        writer.commit()?;
-
-        let objects = vec![
-            ObjectRecord {
-                name: data_name.to_owned(),
-                size: data_size,
-                sha256: data_sha,
-            },
-            close_manifest(manifest, &manifest_key)?,
-        ];
-        Ok((run, objects))
+        let objects = vec![data, close_manifest(manifest, &manifest_key)?];
+        Ok((run, objects, chunked))
     }
 
     /// Starts the manifest of snapshot `id` (hashed as it is written).
@@ -265,6 +286,14 @@ impl Repository {
         self.target()
             .put_bytes(&Repository::key(&meta.id, SNAPSHOT_JSON), &body)
     }
+}
+
+/// How the data object of a snapshot being written is ended.
+enum DataEnd {
+    /// An archive: its name and the thread writing it.
+    Archive(&'static str, sink::SinkHandle),
+    /// A stream into the chunk store.
+    Chunked(ChunkedStream),
 }
 
 /// Where a manifest is written: hashed, buffered, committed when closed.
@@ -308,7 +337,7 @@ fn count_tree(source: &FileTreeSource, cancel: &Cancel, progress: &dyn Progress)
 
 /// `Box<dyn ObjectWriter>` as a plain `Write`, so it can sit in a `BufWriter`
 /// and be taken back out to commit.
-pub(crate) struct ObjectWriterBox(Box<dyn ObjectWriter>);
+pub(crate) struct ObjectWriterBox(pub(crate) Box<dyn ObjectWriter>);
 
 impl Write for ObjectWriterBox {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

@@ -42,11 +42,18 @@ pub struct CheckReport {
     pub problems: Vec<CheckProblem>,
     /// Unfinished snapshot directories (removed by the next backup).
     pub unfinished: Vec<String>,
+    /// In a deduplicated repository: what the check of the chunk store
+    /// (index fragments and packs) found; its damage is in
+    /// [`CheckReport::repository_problems`] too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<crate::dedup::ChunkCheck>,
+    /// Damage that is not one snapshot's: index fragments and packs.
+    pub repository_problems: Vec<String>,
 }
 
 impl CheckReport {
     pub fn is_ok(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.repository_problems.is_empty()
     }
 }
 
@@ -124,12 +131,32 @@ impl Repository {
                 .collect::<Result<_>>()?
         };
         let selected = select(&ids, subset);
+        // In a deduplicated repository, which chunks the index lists: every
+        // chunk a snapshot refers to must be one of them.
+        let store = if self.dedup().is_some() {
+            let mut store = self.chunk_store(false)?;
+            match store.load_index() {
+                Ok(()) => Some(store),
+                Err(Error::Integrity { snapshot, detail }) => {
+                    report
+                        .repository_problems
+                        .push(format!("{snapshot}: {detail}"));
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
         for id in &ids {
             cancel.check()?;
             report.snapshots_checked += 1;
             let read = selected.contains(id);
             let outcome = self.load_snapshot(id).and_then(|meta| {
                 self.check_structure(&meta)?;
+                if let Some(store) = &store {
+                    self.check_chunks_indexed(&meta, store)?;
+                }
                 if read {
                     self.read_snapshot(&meta, &mut |_, _| cancel.check(), &mut |_| {}, cancel)?;
                 }
@@ -163,11 +190,27 @@ impl Repository {
                 }
             }
         }
+        if let Some(store) = &store {
+            cancel.check()?;
+            // Every pack is read only for a whole --read-data; a subset
+            // reads the chunks of its snapshots.
+            let found = store.check(subset == Some(Subset::All))?;
+            for p in &found.problems {
+                progress.event(&Event::Warning {
+                    path: "repository".into(),
+                    message: p.clone(),
+                });
+            }
+            report
+                .repository_problems
+                .extend(found.problems.iter().cloned());
+            report.chunks = Some(found);
+        }
         progress.event(&Event::Finished {
             operation: "check",
             files: report.snapshots_checked,
             bytes: 0,
-            warnings: report.problems.len() as u64,
+            warnings: (report.problems.len() + report.repository_problems.len()) as u64,
             seconds: started.elapsed().as_secs_f64(),
         });
         Ok(report)
@@ -216,6 +259,50 @@ impl Repository {
         }
         // Checks SHA256SUMS against snapshot.json first.
         self.list_entries(meta, &mut |_| Ok(()))
+    }
+}
+
+impl Repository {
+    /// A deduplicated snapshot's chunk list is whole and every chunk it
+    /// lists is in the index.
+    fn check_chunks_indexed(
+        &self,
+        meta: &SnapshotMeta,
+        store: &crate::dedup::ChunkStore,
+    ) -> Result<()> {
+        if meta.dedup.is_none() {
+            return Ok(());
+        }
+        let chunks = self.read_chunk_list(meta)?;
+        let missing: Vec<&crate::dedup::ChunkId> = chunks
+            .iter()
+            .map(|(id, _)| id)
+            .filter(|id| !store.contains(id))
+            .collect();
+        if let Some(first) = missing.first() {
+            return Err(Error::Integrity {
+                snapshot: meta.id.clone(),
+                detail: format!(
+                    "{} of its {} chunks are in no index fragment (the first: {first})",
+                    missing.len(),
+                    chunks.len()
+                ),
+            });
+        }
+        let listed: u64 = chunks.iter().map(|(_, len)| u64::from(*len)).sum();
+        let info = meta.dedup.as_ref().expect("checked above");
+        if listed != info.stream_bytes || chunks.len() as u64 != info.chunks {
+            return Err(Error::Integrity {
+                snapshot: meta.id.clone(),
+                detail: format!(
+                    "its chunk list holds {} chunks of {listed} bytes, snapshot.json records {} of {}",
+                    chunks.len(),
+                    info.chunks,
+                    info.stream_bytes
+                ),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -6,16 +6,21 @@
 //! `snapshot.json` aborts that snapshot before anything is committed there.
 //! `snapshot.json` is stored last, byte for byte, so a copy is invisible on
 //! the destination until it is whole, and keeps its id, time and metadata.
+//! To or from a deduplicated repository, the snapshot's stream is converted
+//! (see [`Repository::copy_to`]).
 
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::hash::HashingReader;
+use crate::archive::Compression;
+use crate::hash::{HashingReader, SharedHasher};
+use crate::manifest::MANIFEST_NAME;
 use crate::progress::{Cancel, Event, Progress};
 use crate::repository::{Repository, SHA256SUMS, SNAPSHOT_JSON};
-use crate::snapshot::SnapshotMeta;
+use crate::sink;
+use crate::snapshot::{ObjectRecord, SNAPSHOT_FORMAT, SnapshotKind, SnapshotMeta};
 use crate::target::TargetExt;
 use crate::{Error, Result};
 
@@ -37,6 +42,13 @@ const BUF: usize = 1 << 20;
 impl Repository {
     /// Copies snapshots (all when `ids` is empty; ids, unique prefixes or
     /// `latest` otherwise) to `dest`, skipping those it already has.
+    ///
+    /// Between two archive repositories every object is copied byte for
+    /// byte. To or from a deduplicated repository the snapshot's stream is
+    /// converted: into a deduplicated one, only the chunks it lacks are
+    /// stored; out of one, the stream becomes a zstd archive. Either way the
+    /// stream is checked whole against the source before the copy is
+    /// committed.
     ///
     /// # Errors
     ///
@@ -118,51 +130,176 @@ impl Repository {
         dest.delete_snapshot_objects(&meta.id)?;
         // A snapshot whose commit does not hold together is not copied.
         self.verify_commit(meta)?;
-        let hashers = self.registry().hashers()?;
+        if self.dedup().is_some() || dest.dedup().is_some() {
+            return self.copy_converted(dest, meta, progress, cancel);
+        }
         let mut buf = vec![0u8; BUF];
         let mut bytes = 0;
         for rec in &meta.objects {
-            let key = Repository::key(&meta.id, &rec.name);
-            let mut reader = HashingReader::new(self.target().get(&key)?, hashers.sha256());
-            let mut writer = dest.target().put(&key)?;
-            loop {
-                cancel.check()?;
-                let n = match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Error::io("read", self.describe(&key), e)),
-                };
-                writer
-                    .write_all(&buf[..n])
-                    .map_err(|e| Error::io("write", dest.describe(&key), e))?;
-            }
-            let (digest, size) = reader.finish();
-            if digest != rec.sha256 || size != rec.size {
-                // Dropping the writer discards the upload.
-                return Err(Error::Integrity {
-                    snapshot: meta.id.clone(),
-                    detail: format!(
-                        "{} in {} has {size} bytes with SHA-256 {digest}, but {} bytes with {} were stored; nothing was copied",
-                        rec.name,
-                        self.location(),
-                        rec.size,
-                        rec.sha256
-                    ),
-                });
-            }
-            writer.commit()?;
-            progress.event(&Event::File {
-                path: key,
-                bytes: size,
-            });
-            bytes += size;
+            bytes += self.copy_object(dest, meta, rec, &mut buf, progress, cancel)?;
         }
         for name in [SHA256SUMS, SNAPSHOT_JSON] {
             let key = Repository::key(&meta.id, name);
             let body = self.target().get_bytes(&key)?;
             dest.target().put_bytes(&key, &body)?;
         }
+        Ok(bytes)
+    }
+
+    /// Copies one object of a snapshot byte for byte, checked against its
+    /// record before it is committed on `dest`.
+    fn copy_object(
+        &self,
+        dest: &Repository,
+        meta: &SnapshotMeta,
+        rec: &ObjectRecord,
+        buf: &mut [u8],
+        progress: &dyn Progress,
+        cancel: &Cancel,
+    ) -> Result<u64> {
+        let hashers = self.registry().hashers()?;
+        let key = Repository::key(&meta.id, &rec.name);
+        let mut reader = HashingReader::new(self.target().get(&key)?, hashers.sha256());
+        let mut writer = dest.target().put(&key)?;
+        loop {
+            cancel.check()?;
+            let n = match reader.read(buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("read", self.describe(&key), e)),
+            };
+            writer
+                .write_all(&buf[..n])
+                .map_err(|e| Error::io("write", dest.describe(&key), e))?;
+        }
+        let (digest, size) = reader.finish();
+        if digest != rec.sha256 || size != rec.size {
+            // Dropping the writer discards the upload.
+            return Err(Error::Integrity {
+                snapshot: meta.id.clone(),
+                detail: format!(
+                    "{} in {} has {size} bytes with SHA-256 {digest}, but {} bytes with {} were stored; nothing was copied",
+                    rec.name,
+                    self.location(),
+                    rec.size,
+                    rec.sha256
+                ),
+            });
+        }
+        writer.commit()?;
+        progress.event(&Event::File {
+            path: key,
+            bytes: size,
+        });
+        Ok(size)
+    }
+
+    /// Copies a snapshot to or from a deduplicated repository: its stream
+    /// (the tar archive, or the dump), checked whole against the source,
+    /// is stored the destination's way (into its chunk store, storing only
+    /// the chunks it lacks, or as a zstd archive), the manifest byte for
+    /// byte; `snapshot.json` keeps everything but how the data is stored.
+    fn copy_converted(
+        &self,
+        dest: &Repository,
+        meta: &SnapshotMeta,
+        progress: &dyn Progress,
+        cancel: &Cancel,
+    ) -> Result<u64> {
+        let hashers = self.registry().hashers()?;
+        let (stored, expected) = self.open_data(meta, cancel)?;
+        let stored_hash = SharedHasher::new(hashers.sha256());
+        let mut stream = self
+            .registry()
+            .codec(meta.stream_compression().0, meta.stream_compression().1)?
+            .decoder(Box::new(stored_hash.reader(stored)))
+            .map_err(|e| Error::io("decompress", self.describe(&meta.id), e))?;
+        let source_checked = || {
+            let (sha, size) = stored_hash.finish();
+            if sha == expected.sha256 && size == expected.size {
+                return Ok(());
+            }
+            Err(Error::Integrity {
+                snapshot: meta.id.clone(),
+                detail: format!(
+                    "{} in {} does not match its SHA-256; nothing was copied",
+                    expected.name,
+                    self.location()
+                ),
+            })
+        };
+        let read_error = |e: io::Error| {
+            if cancel.is_cancelled() {
+                Error::Cancelled
+            } else if e.kind() == io::ErrorKind::InvalidData {
+                Error::Integrity {
+                    snapshot: meta.id.clone(),
+                    detail: format!("{} is damaged: {e}; nothing was copied", expected.name),
+                }
+            } else {
+                Error::io("copy", self.describe(&meta.id), e)
+            }
+        };
+        let mut copied = meta.clone();
+        let database = meta.kind == SnapshotKind::Database;
+        let data = if dest.dedup().is_some() {
+            let chunked = dest.start_chunked(database)?;
+            io::copy(&mut stream, &mut chunked.writer()).map_err(read_error)?;
+            source_checked()?;
+            let (record, how) = chunked.finish(dest, &meta.id)?;
+            how.apply(&mut copied);
+            record
+        } else {
+            // Out of a deduplicated repository: a zstd archive at the
+            // chunks' level, as `backup --compression zstd` writes.
+            let (compression, level) = (Compression::Zstd, meta.level);
+            let name = match &meta.database {
+                Some(db) => format!("{}{}", db.dump_name, compression.extension()),
+                None => compression.data_object_name().to_owned(),
+            };
+            let key = Repository::key(&meta.id, &name);
+            let (sink, thread) = sink::spawn(dest.target().put(&key)?, hashers.sha256())?;
+            let mut encoder = dest
+                .registry()
+                .codec(compression, level)?
+                .encoder(Box::new(sink))
+                .map_err(|e| Error::io("compress", dest.describe(&key), e))?;
+            let copied_stream = io::copy(&mut stream, &mut encoder).map_err(read_error);
+            let finished = copied_stream.and_then(|_| {
+                source_checked()?;
+                encoder
+                    .finish()
+                    .map_err(|e| Error::io("write", dest.describe(&key), e))
+            });
+            let (writer, sha256, size) = match (finished, thread.finish(&key)) {
+                (Ok(()), Ok(written)) => written,
+                (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
+            };
+            writer.commit()?;
+            copied.format = SNAPSHOT_FORMAT;
+            copied.dedup = None;
+            copied.checksum = format!("sha256:{sha256}");
+            copied.size_bytes = size;
+            copied.files_included = vec![name.clone()];
+            copied.compression = compression;
+            copied.compressed = true;
+            copied.level = level;
+            ObjectRecord { name, size, sha256 }
+        };
+        progress.event(&Event::File {
+            path: Repository::key(&meta.id, &data.name),
+            bytes: data.size,
+        });
+        let mut bytes = data.size;
+        let mut buf = vec![0u8; BUF];
+        let manifest = meta.object(MANIFEST_NAME).ok_or_else(|| Error::Integrity {
+            snapshot: meta.id.clone(),
+            detail: format!("snapshot.json has no record of {MANIFEST_NAME}"),
+        })?;
+        bytes += self.copy_object(dest, meta, manifest, &mut buf, progress, cancel)?;
+        copied.objects = vec![data, manifest.clone()];
+        dest.commit_snapshot(&copied, cancel)?;
         Ok(bytes)
     }
 

@@ -17,6 +17,7 @@ use crate::progress::{Cancel, Event, Progress};
 use crate::repository::{Repository, tool_version};
 use crate::retention::{Candidate, KeepPolicy, apply};
 use crate::sink;
+use crate::snapshot::chunked::Chunked;
 use crate::snapshot::{
     DatabaseInfo, ObjectRecord, SNAPSHOT_FORMAT, SnapshotKind, SnapshotMeta, SnapshotStatus,
     new_snapshot_id,
@@ -110,20 +111,28 @@ impl Repository {
             snapshot: Some(id.clone()),
         });
 
-        let written = self.write_dump(&id, source, codec.as_ref(), hashers.as_ref(), now, cancel);
-        let Dumped {
-            data,
-            manifest,
-            size,
-            rows,
-        } = match written {
+        let written = if self.dedup().is_some() {
+            self.write_dump_chunked(&id, source, hashers.as_ref(), now, cancel)
+        } else {
+            self.write_dump(&id, source, codec.as_ref(), hashers.as_ref(), now, cancel)
+                .map(|d| (d, None))
+        };
+        let (
+            Dumped {
+                data,
+                manifest,
+                size,
+                rows,
+            },
+            chunked,
+        ) = match written {
             Ok(v) => v,
             Err(e) => {
                 let _ = self.delete_snapshot_objects(&id);
                 return Err(e);
             }
         };
-        let meta = SnapshotMeta {
+        let mut meta = SnapshotMeta {
             format: SNAPSHOT_FORMAT,
             id: id.clone(),
             timestamp: now,
@@ -156,7 +165,11 @@ impl Repository {
                 dump_name: source.dump_name(),
                 tables: rows,
             }),
+            dedup: None,
         };
+        if let Some(chunked) = chunked {
+            chunked.apply(&mut meta);
+        }
         if let Err(e) = self.commit_snapshot(&meta, cancel) {
             let _ = self.delete_snapshot_objects(&id);
             return Err(e);
@@ -241,13 +254,7 @@ impl Repository {
         now: DateTime<Utc>,
         cancel: &Cancel,
     ) -> Result<Dumped> {
-        let dump_name = source.dump_name();
-        if dump_name.contains('/') {
-            return Err(Error::InvalidInput(format!(
-                "dump name {dump_name:?} is not a file name"
-            )));
-        }
-        crate::verify::safe_relative(&dump_name)?;
+        let dump_name = checked_dump_name(source)?;
         let object_name = format!("{dump_name}{}", codec.compression().extension());
         let key = Repository::key(id, &object_name);
         let (sink, writer_thread) = sink::spawn(self.target().put(&key)?, hashers.sha256())?;
@@ -268,31 +275,56 @@ impl Repository {
             (_, Err(cause)) | (Err(cause), Ok(_)) => return Err(cause),
         };
         writer.commit()?;
-        let entry = Entry {
-            path: dump_name.clone(),
-            kind: EntryKind::File,
-            size,
-            mtime: now.timestamp(),
-            mtime_nsec: now.timestamp_subsec_nanos(),
-            mode: 0o600,
-            link: None,
-            blake3: Some(blake3),
-        };
-        let mut manifest = self.open_manifest(id, hashers)?;
-        manifest.push(&entry).ctx("write", "manifest")?;
-        let manifest = close_manifest(
-            manifest,
-            &Repository::key(id, crate::manifest::MANIFEST_NAME),
-        )?;
         let data = ObjectRecord {
             name: object_name.clone(),
             size: stored,
             sha256,
         };
+        let entry = dump_entry(dump_name, blake3, size, now);
+        self.dumped(id, &entry, data, rows, hashers)
+    }
+
+    /// Dumps `source` uncompressed into the chunk store (so that a small
+    /// change to the database stores a few chunks), with the chunk list as
+    /// snapshot `id`'s data object.
+    fn write_dump_chunked(
+        &self,
+        id: &str,
+        source: &dyn DatabaseSource,
+        hashers: &dyn Hashers,
+        now: DateTime<Utc>,
+        cancel: &Cancel,
+    ) -> Result<(Dumped, Option<Chunked>)> {
+        let dump_name = checked_dump_name(source)?;
+        let stream = self.start_chunked(true)?;
+        let mut content = HashingWriter::new(stream.writer(), hashers.blake3());
+        let rows = source.dump(&mut content, cancel)?;
+        let (_, blake3, size) = content.finish();
+        let (data, chunked) = stream.finish(self, id)?;
+        let entry = dump_entry(dump_name, blake3, size, now);
+        let dumped = self.dumped(id, &entry, data, rows, hashers)?;
+        Ok((dumped, Some(chunked)))
+    }
+
+    /// Writes the one-entry manifest of a dump stored as `data`.
+    fn dumped(
+        &self,
+        id: &str,
+        entry: &Entry,
+        data: ObjectRecord,
+        rows: RowCounts,
+        hashers: &dyn Hashers,
+    ) -> Result<Dumped> {
+        let mut manifest = self.open_manifest(id, hashers)?;
+        manifest.push(entry).ctx("write", "manifest")?;
+        let manifest = close_manifest(
+            manifest,
+            &Repository::key(id, crate::manifest::MANIFEST_NAME),
+        )?;
         Ok(Dumped {
             data,
             manifest,
-            size,
+            size: entry.size,
             rows,
         })
     }
@@ -389,6 +421,32 @@ impl Repository {
             tables,
         })
     }
+}
+
+/// The manifest entry of a dump.
+fn dump_entry(name: String, blake3: String, size: u64, now: DateTime<Utc>) -> Entry {
+    Entry {
+        path: name,
+        kind: EntryKind::File,
+        size,
+        mtime: now.timestamp(),
+        mtime_nsec: now.timestamp_subsec_nanos(),
+        mode: 0o600,
+        link: None,
+        blake3: Some(blake3),
+    }
+}
+
+/// The dump's name, which must be a plain file name.
+fn checked_dump_name(source: &dyn DatabaseSource) -> Result<String> {
+    let dump_name = source.dump_name();
+    if dump_name.contains('/') {
+        return Err(Error::InvalidInput(format!(
+            "dump name {dump_name:?} is not a file name"
+        )));
+    }
+    crate::verify::safe_relative(&dump_name)?;
+    Ok(dump_name)
 }
 
 /// Whether the restored `got` row counts are those `recorded` at dump time;

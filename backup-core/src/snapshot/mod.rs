@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod check;
+pub(crate) mod chunked;
 pub mod copy;
 pub(crate) mod dbsnap;
 pub mod forget;
@@ -27,11 +28,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::Compression;
 
-/// Version of the `snapshot.json` format this build writes.
+/// Version of the `snapshot.json` format this build writes for archive
+/// snapshots.
 ///
 /// Format 2 adds `snapshot.json`'s own SHA-256 to `SHA256SUMS`, so damage to
 /// the commit object is found (and `sha256sum -c SHA256SUMS` covers it).
 pub const SNAPSHOT_FORMAT: u32 = 2;
+/// Version of the `snapshot.json` format of a deduplicated snapshot: format
+/// 2 plus `dedup`, the stream stored as a chunk list. Archive snapshots keep
+/// format 2, so that builds which know only archives still read them.
+pub const DEDUP_SNAPSHOT_FORMAT: u32 = 3;
+/// The newest `snapshot.json` format this build reads.
+pub const NEWEST_SNAPSHOT_FORMAT: u32 = DEDUP_SNAPSHOT_FORMAT;
 /// The oldest `snapshot.json` format this build reads.
 pub const OLDEST_SNAPSHOT_FORMAT: u32 = 1;
 
@@ -122,7 +130,29 @@ pub struct SnapshotMeta {
     /// For database snapshots: the engine, where it was, and its tables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseInfo>,
+    /// For snapshots in a deduplicated repository: the stream (the tar
+    /// archive, or the dump) stored as the chunks its data object lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<DedupInfo>,
 }
+
+/// How a deduplicated snapshot's stream was stored. `checksum` is the
+/// stream's SHA-256 and `size_bytes` what this snapshot added to the
+/// repository (its new packs and index); the data object is the chunk list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupInfo {
+    /// Bytes of the stream (the uncompressed tar archive, or the dump).
+    pub stream_bytes: u64,
+    /// Chunks in the stream.
+    pub chunks: u64,
+    /// Chunks this snapshot stored (the others were stored already).
+    pub new_chunks: u64,
+    /// Bytes of the stream in those new chunks, before compression.
+    pub new_bytes: u64,
+}
+
+/// Name of a deduplicated snapshot's data object: its chunk list.
+pub const CHUNKS_NAME: &str = "chunks";
 
 /// What a database snapshot records of its database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +214,9 @@ impl SnapshotMeta {
         let Some(data) = self.data_object() else {
             return Err("no data object recorded".into());
         };
+        if let Some(d) = &self.dedup {
+            return self.consistent_dedup(d);
+        }
         let mut stored = 0u64;
         for name in &self.files_included {
             match self.object(name) {
@@ -210,20 +243,63 @@ impl SnapshotMeta {
                 self.compression.as_str()
             ));
         }
+        self.consistent_kind()
+    }
+
+    fn consistent_kind(&self) -> Result<(), String> {
         if self.kind == SnapshotKind::Database && self.database.is_none() {
             return Err("a database snapshot without its database record".into());
         }
         Ok(())
+    }
+
+    /// [`Self::consistent`] for a deduplicated snapshot: the chunk list is
+    /// the one data object, the chunks are zstd frames, `checksum` is a
+    /// SHA-256 (of the stream, checked as it is read).
+    fn consistent_dedup(&self, d: &DedupInfo) -> Result<(), String> {
+        if self.format < DEDUP_SNAPSHOT_FORMAT {
+            return Err(format!(
+                "a deduplicated snapshot must be of format {DEDUP_SNAPSHOT_FORMAT} or later"
+            ));
+        }
+        if self.files_included != [CHUNKS_NAME] {
+            return Err(format!(
+                "a deduplicated snapshot's data object is {CHUNKS_NAME:?}, not {:?}",
+                self.files_included
+            ));
+        }
+        let sha = self.checksum.strip_prefix("sha256:").unwrap_or("");
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("checksum {:?} is not a SHA-256", self.checksum));
+        }
+        if self.compression != Compression::Zstd || !self.compressed {
+            return Err("a deduplicated snapshot's chunks are zstd frames".into());
+        }
+        if d.new_chunks > d.chunks || d.new_bytes > d.stream_bytes {
+            return Err("dedup records more new chunks than the stream has".into());
+        }
+        self.consistent_kind()
+    }
+
+    /// The compression and level of the stream the data holds: a
+    /// deduplicated snapshot's chunks are compressed one by one, the stream
+    /// they make is not.
+    pub fn stream_compression(&self) -> (Compression, Option<i32>) {
+        if self.dedup.is_some() {
+            (Compression::None, None)
+        } else {
+            (self.compression, self.level)
+        }
     }
 }
 
 /// Whether this build reads a snapshot of `format`, `encrypted` or not:
 /// `Err` names what it would need.
 pub fn readable(format: u32, encrypted: bool) -> Result<(), String> {
-    if !(OLDEST_SNAPSHOT_FORMAT..=SNAPSHOT_FORMAT).contains(&format) {
+    if !(OLDEST_SNAPSHOT_FORMAT..=NEWEST_SNAPSHOT_FORMAT).contains(&format) {
         return Err(format!(
             "snapshot format {format} is not one this backupkit ({}) reads \
-             (formats {OLDEST_SNAPSHOT_FORMAT} to {SNAPSHOT_FORMAT}); upgrade backupkit",
+             (formats {OLDEST_SNAPSHOT_FORMAT} to {NEWEST_SNAPSHOT_FORMAT}); upgrade backupkit",
             env!("CARGO_PKG_VERSION"),
         ));
     }

@@ -8,6 +8,12 @@
 //! snapshots/<id>/snapshot.json         metadata, written last: the commit
 //! locks/<lock>.json                    shared and exclusive locks
 //! ```
+//!
+//! A deduplicated repository (`init --dedup`, format 2) keeps the same
+//! snapshot directories, with a chunk list (`chunks`) in place of the
+//! archive, and stores the chunks in `packs/` and `index/`; its
+//! `FORMAT.md` describes it and its `restore.py` restores without
+//! backupkit (see [`crate::dedup`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +21,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::dedup::{ChunkStore, DedupConfig};
 use crate::lock::{self, LockGuard};
 use crate::registry::Registry;
 use crate::snapshot::{SnapshotMeta, is_valid_id};
@@ -23,8 +30,15 @@ use crate::{Error, Result};
 
 /// Name of the repository marker object.
 pub const MARKER: &str = "backupkit.json";
-/// The repository format this build writes and reads.
+/// The format of a repository of archive snapshots.
 pub const REPOSITORY_FORMAT: u32 = 1;
+/// The format of a deduplicated repository: builds that know only format 1
+/// refuse it, rather than misread a snapshot without an archive.
+pub const DEDUP_REPOSITORY_FORMAT: u32 = 2;
+/// Name of the format description in a deduplicated repository.
+pub const FORMAT_MD: &str = "FORMAT.md";
+/// Name of the standalone restorer in a deduplicated repository.
+pub const RESTORE_PY: &str = "restore.py";
 pub(crate) const SNAPSHOTS_PREFIX: &str = "snapshots/";
 /// Name of the commit object in each snapshot directory.
 pub const SNAPSHOT_JSON: &str = "snapshot.json";
@@ -37,6 +51,16 @@ pub struct RepositoryMarker {
     pub backupkit_repository: u32,
     pub created: DateTime<Utc>,
     pub tool_version: String,
+    /// The settings of a deduplicated repository (format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<DedupConfig>,
+}
+
+/// What kind of repository `init` creates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InitOptions {
+    /// Deduplicated: snapshots stored as chunks, each stored once.
+    pub dedup: bool,
 }
 
 /// The result of listing snapshots.
@@ -61,6 +85,8 @@ pub struct Repository {
     /// Whether read-only commands (check, restore, copy's source) take a
     /// shared lock; see [`Repository::without_read_locks`].
     read_locks: bool,
+    /// The settings of a deduplicated repository, checked when opened.
+    dedup: Option<Arc<DedupConfig>>,
 }
 
 impl Repository {
@@ -70,9 +96,23 @@ impl Repository {
         Self::init_target(registry, target)
     }
 
-    /// Creates a repository on an already built target (see
-    /// [`Registry::open_target_with`] for targets that need options).
+    /// Creates a repository of archive snapshots on an already built target
+    /// (see [`Registry::open_target_with`] for targets that need options).
     pub fn init_target(registry: Arc<Registry>, target: Arc<dyn Target>) -> Result<Self> {
+        Self::init_with(registry, target, InitOptions::default())
+    }
+
+    /// Creates a repository of the kind `opts` asks for on `target`, which
+    /// must be new or empty.
+    ///
+    /// A deduplicated repository gets a fresh random dedup key, and its
+    /// `FORMAT.md` and `restore.py` are stored before `backupkit.json`, so
+    /// that every repository that exists can be restored without backupkit.
+    pub fn init_with(
+        registry: Arc<Registry>,
+        target: Arc<dyn Target>,
+        opts: InitOptions,
+    ) -> Result<Self> {
         if target.exists(MARKER)? {
             return Err(Error::RepositoryExists {
                 location: target.location(),
@@ -84,10 +124,25 @@ impl Repository {
                 target.location()
             )));
         }
+        let dedup = if opts.dedup {
+            // The codec must be there before anything is written.
+            registry.chunk_codec()?;
+            let config = DedupConfig::new(random_key()?);
+            target.put_bytes(FORMAT_MD, crate::dedup::FORMAT_MD.as_bytes())?;
+            target.put_bytes(RESTORE_PY, crate::dedup::RESTORE_PY.as_bytes())?;
+            Some(config)
+        } else {
+            None
+        };
         let marker = RepositoryMarker {
-            backupkit_repository: REPOSITORY_FORMAT,
+            backupkit_repository: if dedup.is_some() {
+                DEDUP_REPOSITORY_FORMAT
+            } else {
+                REPOSITORY_FORMAT
+            },
             created: Utc::now(),
             tool_version: tool_version(),
+            dedup: dedup.clone(),
         };
         let body = serde_json::to_vec_pretty(&marker).expect("marker serializes");
         match target.create_new(MARKER, &body) {
@@ -100,6 +155,7 @@ impl Repository {
             target,
             registry,
             read_locks: true,
+            dedup: dedup.map(Arc::new),
         })
     }
 
@@ -130,20 +186,77 @@ impl Repository {
                 location: target.location(),
                 reason: format!("{MARKER} is not valid: {e}"),
             })?;
-        if marker.backupkit_repository > REPOSITORY_FORMAT {
-            return Err(Error::RepositoryUnsupported {
-                location: target.location(),
-                reason: format!(
-                    "format {} is newer than this backupkit understands ({REPOSITORY_FORMAT}); upgrade backupkit",
-                    marker.backupkit_repository
-                ),
-            });
+        let unsupported = |reason: String| Error::RepositoryUnsupported {
+            location: target.location(),
+            reason,
+        };
+        if marker.backupkit_repository > DEDUP_REPOSITORY_FORMAT {
+            return Err(unsupported(format!(
+                "format {} is newer than this backupkit understands ({DEDUP_REPOSITORY_FORMAT}); upgrade backupkit",
+                marker.backupkit_repository
+            )));
         }
+        let dedup = match (marker.backupkit_repository, marker.dedup) {
+            (DEDUP_REPOSITORY_FORMAT, Some(config)) => {
+                config.key_bytes().map_err(|e| {
+                    unsupported(format!(
+                        "{MARKER}'s dedup settings: {}",
+                        crate::error_chain(&e)
+                    ))
+                })?;
+                Some(Arc::new(config))
+            }
+            (DEDUP_REPOSITORY_FORMAT, None) => {
+                return Err(unsupported(format!(
+                    "{MARKER} says format {DEDUP_REPOSITORY_FORMAT} but has no dedup settings; it is damaged"
+                )));
+            }
+            (_, Some(_)) => {
+                return Err(unsupported(format!(
+                    "{MARKER} has dedup settings but says format {}; it is damaged",
+                    marker.backupkit_repository
+                )));
+            }
+            (_, None) => None,
+        };
         Ok(Self {
             target,
             registry,
             read_locks: true,
+            dedup,
         })
+    }
+
+    /// The settings of a deduplicated repository; `None` for a repository
+    /// of archive snapshots.
+    pub fn dedup(&self) -> Option<&DedupConfig> {
+        self.dedup.as_deref()
+    }
+
+    /// The chunk store of a deduplicated repository, cutting streams as
+    /// file trees or (with `database`) as database dumps; the index is not
+    /// read yet.
+    pub(crate) fn chunk_store(&self, database: bool) -> Result<ChunkStore> {
+        let config = self.dedup.as_deref().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{} is not a deduplicated repository",
+                self.location()
+            ))
+        })?;
+        let codec = self.registry.chunk_codec()?;
+        let cutter = if database {
+            config.database_cutter(codec.as_ref())?
+        } else {
+            config.file_cutter(codec.as_ref())?
+        };
+        Ok(ChunkStore::new(
+            Arc::clone(&self.target),
+            codec,
+            self.registry.hashers()?,
+            config.key_bytes()?,
+            cutter,
+            config.zstd_level,
+        ))
     }
 
     pub fn target(&self) -> &Arc<dyn Target> {
@@ -384,4 +497,14 @@ impl Repository {
     pub fn locks(&self) -> Result<Vec<lock::ListedLock>> {
         lock::list_locks(self.target.as_ref())
     }
+}
+
+/// A dedup key: 32 bytes from the operating system's random source.
+fn random_key() -> Result<[u8; 32]> {
+    use std::io::Read as _;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .map_err(|e| Error::io("read", "/dev/urandom", e))?;
+    Ok(key)
 }

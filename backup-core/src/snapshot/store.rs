@@ -12,6 +12,7 @@ use chrono::Utc;
 
 use crate::archive::{Compression, Entry, EntryKind, Packer};
 use crate::backup::{BackupOptions, BackupSummary, Warning};
+use crate::dedup::SharedWriter;
 use crate::hash::StreamHasher;
 use crate::lock;
 use crate::manifest::ManifestWriter;
@@ -46,6 +47,9 @@ pub(crate) struct Run<'p> {
     warnings: Vec<Warning>,
     /// (device, inode) of multiply linked files already stored -> path.
     hardlinks: HashMap<(u64, u64), String>,
+    /// In a deduplicated repository: where to end chunks around the data
+    /// of files at least this large.
+    cuts: Option<(SharedWriter, u64)>,
 }
 
 impl<'p> Run<'p> {
@@ -62,7 +66,16 @@ impl<'p> Run<'p> {
             bytes: 0,
             warnings: Vec::new(),
             hardlinks: HashMap::new(),
+            cuts: None,
         }
+    }
+
+    /// Gives each file of at least `threshold` bytes chunk boundaries of
+    /// its own: a chunk ends where its data starts (after its tar header)
+    /// and where it ends, so an unchanged file yields the same chunks
+    /// wherever it is in the tree and whatever its name.
+    pub(crate) fn cut_large_files(&mut self, (writer, threshold): (SharedWriter, u64)) {
+        self.cuts = Some((writer, threshold));
     }
 
     fn warn(&mut self, path: String, message: String) {
@@ -200,17 +213,27 @@ impl<'p> Run<'p> {
             }
         };
         let hashers = self.hashers.expect("hashers present when storing");
+        let cuts = self
+            .cuts
+            .as_ref()
+            .filter(|(_, threshold)| entry.size >= *threshold)
+            .map(|(w, _)| w);
         let mut reader = FileReader {
             file: &file,
             hasher: hashers.blake3(),
             cancel,
             read_error: None,
+            cut_at_start: cuts,
         };
         let delivered = match packer.append_file(entry, &mut reader) {
             Ok(n) => n,
             Err(_) if cancel.is_cancelled() => return Err(Error::Cancelled),
             Err(e) => return Err(Error::io("write", data_key, e)),
         };
+        if let Some(w) = cuts {
+            packer.flush().ctx("write", data_key)?;
+            w.cut_here()?;
+        }
         let FileReader {
             mut hasher,
             read_error,
@@ -254,11 +277,7 @@ impl<'p> Run<'p> {
     }
 
     pub(crate) fn snapshot_meta(&self, h: &Header<'_>, objects: Vec<ObjectRecord>) -> SnapshotMeta {
-        let data_name = h.format.compression().data_object_name();
-        let data = objects
-            .iter()
-            .find(|o| o.name == data_name)
-            .expect("data object recorded");
+        let data = objects.first().expect("data object recorded first");
         let warning_count = self.warnings.len() as u64;
         SnapshotMeta {
             format: SNAPSHOT_FORMAT,
@@ -297,7 +316,7 @@ impl<'p> Run<'p> {
             size_bytes: data.size,
             source_bytes: self.bytes,
             checksum: format!("sha256:{}", data.sha256),
-            files_included: vec![data_name.to_owned()],
+            files_included: vec![data.name.clone()],
             file_count: self.files,
             dir_count: self.dirs,
             entry_count: self.entries,
@@ -307,6 +326,7 @@ impl<'p> Run<'p> {
             encrypted: false,
             objects,
             database: None,
+            dedup: None,
         }
     }
 
@@ -339,11 +359,15 @@ impl<'p> Run<'p> {
 /// Reads a source file for the packer: hashes what it delivers, turns a read
 /// error into end-of-file (remembered, reported as a warning) so the archive
 /// stays well-formed, and stops on cancellation.
+///
+/// With `cut_at_start`, its first read ends a chunk first: the packer
+/// (uncompressed, unbuffered) has by then written the entry's header.
 struct FileReader<'a> {
     file: &'a File,
     hasher: Box<dyn StreamHasher>,
     cancel: &'a Cancel,
     read_error: Option<io::Error>,
+    cut_at_start: Option<&'a SharedWriter>,
 }
 
 impl Read for FileReader<'_> {
@@ -353,6 +377,10 @@ impl Read for FileReader<'_> {
         }
         if self.read_error.is_some() {
             return Ok(0);
+        }
+        if let Some(w) = self.cut_at_start.take() {
+            w.cut_here()
+                .map_err(|e| io::Error::other(crate::error_chain(&e)))?;
         }
         match self.file.read(buf) {
             Ok(n) => {

@@ -167,11 +167,10 @@ impl Repository {
         verified: &mut dyn FnMut(&Entry),
         cancel: &Cancel,
     ) -> Result<()> {
-        let data = meta
-            .data_object()
-            .ok_or_else(|| integrity(meta, "snapshot.json names no data object"))?;
         let hashers = self.registry().hashers()?;
-        let format = self.registry().format(meta.compression, meta.level)?;
+        let format = self
+            .registry()
+            .format(meta.stream_compression().0, meta.stream_compression().1)?;
         let manifest_key = Repository::key(&meta.id, MANIFEST_NAME);
         let mut manifest = ManifestReader::new(
             self.open_object(meta, &manifest_key)?,
@@ -179,12 +178,10 @@ impl Repository {
             &meta.id,
         )?;
 
+        let (stored, data) = self.open_data(meta, cancel)?;
         let data_key = Repository::key(&meta.id, &data.name);
         let shared = SharedHasher::new(hashers.sha256());
-        let input = Box::new(shared.reader(CancelReader {
-            inner: self.open_object(meta, &data_key)?,
-            cancel: cancel.clone(),
-        }));
+        let input = Box::new(shared.reader(stored));
         let mut index = 0u64;
         let unpacked = format.unpack(input, &mut |entry, content| {
             index += 1;
@@ -251,7 +248,29 @@ impl Repository {
             ));
         }
         let (sha, size) = shared.finish();
-        check_digest(meta, data, &sha, size)
+        check_digest(meta, &data, &sha, size)
+    }
+
+    /// The data a snapshot stores and the record it must match when read
+    /// whole: the data object, or for a deduplicated snapshot the stream of
+    /// its chunks (each checked as it is read).
+    pub(crate) fn open_data(
+        &self,
+        meta: &SnapshotMeta,
+        cancel: &Cancel,
+    ) -> Result<(Box<dyn Read + Send>, ObjectRecord)> {
+        if let Some(info) = &meta.dedup {
+            return self.open_chunk_stream(meta, info, cancel);
+        }
+        let data = meta
+            .data_object()
+            .ok_or_else(|| integrity(meta, "snapshot.json names no data object"))?;
+        let key = Repository::key(&meta.id, &data.name);
+        let input = CancelReader {
+            inner: self.open_object(meta, &key)?,
+            cancel: cancel.clone(),
+        };
+        Ok((Box::new(input), data.clone()))
     }
 }
 
@@ -266,22 +285,18 @@ impl Repository {
         verified: &mut dyn FnMut(&Entry),
         cancel: &Cancel,
     ) -> Result<()> {
-        let data = meta
-            .data_object()
-            .ok_or_else(|| integrity(meta, "snapshot.json names no data object"))?;
         let hashers = self.registry().hashers()?;
-        let data_key = Repository::key(&meta.id, &data.name);
-        let mut whole = HashingReader::new(
-            CancelReader {
-                inner: self.open_object(meta, &data_key)?,
-                cancel: cancel.clone(),
-            },
-            hashers.sha256(),
-        );
-        std::io::copy(&mut whole, &mut std::io::sink())
-            .map_err(|e| Error::io("read", data_key.clone(), e))?;
-        let (sha, size) = whole.finish();
-        check_digest(meta, data, &sha, size)?;
+        if meta.dedup.is_none() {
+            // A compressed dump is read whole first; a deduplicated one
+            // needs no first pass: each chunk is checked before it is
+            // handed on.
+            let (mut stored, data) = self.open_data(meta, cancel)?;
+            let mut whole = HashingReader::new(&mut stored, hashers.sha256());
+            std::io::copy(&mut whole, &mut std::io::sink())
+                .map_err(|e| Error::io("read", Repository::key(&meta.id, &data.name), e))?;
+            let (sha, size) = whole.finish();
+            check_digest(meta, &data, &sha, size)?;
+        }
 
         let mut entries = Vec::new();
         self.list_entries(meta, &mut |e| {
@@ -294,12 +309,14 @@ impl Repository {
                 format!("{MANIFEST_NAME} should list exactly one dump"),
             ));
         };
-        let codec = self.registry().codec(meta.compression, meta.level)?;
+        let (stored, data) = self.open_data(meta, cancel)?;
+        let data_key = Repository::key(&meta.id, &data.name);
+        let stream = SharedHasher::new(hashers.sha256());
+        let codec = self
+            .registry()
+            .codec(meta.stream_compression().0, meta.stream_compression().1)?;
         let decoded = codec
-            .decoder(Box::new(CancelReader {
-                inner: self.open_object(meta, &data_key)?,
-                cancel: cancel.clone(),
-            }))
+            .decoder(Box::new(stream.reader(stored)))
             .map_err(|e| Error::io("decompress", data_key.clone(), e))?;
         let mut content = HashingReader::new(decoded, hashers.blake3());
         let read = visit(entry, &mut content).and_then(|()| {
@@ -328,6 +345,8 @@ impl Repository {
                 format!("the dump in {} does not match its manifest hash", data.name),
             ));
         }
+        let (sha, size) = stream.finish();
+        check_digest(meta, &data, &sha, size)?;
         verified(entry);
         Ok(())
     }

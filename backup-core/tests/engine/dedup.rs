@@ -345,7 +345,7 @@ fn check_reports_leftover_packs_without_calling_them_damage() {
 /// The Python that has `zstandard` (scripts/test.sh installs it in its
 /// venv), or `None` with the reason printed; with
 /// `BACKUPKIT_REQUIRE_SERVICES=1` a missing one fails the test.
-fn python_with_zstandard() -> Option<String> {
+pub(crate) fn python_with_zstandard() -> Option<String> {
     let python = std::env::var("BACKUPKIT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = std::process::Command::new(&python)
         .args(["-c", "import zstandard"])

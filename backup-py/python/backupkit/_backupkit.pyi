@@ -182,7 +182,12 @@ class Repository:
         for a repository that cannot be written."""
     @property
     def location(self) -> str: ...
-    def init(self) -> None: ...
+    def init(self, *, dedup: bool = False) -> None:
+        """Create the repository; with ``dedup``, a deduplicated one."""
+        ...
+    def is_dedup(self) -> bool:
+        """Whether the repository is deduplicated."""
+        ...
     def backup(
         self,
         paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],

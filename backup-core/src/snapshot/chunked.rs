@@ -1,0 +1,191 @@
+//! Deduplicated snapshots: a snapshot's stream (the tar archive of a tree,
+//! or a database dump) stored into the repository's chunk store, and read
+//! back from it.
+//!
+//! The stream is what an archive snapshot would hold, uncompressed; its
+//! data object is the chunk list (`chunks`), `checksum` the stream's
+//! SHA-256. Packs and index fragments are written before the chunk list, so
+//! a snapshot never refers to a chunk that is not stored and indexed.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+
+use crate::dedup::{ChunkId, SharedWriter, list};
+use crate::hash::{HashingWriter, SharedHashWriter, SharedHasher};
+use crate::progress::{Cancel, CancelReader};
+use crate::repository::Repository;
+use crate::snapshot::{CHUNKS_NAME, DEDUP_SNAPSHOT_FORMAT, DedupInfo, ObjectRecord, SnapshotMeta};
+use crate::{Error, IoContext, Result};
+
+/// A stream being stored into the chunk store.
+pub(crate) struct ChunkedStream {
+    shared: SharedWriter,
+    hash: SharedHasher,
+    /// Files at least this large get chunk boundaries of their own.
+    threshold: u64,
+    level: i32,
+}
+
+/// How a finished stream was stored, for its snapshot's metadata.
+pub(crate) struct Chunked {
+    info: DedupInfo,
+    stream_sha256: String,
+    /// Packs and index fragments written.
+    stored_bytes: u64,
+    level: i32,
+}
+
+impl Repository {
+    /// Starts storing a stream (cut as a file tree, or with `database` as
+    /// a dump), after reading which chunks the repository holds.
+    pub(crate) fn start_chunked(&self, database: bool) -> Result<ChunkedStream> {
+        let config = self.dedup().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{} is not a deduplicated repository",
+                self.location()
+            ))
+        })?;
+        let threshold = config.chunker.avg_size as u64;
+        let level = config.zstd_level;
+        let mut store = self.chunk_store(database)?;
+        store.load_index()?;
+        Ok(ChunkedStream {
+            shared: SharedWriter::new(store.into_writer()?),
+            hash: SharedHasher::new(self.registry().hashers()?.sha256()),
+            threshold,
+            level,
+        })
+    }
+
+    /// Reads a deduplicated snapshot's chunk list, checked against its
+    /// recorded SHA-256 and size before any of it is used.
+    pub(crate) fn read_chunk_list(&self, meta: &SnapshotMeta) -> Result<Vec<(ChunkId, u32)>> {
+        let damaged = |detail: String| Error::Integrity {
+            snapshot: meta.id.clone(),
+            detail,
+        };
+        let record = meta
+            .object(CHUNKS_NAME)
+            .ok_or_else(|| damaged(format!("snapshot.json has no record of {CHUNKS_NAME}")))?;
+        let key = Repository::key(&meta.id, CHUNKS_NAME);
+        let input = match self.target().get(&key) {
+            Err(Error::NotFound { .. }) => {
+                return Err(damaged(format!("object {key} is missing")));
+            }
+            other => other?,
+        };
+        let mut text = Vec::new();
+        input
+            .take(record.size.saturating_add(1))
+            .read_to_end(&mut text)
+            .map_err(|e| Error::io("read", key.clone(), e))?;
+        let mut hasher = self.registry().hashers()?.sha256();
+        hasher.update(&text);
+        if text.len() as u64 != record.size || hasher.finish_hex() != record.sha256 {
+            return Err(damaged(format!("{CHUNKS_NAME} does not match its SHA-256")));
+        }
+        list::read(&mut text.as_slice()).map_err(|e| damaged(format!("{CHUNKS_NAME}: {e}")))
+    }
+
+    /// A deduplicated snapshot's stream, each chunk checked against its
+    /// keyed id as it is read, and the record its SHA-256 and length must
+    /// match at the end (checked by the caller, as for an archive).
+    pub(crate) fn open_chunk_stream(
+        &self,
+        meta: &SnapshotMeta,
+        info: &DedupInfo,
+        cancel: &Cancel,
+    ) -> Result<(Box<dyn Read + Send>, ObjectRecord)> {
+        let chunks: Vec<ChunkId> = self
+            .read_chunk_list(meta)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let database = meta.kind == crate::snapshot::SnapshotKind::Database;
+        let reader = self.chunk_store(database)?.into_reader(chunks)?;
+        let expected = ObjectRecord {
+            name: format!("the stream {CHUNKS_NAME} lists"),
+            size: info.stream_bytes,
+            sha256: meta
+                .checksum
+                .strip_prefix("sha256:")
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        Ok((
+            Box::new(CancelReader {
+                inner: BufReader::with_capacity(256 * 1024, reader),
+                cancel: cancel.clone(),
+            }),
+            expected,
+        ))
+    }
+}
+
+impl ChunkedStream {
+    /// Where the stream is written: hashed, then chunked.
+    pub(crate) fn writer(&self) -> SharedHashWriter<SharedWriter> {
+        self.hash.writer(self.shared.clone())
+    }
+
+    /// The handle that ends chunks between a large file's header and data.
+    pub(crate) fn cuts(&self) -> (SharedWriter, u64) {
+        (self.shared.clone(), self.threshold)
+    }
+
+    /// Ends the stream (packs, then index fragments), then stores the chunk
+    /// list as snapshot `id`'s data object.
+    pub(crate) fn finish(self, repo: &Repository, id: &str) -> Result<(ObjectRecord, Chunked)> {
+        let (_store, summary) = self.shared.finish()?;
+        let (stream_sha256, stream_bytes) = self.hash.finish();
+        debug_assert_eq!(stream_bytes, summary.bytes);
+        let key = Repository::key(id, CHUNKS_NAME);
+        let hashers = repo.registry().hashers()?;
+        let mut out = HashingWriter::new(
+            BufWriter::with_capacity(
+                256 * 1024,
+                crate::backup::ObjectWriterBox(repo.target().put(&key)?),
+            ),
+            hashers.sha256(),
+        );
+        list::write(&mut out, &summary.chunks).ctx("write", &key)?;
+        out.flush().ctx("write", &key)?;
+        let (buffered, sha256, size) = out.finish();
+        let crate::backup::ObjectWriterBox(writer) = buffered
+            .into_inner()
+            .map_err(|e| Error::io("write", key.clone(), e.into_error()))?;
+        writer.commit()?;
+        let record = ObjectRecord {
+            name: CHUNKS_NAME.to_owned(),
+            size,
+            sha256,
+        };
+        Ok((
+            record,
+            Chunked {
+                info: DedupInfo {
+                    stream_bytes: summary.bytes,
+                    chunks: summary.chunks.len() as u64,
+                    new_chunks: summary.new_chunks,
+                    new_bytes: summary.new_bytes,
+                },
+                stream_sha256,
+                stored_bytes: summary.stored_bytes,
+                level: self.level,
+            },
+        ))
+    }
+}
+
+impl Chunked {
+    /// Makes the metadata of an archive snapshot that of this stream.
+    pub(crate) fn apply(self, meta: &mut SnapshotMeta) {
+        meta.format = DEDUP_SNAPSHOT_FORMAT;
+        meta.checksum = format!("sha256:{}", self.stream_sha256);
+        meta.size_bytes = self.stored_bytes;
+        meta.files_included = vec![CHUNKS_NAME.to_owned()];
+        meta.compression = crate::archive::Compression::Zstd;
+        meta.compressed = true;
+        meta.level = Some(self.level);
+        meta.dedup = Some(self.info);
+    }
+}
