@@ -87,6 +87,9 @@ pub enum Command {
     /// Copy snapshots to another repository (all, or the ids given),
     /// skipping those it already has.
     Copy(CopyArgs),
+    /// Write a snapshot as one plain file: a tree as a tar archive, a
+    /// database as its dump (compressed by the file's extension).
+    Export(ExportArgs),
     /// Make DEST hold the same files as SOURCE, as plain files, copying only
     /// what changed (a verified, incremental mirror).
     #[command(visible_alias = "sync")]
@@ -500,6 +503,23 @@ impl clap::builder::TypedValueParser for OptionParser {
             .format(&mut cmd.clone())
         })
     }
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The snapshot: an id, a unique prefix, or `latest`.
+    pub snapshot: String,
+    /// The file to write (`-` for stdout); `.zst` or `.gz` at its end
+    /// compresses it. An existing file is never overwritten.
+    #[arg(long, value_name = "FILE")]
+    pub to: String,
+    /// none, gzip or zstd (default: from the file's extension; none for
+    /// stdout).
+    #[arg(long)]
+    pub compression: Option<String>,
+    /// Compression level.
+    #[arg(long)]
+    pub level: Option<i32>,
 }
 
 #[derive(Debug, Args)]

@@ -11,8 +11,8 @@ use backup_core::{
 };
 
 use crate::args::{
-    BackupArgs, CheckArgs, Cli, Command, CopyArgs, ForgetArgs, InitArgs, LsArgs, RestoreArgs,
-    SnapshotsArgs, UnlockArgs,
+    BackupArgs, CheckArgs, Cli, Command, CopyArgs, ExportArgs, ForgetArgs, InitArgs, LsArgs,
+    RestoreArgs, SnapshotsArgs, UnlockArgs,
 };
 use crate::exit;
 use crate::output::{Reporter, Verbosity, confirm, human_bytes, json, out, shown};
@@ -129,6 +129,7 @@ pub fn dispatch(cli: &Cli, registry: &Arc<Registry>, cancel: &Cancel) -> i32 {
         Command::Unlock(a) => unlock(&ctx, a),
         Command::Auto(a) => crate::db::auto(&ctx, a),
         Command::Copy(a) => copy(&ctx, a),
+        Command::Export(a) => export(&ctx, a),
         Command::Mirror(a) => crate::mirror::mirror(&ctx, a),
         Command::Run(a) => crate::jobs::run_jobs(&ctx, a, false),
         Command::Cleanup(a) => crate::jobs::run_jobs(&ctx, a, true),
@@ -591,6 +592,53 @@ fn unlock(ctx: &Ctx, a: &UnlockArgs) -> Outcome {
             ctx.say(format!("removed {}", l.describe()))?;
         }
         ctx.say(format!("{} lock(s) removed", removed.len()))?;
+    }
+    Ok(exit::OK)
+}
+
+fn export(ctx: &Ctx, a: &ExportArgs) -> Outcome {
+    let repo = ctx.open_read()?;
+    let compression: Option<backup_core::archive::Compression> =
+        a.compression.as_deref().map(str::parse).transpose()?;
+    let reporter = Reporter::new(ctx.v);
+    let result = if a.to == "-" {
+        repo.export(
+            &a.snapshot,
+            Box::new(io::stdout()),
+            compression.unwrap_or(backup_core::archive::Compression::None),
+            a.level,
+            &reporter,
+            ctx.cancel,
+        )
+    } else {
+        repo.export_to_file(
+            &a.snapshot,
+            std::path::Path::new(&a.to),
+            compression,
+            a.level,
+            &reporter,
+            ctx.cancel,
+        )
+    };
+    reporter.finish();
+    let summary = match result {
+        Err(backup_core::Error::AlreadyExists { path }) => {
+            return Err(Failure::Exit(
+                exit::USAGE,
+                format!("{path} exists; remove it or give another --to"),
+            ));
+        }
+        other => other?,
+    };
+    if ctx.v.json {
+        json(&summary)?;
+    } else if a.to != "-" {
+        ctx.say(format!(
+            "exported snapshot {} to {} ({} before compression)",
+            summary.snapshot,
+            a.to,
+            human_bytes(summary.stream_bytes)
+        ))?;
     }
     Ok(exit::OK)
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+#[path = "cli/dedup.rs"]
+mod dedup;
 #[path = "cli/http.rs"]
 mod http;
 #[path = "cli/jobs.rs"]
@@ -536,8 +538,21 @@ fn require_or_skip(what: &str) {
 
 #[test]
 fn kill_9_during_backup_leaves_earlier_snapshots_intact() {
+    kill_9_during_backup(false);
+}
+
+#[test]
+fn kill_9_during_a_dedup_backup_leaves_earlier_snapshots_intact() {
+    kill_9_during_backup(true);
+}
+
+fn kill_9_during_backup(dedup: bool) {
     let env = Env::new();
-    env.init();
+    if dedup {
+        env.init_dedup();
+    } else {
+        env.init();
+    }
     let data = env.path("data");
     fs::create_dir_all(&data).unwrap();
     for i in 0..300 {

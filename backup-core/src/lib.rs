@@ -29,7 +29,9 @@ pub mod snapshot;
 #[doc(hidden)]
 pub mod testgen;
 
-pub use snapshot::{backup, check, copy, forget, lock, manifest, repository, restore, retention};
+pub use snapshot::{
+    backup, check, copy, export, forget, lock, manifest, repository, restore, retention,
+};
 pub(crate) use snapshot::{dbsnap, sink, store, verify};
 
 pub use backup::{BackupOptions, BackupSummary, Warning};
@@ -37,6 +39,7 @@ pub use check::{CheckOptions, CheckProblem, CheckReport, error_chain};
 pub use copy::CopySummary;
 pub use dbsnap::{AutoOptions, AutoOutcome, DatabaseBackupOptions, DatabaseRestoreSummary};
 pub use error::{Error, IoContext, Result};
+pub use export::ExportSummary;
 pub use forget::{ForgetGroup, ForgetOptions, SnapshotFilter};
 pub use progress::{Cancel, Event, NoProgress, Progress};
 pub use registry::{Registry, TargetOptions};

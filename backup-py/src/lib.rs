@@ -497,6 +497,31 @@ impl PyRepository {
         .map(CopyResult::new)
     }
 
+    /// Writes a snapshot as one new plain file at `to` (a tree as a tar
+    /// archive, a database as its dump), compressed as its name ends
+    /// (`.zst`, `.gz`) unless `compression` is given; checked whole before
+    /// the file appears. Returns the bytes before compression.
+    #[pyo3(signature = (snapshot, to, *, compression=None, level=None, progress=None))]
+    #[allow(clippy::needless_pass_by_value)] // pyo3 extracts an owned PathBuf
+    fn export(
+        &self,
+        py: Python<'_>,
+        snapshot: &str,
+        to: PathBuf,
+        compression: Option<&str>,
+        level: Option<i32>,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        let compression = compression
+            .map(str::parse::<Compression>)
+            .transpose()
+            .map_err(|e| errors::to_py(&e))?;
+        self.run(py, callback(progress)?, |repo, progress, cancel| {
+            repo.export_to_file(snapshot, &to, compression, level, progress, cancel)
+                .map(|s| s.stream_bytes)
+        })
+    }
+
     /// Removes stale locks, or every lock with `remove_all`; returns how many.
     #[pyo3(signature = (*, remove_all=false))]
     fn unlock(&self, py: Python<'_>, remove_all: bool) -> PyResult<usize> {

@@ -15,7 +15,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::archive::Compression;
-use crate::hash::{HashingReader, SharedHasher};
+use crate::hash::HashingReader;
 use crate::manifest::MANIFEST_NAME;
 use crate::progress::{Cancel, Event, Progress};
 use crate::repository::{Repository, SHA256SUMS, SNAPSHOT_JSON};
@@ -208,39 +208,17 @@ impl Repository {
         cancel: &Cancel,
     ) -> Result<u64> {
         let hashers = self.registry().hashers()?;
-        let (stored, expected) = self.open_data(meta, cancel)?;
-        let stored_hash = SharedHasher::new(hashers.sha256());
-        let mut stream = self
-            .registry()
-            .codec(meta.stream_compression().0, meta.stream_compression().1)?
-            .decoder(Box::new(stored_hash.reader(stored)))
-            .map_err(|e| Error::io("decompress", self.describe(&meta.id), e))?;
+        let (mut stream, check) = self.open_stream(meta, cancel)?;
         let source_checked = || {
-            let (sha, size) = stored_hash.finish();
-            if sha == expected.sha256 && size == expected.size {
-                return Ok(());
-            }
-            Err(Error::Integrity {
-                snapshot: meta.id.clone(),
-                detail: format!(
-                    "{} in {} does not match its SHA-256; nothing was copied",
-                    expected.name,
-                    self.location()
-                ),
+            check.finish().map_err(|e| match e {
+                Error::Integrity { snapshot, detail } => Error::Integrity {
+                    snapshot,
+                    detail: format!("{detail} in {}; nothing was copied", self.location()),
+                },
+                other => other,
             })
         };
-        let read_error = |e: io::Error| {
-            if cancel.is_cancelled() {
-                Error::Cancelled
-            } else if e.kind() == io::ErrorKind::InvalidData {
-                Error::Integrity {
-                    snapshot: meta.id.clone(),
-                    detail: format!("{} is damaged: {e}; nothing was copied", expected.name),
-                }
-            } else {
-                Error::io("copy", self.describe(&meta.id), e)
-            }
-        };
+        let read_error = |e: io::Error| check.read_error(e);
         let mut copied = meta.clone();
         let database = meta.kind == SnapshotKind::Database;
         let data = if dest.dedup().is_some() {

@@ -9,6 +9,7 @@ pub mod check;
 pub(crate) mod chunked;
 pub mod copy;
 pub(crate) mod dbsnap;
+pub mod export;
 pub mod forget;
 pub mod lock;
 pub mod manifest;

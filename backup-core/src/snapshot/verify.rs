@@ -251,6 +251,30 @@ impl Repository {
         check_digest(meta, &data, &sha, size)
     }
 
+    /// A snapshot's stream, uncompressed (the tar archive, or the dump),
+    /// and the check to make once it has been read to its end.
+    pub(crate) fn open_stream(
+        &self,
+        meta: &SnapshotMeta,
+        cancel: &Cancel,
+    ) -> Result<(Box<dyn Read + Send>, StreamCheck)> {
+        let (stored, expected) = self.open_data(meta, cancel)?;
+        let hash = SharedHasher::new(self.registry().hashers()?.sha256());
+        let (compression, level) = meta.stream_compression();
+        let stream = self
+            .registry()
+            .codec(compression, level)?
+            .decoder(Box::new(hash.reader(stored)))
+            .map_err(|e| Error::io("decompress", meta.id.clone(), e))?;
+        let check = StreamCheck {
+            hash,
+            expected,
+            snapshot: meta.id.clone(),
+            cancel: cancel.clone(),
+        };
+        Ok((stream, check))
+    }
+
     /// The data a snapshot stores and the record it must match when read
     /// whole: the data object, or for a deduplicated snapshot the stream of
     /// its chunks (each checked as it is read).
@@ -349,6 +373,44 @@ impl Repository {
         check_digest(meta, &data, &sha, size)?;
         verified(entry);
         Ok(())
+    }
+}
+
+/// What a stream from [`Repository::open_stream`] must match.
+pub(crate) struct StreamCheck {
+    hash: SharedHasher,
+    expected: ObjectRecord,
+    snapshot: String,
+    cancel: Cancel,
+}
+
+impl StreamCheck {
+    /// Whether what was read is what the snapshot stored; call it once the
+    /// stream has been read to its end.
+    pub(crate) fn finish(&self) -> Result<()> {
+        let (sha, size) = self.hash.finish();
+        if sha == self.expected.sha256 && size == self.expected.size {
+            return Ok(());
+        }
+        Err(Error::Integrity {
+            snapshot: self.snapshot.clone(),
+            detail: format!("{} does not match its SHA-256", self.expected.name),
+        })
+    }
+
+    /// A read error of the stream as the error to report: cancellation,
+    /// damage (a chunk or frame that fails its check), or I/O.
+    pub(crate) fn read_error(&self, e: std::io::Error) -> Error {
+        if self.cancel.is_cancelled() {
+            Error::Cancelled
+        } else if e.kind() == std::io::ErrorKind::InvalidData {
+            Error::Integrity {
+                snapshot: self.snapshot.clone(),
+                detail: format!("{} is damaged: {e}", self.expected.name),
+            }
+        } else {
+            Error::io("read", self.snapshot.clone(), e)
+        }
     }
 }
 

@@ -273,6 +273,19 @@ class Repository:
         *,
         progress: Callable[[dict[str, Any]], object] | None = None,
     ) -> CopyResult: ...
+    def export(
+        self,
+        snapshot: str,
+        to: str | os.PathLike[str],
+        *,
+        compression: str | None = None,
+        level: int | None = None,
+        progress: Callable[[dict[str, Any]], object] | None = None,
+    ) -> int:
+        """Write a snapshot as one new plain file (a tar archive, or a
+        database's dump), compressed by the name's ending; returns the bytes
+        before compression."""
+        ...
     def unlock(self, *, remove_all: bool = False) -> int: ...
 
 def main(argv: Sequence[str]) -> int: ...
