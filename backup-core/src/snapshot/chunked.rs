@@ -3,14 +3,17 @@
 //! back from it.
 //!
 //! The stream is what an archive snapshot would hold, uncompressed; its
-//! data object is the chunk list (`chunks`), `checksum` the stream's
-//! SHA-256. Packs and index fragments are written before the chunk list, so
-//! a snapshot never refers to a chunk that is not stored and indexed.
+//! data object is the chunk list (`chunks`), and `checksum` that list's
+//! SHA-256, as for an archive: the chunks' keyed ids then vouch for every
+//! byte (a large file's unchanged chunks are taken from the stat cache, not
+//! read again, so no SHA-256 of the whole stream can be made). Packs and
+//! index fragments are written before the chunk list, so a snapshot never
+//! refers to a chunk that is not stored and indexed.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 
 use crate::dedup::{ChunkId, SharedWriter, list};
-use crate::hash::{HashingWriter, SharedHashWriter, SharedHasher};
+use crate::hash::HashingWriter;
 use crate::progress::{Cancel, CancelReader};
 use crate::repository::Repository;
 use crate::snapshot::{CHUNKS_NAME, DEDUP_SNAPSHOT_FORMAT, DedupInfo, ObjectRecord, SnapshotMeta};
@@ -19,7 +22,6 @@ use crate::{Error, IoContext, Result};
 /// A stream being stored into the chunk store.
 pub(crate) struct ChunkedStream {
     shared: SharedWriter,
-    hash: SharedHasher,
     /// Files at least this large get chunk boundaries of their own.
     threshold: u64,
     level: i32,
@@ -28,7 +30,6 @@ pub(crate) struct ChunkedStream {
 /// How a finished stream was stored, for its snapshot's metadata.
 pub(crate) struct Chunked {
     info: DedupInfo,
-    stream_sha256: String,
     /// Packs and index fragments written.
     stored_bytes: u64,
     level: i32,
@@ -50,7 +51,6 @@ impl Repository {
         store.load_index()?;
         Ok(ChunkedStream {
             shared: SharedWriter::new(store.into_writer()?),
-            hash: SharedHasher::new(self.registry().hashers()?.sha256()),
             threshold,
             level,
         })
@@ -87,8 +87,9 @@ impl Repository {
     }
 
     /// A deduplicated snapshot's stream, each chunk checked against its
-    /// keyed id as it is read, and the record its SHA-256 and length must
-    /// match at the end (checked by the caller, as for an archive).
+    /// keyed id as it is read, and the record its length must match at the
+    /// end (checked by the caller, as for an archive; its SHA-256 is empty:
+    /// there is none of the whole stream, the chunks' ids stand for it).
     pub(crate) fn open_chunk_stream(
         &self,
         meta: &SnapshotMeta,
@@ -105,11 +106,7 @@ impl Repository {
         let expected = ObjectRecord {
             name: format!("the stream {CHUNKS_NAME} lists"),
             size: info.stream_bytes,
-            sha256: meta
-                .checksum
-                .strip_prefix("sha256:")
-                .unwrap_or_default()
-                .to_owned(),
+            sha256: String::new(),
         };
         Ok((
             Box::new(CancelReader {
@@ -122,9 +119,9 @@ impl Repository {
 }
 
 impl ChunkedStream {
-    /// Where the stream is written: hashed, then chunked.
-    pub(crate) fn writer(&self) -> SharedHashWriter<SharedWriter> {
-        self.hash.writer(self.shared.clone())
+    /// Where the stream is written.
+    pub(crate) fn writer(&self) -> SharedWriter {
+        self.shared.clone()
     }
 
     /// The handle that ends chunks between a large file's header and data.
@@ -136,8 +133,6 @@ impl ChunkedStream {
     /// list as snapshot `id`'s data object.
     pub(crate) fn finish(self, repo: &Repository, id: &str) -> Result<(ObjectRecord, Chunked)> {
         let (_store, summary) = self.shared.finish()?;
-        let (stream_sha256, stream_bytes) = self.hash.finish();
-        debug_assert_eq!(stream_bytes, summary.bytes);
         let key = Repository::key(id, CHUNKS_NAME);
         let hashers = repo.registry().hashers()?;
         let mut out = HashingWriter::new(
@@ -168,7 +163,6 @@ impl ChunkedStream {
                     new_chunks: summary.new_chunks,
                     new_bytes: summary.new_bytes,
                 },
-                stream_sha256,
                 stored_bytes: summary.stored_bytes,
                 level: self.level,
             },
@@ -177,10 +171,11 @@ impl ChunkedStream {
 }
 
 impl Chunked {
-    /// Makes the metadata of an archive snapshot that of this stream.
-    pub(crate) fn apply(self, meta: &mut SnapshotMeta) {
+    /// Makes the metadata of an archive snapshot that of this stream,
+    /// whose chunk list is stored as `list`.
+    pub(crate) fn apply(self, meta: &mut SnapshotMeta, list: &ObjectRecord) {
         meta.format = DEDUP_SNAPSHOT_FORMAT;
-        meta.checksum = format!("sha256:{}", self.stream_sha256);
+        meta.checksum = format!("sha256:{}", list.sha256);
         meta.size_bytes = self.stored_bytes;
         meta.files_included = vec![CHUNKS_NAME.to_owned()];
         meta.compression = crate::archive::Compression::Zstd;

@@ -226,7 +226,7 @@ impl Repository {
             io::copy(&mut stream, &mut chunked.writer()).map_err(read_error)?;
             source_checked()?;
             let (record, how) = chunked.finish(dest, &meta.id)?;
-            how.apply(&mut copied);
+            how.apply(&mut copied, &record);
             record
         } else {
             // Out of a deduplicated repository: a zstd archive at the

@@ -168,7 +168,8 @@ impl Repository {
             dedup: None,
         };
         if let Some(chunked) = chunked {
-            chunked.apply(&mut meta);
+            let list = meta.objects[0].clone();
+            chunked.apply(&mut meta, &list);
         }
         if let Err(e) = self.commit_snapshot(&meta, cancel) {
             let _ = self.delete_snapshot_objects(&id);

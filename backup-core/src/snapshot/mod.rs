@@ -137,9 +137,9 @@ pub struct SnapshotMeta {
     pub dedup: Option<DedupInfo>,
 }
 
-/// How a deduplicated snapshot's stream was stored. `checksum` is the
-/// stream's SHA-256 and `size_bytes` what this snapshot added to the
-/// repository (its new packs and index); the data object is the chunk list.
+/// How a deduplicated snapshot's stream was stored. The data object is the
+/// chunk list (`checksum` is its SHA-256) and `size_bytes` what this
+/// snapshot added to the repository (its new packs and index).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupInfo {
     /// Bytes of the stream (the uncompressed tar archive, or the dump).
@@ -255,8 +255,8 @@ impl SnapshotMeta {
     }
 
     /// [`Self::consistent`] for a deduplicated snapshot: the chunk list is
-    /// the one data object, the chunks are zstd frames, `checksum` is a
-    /// SHA-256 (of the stream, checked as it is read).
+    /// the one data object and `checksum` its SHA-256, the chunks are zstd
+    /// frames.
     fn consistent_dedup(&self, d: &DedupInfo) -> Result<(), String> {
         if self.format < DEDUP_SNAPSHOT_FORMAT {
             return Err(format!(
@@ -269,9 +269,12 @@ impl SnapshotMeta {
                 self.files_included
             ));
         }
-        let sha = self.checksum.strip_prefix("sha256:").unwrap_or("");
-        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("checksum {:?} is not a SHA-256", self.checksum));
+        let list = self.object(CHUNKS_NAME).expect("data object recorded");
+        if self.checksum != format!("sha256:{}", list.sha256) {
+            return Err(format!(
+                "checksum {:?} is not the SHA-256 of {CHUNKS_NAME}",
+                self.checksum
+            ));
         }
         if self.compression != Compression::Zstd || !self.compressed {
             return Err("a deduplicated snapshot's chunks are zstd frames".into());

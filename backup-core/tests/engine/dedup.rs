@@ -387,14 +387,17 @@ fn restore_py_restores_a_stream_without_backupkit() {
     let summary = put(&mut s, &[&data[..4_000_000], &data[4_000_000..]]);
     assert!(summary.chunks.len() > 4, "{} chunks", summary.chunks.len());
     let mut sha: Box<dyn StreamHasher> = StdHashers.sha256();
-    sha.update(&data);
     let snap = dir.path().join("snapshots/20261203T091500Z-abc");
     std::fs::create_dir_all(&snap).unwrap();
     let mut chunk_list = Vec::new();
     list::write(&mut chunk_list, &summary.chunks).unwrap();
     assert_eq!(list::read(&mut &chunk_list[..]).unwrap(), summary.chunks);
     std::fs::write(snap.join("chunks"), &chunk_list).unwrap();
-    let meta = serde_json::json!({"checksum": format!("sha256:{}", sha.finish_hex())});
+    sha.update(&chunk_list);
+    let meta = serde_json::json!({
+        "checksum": format!("sha256:{}", sha.finish_hex()),
+        "dedup": {"stream_bytes": data.len()},
+    });
     std::fs::write(snap.join("snapshot.json"), meta.to_string()).unwrap();
 
     let run = || {
@@ -434,8 +437,8 @@ fn restore_py_restores_a_stream_without_backupkit() {
     assert!(err.contains(&summary.packs[0]), "{err}");
     std::fs::write(&pack, &good).unwrap();
 
-    // A chunk list naming a chunk no index lists.
-    let mut text = String::from_utf8(chunk_list).unwrap();
+    // A chunk list that is not the one snapshot.json records.
+    let mut text = String::from_utf8(chunk_list.clone()).unwrap();
     let first = list::HEADER.len() + 1;
     let digit = if &text[first..=first] == "0" {
         "1"
@@ -444,6 +447,18 @@ fn restore_py_restores_a_stream_without_backupkit() {
     };
     text.replace_range(first..=first, digit);
     std::fs::write(snap.join("chunks"), &text).unwrap();
+    let out = run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("does not match the SHA-256"), "{err}");
+    // Resealed (as an attacker or a bug might): the chunk is in no index.
+    let mut sha: Box<dyn StreamHasher> = StdHashers.sha256();
+    sha.update(text.as_bytes());
+    let meta = serde_json::json!({
+        "checksum": format!("sha256:{}", sha.finish_hex()),
+        "dedup": {"stream_bytes": data.len()},
+    });
+    std::fs::write(snap.join("snapshot.json"), meta.to_string()).unwrap();
     let out = run();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

@@ -7,10 +7,13 @@ backupkit: writes the snapshot's tar stream to standard output.
 SNAPSHOT is a snapshot id or a unique prefix of one; REPOSITORY is the
 repository's directory (by default, the one this script is in). Needs
 Python 3.8 or later and the `zstandard` package (pip install zstandard).
-Every chunk is checked (its record header, its zstd frame checksum and
-length) and the whole stream against the SHA-256 in snapshot.json. On
-damage the script names the chunk and pack, and exits 1. FORMAT.md
-describes every file.
+The chunk list is checked against the SHA-256 in snapshot.json before
+anything is written, then every chunk (its record header, which names it,
+and its zstd frame checksum and length) and the stream's length. On damage
+the script names what is damaged and exits 1; what it wrote before then
+must not be trusted. A database snapshot's stream is the dump itself
+(`python3 restore.py SNAPSHOT > results.db`). FORMAT.md describes every
+file.
 """
 import hashlib
 import json
@@ -42,16 +45,20 @@ def find_snapshot(repo, wanted):
     return hits[0]
 
 
-def read_chunk_list(path):
+def read_chunk_list(path, checksum):
+    with open(path, "rb") as f:
+        text = f.read()
+    if "sha256:" + hashlib.sha256(text).hexdigest() != checksum:
+        fail("%s does not match the SHA-256 in snapshot.json" % path)
+    lines = text.decode("ascii").split("\n")
+    if lines[0] != "backupkit-chunks 1" or lines[-1] != "":
+        fail("%s is not a chunk list" % path)
     chunks = []
-    with open(path, "r", encoding="ascii") as f:
-        if f.readline() != "backupkit-chunks 1\n":
-            fail("%s is not a chunk list" % path)
-        for number, line in enumerate(f, start=2):
-            parts = line.split()
-            if len(parts) != 2 or len(parts[0]) != 64:
-                fail("line %d of %s is damaged" % (number, path))
-            chunks.append((bytes.fromhex(parts[0]), int(parts[1])))
+    for number, line in enumerate(lines[1:-1], start=2):
+        parts = line.split()
+        if len(parts) != 2 or len(parts[0]) != 64:
+            fail("line %d of %s is damaged" % (number, path))
+        chunks.append((bytes.fromhex(parts[0]), int(parts[1])))
     return chunks
 
 
@@ -90,11 +97,11 @@ def main():
     snap = find_snapshot(repo, sys.argv[1])
     snap_dir = os.path.join(repo, "snapshots", snap)
     with open(os.path.join(snap_dir, "snapshot.json")) as f:
-        expected = json.load(f)["checksum"]
-    chunks = read_chunk_list(os.path.join(snap_dir, "chunks"))
+        meta = json.load(f)
+    chunks = read_chunk_list(os.path.join(snap_dir, "chunks"), meta["checksum"])
     where = load_locations(repo, set(c for c, _ in chunks))
     out = sys.stdout.buffer
-    digest = hashlib.sha256()
+    written = 0
     decompressor = zstandard.ZstdDecompressor()
     for chunk, length in chunks:
         if chunk not in where:
@@ -117,11 +124,12 @@ def main():
             fail("%s does not decompress: %s" % (what, e))
         if len(data) != raw:
             fail("%s holds %d bytes, not %d" % (what, len(data), raw))
-        digest.update(data)
+        written += len(data)
         out.write(data)
     out.flush()
-    if "sha256:" + digest.hexdigest() != expected:
-        fail("the restored stream does not match snapshot.json's SHA-256: do not trust it")
+    if written != meta["dedup"]["stream_bytes"]:
+        fail("the restored stream has %d bytes, snapshot.json records %d: do not trust it"
+             % (written, meta["dedup"]["stream_bytes"]))
 
 
 if __name__ == "__main__":
