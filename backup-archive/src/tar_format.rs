@@ -286,6 +286,26 @@ impl Packer for TarPacker {
         Ok(content.delivered)
     }
 
+    fn append_file_header(&mut self, entry: &Entry) -> io::Result<()> {
+        if entry.kind != EntryKind::File {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "append_file_header given a {:?} entry: {}",
+                    entry.kind, entry.path
+                ),
+            ));
+        }
+        let mut header = header_for(entry, EntryType::Regular);
+        header.set_size(entry.size);
+        // No content: the builder writes the header (and any long-name
+        // entry before it) and, for zero bytes read, no padding.
+        let result = self
+            .builder()?
+            .append_data(&mut header, &entry.path, io::empty());
+        self.check(result)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         let result = self.builder()?.get_mut().flush();
         self.check(result)

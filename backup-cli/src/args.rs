@@ -557,6 +557,10 @@ pub struct BackupArgs {
     /// (the interval check is `auto`'s).
     #[arg(long, hide = true)]
     pub force: bool,
+    /// In a deduplicated repository, read every file, even large ones the
+    /// stat cache knows unchanged.
+    #[arg(long)]
+    pub no_cache: bool,
     /// Tag the snapshot (repeat, or separate with commas).
     #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
     pub tags: Vec<String>,

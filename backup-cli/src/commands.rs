@@ -190,6 +190,7 @@ fn backup(ctx: &Ctx, a: &BackupArgs) -> Outcome {
         level: a.level,
         dry_run: a.dry_run,
         host: a.host.clone(),
+        no_cache: a.no_cache,
     };
     let repo = ctx.open()?;
     let reporter = Reporter::new(ctx.v);

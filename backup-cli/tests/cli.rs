@@ -43,6 +43,7 @@ impl Env {
         Command::new(BIN)
             .args(args)
             .env_remove("BACKUPKIT_REPOSITORY")
+            .env("BACKUPKIT_CACHE_DIR", self.path("cache"))
             .stdin(Stdio::null())
             .output()
             .unwrap()

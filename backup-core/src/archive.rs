@@ -183,6 +183,24 @@ pub trait Packer: Send {
     /// well-formed. The caller decides what to report.
     fn append_file(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<u64>;
 
+    /// Writes only the header of a regular file of `entry.size` bytes; the
+    /// caller then hands the output exactly the content, padded as the
+    /// format pads it, itself (a deduplicating output splices in an
+    /// unchanged file's stored chunks). Only for uncompressed archives.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::Unsupported`] for a packer that cannot.
+    fn append_file_header(&mut self, entry: &Entry) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "this archive format cannot append {} by its header alone",
+                entry.path
+            ),
+        ))
+    }
+
     /// Appends a directory, symlink or hard link (no content).
     fn append_other(&mut self, entry: &Entry) -> io::Result<()>;
 

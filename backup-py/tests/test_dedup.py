@@ -13,6 +13,12 @@ import backupkit
 from conftest import restored
 
 
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stat cache of dedup repositories goes to the test's directory."""
+    monkeypatch.setenv("BACKUPKIT_CACHE_DIR", str(tmp_path / "cache"))
+
+
 def test_dedup_repository_round_trip_rerun_copy_and_export(source: Path, tmp_path: Path) -> None:
     repo = backupkit.Repository(tmp_path / "dedup")
     repo.init(dedup=True)

@@ -28,8 +28,14 @@ fn dedup_main_job_stores_a_rerun_as_nothing_and_exports_a_plain_archive() {
     fs::write(data.join("rec.bin"), pseudo_random(3 << 20, 7)).unwrap();
     let src = data.to_str().unwrap();
     let first = env.backup_ok(&[src]);
-    let again = env.backup_ok(&[src]);
+    // Again: the recording is known from the stat cache, not read.
+    let o = env.bk(&["--json", "backup", src]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["reused_files"], 1, "{summary}");
+    let again = summary["snapshot"]["id"].as_str().unwrap().to_owned();
     assert_ne!(first, again);
+    assert!(env.path("cache").read_dir().unwrap().next().is_some());
     let latest = env.latest();
     assert_eq!(latest["dedup"]["new_chunks"], 0, "{latest}");
     assert_eq!(latest["size_bytes"], 0, "{latest}");

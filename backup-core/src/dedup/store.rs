@@ -502,6 +502,49 @@ impl<S: BorrowMut<ChunkStore>> StreamWriter<S> {
         r
     }
 
+    /// Whether every chunk of `chunks` is stored (or being stored by this
+    /// stream), so that [`Self::splice`] may refer to them.
+    #[must_use]
+    pub fn holds_all(&self, chunks: &[(ChunkId, u32)]) -> bool {
+        let store: &ChunkStore = self.store.borrow();
+        chunks
+            .iter()
+            .all(|(id, _)| store.contains(id) || self.pending.contains(id))
+    }
+
+    /// Ends a chunk here, then continues the stream with `chunks`, already
+    /// stored, without their data (an unchanged large file, known from the
+    /// stat cache). The caller checks [`Self::holds_all`] first.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::cut_here`].
+    pub fn splice(&mut self, chunks: &[(ChunkId, u32)]) -> Result<()> {
+        self.cut_here()?;
+        debug_assert!(self.holds_all(chunks));
+        for (id, len) in chunks {
+            self.summary.chunks.push((*id, *len));
+            self.summary.bytes += u64::from(*len);
+        }
+        Ok(())
+    }
+
+    /// How many chunks the stream has so far (see [`Self::chunks_since`]).
+    #[must_use]
+    pub fn chunk_count(&self) -> usize {
+        self.summary.chunks.len()
+    }
+
+    /// The stream's chunks from position `start` on.
+    #[must_use]
+    pub fn chunks_since(&self, start: usize) -> Vec<(ChunkId, u32)> {
+        self.summary
+            .chunks
+            .get(start..)
+            .unwrap_or_default()
+            .to_vec()
+    }
+
     /// Stores what is left, then the index fragments listing this stream's
     /// packs (a new fragment once one holds half of [`index::MAX_ENTRIES`],
     /// so that the pack added last cannot take it over the limit). Only
@@ -794,6 +837,46 @@ impl SharedWriter {
     /// Storing a pack failed.
     pub fn cut_here(&self) -> Result<()> {
         self.with(StreamWriter::cut_here)
+    }
+
+    /// See [`StreamWriter::holds_all`].
+    ///
+    /// # Errors
+    ///
+    /// The stream is finished.
+    pub fn holds_all(&self, chunks: &[(ChunkId, u32)]) -> Result<bool> {
+        self.with(|w| Ok(w.holds_all(chunks)))
+    }
+
+    /// See [`StreamWriter::splice`].
+    ///
+    /// # Errors
+    ///
+    /// As [`StreamWriter::splice`].
+    pub fn splice(&self, chunks: &[(ChunkId, u32)]) -> Result<()> {
+        self.with(|w| w.splice(chunks))
+    }
+
+    /// Ends a chunk here (see [`StreamWriter::cut_here`]) and returns how
+    /// many the stream has then.
+    ///
+    /// # Errors
+    ///
+    /// As [`StreamWriter::cut_here`].
+    pub fn cut_and_count(&self) -> Result<usize> {
+        self.with(|w| {
+            w.cut_here()?;
+            Ok(w.chunk_count())
+        })
+    }
+
+    /// See [`StreamWriter::chunks_since`].
+    ///
+    /// # Errors
+    ///
+    /// The stream is finished.
+    pub fn chunks_since(&self, start: usize) -> Result<Vec<(ChunkId, u32)>> {
+        self.with(|w| Ok(w.chunks_since(start)))
     }
 
     /// Ends the stream (see [`StreamWriter::finish`]) and gives back the

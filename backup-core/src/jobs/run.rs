@@ -1405,6 +1405,7 @@ impl JobRunner<'_> {
                 level: settings.level,
                 dry_run: self.opts.dry_run,
                 host: None,
+                no_cache: false,
             };
             outcome = outcome.max(self.snapshot_files(repo.as_ref(), &opts, r)?);
         }

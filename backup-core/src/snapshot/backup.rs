@@ -19,6 +19,7 @@ use crate::progress::{Cancel, Event, Progress};
 use crate::repository::{Repository, SHA256SUMS, SNAPSHOT_JSON};
 use crate::sink;
 use crate::snapshot::chunked::{Chunked, ChunkedStream};
+use crate::snapshot::statcache::StatCache;
 use crate::snapshot::{CHUNKS_NAME, ObjectRecord, SnapshotKind, SnapshotMeta, new_snapshot_id};
 use crate::source::{Excludes, FileTreeSource, Walked};
 use crate::store::{Header, Run};
@@ -43,6 +44,9 @@ pub struct BackupOptions {
     pub dry_run: bool,
     /// Host name to record; `None` is this machine's.
     pub host: Option<String>,
+    /// In a deduplicated repository, read every file, even those the stat
+    /// cache knows unchanged (restic's `--force`).
+    pub no_cache: bool,
 }
 
 /// A file that could not be stored as it was.
@@ -64,6 +68,9 @@ pub struct BackupSummary {
     pub dry_run: bool,
     /// Unfinished snapshot directories of earlier runs that were removed.
     pub removed_leftovers: Vec<String>,
+    /// Large files found unchanged by the stat cache of a deduplicated
+    /// repository: stored by reference to their chunks, not read.
+    pub reused_files: u64,
 }
 
 impl BackupSummary {
@@ -141,9 +148,9 @@ impl Repository {
                 &id,
                 &source,
                 format.as_ref(),
-                hashers.as_ref(),
-                progress,
+                Run::new(progress, Some(hashers.as_ref())),
                 cancel,
+                opts.no_cache,
             );
             scan_cancel.cancel();
             if let Some(scanner) = scanner {
@@ -151,7 +158,7 @@ impl Repository {
             }
             r
         });
-        let (run, objects, chunked) = match result {
+        let (mut run, objects, chunked) = match result {
             Ok(v) => v,
             Err(e) => {
                 let _ = self.delete_snapshot_objects(&id);
@@ -179,6 +186,10 @@ impl Repository {
             let _ = self.delete_snapshot_objects(&id);
             return Err(e);
         }
+        // Only a committed snapshot's chunks may be reused by the next run.
+        if let Some(cache) = run.take_cache() {
+            cache.save(source.roots());
+        }
         Ok(run.summary(Some(meta), false, removed, started))
     }
 
@@ -190,14 +201,15 @@ impl Repository {
         id: &str,
         source: &FileTreeSource,
         format: &dyn crate::archive::ArchiveFormat,
-        hashers: &'p dyn crate::hash::Hashers,
-        progress: &'p dyn Progress,
+        mut run: Run<'p>,
         cancel: &Cancel,
+        no_cache: bool,
     ) -> Result<(Run<'p>, Vec<ObjectRecord>, Option<Chunked>)> {
-        let mut run = Run::new(progress, Some(hashers));
+        let hashers = run.hashers();
         let (data_key, mut packer, end) = if self.dedup().is_some() {
             let stream = self.start_chunked(false)?;
-            run.cut_large_files(stream.cuts());
+            let cache = StatCache::load(self.cache_dir(), stream.cache_name());
+            run.cut_large_files(stream.cuts(), cache, !no_cache);
             let tar = self.registry().format(Compression::None, None)?;
             let key = Repository::key(id, CHUNKS_NAME);
             let packer = tar

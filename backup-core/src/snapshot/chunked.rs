@@ -19,12 +19,18 @@ use crate::repository::Repository;
 use crate::snapshot::{CHUNKS_NAME, DEDUP_SNAPSHOT_FORMAT, DedupInfo, ObjectRecord, SnapshotMeta};
 use crate::{Error, IoContext, Result};
 
+/// The context the stat cache's name is derived under.
+const STAT_CACHE_CONTEXT: &str = "backupkit 2026-12 dedup stat cache name v1";
+
 /// A stream being stored into the chunk store.
 pub(crate) struct ChunkedStream {
     shared: SharedWriter,
     /// Files at least this large get chunk boundaries of their own.
     threshold: u64,
     level: i32,
+    /// The stat cache's file name: from the dedup key, so that each
+    /// repository has its own, and the name reveals nothing of the key.
+    cache_name: String,
 }
 
 /// How a finished stream was stored, for its snapshot's metadata.
@@ -47,12 +53,21 @@ impl Repository {
         })?;
         let threshold = config.chunker.avg_size as u64;
         let level = config.zstd_level;
+        let name = self
+            .registry()
+            .chunk_codec()?
+            .derive_key(STAT_CACHE_CONTEXT, &config.key_bytes()?);
+        let cache_name = format!(
+            "dedup-{}.jsonl",
+            ChunkId(name).to_hex().get(..32).unwrap_or("")
+        );
         let mut store = self.chunk_store(database)?;
         store.load_index()?;
         Ok(ChunkedStream {
             shared: SharedWriter::new(store.into_writer()?),
             threshold,
             level,
+            cache_name,
         })
     }
 
@@ -124,9 +139,15 @@ impl ChunkedStream {
         self.shared.clone()
     }
 
-    /// The handle that ends chunks between a large file's header and data.
+    /// The handle that ends chunks between a large file's header and data,
+    /// and the size from which files get chunks of their own.
     pub(crate) fn cuts(&self) -> (SharedWriter, u64) {
         (self.shared.clone(), self.threshold)
+    }
+
+    /// The stat cache's file name.
+    pub(crate) fn cache_name(&self) -> &str {
+        &self.cache_name
     }
 
     /// Ends the stream (packs, then index fragments), then stores the chunk

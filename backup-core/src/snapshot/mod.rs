@@ -17,6 +17,7 @@ pub mod repository;
 pub mod restore;
 pub mod retention;
 pub(crate) mod sink;
+pub(crate) mod statcache;
 pub(crate) mod store;
 pub(crate) mod verify;
 

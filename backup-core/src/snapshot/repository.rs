@@ -87,6 +87,8 @@ pub struct Repository {
     read_locks: bool,
     /// The settings of a deduplicated repository, checked when opened.
     dedup: Option<Arc<DedupConfig>>,
+    /// Where a deduplicated repository's stat cache is kept (`None`: none).
+    cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Repository {
@@ -156,6 +158,7 @@ impl Repository {
             registry,
             read_locks: true,
             dedup: dedup.map(Arc::new),
+            cache_dir: crate::snapshot::statcache::default_dir(),
         })
     }
 
@@ -224,7 +227,21 @@ impl Repository {
             registry,
             read_locks: true,
             dedup,
+            cache_dir: crate::snapshot::statcache::default_dir(),
         })
+    }
+
+    /// The same repository with its stat cache (see `backup`) kept in `dir`
+    /// instead of `$BACKUPKIT_CACHE_DIR`, `$XDG_CACHE_HOME/backupkit` or
+    /// `~/.cache/backupkit`; `None` keeps none, so every file is read.
+    #[must_use]
+    pub fn with_cache_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.cache_dir = dir;
+        self
+    }
+
+    pub(crate) fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache_dir.as_deref()
     }
 
     /// The settings of a deduplicated repository; `None` for a repository

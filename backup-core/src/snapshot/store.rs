@@ -18,6 +18,7 @@ use crate::lock;
 use crate::manifest::ManifestWriter;
 use crate::progress::{Cancel, Event, Progress};
 use crate::repository::tool_version;
+use crate::snapshot::statcache::StatCache;
 use crate::snapshot::{
     MAX_RECORDED_WARNINGS, ObjectRecord, SNAPSHOT_FORMAT, SnapshotKind, SnapshotMeta,
     SnapshotStatus,
@@ -50,6 +51,11 @@ pub(crate) struct Run<'p> {
     /// In a deduplicated repository: where to end chunks around the data
     /// of files at least this large.
     cuts: Option<(SharedWriter, u64)>,
+    /// In a deduplicated repository: the stat cache, and whether to look
+    /// files up in it (`false`: read every file, record what was read).
+    cache: Option<(StatCache, bool)>,
+    /// Files whose content was taken from the stat cache, not read.
+    reused: u64,
 }
 
 impl<'p> Run<'p> {
@@ -67,6 +73,8 @@ impl<'p> Run<'p> {
             warnings: Vec::new(),
             hardlinks: HashMap::new(),
             cuts: None,
+            cache: None,
+            reused: 0,
         }
     }
 
@@ -74,8 +82,65 @@ impl<'p> Run<'p> {
     /// its own: a chunk ends where its data starts (after its tar header)
     /// and where it ends, so an unchanged file yields the same chunks
     /// wherever it is in the tree and whatever its name.
-    pub(crate) fn cut_large_files(&mut self, (writer, threshold): (SharedWriter, u64)) {
+    ///
+    /// With the stat cache, such a file found unchanged is not read: its
+    /// header is written and its stored chunks spliced in (`look_up`
+    /// false: every file is read, and the cache records what was).
+    pub(crate) fn cut_large_files(
+        &mut self,
+        (writer, threshold): (SharedWriter, u64),
+        cache: StatCache,
+        look_up: bool,
+    ) {
         self.cuts = Some((writer, threshold));
+        self.cache = Some((cache, look_up));
+    }
+
+    /// The hashers of a run that stores.
+    pub(crate) fn hashers(&self) -> &'p dyn crate::hash::Hashers {
+        self.hashers.expect("hashers present when storing")
+    }
+
+    /// The stat cache, to be saved once the snapshot is committed.
+    pub(crate) fn take_cache(&mut self) -> Option<StatCache> {
+        self.cache.take().map(|(c, _)| c)
+    }
+
+    /// Stores a large file unchanged since the stat cache recorded it, by
+    /// its header and its stored chunks; `false` when it must be read.
+    fn splice_cached(
+        &mut self,
+        abs: &std::path::Path,
+        meta: &std::fs::Metadata,
+        entry: &mut Entry,
+        packer: &mut dyn Packer,
+        data_key: &str,
+    ) -> Result<bool> {
+        let (Some((writer, threshold)), Some((cache, true))) = (&self.cuts, &mut self.cache) else {
+            return Ok(false);
+        };
+        if entry.size < *threshold {
+            return Ok(false);
+        }
+        let Some(hit) = cache.lookup(abs, meta) else {
+            return Ok(false);
+        };
+        let Some(chunks) = hit.chunk_list() else {
+            return Ok(false);
+        };
+        // The chunks hold the data padded to tar's 512-byte blocks.
+        let padded = entry.size.div_ceil(512) * 512;
+        let listed: u64 = chunks.iter().map(|(_, len)| u64::from(*len)).sum();
+        if listed != padded || !writer.holds_all(&chunks)? {
+            return Ok(false);
+        }
+        let hit = hit.clone();
+        packer.append_file_header(entry).ctx("write", data_key)?;
+        writer.splice(&chunks)?;
+        entry.blake3 = Some(hit.blake3.clone());
+        cache.keep(hit);
+        self.reused += 1;
+        Ok(true)
     }
 
     fn warn(&mut self, path: String, message: String) {
@@ -200,6 +265,9 @@ impl<'p> Run<'p> {
         cancel: &Cancel,
         data_key: &str,
     ) -> Result<bool> {
+        if self.splice_cached(abs, meta, entry, packer, data_key)? {
+            return Ok(true);
+        }
         let shown = abs.display().to_string();
         let file = match File::open(abs) {
             Ok(f) => f,
@@ -224,6 +292,7 @@ impl<'p> Run<'p> {
             cancel,
             read_error: None,
             cut_at_start: cuts,
+            first_chunk: None,
         };
         let delivered = match packer.append_file(entry, &mut reader) {
             Ok(n) => n,
@@ -237,6 +306,7 @@ impl<'p> Run<'p> {
         let FileReader {
             mut hasher,
             read_error,
+            first_chunk,
             ..
         } = reader;
         if delivered < entry.size {
@@ -272,6 +342,11 @@ impl<'p> Run<'p> {
                 shown,
                 "changed while being read; the stored copy may be inconsistent".into(),
             );
+        } else if let (Some(w), Some(start), Some((cache, _)), Some(blake3)) =
+            (cuts, first_chunk, &mut self.cache, &entry.blake3)
+        {
+            // Read whole and unchanged: the next run may reuse its chunks.
+            cache.record(abs, meta, blake3, &w.chunks_since(start)?);
         }
         Ok(true)
     }
@@ -352,6 +427,7 @@ impl<'p> Run<'p> {
             warnings: self.warnings.clone(),
             dry_run,
             removed_leftovers,
+            reused_files: self.reused,
         }
     }
 }
@@ -368,6 +444,8 @@ struct FileReader<'a> {
     cancel: &'a Cancel,
     read_error: Option<io::Error>,
     cut_at_start: Option<&'a SharedWriter>,
+    /// With `cut_at_start`: the position of the file's first chunk.
+    first_chunk: Option<usize>,
 }
 
 impl Read for FileReader<'_> {
@@ -379,8 +457,10 @@ impl Read for FileReader<'_> {
             return Ok(0);
         }
         if let Some(w) = self.cut_at_start.take() {
-            w.cut_here()
+            let count = w
+                .cut_and_count()
                 .map_err(|e| io::Error::other(crate::error_chain(&e)))?;
+            self.first_chunk = Some(count);
         }
         match self.file.read(buf) {
             Ok(n) => {

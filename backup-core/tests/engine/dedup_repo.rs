@@ -29,7 +29,8 @@ fn init_dedup(path: &Path) -> Repository {
 impl Dedup {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let repo = init_dedup(&dir.path().join("repo"));
+        let repo =
+            init_dedup(&dir.path().join("repo")).with_cache_dir(Some(dir.path().join("cache")));
         Self { dir, repo }
     }
 
@@ -38,9 +39,19 @@ impl Dedup {
     }
 
     fn backup(&self, paths: &[&Path], host: &str) -> SnapshotMeta {
+        self.backup_with(paths, host, false).snapshot.unwrap()
+    }
+
+    fn backup_with(
+        &self,
+        paths: &[&Path],
+        host: &str,
+        no_cache: bool,
+    ) -> backup_core::BackupSummary {
         let opts = BackupOptions {
             paths: paths.iter().map(|p| p.to_path_buf()).collect(),
             host: Some(host.into()),
+            no_cache,
             ..BackupOptions::default()
         };
         let s = self
@@ -48,7 +59,7 @@ impl Dedup {
             .backup(&opts, &NoProgress, &Cancel::new())
             .unwrap();
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
-        s.snapshot.unwrap()
+        s
     }
 }
 
@@ -536,4 +547,69 @@ fn restore_py_restores_a_backup_byte_identical() {
     let mut expected = Vec::new();
     dump.dump(&mut expected, &Cancel::new()).unwrap();
     assert!(run.stdout == expected, "the dump differs");
+}
+
+#[test]
+fn an_unchanged_large_file_is_not_read_again_and_a_rewritten_one_is() {
+    let fx = Dedup::new();
+    let src = fx.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let big = src.join("recording.bin");
+    let first_content = pseudo_random((3 << 20) + 123, 21);
+    fs::write(&big, &first_content).unwrap();
+    fs::write(src.join("small.csv"), "a,b\n1,2\n").unwrap();
+    let s1 = fx.backup_with(&[&src], "lab1", false);
+    assert_eq!(s1.reused_files, 0);
+
+    // Unchanged: spliced from the cache, no chunk stored, restorable.
+    let s2 = fx.backup_with(&[&src], "lab1", false);
+    assert_eq!(s2.reused_files, 1);
+    let m2 = s2.snapshot.unwrap();
+    assert_eq!(m2.dedup.as_ref().unwrap().new_chunks, 0);
+    assert_eq!(m2.size_bytes, 0);
+    let out = fx.path("out2");
+    restore(&fx.repo, &m2.id, &out);
+    assert!(fs::read(out.join(rel(&big))).unwrap() == first_content);
+    check_ok(&fx.repo);
+    // The cache's name does not show the dedup key.
+    let key = fx.repo.dedup().unwrap().key.clone();
+    for e in fs::read_dir(fx.path("cache")).unwrap().flatten() {
+        let name = e.file_name().into_string().unwrap();
+        assert!(!key.contains(&name[6..name.len() - 6]), "{name}");
+    }
+
+    // Rewritten with the same size and its old mtime put back: the ctime
+    // moved, so it is read again.
+    let mtime = filetime::FileTime::from_last_modification_time(&fs::metadata(&big).unwrap());
+    let mut second_content = first_content.clone();
+    second_content[1 << 20] ^= 0xff;
+    fs::write(&big, &second_content).unwrap();
+    filetime::set_file_mtime(&big, mtime).unwrap();
+    let s3 = fx.backup_with(&[&src], "lab1", false);
+    assert_eq!(s3.reused_files, 0);
+    let m3 = s3.snapshot.unwrap();
+    assert!(m3.dedup.as_ref().unwrap().new_chunks >= 1);
+    let out = fx.path("out3");
+    restore(&fx.repo, &m3.id, &out);
+    assert!(fs::read(out.join(rel(&big))).unwrap() == second_content);
+
+    // --no-cache reads it; the one after may reuse it again.
+    assert_eq!(fx.backup_with(&[&src], "lab1", true).reused_files, 0);
+    assert_eq!(fx.backup_with(&[&src], "lab1", false).reused_files, 1);
+
+    // An entry naming a chunk the repository lacks costs only a read.
+    let cache_files: Vec<_> = fs::read_dir(fx.path("cache")).unwrap().flatten().collect();
+    assert_eq!(cache_files.len(), 1);
+    let cache_file = cache_files[0].path();
+    let text = fs::read_to_string(&cache_file).unwrap();
+    let at = text.find("\"chunks\":\"").unwrap() + 10;
+    let mut forged = text.clone().into_bytes();
+    forged[at] = if forged[at] == b'0' { b'1' } else { b'0' };
+    fs::write(&cache_file, &forged).unwrap();
+    let s = fx.backup_with(&[&src], "lab1", false);
+    assert_eq!(s.reused_files, 0);
+    let out = fx.path("out5");
+    restore(&fx.repo, &s.snapshot.unwrap().id, &out);
+    assert!(fs::read(out.join(rel(&big))).unwrap() == second_content);
+    check_ok(&fx.repo);
 }
