@@ -147,6 +147,14 @@ impl SharedHasher {
         (hex.unwrap_or_default(), s.count)
     }
 
+    /// Wraps a writer so every byte written is hashed into this hasher.
+    pub fn writer<W: Write>(&self, inner: W) -> SharedHashWriter<W> {
+        SharedHashWriter {
+            inner,
+            hasher: self.clone(),
+        }
+    }
+
     /// Wraps a reader so every byte read is hashed into this hasher.
     pub fn reader<R: Read>(&self, inner: R) -> SharedHashReader<R> {
         SharedHashReader {
@@ -168,5 +176,24 @@ impl<R: Read> Read for SharedHashReader<R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         Ok(n)
+    }
+}
+
+/// Writer half of [`SharedHasher`].
+#[derive(Debug)]
+pub struct SharedHashWriter<W> {
+    inner: W,
+    hasher: SharedHasher,
+}
+
+impl<W: Write> Write for SharedHashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }

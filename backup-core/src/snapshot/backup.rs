@@ -7,14 +7,15 @@
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use crate::archive::Compression;
-use crate::hash::HashingWriter;
-use crate::manifest::{MANIFEST_NAME, ManifestWriter};
+use crate::hash::SharedHasher;
+use crate::manifest::{MANIFEST_NAME, MANIFEST_ZST_NAME, ManifestWriter};
 use crate::progress::{Cancel, Event, Progress};
 use crate::repository::{Repository, SHA256SUMS, SNAPSHOT_JSON};
 use crate::sink;
@@ -224,8 +225,8 @@ impl Repository {
             (key, packer, DataEnd::Archive(name, writer_thread))
         };
 
-        let manifest_key = Repository::key(id, MANIFEST_NAME);
         let mut manifest = self.open_manifest(id, hashers)?;
+        let manifest_key = manifest_key_of(&manifest);
         let walked = source
             .walk(cancel, &mut |w| {
                 run.store(
@@ -268,21 +269,50 @@ impl Repository {
                 (record, Some(chunked))
             }
         };
-        let objects = vec![data, close_manifest(manifest, &manifest_key)?];
+        let objects = vec![data, close_manifest(manifest)?];
         Ok((run, objects, chunked))
     }
 
-    /// Starts the manifest of snapshot `id` (hashed as it is written).
+    /// The manifest's name in this repository: compressed in a
+    /// deduplicated one (format 3), plain otherwise.
+    pub(crate) fn manifest_name(&self) -> &'static str {
+        if self.dedup().is_some() {
+            MANIFEST_ZST_NAME
+        } else {
+            MANIFEST_NAME
+        }
+    }
+
+    /// Starts the manifest of snapshot `id` (compressed in a deduplicated
+    /// repository, hashed as it is stored).
     pub(crate) fn open_manifest(
         &self,
         id: &str,
         hashers: &dyn crate::hash::Hashers,
     ) -> Result<ManifestWriter<ManifestOut>> {
-        let key = Repository::key(id, MANIFEST_NAME);
-        let out = HashingWriter::new(
-            BufWriter::with_capacity(256 * 1024, ObjectWriterBox(self.target().put(&key)?)),
-            hashers.sha256(),
-        );
+        let name = self.manifest_name();
+        let key = Repository::key(id, name);
+        let compression = if name == MANIFEST_ZST_NAME {
+            Compression::Zstd
+        } else {
+            Compression::None
+        };
+        let object = SharedObject(Arc::new(Mutex::new(Some(self.target().put(&key)?))));
+        let hash = SharedHasher::new(hashers.sha256());
+        let buffered = BufWriter::with_capacity(256 * 1024, object.clone());
+        let encoder = self
+            .registry()
+            .codec(compression, None)?
+            .encoder(Box::new(hash.writer(buffered)))
+            .ctx("start compressing", &key)?;
+        let out = ManifestOut {
+            encoder: BufWriter::with_capacity(64 * 1024, encoder),
+            hash,
+            object,
+            name,
+            key,
+        };
+        let key = out.key.clone();
         ManifestWriter::new(out, id).ctx("write", &key)
     }
 
@@ -309,24 +339,91 @@ enum DataEnd {
     Chunked(ChunkedStream),
 }
 
-/// Where a manifest is written: hashed, buffered, committed when closed.
-pub(crate) type ManifestOut = HashingWriter<BufWriter<ObjectWriterBox>>;
+/// Where a manifest is written: compressed (or not), hashed, buffered,
+/// committed when closed.
+pub(crate) struct ManifestOut {
+    /// Buffered in front: a manifest is written a JSON token at a time.
+    encoder: BufWriter<Box<dyn crate::archive::Encoder>>,
+    hash: SharedHasher,
+    object: SharedObject,
+    name: &'static str,
+    key: String,
+}
+
+impl ManifestOut {
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Write for ManifestOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.encoder.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.encoder.flush()
+    }
+}
+
+/// An object being written, shared so that it can be committed once the
+/// compressor in front of it has finished (and dropped its output).
+#[derive(Clone)]
+struct SharedObject(Arc<Mutex<Option<Box<dyn ObjectWriter>>>>);
+
+impl Write for SharedObject {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut guard = self
+            .0
+            .lock()
+            .map_err(|_| io::Error::other("a manifest writer panicked"))?;
+        guard
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the manifest is closed"))?
+            .write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Finishes and commits a manifest; returns its record.
-pub(crate) fn close_manifest(
-    manifest: ManifestWriter<ManifestOut>,
-    key: &str,
-) -> Result<ObjectRecord> {
-    let (buffered, sha256, size) = manifest.into_inner().finish();
-    let ObjectWriterBox(writer) = buffered
+pub(crate) fn close_manifest(manifest: ManifestWriter<ManifestOut>) -> Result<ObjectRecord> {
+    let ManifestOut {
+        encoder,
+        hash,
+        object,
+        name,
+        key,
+    } = manifest.into_inner();
+    encoder
         .into_inner()
-        .map_err(|e| Error::io("write", key, e.into_error()))?;
+        .map_err(|e| Error::io("write", key.clone(), e.into_error()))?
+        .finish()
+        .ctx("write", &key)?;
+    let (sha256, size) = hash.finish();
+    let mut writer = object
+        .0
+        .lock()
+        .ok()
+        .and_then(|mut w| w.take())
+        .ok_or_else(|| {
+            Error::io(
+                "write",
+                key.clone(),
+                io::Error::other("the manifest is closed"),
+            )
+        })?;
+    writer.flush().ctx("write", &key)?;
     writer.commit()?;
     Ok(ObjectRecord {
-        name: MANIFEST_NAME.to_owned(),
+        name: name.to_owned(),
         size,
         sha256,
     })
+}
+
+fn manifest_key_of(m: &ManifestWriter<ManifestOut>) -> String {
+    m.get_ref().key().to_owned()
 }
 
 /// Counts files and bytes for progress totals, alongside the real walk.

@@ -20,7 +20,9 @@ use crate::manifest::MANIFEST_NAME;
 use crate::progress::{Cancel, Event, Progress};
 use crate::repository::{Repository, SHA256SUMS, SNAPSHOT_JSON};
 use crate::sink;
-use crate::snapshot::{ObjectRecord, SNAPSHOT_FORMAT, SnapshotKind, SnapshotMeta};
+use crate::snapshot::{
+    DEDUP_SNAPSHOT_FORMAT, ObjectRecord, SNAPSHOT_FORMAT, SnapshotKind, SnapshotMeta,
+};
 use crate::target::TargetExt;
 use crate::{Error, Result};
 
@@ -255,7 +257,13 @@ impl Repository {
                 (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
             };
             writer.commit()?;
-            copied.format = SNAPSHOT_FORMAT;
+            // The manifest is copied as it is: a compressed one needs
+            // format 3.
+            copied.format = if meta.manifest_compression() == Compression::None {
+                SNAPSHOT_FORMAT
+            } else {
+                DEDUP_SNAPSHOT_FORMAT
+            };
             copied.dedup = None;
             copied.checksum = format!("sha256:{sha256}");
             copied.size_bytes = size;
@@ -271,10 +279,12 @@ impl Repository {
         });
         let mut bytes = data.size;
         let mut buf = vec![0u8; BUF];
-        let manifest = meta.object(MANIFEST_NAME).ok_or_else(|| Error::Integrity {
-            snapshot: meta.id.clone(),
-            detail: format!("snapshot.json has no record of {MANIFEST_NAME}"),
-        })?;
+        let manifest = meta
+            .object(meta.manifest_name())
+            .ok_or_else(|| Error::Integrity {
+                snapshot: meta.id.clone(),
+                detail: format!("snapshot.json has no record of {MANIFEST_NAME}"),
+            })?;
         bytes += self.copy_object(dest, meta, manifest, &mut buf, progress, cancel)?;
         copied.objects = vec![data, manifest.clone()];
         dest.commit_snapshot(&copied, cancel)?;

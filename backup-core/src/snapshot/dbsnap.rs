@@ -318,10 +318,7 @@ impl Repository {
     ) -> Result<Dumped> {
         let mut manifest = self.open_manifest(id, hashers)?;
         manifest.push(entry).ctx("write", "manifest")?;
-        let manifest = close_manifest(
-            manifest,
-            &Repository::key(id, crate::manifest::MANIFEST_NAME),
-        )?;
+        let manifest = close_manifest(manifest)?;
         Ok(Dumped {
             data,
             manifest,

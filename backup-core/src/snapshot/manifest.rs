@@ -14,6 +14,9 @@ use crate::{Error, Result};
 
 /// Name of the manifest object inside a snapshot directory.
 pub const MANIFEST_NAME: &str = "manifest.jsonl";
+/// Name of the manifest of a deduplicated snapshot (format 3): the same
+/// lines, zstd-compressed (`zstdcat manifest.jsonl.zst | jq`).
+pub const MANIFEST_ZST_NAME: &str = "manifest.jsonl.zst";
 
 /// The first line of a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +45,11 @@ impl<W: Write> ManifestWriter<W> {
     pub fn push(&mut self, entry: &Entry) -> std::io::Result<()> {
         serde_json::to_writer(&mut self.out, entry)?;
         self.out.write_all(b"\n")
+    }
+
+    /// The output.
+    pub fn get_ref(&self) -> &W {
+        &self.out
     }
 
     pub fn into_inner(self) -> W {

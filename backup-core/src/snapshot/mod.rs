@@ -178,6 +178,25 @@ impl SnapshotMeta {
         self.objects.iter().find(|o| o.name == name)
     }
 
+    /// The manifest's name: `manifest.jsonl`, or (format 3 on, as every
+    /// deduplicated snapshot has it) `manifest.jsonl.zst`.
+    pub fn manifest_name(&self) -> &'static str {
+        if self.object(crate::manifest::MANIFEST_ZST_NAME).is_some() {
+            crate::manifest::MANIFEST_ZST_NAME
+        } else {
+            crate::manifest::MANIFEST_NAME
+        }
+    }
+
+    /// How the manifest is compressed.
+    pub fn manifest_compression(&self) -> Compression {
+        if self.manifest_name() == crate::manifest::MANIFEST_ZST_NAME {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
     /// The main data object (the archive).
     pub fn data_object(&self) -> Option<&ObjectRecord> {
         self.files_included.first().and_then(|n| self.object(n))
@@ -206,12 +225,23 @@ impl SnapshotMeta {
                 return Err(format!("object {:?} has no valid SHA-256", o.name));
             }
         }
-        if !self
+        match self
             .objects
             .iter()
-            .any(|o| o.name == crate::manifest::MANIFEST_NAME)
+            .filter(|o| {
+                o.name == crate::manifest::MANIFEST_NAME
+                    || o.name == crate::manifest::MANIFEST_ZST_NAME
+            })
+            .count()
         {
-            return Err(format!("no record of {}", crate::manifest::MANIFEST_NAME));
+            0 => return Err(format!("no record of {}", crate::manifest::MANIFEST_NAME)),
+            1 => {}
+            _ => return Err("two manifests are recorded".into()),
+        }
+        if self.manifest_compression() != Compression::None && self.format < DEDUP_SNAPSHOT_FORMAT {
+            return Err(format!(
+                "a compressed manifest needs snapshot format {DEDUP_SNAPSHOT_FORMAT}"
+            ));
         }
         let Some(data) = self.data_object() else {
             return Err("no data object recorded".into());

@@ -108,14 +108,12 @@ impl Repository {
         each: &mut dyn FnMut(&Entry) -> Result<()>,
     ) -> Result<()> {
         self.verify_commit(meta)?;
-        let record = record(meta, MANIFEST_NAME)?;
-        let key = Repository::key(&meta.id, MANIFEST_NAME);
-        let hashers = self.registry().hashers()?;
-        let shared = SharedHasher::new(hashers.sha256());
-        let input = shared.reader(self.open_object(meta, &key)?);
+        let name = meta.manifest_name();
+        let record = record(meta, name)?;
+        let (manifest, shared) = self.manifest_reader(meta)?;
         let mut rules = EntryRules::new(meta);
-        for entry in ManifestReader::new(input, MANIFEST_NAME, &meta.id)? {
-            let entry = entry.map_err(|e| integrity(meta, format!("{MANIFEST_NAME}: {e}")))?;
+        for entry in manifest {
+            let entry = entry.map_err(|e| integrity(meta, format!("{name}: {e}")))?;
             if rules.admit(&entry) {
                 each(&entry)?;
             }
@@ -123,6 +121,24 @@ impl Repository {
         let (sha, size) = shared.finish();
         check_digest(meta, record, &sha, size)?;
         rules.finish()
+    }
+
+    /// The manifest's entries, decompressed, and the hasher of its stored
+    /// bytes.
+    fn manifest_reader(
+        &self,
+        meta: &SnapshotMeta,
+    ) -> Result<(ManifestReader<Box<dyn Read + Send>>, SharedHasher)> {
+        let name = meta.manifest_name();
+        let key = Repository::key(&meta.id, name);
+        let shared = SharedHasher::new(self.registry().hashers()?.sha256());
+        let stored = shared.reader(self.open_object(meta, &key)?);
+        let decoded = self
+            .registry()
+            .codec(meta.manifest_compression(), None)?
+            .decoder(Box::new(stored))
+            .map_err(|e| Error::io("decompress", key.clone(), e))?;
+        Ok((ManifestReader::new(decoded, name, &meta.id)?, shared))
     }
 
     fn open_object(&self, meta: &SnapshotMeta, key: &str) -> Result<Box<dyn Read + Send>> {
@@ -171,12 +187,7 @@ impl Repository {
         let format = self
             .registry()
             .format(meta.stream_compression().0, meta.stream_compression().1)?;
-        let manifest_key = Repository::key(&meta.id, MANIFEST_NAME);
-        let mut manifest = ManifestReader::new(
-            self.open_object(meta, &manifest_key)?,
-            MANIFEST_NAME,
-            &meta.id,
-        )?;
+        let (mut manifest, _) = self.manifest_reader(meta)?;
 
         let (stored, data) = self.open_data(meta, cancel)?;
         let data_key = Repository::key(&meta.id, &data.name);

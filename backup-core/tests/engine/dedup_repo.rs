@@ -135,6 +135,24 @@ fn a_deduplicated_repository_round_trips_every_kind_of_entry() {
     let meta = fx.backup(&[&src], "lab1");
     assert_eq!(meta.format, 3);
     assert_eq!(meta.files_included, ["chunks"]);
+    // The manifest is compressed and reads with zstd alone.
+    let manifest = fx
+        .path("repo/snapshots")
+        .join(&meta.id)
+        .join("manifest.jsonl.zst");
+    let lines = std::process::Command::new("zstd")
+        .arg("-dc")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(lines.status.success());
+    let text = String::from_utf8(lines.stdout).unwrap();
+    assert_eq!(
+        text.lines().count() as u64,
+        meta.entry_count + 1,
+        "header and entries"
+    );
+    assert!(text.contains("\"blake3\""));
     let info = meta.dedup.clone().unwrap();
     assert!(info.chunks >= 3, "{info:?}");
     assert_eq!(info.new_chunks, info.chunks);
@@ -335,6 +353,21 @@ fn damage_to_packs_index_and_chunk_lists_is_found() {
     );
     fs::write(&list, &text).unwrap();
 
+    // A flipped byte in the compressed manifest.
+    let manifest = fx
+        .path("repo/snapshots")
+        .join(&meta.id)
+        .join("manifest.jsonl.zst");
+    let good_manifest = fs::read(&manifest).unwrap();
+    for at in [0, good_manifest.len() / 2, good_manifest.len() - 1] {
+        let mut bad = good_manifest.clone();
+        bad[at] ^= 0x08;
+        fs::write(&manifest, &bad).unwrap();
+        let report = check(&fx.repo, false);
+        assert_eq!(report.problems.len(), 1, "flip at {at}");
+    }
+    fs::write(&manifest, &good_manifest).unwrap();
+
     // An index fragment with a flipped byte.
     let index = fs::read_dir(fx.path("repo/index"))
         .unwrap()
@@ -372,7 +405,9 @@ fn copy_converts_between_the_kinds_and_stores_only_missing_chunks() {
     let copied = plain.load_snapshot(&second.id).unwrap();
     assert!(copied.dedup.is_none());
     assert_eq!(copied.files_included, ["files.tar.zst"]);
-    assert_eq!(copied.format, 2);
+    // The compressed manifest is copied as it is, which needs format 3.
+    assert_eq!(copied.manifest_name(), "manifest.jsonl.zst");
+    assert_eq!(copied.format, 3);
     assert!(check(&plain, true).is_ok());
     let out = fx.path("out-plain");
     restore(&plain, &second.id, &out);
