@@ -191,7 +191,8 @@ impl PyRepository {
     }
 
     /// Backs up files and directories into a new snapshot; `None` for a dry run.
-    #[pyo3(signature = (paths, *, tags=None, exclude=None, compression="gzip", level=None, dry_run=false, progress=None))]
+    /// With `no_cache`, a deduplicated repository's stat cache is not consulted.
+    #[pyo3(signature = (paths, *, tags=None, exclude=None, compression="gzip", level=None, dry_run=false, no_cache=false, progress=None))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn backup(
         &self,
@@ -202,6 +203,7 @@ impl PyRepository {
         compression: &str,
         level: Option<i32>,
         dry_run: bool,
+        no_cache: bool,
         progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<Snapshot>> {
         let opts = BackupOptions {
@@ -213,6 +215,7 @@ impl PyRepository {
                 .map_err(|e| errors::to_py(&e))?,
             level,
             dry_run,
+            no_cache,
             ..BackupOptions::default()
         };
         let summary = self.run(py, callback(progress)?, |repo, progress, cancel| {

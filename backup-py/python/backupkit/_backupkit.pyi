@@ -197,6 +197,7 @@ class Repository:
         compression: str = "gzip",
         level: int | None = None,
         dry_run: bool = False,
+        no_cache: bool = False,
         progress: Callable[[dict[str, Any]], object] | None = None,
     ) -> Snapshot | None: ...
     def snapshots(self) -> list[Snapshot]: ...
