@@ -631,9 +631,11 @@ fn export(ctx: &Ctx, a: &ExportArgs) -> Outcome {
         }
         other => other?,
     };
-    if ctx.v.json {
+    if a.to == "-" {
+        // stdout holds the export; nothing else may go there.
+    } else if ctx.v.json {
         json(&summary)?;
-    } else if a.to != "-" {
+    } else {
         ctx.say(format!(
             "exported snapshot {} to {} ({} before compression)",
             summary.snapshot,

@@ -78,6 +78,21 @@ fn dedup_main_job_stores_a_rerun_as_nothing_and_exports_a_plain_archive() {
         fs::read(extracted.join("rec.bin")).unwrap(),
         fs::read(data.join("rec.bin")).unwrap()
     );
+    // To stdout, even with --json, nothing but the archive.
+    let o = env.bk(&[
+        "--json",
+        "export",
+        &first,
+        "--to",
+        "-",
+        "--compression",
+        "zstd",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        o.stdout == fs::read(&archive).unwrap(),
+        "stdout is not the archive alone"
+    );
     let before = fs::read(&archive).unwrap();
     let o = env.bk(&["export", &first, "--to", archive.to_str().unwrap()]);
     super::assert_clean_error(&o, 2, "exists");
