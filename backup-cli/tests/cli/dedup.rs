@@ -51,6 +51,20 @@ fn dedup_main_job_stores_a_rerun_as_nothing_and_exports_a_plain_archive() {
         fs::read(data.join("rec.bin")).unwrap()
     );
 
+    // restore --include: only the subtree.
+    let o = env.bk(&[
+        "restore",
+        "latest",
+        "--target",
+        env.path("inc").to_str().unwrap(),
+        "--include",
+        "sub",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let inc = env.path("inc").join(data.strip_prefix("/").unwrap());
+    assert!(inc.join("sub/b.json").is_file());
+    assert!(!inc.join("rec.bin").exists());
+
     // export: a .tar.zst that tar reads, never over an existing file.
     let archive = env.path("snap.tar.zst");
     let o = env.bk(&["export", &first, "--to", archive.to_str().unwrap()]);
@@ -98,6 +112,19 @@ fn dedup_main_job_stores_a_rerun_as_nothing_and_exports_a_plain_archive() {
     super::assert_clean_error(&o, 2, "exists");
     assert_eq!(fs::read(&archive).unwrap(), before);
 
+    // forget: the snapshot goes, the other stays.
+    let o = env.bk(&["forget", &again, "--yes"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(env.snapshot_ids(), std::slice::from_ref(&first));
+}
+
+#[test]
+fn a_damaged_pack_fails_export_leaving_nothing_and_check_names_it() {
+    let env = Env::new();
+    env.init_dedup();
+    let data = env.data();
+    fs::write(data.join("rec.bin"), pseudo_random(3 << 20, 7)).unwrap();
+    let first = env.backup_ok(&[data.to_str().unwrap()]);
     // A damaged pack: export fails and leaves no file.
     let packs = env.path("repo/packs");
     for dir in fs::read_dir(&packs).unwrap().flatten() {
@@ -150,6 +177,27 @@ fn a_sqlite_database_in_a_dedup_repository_restores_and_a_change_stores_little()
         second["dedup"]["stream_bytes"].as_u64().unwrap(),
     );
     assert!(new * 4 < all, "one row more stored {new} of {all} bytes");
+
+    // auto: recent enough, nothing new; with a zero interval, a new dump.
+    let o = env.bk(&[
+        "--json",
+        "auto",
+        "--db",
+        db_arg,
+        "--min-interval",
+        "0",
+        "--keep",
+        "3",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let auto: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(auto["action"], "backed_up", "{auto}");
+    assert_eq!(
+        auto["snapshot"]["files_included"],
+        serde_json::json!(["chunks"])
+    );
+    assert_eq!(auto["snapshot"]["dedup"]["new_chunks"], 0, "{auto}");
+    assert_eq!(env.snapshot_ids().len(), 3);
 
     let restored = env.path("restored.db");
     let o = env.bk(&[

@@ -444,16 +444,3 @@ fn count_tree(source: &FileTreeSource, cancel: &Cancel, progress: &dyn Progress)
         progress.event(&Event::Total { files, bytes });
     }
 }
-
-/// `Box<dyn ObjectWriter>` as a plain `Write`, so it can sit in a `BufWriter`
-/// and be taken back out to commit.
-pub(crate) struct ObjectWriterBox(pub(crate) Box<dyn ObjectWriter>);
-
-impl Write for ObjectWriterBox {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
-}

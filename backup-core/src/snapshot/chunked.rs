@@ -10,13 +10,14 @@
 //! index fragments are written before the chunk list, so a snapshot never
 //! refers to a chunk that is not stored and indexed.
 
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read};
 
 use crate::dedup::{ChunkId, SharedWriter, list};
-use crate::hash::HashingWriter;
 use crate::progress::{Cancel, CancelReader};
 use crate::repository::Repository;
+use crate::snapshot::verify::Expected;
 use crate::snapshot::{CHUNKS_NAME, DEDUP_SNAPSHOT_FORMAT, DedupInfo, ObjectRecord, SnapshotMeta};
+use crate::target::TargetExt;
 use crate::{Error, IoContext, Result};
 
 /// The context the stat cache's name is derived under.
@@ -103,14 +104,14 @@ impl Repository {
 
     /// A deduplicated snapshot's stream, each chunk checked against its
     /// keyed id as it is read, and the record its length must match at the
-    /// end (checked by the caller, as for an archive; its SHA-256 is empty:
-    /// there is none of the whole stream, the chunks' ids stand for it).
+    /// end (checked by the caller, as for an archive; there is no SHA-256 of
+    /// the whole stream, the chunks' ids stand for it).
     pub(crate) fn open_chunk_stream(
         &self,
         meta: &SnapshotMeta,
         info: &DedupInfo,
         cancel: &Cancel,
-    ) -> Result<(Box<dyn Read + Send>, ObjectRecord)> {
+    ) -> Result<(Box<dyn Read + Send>, Expected)> {
         let chunks: Vec<ChunkId> = self
             .read_chunk_list(meta)?
             .into_iter()
@@ -118,10 +119,10 @@ impl Repository {
             .collect();
         let database = meta.kind == crate::snapshot::SnapshotKind::Database;
         let reader = self.chunk_store(database)?.into_reader(chunks)?;
-        let expected = ObjectRecord {
+        let expected = Expected {
             name: format!("the stream {CHUNKS_NAME} lists"),
             size: info.stream_bytes,
-            sha256: String::new(),
+            sha256: None,
         };
         Ok((
             Box::new(CancelReader {
@@ -154,22 +155,14 @@ impl ChunkedStream {
     /// list as snapshot `id`'s data object.
     pub(crate) fn finish(self, repo: &Repository, id: &str) -> Result<(ObjectRecord, Chunked)> {
         let (_store, summary) = self.shared.finish()?;
+        // The list is in memory already (`summary.chunks`).
         let key = Repository::key(id, CHUNKS_NAME);
-        let hashers = repo.registry().hashers()?;
-        let mut out = HashingWriter::new(
-            BufWriter::with_capacity(
-                256 * 1024,
-                crate::backup::ObjectWriterBox(repo.target().put(&key)?),
-            ),
-            hashers.sha256(),
-        );
-        list::write(&mut out, &summary.chunks).ctx("write", &key)?;
-        out.flush().ctx("write", &key)?;
-        let (buffered, sha256, size) = out.finish();
-        let crate::backup::ObjectWriterBox(writer) = buffered
-            .into_inner()
-            .map_err(|e| Error::io("write", key.clone(), e.into_error()))?;
-        writer.commit()?;
+        let mut text = Vec::with_capacity(summary.chunks.len() * 72 + 32);
+        list::write(&mut text, &summary.chunks).ctx("write", &key)?;
+        let mut sha = repo.registry().hashers()?.sha256();
+        sha.update(&text);
+        repo.target().put_bytes(&key, &text)?;
+        let (sha256, size) = (sha.finish_hex(), text.len() as u64);
         let record = ObjectRecord {
             name: CHUNKS_NAME.to_owned(),
             size,

@@ -16,7 +16,6 @@ use serde::Serialize;
 
 use crate::archive::Compression;
 use crate::hash::HashingReader;
-use crate::manifest::MANIFEST_NAME;
 use crate::progress::{Cancel, Event, Progress};
 use crate::repository::{Repository, SHA256SUMS, SNAPSHOT_JSON};
 use crate::sink;
@@ -279,12 +278,7 @@ impl Repository {
         });
         let mut bytes = data.size;
         let mut buf = vec![0u8; BUF];
-        let manifest = meta
-            .object(meta.manifest_name())
-            .ok_or_else(|| Error::Integrity {
-                snapshot: meta.id.clone(),
-                detail: format!("snapshot.json has no record of {MANIFEST_NAME}"),
-            })?;
+        let manifest = crate::verify::record(meta, meta.manifest_name())?;
         bytes += self.copy_object(dest, meta, manifest, &mut buf, progress, cancel)?;
         copied.objects = vec![data, manifest.clone()];
         dest.commit_snapshot(&copied, cancel)?;

@@ -184,9 +184,8 @@ impl Repository {
         cancel: &Cancel,
     ) -> Result<()> {
         let hashers = self.registry().hashers()?;
-        let format = self
-            .registry()
-            .format(meta.stream_compression().0, meta.stream_compression().1)?;
+        let (compression, level) = meta.stream_compression();
+        let format = self.registry().format(compression, level)?;
         let (mut manifest, _) = self.manifest_reader(meta)?;
 
         let (stored, data) = self.open_data(meta, cancel)?;
@@ -259,7 +258,7 @@ impl Repository {
             ));
         }
         let (sha, size) = shared.finish();
-        check_digest(meta, &data, &sha, size)
+        data.check(&meta.id, &sha, size)
     }
 
     /// A snapshot's stream, uncompressed (the tar archive, or the dump),
@@ -293,7 +292,7 @@ impl Repository {
         &self,
         meta: &SnapshotMeta,
         cancel: &Cancel,
-    ) -> Result<(Box<dyn Read + Send>, ObjectRecord)> {
+    ) -> Result<(Box<dyn Read + Send>, Expected)> {
         if let Some(info) = &meta.dedup {
             return self.open_chunk_stream(meta, info, cancel);
         }
@@ -305,7 +304,7 @@ impl Repository {
             inner: self.open_object(meta, &key)?,
             cancel: cancel.clone(),
         };
-        Ok((Box::new(input), data.clone()))
+        Ok((Box::new(input), Expected::from(data)))
     }
 }
 
@@ -330,7 +329,7 @@ impl Repository {
             std::io::copy(&mut whole, &mut std::io::sink())
                 .map_err(|e| Error::io("read", Repository::key(&meta.id, &data.name), e))?;
             let (sha, size) = whole.finish();
-            check_digest(meta, &data, &sha, size)?;
+            data.check(&meta.id, &sha, size)?;
         }
 
         let mut entries = Vec::new();
@@ -344,32 +343,17 @@ impl Repository {
                 format!("{MANIFEST_NAME} should list exactly one dump"),
             ));
         };
-        let (stored, data) = self.open_data(meta, cancel)?;
-        let data_key = Repository::key(&meta.id, &data.name);
-        let stream = SharedHasher::new(hashers.sha256());
-        let codec = self
-            .registry()
-            .codec(meta.stream_compression().0, meta.stream_compression().1)?;
-        let decoded = codec
-            .decoder(Box::new(stream.reader(stored)))
-            .map_err(|e| Error::io("decompress", data_key.clone(), e))?;
-        let mut content = HashingReader::new(decoded, hashers.blake3());
+        let (stream, check) = self.open_stream(meta, cancel)?;
+        let mut content = HashingReader::new(stream, hashers.blake3());
         let read = visit(entry, &mut content).and_then(|()| {
             std::io::copy(&mut content, &mut std::io::sink())
                 .map(|_| ())
-                .map_err(|e| Error::io("decompress", data_key.clone(), e))
+                .map_err(|e| check.read_error(e))
         });
         match read {
-            Err(Error::Io { source, .. })
-                if matches!(
-                    source.kind(),
-                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-                ) =>
-            {
-                return Err(integrity(
-                    meta,
-                    format!("{} is damaged: {source}", data.name),
-                ));
+            // What the loader read failed its check (a chunk, a frame).
+            Err(Error::Io { source, .. }) if damaged(&source) => {
+                return Err(check.read_error(source));
             }
             other => other?,
         }
@@ -377,11 +361,13 @@ impl Repository {
         if n != entry.size || Some(&hash) != entry.blake3.as_ref() {
             return Err(integrity(
                 meta,
-                format!("the dump in {} does not match its manifest hash", data.name),
+                format!(
+                    "the dump in {} does not match its manifest hash",
+                    check.expected.name
+                ),
             ));
         }
-        let (sha, size) = stream.finish();
-        check_digest(meta, &data, &sha, size)?;
+        check.finish()?;
         verified(entry);
         Ok(())
     }
@@ -390,7 +376,7 @@ impl Repository {
 /// What a stream from [`Repository::open_stream`] must match.
 pub(crate) struct StreamCheck {
     hash: SharedHasher,
-    expected: ObjectRecord,
+    expected: Expected,
     snapshot: String,
     cancel: Cancel,
 }
@@ -400,15 +386,7 @@ impl StreamCheck {
     /// stream has been read to its end.
     pub(crate) fn finish(&self) -> Result<()> {
         let (sha, size) = self.hash.finish();
-        // An empty SHA-256: a deduplicated stream, checked chunk by chunk.
-        let sha_ok = self.expected.sha256.is_empty() || sha == self.expected.sha256;
-        if sha_ok && size == self.expected.size {
-            return Ok(());
-        }
-        Err(Error::Integrity {
-            snapshot: self.snapshot.clone(),
-            detail: format!("{} does not match its SHA-256", self.expected.name),
-        })
+        self.expected.check(&self.snapshot, &sha, size)
     }
 
     /// A read error of the stream as the error to report: cancellation,
@@ -416,7 +394,7 @@ impl StreamCheck {
     pub(crate) fn read_error(&self, e: std::io::Error) -> Error {
         if self.cancel.is_cancelled() {
             Error::Cancelled
-        } else if e.kind() == std::io::ErrorKind::InvalidData {
+        } else if damaged(&e) {
             Error::Integrity {
                 snapshot: self.snapshot.clone(),
                 detail: format!("{} is damaged: {e}", self.expected.name),
@@ -427,30 +405,62 @@ impl StreamCheck {
     }
 }
 
-fn record<'m>(meta: &'m SnapshotMeta, name: &str) -> Result<&'m ObjectRecord> {
+pub(crate) fn record<'m>(meta: &'m SnapshotMeta, name: &str) -> Result<&'m ObjectRecord> {
     meta.object(name)
         .ok_or_else(|| integrity(meta, format!("snapshot.json has no record of {name}")))
 }
 
 fn check_digest(meta: &SnapshotMeta, record: &ObjectRecord, sha: &str, size: u64) -> Result<()> {
-    if size != record.size {
-        return Err(integrity(
-            meta,
-            format!(
+    Expected::from(record).check(&meta.id, sha, size)
+}
+
+/// A read error that means the data failed its own check (a zstd or gzip
+/// checksum, a chunk's id, a stream cut short).
+fn damaged(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// What the data read from a snapshot must match once read whole.
+pub(crate) struct Expected {
+    pub(crate) name: String,
+    pub(crate) size: u64,
+    /// `None` for a deduplicated stream: there is no SHA-256 of it (chunks
+    /// are reused unread); each chunk was checked against its keyed id as
+    /// it was read.
+    pub(crate) sha256: Option<String>,
+}
+
+impl From<&ObjectRecord> for Expected {
+    fn from(r: &ObjectRecord) -> Self {
+        Self {
+            name: r.name.clone(),
+            size: r.size,
+            sha256: Some(r.sha256.clone()),
+        }
+    }
+}
+
+impl Expected {
+    /// Whether `sha` and `size`, of what was read, are what is expected.
+    pub(crate) fn check(&self, snapshot: &str, sha: &str, size: u64) -> Result<()> {
+        let damaged = |detail: String| Error::Integrity {
+            snapshot: snapshot.to_owned(),
+            detail,
+        };
+        if size != self.size {
+            return Err(damaged(format!(
                 "{} has {size} bytes, {} were stored",
-                record.name, record.size
-            ),
-        ));
+                self.name, self.size
+            )));
+        }
+        if self.sha256.as_deref().is_some_and(|want| want != sha) {
+            return Err(damaged(format!("{} does not match its SHA-256", self.name)));
+        }
+        Ok(())
     }
-    // An empty SHA-256 is a deduplicated stream's: each chunk was checked
-    // against its keyed id as it was read (`open_chunk_stream`).
-    if !record.sha256.is_empty() && sha != record.sha256 {
-        return Err(integrity(
-            meta,
-            format!("{} does not match its SHA-256", record.name),
-        ));
-    }
-    Ok(())
 }
 
 /// Compares an archive entry with its manifest entry; the error names the
