@@ -79,6 +79,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Delete snapshots by id, or those a --keep-* policy does not keep.
     Forget(ForgetArgs),
+    /// Delete data no snapshot uses any more (deduplicated repositories):
+    /// mark it, and delete what an earlier prune marked once its grace
+    /// period is over and nothing of its time still runs.
+    Prune(PruneArgs),
     /// Remove stale locks left by processes that are gone.
     Unlock(UnlockArgs),
     /// Back up a database if its newest dump is older than an interval,
@@ -707,10 +711,45 @@ pub struct ForgetArgs {
     /// Show what would be kept and deleted; delete nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
-    /// Accepted for restic habits: a backupkit snapshot owns its data, so
-    /// forgetting it always deletes its data.
+    /// Then prune: in a deduplicated repository, delete the data no
+    /// snapshot uses (see `prune`); an archive snapshot's data is deleted
+    /// with it anyway.
     #[arg(long)]
     pub prune: bool,
+    #[command(flatten)]
+    pub prune_flags: PruneFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub flags: PruneFlags,
+    /// Show what would be marked and which marks are due; change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneFlags {
+    /// Delete marked data only once its mark is this old (0 deletes at once
+    /// when nothing else was running at the mark).
+    #[arg(long, value_name = "INTERVAL", default_value = "1h", value_parser = parse_interval)]
+    pub grace: u64,
+    /// Copy the used chunks out of packs at least this many percent unused,
+    /// so those packs can go (100: never repack).
+    #[arg(long, value_name = "PERCENT", default_value_t = 10,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub repack_unused: u8,
+}
+
+impl PruneFlags {
+    pub fn options(&self, dry_run: bool) -> backup_core::PruneOptions {
+        backup_core::PruneOptions {
+            grace: std::time::Duration::from_secs(self.grace),
+            dry_run,
+            repack_unused_percent: self.repack_unused,
+        }
+    }
 }
 
 /// restic's `--keep-*` flags. Counts accept `unlimited`.

@@ -12,7 +12,7 @@ use backup_core::{
 
 use crate::args::{
     BackupArgs, CheckArgs, Cli, Command, CopyArgs, ExportArgs, ForgetArgs, InitArgs, LsArgs,
-    RestoreArgs, SnapshotsArgs, UnlockArgs,
+    PruneArgs, RestoreArgs, SnapshotsArgs, UnlockArgs,
 };
 use crate::exit;
 use crate::output::{Reporter, Verbosity, confirm, human_bytes, json, out, shown};
@@ -126,6 +126,7 @@ pub fn dispatch(cli: &Cli, registry: &Arc<Registry>, cancel: &Cancel) -> i32 {
         Command::Restore(a) => restore(&ctx, a),
         Command::Check(a) => check(&ctx, a),
         Command::Forget(a) => forget(&ctx, a),
+        Command::Prune(a) => prune(&ctx, a),
         Command::Unlock(a) => unlock(&ctx, a),
         Command::Auto(a) => crate::db::auto(&ctx, a),
         Command::Copy(a) => copy(&ctx, a),
@@ -506,6 +507,98 @@ fn forget(ctx: &Ctx, a: &ForgetArgs) -> Outcome {
     }
 }
 
+/// With `--prune`, prunes after the forget.
+fn prune_after_forget(
+    a: &ForgetArgs,
+    repo: &Repository,
+) -> Result<Option<backup_core::PruneReport>, Failure> {
+    if !a.prune {
+        return Ok(None);
+    }
+    Ok(Some(repo.prune(&a.prune_flags.options(a.dry_run))?))
+}
+
+fn prune(ctx: &Ctx, a: &PruneArgs) -> Outcome {
+    let repo = ctx.open()?;
+    let report = repo.prune(&a.flags.options(a.dry_run))?;
+    say_prune(ctx, &repo, &report)?;
+    Ok(exit::OK)
+}
+
+/// Prints a prune's report (`--json`: one object, with `deduplicated`).
+fn say_prune(ctx: &Ctx, repo: &Repository, r: &backup_core::PruneReport) -> Result<(), Failure> {
+    if ctx.v.json {
+        #[derive(serde::Serialize)]
+        struct Shown<'a> {
+            deduplicated: bool,
+            #[serde(flatten)]
+            report: &'a backup_core::PruneReport,
+        }
+        json(&Shown {
+            deduplicated: repo.dedup().is_some(),
+            report: r,
+        })?;
+        return Ok(());
+    }
+    if repo.dedup().is_none() {
+        ctx.say("nothing to prune: snapshots of an archive repository own their data, and forget deletes it")?;
+        return Ok(());
+    }
+    let (would, verb) = if r.dry_run {
+        ("would ", "be ")
+    } else {
+        ("", "")
+    };
+    ctx.say(format!(
+        "{} snapshot(s) use {} chunk(s)",
+        r.snapshots, r.referenced_chunks
+    ))?;
+    if r.marked_packs > 0 {
+        ctx.say(format!(
+            "{would}mark {} pack(s) ({}) no snapshot needs{}",
+            r.marked_packs,
+            human_bytes(r.marked_bytes),
+            if r.repacked_packs > 0 {
+                format!(
+                    ", {} of them after copying their used chunks ({} {verb}written)",
+                    r.repacked_packs,
+                    human_bytes(r.repacked_bytes_written)
+                )
+            } else {
+                String::new()
+            }
+        ))?;
+    }
+    if r.dry_run {
+        ctx.say(format!("{} mark(s) due to be swept", r.marks_swept))?;
+    } else if r.marks_swept > 0 {
+        ctx.say(format!(
+            "deleted {} pack(s) ({}) of {} mark(s){}",
+            r.swept.packs_deleted,
+            human_bytes(r.swept.bytes_deleted),
+            r.marks_swept,
+            if r.swept.spared.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; kept {} a snapshot made since the mark uses",
+                    r.swept.spared.len()
+                )
+            }
+        ))?;
+    }
+    for w in &r.waiting {
+        ctx.say(format!(
+            "mark {} ({} pack(s)) waits: {}; a later prune deletes them",
+            w.name, w.packs, w.reason
+        ))?;
+    }
+    if r.marked_packs == 0 && r.marks_swept == 0 && r.waiting.is_empty() {
+        ctx.say("nothing to prune")?;
+    }
+    Ok(())
+}
+
 fn forget_ids(ctx: &Ctx, a: &ForgetArgs, repo: &Repository) -> Outcome {
     let ids = repo.forget(&a.snapshots, true)?;
     if !a.dry_run {
@@ -519,12 +612,16 @@ fn forget_ids(ctx: &Ctx, a: &ForgetArgs, repo: &Repository) -> Outcome {
     } else {
         repo.forget(&ids, false)?
     };
+    let pruned = prune_after_forget(a, repo)?;
     if ctx.v.json {
-        json(&serde_json::json!({ "removed": removed, "dry_run": a.dry_run }))?;
+        json(&serde_json::json!({ "removed": removed, "dry_run": a.dry_run, "prune": pruned }))?;
     } else {
         let verb = if a.dry_run { "would remove" } else { "removed" };
         for id in &removed {
             ctx.say(format!("{verb} snapshot {id}"))?;
+        }
+        if let Some(r) = &pruned {
+            say_prune(ctx, repo, r)?;
         }
     }
     Ok(exit::OK)
@@ -552,8 +649,9 @@ fn forget_policy(ctx: &Ctx, a: &ForgetArgs, repo: &Repository, policy: KeepPolic
         opts.dry_run = false;
         repo.forget_by_policy(&opts)?
     };
+    let pruned = prune_after_forget(a, repo)?;
     if ctx.v.json {
-        json(&serde_json::json!({ "groups": groups, "dry_run": a.dry_run }))?;
+        json(&serde_json::json!({ "groups": groups, "dry_run": a.dry_run, "prune": pruned }))?;
         return Ok(exit::OK);
     }
     for g in &groups {
@@ -571,6 +669,9 @@ fn forget_policy(ctx: &Ctx, a: &ForgetArgs, repo: &Repository, policy: KeepPolic
         for d in &g.remove {
             ctx.say(format!("  {}", d.id))?;
         }
+    }
+    if let Some(r) = &pruned {
+        say_prune(ctx, repo, r)?;
     }
     Ok(exit::OK)
 }

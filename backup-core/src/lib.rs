@@ -30,7 +30,7 @@ pub mod snapshot;
 pub mod testgen;
 
 pub use snapshot::{
-    backup, check, copy, export, forget, lock, manifest, repository, restore, retention,
+    backup, check, copy, export, forget, lock, manifest, prune, repository, restore, retention,
 };
 pub(crate) use snapshot::{dbsnap, sink, store, verify};
 
@@ -42,6 +42,7 @@ pub use error::{Error, IoContext, Result};
 pub use export::ExportSummary;
 pub use forget::{ForgetGroup, ForgetOptions, SnapshotFilter};
 pub use progress::{Cancel, Event, NoProgress, Progress};
+pub use prune::{PruneOptions, PruneReport};
 pub use registry::{Registry, TargetOptions};
 pub use repository::{Repository, SnapshotListing};
 pub use restore::{RestoreOptions, RestoreSummary};

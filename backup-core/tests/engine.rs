@@ -15,6 +15,8 @@ use backup_core::{
 
 #[path = "engine/dedup.rs"]
 mod dedup;
+#[path = "engine/dedup_prune.rs"]
+mod dedup_prune;
 #[path = "engine/dedup_repo.rs"]
 mod dedup_repo;
 #[path = "engine/fleet.rs"]

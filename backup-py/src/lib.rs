@@ -474,6 +474,34 @@ impl PyRepository {
         }
     }
 
+    /// Deletes what no snapshot of a deduplicated repository uses: marks
+    /// unused packs (copying the used chunks out of packs at least
+    /// `repack_unused` percent unused), and deletes the packs of earlier
+    /// marks older than `grace` seconds once nothing that ran at their mark
+    /// still holds a lock. Returns the report as a dict.
+    #[pyo3(signature = (*, grace=3600.0, repack_unused=10, dry_run=false))]
+    fn prune<'py>(
+        &self,
+        py: Python<'py>,
+        grace: f64,
+        repack_unused: u8,
+        dry_run: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if !grace.is_finite() || grace < 0.0 || repack_unused > 100 {
+            return Err(InvalidInputError::new_err(
+                "grace must be seconds >= 0 and repack_unused a percentage (0-100)",
+            ));
+        }
+        let opts = backup_core::PruneOptions {
+            grace: std::time::Duration::from_secs_f64(grace),
+            dry_run,
+            repack_unused_percent: repack_unused,
+        };
+        let report = self.run(py, None, |repo, _, _| repo.prune(&opts))?;
+        let value = serde_json::to_value(&report).expect("a prune report serializes");
+        convert::json_to_py(py, &value)
+    }
+
     /// Copies snapshots (all, or the ids, prefixes or `"latest"` given) to
     /// the repository `to`, verifying every object's SHA-256 on the way and
     /// skipping snapshots `to` already has.

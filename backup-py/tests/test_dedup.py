@@ -73,3 +73,37 @@ def test_restore_py_needs_nothing_but_python(source: Path, tmp_path: Path) -> No
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(out)], input=stream, check=True)
     assert (restored(out, source) / "a.txt").read_text() == "hello backupkit\n"
+
+
+def _pack_count(repo_dir: Path) -> int:
+    return sum(1 for p in (repo_dir / "packs").rglob("*") if p.is_file())
+
+
+def test_prune_marks_then_deletes_what_no_snapshot_uses(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "old.bin").write_bytes(bytes(range(256)) * 4096 + b"old" * 100_000)
+    repo = backupkit.Repository(tmp_path / "dedup")
+    repo.init(dedup=True)
+    old = repo.backup(data)
+    (data / "old.bin").unlink()
+    (data / "new.bin").write_bytes(b"new-" * 400_000)
+    kept = repo.backup(data)
+    repo.forget([old.id])
+    before = _pack_count(tmp_path / "dedup")
+
+    waiting = repo.prune()  # the default grace period: marked only
+    assert waiting["marked_packs"] >= 1
+    assert len(waiting["waiting"]) == 1 and "grace" in waiting["waiting"][0]["reason"]
+    assert _pack_count(tmp_path / "dedup") >= before
+
+    report = repo.prune(grace=0)
+    assert report["marks_swept"] == 1 and report["swept"]["packs_deleted"] >= 1
+    assert _pack_count(tmp_path / "dedup") < before + waiting["repacked_packs"] + 1
+    assert repo.check(read_data=True).ok
+    target = tmp_path / "out"
+    repo.restore(kept.id, target)
+    assert (restored(target, data) / "new.bin").read_bytes() == b"new-" * 400_000
+
+    with pytest.raises(backupkit.InvalidInputError):
+        repo.prune(grace=-1)

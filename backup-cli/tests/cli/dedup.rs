@@ -235,3 +235,83 @@ fn a_sqlite_database_in_a_dedup_repository_restores_and_a_change_stores_little()
     fs::write(&by_hand, &r.stdout).unwrap();
     assert_eq!(count_rows(&by_hand, "runs"), 200_000);
 }
+
+/// Pack files in the repository.
+fn packs(env: &Env) -> usize {
+    fs::read_dir(env.path("repo/packs"))
+        .unwrap()
+        .flatten()
+        .map(|d| fs::read_dir(d.path()).unwrap().count())
+        .sum()
+}
+
+#[test]
+fn forget_prune_marks_then_a_prune_after_the_grace_period_deletes() {
+    let env = Env::new();
+    env.init_dedup();
+    let data = env.path("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("rec.bin"), pseudo_random(3 << 20, 1)).unwrap();
+    let src = data.to_str().unwrap();
+    env.backup_ok(&[src]);
+    fs::remove_file(data.join("rec.bin")).unwrap();
+    fs::write(data.join("rec2.bin"), pseudo_random(3 << 20, 2)).unwrap();
+    env.backup_ok(&[src]);
+    let before = packs(&env);
+
+    // forget --prune with the default grace period: marked, not deleted.
+    let o = env.bk(&["--json", "forget", "--keep-last", "1", "--prune", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["groups"][0]["remove"].as_array().unwrap().len(), 1, "{v}");
+    assert!(v["prune"]["marked_packs"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["prune"]["waiting"].as_array().unwrap().len(), 1, "{v}");
+    assert!(packs(&env) >= before);
+
+    // A dry run with no grace says the mark is due and deletes nothing.
+    let o = env.bk(&["prune", "--grace", "0", "--dry-run"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("1 mark(s) due"), "{}", stdout(&o));
+    let marked = packs(&env);
+
+    let o = env.bk(&["prune", "--grace", "0s"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("deleted"), "{}", stdout(&o));
+    assert!(packs(&env) < marked, "{}", stdout(&o));
+    let o = env.bk(&["check", "--read-data"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let o = env.restore_to("latest", "out");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let restored = env.path("out").join(data.strip_prefix("/").unwrap());
+    assert_eq!(
+        fs::read(restored.join("rec2.bin")).unwrap(),
+        fs::read(data.join("rec2.bin")).unwrap()
+    );
+    let o = env.bk(&["prune", "--grace", "0"]);
+    assert!(stdout(&o).contains("nothing to prune"), "{}", stdout(&o));
+
+    // Another live prune's lock: refused with the lock exit code.
+    let lock = serde_json::json!({
+        "exclusive": false, "prune": true, "host": super::hostname(),
+        "pid": std::process::id(), "time": chrono::Utc::now(), "snapshot": null
+    });
+    fs::create_dir_all(env.path("repo/locks")).unwrap();
+    fs::write(env.path("repo/locks/other.json"), lock.to_string()).unwrap();
+    let o = env.bk(&["prune"]);
+    assert_eq!(code(&o), 11, "{}", stderr(&o));
+    assert!(stderr(&o).contains("a prune lock"), "{}", stderr(&o));
+    // Bad values are usage errors.
+    let o = env.bk(&["prune", "--repack-unused", "101"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+}
+
+#[test]
+fn prune_in_an_archive_repository_has_nothing_to_do() {
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    env.backup_ok(&[data.to_str().unwrap()]);
+    let o = env.bk(&["prune"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("archive repository"), "{}", stdout(&o));
+}

@@ -14,6 +14,7 @@ pub mod config;
 pub mod index;
 pub mod list;
 pub mod pack;
+pub mod prune;
 pub mod store;
 
 pub use chunker::{Chunker, ChunkerParams, Cutter};

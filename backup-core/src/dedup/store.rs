@@ -63,6 +63,11 @@ pub struct ChunkStore {
     packs: Vec<ChunkId>,
     /// Where the chunks that readers asked for (and those added) are.
     located: HashMap<ChunkId, Location>,
+    /// Packs a prune has marked for deletion (see [`super::prune`]):
+    /// writers do not use their chunks, readers prefer other copies.
+    marked: std::collections::HashSet<ChunkId>,
+    /// Whether `marked` was read.
+    marks_read: bool,
 }
 
 /// The part of an id the membership array keeps.
@@ -110,11 +115,47 @@ impl ChunkStore {
             added: std::collections::HashSet::new(),
             packs: Vec::new(),
             located: HashMap::new(),
+            marked: std::collections::HashSet::new(),
+            marks_read: false,
         }
     }
 
+    /// The target the store is on.
+    #[must_use]
+    pub fn target(&self) -> &Arc<dyn Target> {
+        &self.target
+    }
+
+    /// Reads which packs a prune has marked; a backup calls this (after
+    /// taking its lock) before [`Self::load_index`], so that it stores its
+    /// own copy of any chunk that only a marked pack holds.
+    ///
+    /// # Errors
+    ///
+    /// Listing failed, or a mark cannot be read ([`Error::Integrity`]:
+    /// which packs to avoid is unknown; `prune` removes a damaged mark).
+    pub fn avoid_marked(&mut self) -> Result<()> {
+        let mut marked = std::collections::HashSet::new();
+        for m in super::prune::read_marks(self.target.as_ref())? {
+            if let Some(why) = m.unreadable {
+                return Err(Error::Integrity {
+                    snapshot: format!("{}{}", super::prune::PRUNE_PREFIX, m.name),
+                    detail: format!(
+                        "a prune mark cannot be read ({why}); `backupkit prune` removes it"
+                    ),
+                });
+            }
+            for p in m.mark.map(|m| m.packs).unwrap_or_default() {
+                marked.insert(ChunkId::from_hex(&p)?);
+            }
+        }
+        self.marked = marked;
+        self.marks_read = true;
+        Ok(())
+    }
+
     /// The index fragments' keys, sorted.
-    fn fragment_keys(&self) -> Result<Vec<String>> {
+    pub(super) fn fragment_keys(&self) -> Result<Vec<String>> {
         let mut keys: Vec<String> = self
             .target
             .list(INDEX_PREFIX)?
@@ -126,7 +167,7 @@ impl ChunkStore {
     }
 
     /// Lower-case hex SHA-256 of `bytes` (the name of a pack or fragment).
-    fn sha256_hex(&self, bytes: &[u8]) -> String {
+    pub(super) fn sha256_hex(&self, bytes: &[u8]) -> String {
         let mut h = self.hashers.sha256();
         h.update(bytes);
         h.finish_hex()
@@ -146,7 +187,9 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Reads which chunks the repository holds, from every index fragment.
+    /// Reads which chunks the repository holds, from every index fragment
+    /// (leaving out the packs a prune marked, if [`Self::avoid_marked`] read
+    /// them).
     ///
     /// # Errors
     ///
@@ -154,7 +197,12 @@ impl ChunkStore {
     /// naming it: `check` reports it, a scan of the packs can rebuild it).
     pub fn load_index(&mut self) -> Result<()> {
         let mut indexed = Vec::new();
-        self.each_fragment(&mut |p| indexed.extend(p.entries.iter().map(|e| prefix(&e.id))))?;
+        let marked = &self.marked;
+        self.each_fragment(&mut |p| {
+            if !marked.contains(&p.pack) {
+                indexed.extend(p.entries.iter().map(|e| prefix(&e.id)));
+            }
+        })?;
         indexed.sort_unstable();
         indexed.dedup();
         indexed.shrink_to_fit();
@@ -177,25 +225,91 @@ impl ChunkStore {
         if wanted.is_empty() {
             return Ok(());
         }
+        if !self.marks_read {
+            // Only a preference for readers: a mark that cannot be read
+            // changes nothing they can read.
+            let marks = super::prune::read_marks(self.target.as_ref())?;
+            self.marked = marks
+                .into_iter()
+                .flat_map(|m| m.mark.map(|m| m.packs).unwrap_or_default())
+                .filter_map(|p| ChunkId::from_hex(&p).ok())
+                .collect();
+            self.marks_read = true;
+        }
+        // A chunk in a marked pack and in another is read from the other,
+        // which no sweep deletes while this reader holds its lock.
         let mut found = Vec::new();
+        let mut fallback = Vec::new();
+        let marked = &self.marked;
         self.each_fragment(&mut |p| {
+            let in_marked = marked.contains(&p.pack);
             let mine: Vec<PackEntry> = p
                 .entries
                 .iter()
-                .filter(|e| wanted.remove(&e.id))
+                .filter(|e| {
+                    if in_marked {
+                        wanted.contains(&e.id)
+                    } else {
+                        wanted.remove(&e.id)
+                    }
+                })
                 .copied()
                 .collect();
             if !mine.is_empty() {
-                found.push(PackIndex {
+                let at = if in_marked { &mut fallback } else { &mut found };
+                at.push(PackIndex {
                     pack: p.pack,
                     entries: mine,
                 });
             }
         })?;
-        for p in &found {
+        for p in found.iter().chain(&fallback) {
             self.add_locations(p);
         }
         Ok(())
+    }
+
+    /// Stores index fragments listing `written` (a new fragment once one
+    /// holds half of [`index::MAX_ENTRIES`], so that the pack added last
+    /// cannot take it over the limit); `before` is told each key first.
+    /// Returns the bytes written.
+    pub(super) fn write_fragments(
+        &self,
+        written: Vec<PackIndex>,
+        before: &mut dyn FnMut(&str) -> Result<()>,
+    ) -> Result<u64> {
+        let mut stored = 0;
+        let mut group: Vec<PackIndex> = Vec::new();
+        let mut count = 0;
+        let last = written.len();
+        for (i, p) in written.into_iter().enumerate() {
+            count += p.entries.len();
+            group.push(p);
+            if i + 1 == last || count >= index::MAX_ENTRIES / 2 {
+                let bytes = index::encode(&group);
+                let key = format!("{INDEX_PREFIX}{}", self.sha256_hex(&bytes));
+                before(&key)?;
+                self.target.put_bytes(&key, &bytes)?;
+                stored += bytes.len() as u64;
+                group.clear();
+                count = 0;
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Checks one record read from a pack against its entry and id.
+    pub(super) fn open_record(
+        &self,
+        entry: &PackEntry,
+        record: &[u8],
+    ) -> std::result::Result<Vec<u8>, String> {
+        pack::open_record(self.codec.as_ref(), &self.key, entry, record)
+    }
+
+    /// The hashers naming packs.
+    pub(super) fn hashers(&self) -> &dyn Hashers {
+        self.hashers.as_ref()
     }
 
     fn add_locations(&mut self, p: &PackIndex) {
@@ -570,23 +684,8 @@ impl<S: BorrowMut<ChunkStore>> StreamWriter<S> {
         while self.place_one(true)? {}
         self.flush_pack()?;
         let store: &ChunkStore = self.store.borrow();
-        let mut group: Vec<PackIndex> = Vec::new();
-        let mut count = 0;
         let written = std::mem::take(&mut self.written);
-        let last = written.len();
-        for (i, p) in written.into_iter().enumerate() {
-            count += p.entries.len();
-            group.push(p);
-            let next = i + 1;
-            if next == last || count >= index::MAX_ENTRIES / 2 {
-                let bytes = index::encode(&group);
-                let key = format!("{INDEX_PREFIX}{}", store.sha256_hex(&bytes));
-                store.target.put_bytes(&key, &bytes)?;
-                self.summary.stored_bytes += bytes.len() as u64;
-                group.clear();
-                count = 0;
-            }
-        }
+        self.summary.stored_bytes += store.write_fragments(written, &mut |_| Ok(()))?;
         Ok((self.store, self.summary))
     }
 }

@@ -32,6 +32,7 @@ fn info() -> LockInfo {
         pid: std::process::id(),
         time: Utc::now(),
         snapshot: None,
+        prune: false,
     }
 }
 

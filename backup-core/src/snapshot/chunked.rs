@@ -63,6 +63,9 @@ impl Repository {
             ChunkId(name).to_hex().get(..32).unwrap_or("")
         );
         let mut store = self.chunk_store(database)?;
+        // The caller holds its lock: a prune marking packs from now on
+        // waits for it, and marks written before are seen here.
+        store.avoid_marked()?;
         store.load_index()?;
         Ok(ChunkedStream {
             shared: SharedWriter::new(store.into_writer()?),

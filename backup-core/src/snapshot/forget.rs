@@ -1,10 +1,10 @@
 //! Forgetting snapshots: by id, or by a retention policy applied to each
 //! group of snapshots (same host and same paths, as restic groups them).
 //!
-//! A backupkit snapshot owns its data (nothing is shared between snapshots),
-//! so forgetting a snapshot removes its data at once: `snapshot.json` first,
-//! so the snapshot vanishes atomically, then its objects. There is no
-//! separate prune step to forget; the CLI accepts `--prune` for restic habits.
+//! Forgetting removes a snapshot's own objects: `snapshot.json` first, so
+//! the snapshot vanishes atomically, then the rest. In an archive
+//! repository that is all its data; in a deduplicated one the chunks stay
+//! until [`crate::prune`] finds no snapshot uses them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -5,7 +5,9 @@
 //! exclusive lock, which conflicts with every other live lock. A lock whose
 //! process is gone (same host, pid not running) or that has not been
 //! refreshed for [`STALE_AFTER`] is stale: it blocks nothing and `unlock`
-//! removes it.
+//! removes it. A prune takes a prune lock: it runs beside backups and
+//! readers (its mark-and-sweep protocol keeps what they use), but not beside
+//! another prune or a deleting command.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -34,9 +36,29 @@ pub struct LockInfo {
     pub time: DateTime<Utc>,
     /// The snapshot a backup is writing: its directory is not a leftover.
     pub snapshot: Option<String>,
+    /// A prune's lock (shared with backups, exclusive among prunes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prune: bool,
+}
+
+/// What a lock allows beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Backups and readers: any number at once.
+    Shared,
+    /// Deleting commands: nothing else at all.
+    Exclusive,
+    /// A prune: beside shared locks, but no other prune or exclusive lock.
+    Prune,
 }
 
 impl LockInfo {
+    /// Whether this lock and `other` may not be held at once.
+    #[must_use]
+    pub fn conflicts_with(&self, other: &LockInfo) -> bool {
+        self.exclusive || other.exclusive || (self.prune && other.prune)
+    }
+
     /// Whether the lock no longer protects anything.
     pub fn is_stale(&self, now: DateTime<Utc>, this_host: &str) -> bool {
         let age = now.signed_duration_since(self.time);
@@ -51,6 +73,8 @@ impl LockInfo {
             "{} lock of pid {} on host {} since {}",
             if self.exclusive {
                 "an exclusive"
+            } else if self.prune {
+                "a prune"
             } else {
                 "a shared"
             },
@@ -131,6 +155,7 @@ pub fn list_locks(target: &dyn Target) -> Result<Vec<ListedLock>> {
                     pid: 0,
                     time: obj.modified.map_or_else(Utc::now, DateTime::<Utc>::from),
                     snapshot: None,
+                    prune: false,
                 },
                 Some(reason),
             ),
@@ -158,16 +183,17 @@ impl LockGuard {
     /// conflicting live lock.
     pub fn acquire(
         target: Arc<dyn Target>,
-        exclusive: bool,
+        mode: LockMode,
         snapshot: Option<String>,
     ) -> Result<Self> {
         let host = this_host();
         let mut info = LockInfo {
-            exclusive,
+            exclusive: mode == LockMode::Exclusive,
             host: host.clone(),
             pid: std::process::id(),
             time: Utc::now(),
             snapshot,
+            prune: mode == LockMode::Prune,
         };
         let key = format!(
             "{LOCKS_PREFIX}{}-{:016x}.json",
@@ -194,9 +220,9 @@ impl LockGuard {
         // Create first, then look: of two racing exclusive lockers at least
         // one sees the other and backs off (restic's protocol).
         let now = Utc::now();
-        let conflict = list_locks(target.as_ref())?.into_iter().find(|l| {
-            l.key != key && (exclusive || l.info.exclusive) && !l.info.is_stale(now, &host)
-        });
+        let conflict = list_locks(target.as_ref())?
+            .into_iter()
+            .find(|l| l.key != key && info.conflicts_with(&l.info) && !l.info.is_stale(now, &host));
         if let Some(other) = conflict {
             let _ = target.delete(&key);
             return Err(Error::Locked {
@@ -227,6 +253,14 @@ impl LockGuard {
             stop: Some(stop_tx),
             refresher: Some(refresher),
         })
+    }
+}
+
+impl LockGuard {
+    /// The lock object's key.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        &self.key
     }
 }
 

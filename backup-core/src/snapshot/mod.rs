@@ -13,6 +13,7 @@ pub mod export;
 pub mod forget;
 pub mod lock;
 pub mod manifest;
+pub mod prune;
 pub mod repository;
 pub mod restore;
 pub mod retention;

@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::dedup::{ChunkStore, DedupConfig};
-use crate::lock::{self, LockGuard};
+use crate::lock::{self, LockGuard, LockMode};
 use crate::registry::Registry;
 use crate::snapshot::{SnapshotMeta, is_valid_id};
 use crate::target::{Target, TargetExt};
@@ -497,12 +497,17 @@ impl Repository {
 
     /// Takes a shared lock (several backups may run at once).
     pub fn lock_shared(&self, snapshot: Option<String>) -> Result<LockGuard> {
-        LockGuard::acquire(Arc::clone(&self.target), false, snapshot)
+        LockGuard::acquire(Arc::clone(&self.target), LockMode::Shared, snapshot)
     }
 
     /// Takes an exclusive lock (deleting commands).
     pub fn lock_exclusive(&self) -> Result<LockGuard> {
-        LockGuard::acquire(Arc::clone(&self.target), true, None)
+        LockGuard::acquire(Arc::clone(&self.target), LockMode::Exclusive, None)
+    }
+
+    /// Takes a prune lock (beside backups, not beside another prune).
+    pub fn lock_prune(&self) -> Result<LockGuard> {
+        LockGuard::acquire(Arc::clone(&self.target), LockMode::Prune, None)
     }
 
     /// Removes stale locks, or every lock with `all`.

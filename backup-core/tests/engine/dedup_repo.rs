@@ -16,33 +16,33 @@ use backup_core::{
 
 use super::{assert_same_tree, make_tree, pseudo_random, registry, rel};
 
-struct Dedup {
-    dir: tempfile::TempDir,
-    repo: Repository,
+pub(super) struct Dedup {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) repo: Repository,
 }
 
-fn init_dedup(path: &Path) -> Repository {
+pub(super) fn init_dedup(path: &Path) -> Repository {
     let target = registry().open_target(path.to_str().unwrap()).unwrap();
     Repository::init_with(registry(), target, InitOptions { dedup: true }).unwrap()
 }
 
 impl Dedup {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let repo =
             init_dedup(&dir.path().join("repo")).with_cache_dir(Some(dir.path().join("cache")));
         Self { dir, repo }
     }
 
-    fn path(&self, p: &str) -> std::path::PathBuf {
+    pub(super) fn path(&self, p: &str) -> std::path::PathBuf {
         self.dir.path().join(p)
     }
 
-    fn backup(&self, paths: &[&Path], host: &str) -> SnapshotMeta {
+    pub(super) fn backup(&self, paths: &[&Path], host: &str) -> SnapshotMeta {
         self.backup_with(paths, host, false).snapshot.unwrap()
     }
 
-    fn backup_with(
+    pub(super) fn backup_with(
         &self,
         paths: &[&Path],
         host: &str,
@@ -63,7 +63,7 @@ impl Dedup {
     }
 }
 
-fn restore(repo: &Repository, id: &str, out: &Path) {
+pub(super) fn restore(repo: &Repository, id: &str, out: &Path) {
     let opts = backup_core::RestoreOptions {
         target: out.to_path_buf(),
         ..backup_core::RestoreOptions::default()
@@ -80,7 +80,7 @@ impl Dedup {
             .unwrap()
     }
 
-    fn pack_files(&self) -> Vec<std::path::PathBuf> {
+    pub(super) fn pack_files(&self) -> Vec<std::path::PathBuf> {
         let mut out = Vec::new();
         let packs = self.path("repo/packs");
         if let Ok(dirs) = fs::read_dir(packs) {
@@ -93,7 +93,7 @@ impl Dedup {
     }
 }
 
-fn check(repo: &Repository, read_data: bool) -> backup_core::CheckReport {
+pub(super) fn check(repo: &Repository, read_data: bool) -> backup_core::CheckReport {
     let opts = CheckOptions {
         read_data,
         ..CheckOptions::default()
@@ -102,7 +102,7 @@ fn check(repo: &Repository, read_data: bool) -> backup_core::CheckReport {
 }
 
 /// A whole check (`--read-data`) that must find nothing.
-fn check_ok(repo: &Repository) -> backup_core::CheckReport {
+pub(super) fn check_ok(repo: &Repository) -> backup_core::CheckReport {
     let report = check(repo, true);
     assert!(
         report.is_ok(),

@@ -267,6 +267,24 @@ class Repository:
         entry is a comma-separated list of tags a snapshot must all have.
         Returns the deleted ids (with ``dry_run``, those that would be).
         """
+    def prune(
+        self,
+        *,
+        grace: float = 3600.0,
+        repack_unused: int = 10,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Delete what no snapshot of a deduplicated repository uses.
+
+        Marks the packs no snapshot needs (copying the used chunks out of
+        packs at least ``repack_unused`` percent unused first), and deletes
+        the packs of earlier marks once they are ``grace`` seconds old and
+        nothing that ran when they were marked still holds a lock: a backup
+        running meanwhile never loses a chunk. ``grace=0`` deletes at once
+        when nothing else was running. Returns the report (``marked_packs``,
+        ``swept``, ``waiting``, ...); an archive repository has nothing to
+        prune.
+        """
     def copy(
         self,
         to: Repository,
