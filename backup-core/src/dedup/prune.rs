@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::ChunkId;
 use super::index::{self, PackIndex};
-use super::store::{ChunkStore, INDEX_PREFIX};
+use super::store::{ChunkStore, INDEX_PREFIX, prefix};
 use crate::target::{Target, TargetExt};
 use crate::{Error, Result};
 
@@ -148,17 +148,10 @@ pub fn read_marks(target: &dyn Target) -> Result<Vec<PendingMark>> {
 pub struct Referenced(Vec<u128>);
 
 impl Referenced {
-    #[must_use]
-    pub fn new(mut ids: Vec<u128>) -> Self {
-        ids.sort_unstable();
-        ids.dedup();
-        ids.shrink_to_fit();
-        Self(ids)
-    }
-
     /// Adds `ids`; the set stays sorted and without repeats, so chunks
     /// many snapshots share cost their 16 bytes once.
-    pub fn extend(&mut self, mut ids: Vec<u128>) {
+    pub fn extend<'a>(&mut self, ids: impl IntoIterator<Item = &'a ChunkId>) {
+        let mut ids: Vec<u128> = ids.into_iter().map(prefix).collect();
         ids.sort_unstable();
         ids.dedup();
         if self.0.is_empty() {
@@ -184,12 +177,6 @@ impl Referenced {
         self.0 = merged;
     }
 
-    /// The part of `id` this set keeps.
-    #[must_use]
-    pub fn prefix(id: &ChunkId) -> u128 {
-        u128::from_be_bytes(id.0[..16].try_into().expect("16 bytes"))
-    }
-
     #[must_use]
     pub fn contains(&self, id: &ChunkId) -> bool {
         self.position(id).is_some()
@@ -198,7 +185,7 @@ impl Referenced {
     /// Where `id` is in the set (for a table beside it).
     #[must_use]
     pub fn position(&self, id: &ChunkId) -> Option<usize> {
-        self.0.binary_search(&Self::prefix(id)).ok()
+        self.0.binary_search(&prefix(id)).ok()
     }
 
     #[must_use]
@@ -284,33 +271,6 @@ impl ChunkStore {
             .into_iter()
             .filter_map(|o| Some((o.key.rsplit_once('/')?.1.to_owned(), o.size)))
             .collect())
-    }
-
-    /// One fragment's packs; `None` if it is gone (removed by a sweep
-    /// since the listing: it listed only packs that are gone or listed by
-    /// its replacement).
-    fn read_fragment(&self, key: &str) -> Result<Option<Vec<PackIndex>>> {
-        let bytes = match self.target().get_bytes(key) {
-            Ok(b) => b,
-            Err(Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        index::decode(&bytes)
-            .map(Some)
-            .map_err(|detail| Error::Integrity {
-                snapshot: key.to_owned(),
-                detail,
-            })
-    }
-
-    /// Every fragment, with its key, one in memory at a time.
-    fn each_keyed_fragment(&self, each: &mut dyn FnMut(&str, Vec<PackIndex>)) -> Result<()> {
-        for key in self.fragment_keys()? {
-            if let Some(packs) = self.read_fragment(&key)? {
-                each(&key, packs);
-            }
-        }
-        Ok(())
     }
 
     /// The stored packs none of whose chunks `referenced` holds, except
@@ -530,10 +490,7 @@ impl ChunkStore {
                 }
                 touches = true;
                 for e in p.entries.iter().filter(|e| referenced.contains(&e.id)) {
-                    needed
-                        .entry(Referenced::prefix(&e.id))
-                        .or_default()
-                        .push(name.clone());
+                    needed.entry(prefix(&e.id)).or_default().push(name.clone());
                 }
             }
             if touches {
@@ -546,7 +503,7 @@ impl ChunkStore {
             self.each_keyed_fragment(&mut |_, packs| {
                 for p in packs.iter().filter(|p| !doomed.contains(&p.pack.to_hex())) {
                     for e in &p.entries {
-                        let k = Referenced::prefix(&e.id);
+                        let k = prefix(&e.id);
                         if needed.contains_key(&k) {
                             elsewhere.insert(k);
                         }

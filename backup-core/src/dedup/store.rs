@@ -71,7 +71,7 @@ pub struct ChunkStore {
 }
 
 /// The part of an id the membership array keeps.
-fn prefix(id: &ChunkId) -> u128 {
+pub(super) fn prefix(id: &ChunkId) -> u128 {
     u128::from_be_bytes(id.0[..16].try_into().expect("16 bytes"))
 }
 
@@ -135,21 +135,7 @@ impl ChunkStore {
     /// Listing failed, or a mark cannot be read ([`Error::Integrity`]:
     /// which packs to avoid is unknown; `prune` removes a damaged mark).
     pub fn avoid_marked(&mut self) -> Result<()> {
-        let mut marked = std::collections::HashSet::new();
-        for m in super::prune::read_marks(self.target.as_ref())? {
-            if let Some(why) = m.unreadable {
-                return Err(Error::Integrity {
-                    snapshot: format!("{}{}", super::prune::PRUNE_PREFIX, m.name),
-                    detail: format!(
-                        "a prune mark cannot be read ({why}); `backupkit prune` removes it"
-                    ),
-                });
-            }
-            for p in m.mark.map(|m| m.packs).unwrap_or_default() {
-                marked.insert(ChunkId::from_hex(&p)?);
-            }
-        }
-        self.marked = marked;
+        self.marked = self.read_marked(true)?;
         self.marks_read = true;
         Ok(())
     }
@@ -176,15 +162,74 @@ impl ChunkStore {
     /// Calls `each` for every pack of every index fragment, one fragment
     /// in memory at a time.
     fn each_fragment(&self, each: &mut dyn FnMut(PackIndex)) -> Result<()> {
-        for key in self.fragment_keys()? {
-            let bytes = self.target.get_bytes(&key)?;
-            let fragment = index::decode(&bytes).map_err(|detail| Error::Integrity {
-                snapshot: key.clone(),
+        self.each_keyed_fragment(&mut |_, packs| packs.into_iter().for_each(&mut *each))
+    }
+
+    /// One fragment's packs; `None` if it is gone.
+    pub(super) fn read_fragment(&self, key: &str) -> Result<Option<Vec<PackIndex>>> {
+        let bytes = match self.target.get_bytes(key) {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        index::decode(&bytes)
+            .map(Some)
+            .map_err(|detail| Error::Integrity {
+                snapshot: key.to_owned(),
                 detail,
-            })?;
-            fragment.into_iter().for_each(&mut *each);
+            })
+    }
+
+    /// Calls `each` for every index fragment, with its key, one in memory
+    /// at a time. A fragment that vanished since the listing was replaced
+    /// by a sweep (which writes the replacement first): the fragments are
+    /// listed again, and those not seen yet read too.
+    pub(super) fn each_keyed_fragment(
+        &self,
+        each: &mut dyn FnMut(&str, Vec<PackIndex>),
+    ) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let mut vanished = false;
+            for key in self.fragment_keys()? {
+                if !seen.insert(key.clone()) {
+                    continue;
+                }
+                match self.read_fragment(&key)? {
+                    Some(packs) => each(&key, packs),
+                    None => vanished = true,
+                }
+            }
+            if !vanished {
+                return Ok(());
+            }
         }
-        Ok(())
+    }
+
+    /// The packs prune marks name; with `strict`, a mark that cannot be
+    /// read is an error, otherwise it is passed over.
+    fn read_marked(&self, strict: bool) -> Result<std::collections::HashSet<ChunkId>> {
+        let mut marked = std::collections::HashSet::new();
+        for m in super::prune::read_marks(self.target.as_ref())? {
+            if let (Some(why), true) = (&m.unreadable, strict) {
+                return Err(Error::Integrity {
+                    snapshot: format!("{}{}", super::prune::PRUNE_PREFIX, m.name),
+                    detail: format!(
+                        "a prune mark cannot be read ({why}); `backupkit prune` removes it"
+                    ),
+                });
+            }
+            for p in m.mark.map(|m| m.packs).unwrap_or_default() {
+                match ChunkId::from_hex(&p) {
+                    Ok(id) => {
+                        marked.insert(id);
+                    }
+                    Err(e) if strict => return Err(e),
+                    Err(_) => {}
+                }
+            }
+        }
+        Ok(marked)
     }
 
     /// Reads which chunks the repository holds, from every index fragment
@@ -228,12 +273,7 @@ impl ChunkStore {
         if !self.marks_read {
             // Only a preference for readers: a mark that cannot be read
             // changes nothing they can read.
-            let marks = super::prune::read_marks(self.target.as_ref())?;
-            self.marked = marks
-                .into_iter()
-                .flat_map(|m| m.mark.map(|m| m.packs).unwrap_or_default())
-                .filter_map(|p| ChunkId::from_hex(&p).ok())
-                .collect();
+            self.marked = self.read_marked(false)?;
             self.marks_read = true;
         }
         // A chunk in a marked pack and in another is read from the other,

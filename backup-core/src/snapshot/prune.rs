@@ -271,7 +271,7 @@ impl Repository {
                 continue;
             }
             let list = self.read_chunk_list(meta)?;
-            referenced.extend(list.iter().map(|(id, _)| Referenced::prefix(id)).collect());
+            referenced.extend(list.iter().map(|(id, _)| id));
         }
         report.referenced_chunks = referenced.len() as u64;
         Ok(referenced)
