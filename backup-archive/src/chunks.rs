@@ -149,13 +149,21 @@ mod tests {
     #[test]
     fn packs_scan_and_open_records() {
         let chunks: Vec<Vec<u8>> = (0..5).map(|i| csv(3000 + i * 500, i as u64)).collect();
-        let mut b = PackBuilder::new();
-        for c in &chunks {
-            b.add(&ZstdChunks, ZstdChunks.chunk_id(&KEY, c), c, 3)
-                .unwrap();
-        }
-        let built = b.finish(&StdHashers);
-        assert!(b.is_empty());
+        let mut b = PackBuilder::new(std::sync::Arc::new(ZstdChunks), KEY);
+        let mut make_pack = || {
+            for c in &chunks {
+                b.add(&ZstdChunks, ZstdChunks.chunk_id(&KEY, c), c, 3)
+                    .unwrap();
+            }
+            let built = b.finish(&StdHashers);
+            assert!(b.is_empty());
+            built
+        };
+        let built = make_pack();
+        // The same chunks again make a pack of another name (its salt).
+        let again = make_pack();
+        assert_eq!(again.entries.len(), built.entries.len());
+        assert_ne!(again.id, built.id);
         let mut h = StdHashers.sha256();
         h.update(&built.bytes);
         assert_eq!(built.id, h.finish_hex(), "packs are named by their SHA-256");
@@ -163,8 +171,21 @@ mod tests {
             pack::pack_key(&built.id),
             format!("packs/{}/{}", &built.id[..2], built.id)
         );
-        // A forward scan finds what the builder recorded.
-        assert_eq!(pack::scan(&built.bytes).unwrap(), built.entries);
+        // A forward scan finds the salt record, then what the builder
+        // recorded; the salt is a chunk of this key no index lists.
+        let scanned = pack::scan(&built.bytes).unwrap();
+        assert_eq!(scanned[1..], built.entries[..]);
+        let salt = scanned[0];
+        assert_eq!(salt.offset, 0);
+        let plain = pack::open_record(
+            &ZstdChunks,
+            &KEY,
+            &salt,
+            &built.bytes[..HEADER_LEN + salt.stored_len as usize],
+        )
+        .unwrap();
+        assert!(plain.starts_with(pack::SALT_LABEL), "{plain:?}");
+        assert_eq!(plain.len(), pack::SALT_LABEL.len() + 16);
         for (e, c) in built.entries.iter().zip(&chunks) {
             let start = e.offset as usize;
             let record = &built.bytes[start..start + HEADER_LEN + e.stored_len as usize];
@@ -195,7 +216,7 @@ mod tests {
 
     #[test]
     fn index_fragments_round_trip_and_refuse_damage() {
-        let mut b = PackBuilder::new();
+        let mut b = PackBuilder::new(std::sync::Arc::new(ZstdChunks), KEY);
         for i in 0..3 {
             let c = csv(1000, i);
             b.add(&ZstdChunks, ZstdChunks.chunk_id(&KEY, &c), &c, 1)

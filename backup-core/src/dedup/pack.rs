@@ -20,6 +20,13 @@
 //! bytes (`sha256sum` verifies it), and never changes once written. A later
 //! payload kind (a chunk encrypted on its own) gets a new number; kind 1
 //! keeps its meaning.
+//!
+//! Every pack begins with a **salt record**: an ordinary record of a chunk
+//! of random bytes that no index lists and no snapshot refers to. It makes
+//! every pack's name new. Without it, a backup that stores again the chunks
+//! of a pack a prune has marked (it must not use marked chunks) can build
+//! a pack of the very same bytes, and so the same name, as the marked one,
+//! and the sweep that deletes the marked pack would delete the new one too.
 
 use super::codec::{ChunkCodec, ChunkId};
 use crate::hash::Hashers;
@@ -128,11 +135,27 @@ impl Header {
 }
 
 /// Builds one pack in memory (bounded by [`PACK_TARGET`] plus one chunk).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PackBuilder {
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
+    salt: Salt,
 }
+
+/// What the salt record of each pack is made with.
+struct Salt {
+    codec: std::sync::Arc<dyn ChunkCodec>,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Salt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Salt").finish_non_exhaustive() // never the key
+    }
+}
+
+/// The salt chunk's plaintext starts with this (then 16 random bytes).
+pub const SALT_LABEL: &[u8] = b"backupkit pack salt\n";
 
 /// A finished pack, ready to store.
 #[derive(Debug)]
@@ -144,9 +167,34 @@ pub struct FinishedPack {
 }
 
 impl PackBuilder {
+    /// A builder whose packs' salt records are chunks of `codec` under the
+    /// dedup key `key`, so that they check like any record.
     #[must_use]
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(codec: std::sync::Arc<dyn ChunkCodec>, key: [u8; 32]) -> Self {
+        Self {
+            buf: Vec::new(),
+            entries: Vec::new(),
+            salt: Salt { codec, key },
+        }
+    }
+
+    /// Starts a pack with its salt record.
+    fn start(&mut self) -> std::io::Result<()> {
+        let mut plain = SALT_LABEL.to_vec();
+        plain.extend_from_slice(&crate::snapshot::random_u64().to_le_bytes());
+        plain.extend_from_slice(&crate::snapshot::random_u64().to_le_bytes());
+        let id = self.salt.codec.chunk_id(&self.salt.key, &plain);
+        let mut frame = Vec::new();
+        self.salt.codec.compress(&plain, 1, &mut frame)?;
+        let header = Header {
+            kind: KIND_ZSTD,
+            id,
+            raw_len: u32::try_from(plain.len()).map_err(|_| too_big())?,
+            stored_len: u32::try_from(frame.len()).map_err(|_| too_big())?,
+        };
+        self.buf.extend_from_slice(&header.encode());
+        self.buf.extend_from_slice(&frame);
+        Ok(())
     }
 
     /// Compresses `data` into a new record for chunk `id`.
@@ -183,6 +231,9 @@ impl PackBuilder {
     ) -> std::io::Result<()> {
         if raw_len > MAX_CHUNK {
             return Err(too_big());
+        }
+        if self.buf.is_empty() {
+            self.start()?;
         }
         let entry = PackEntry {
             id,

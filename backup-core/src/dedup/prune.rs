@@ -402,7 +402,7 @@ impl ChunkStore {
     /// later prune removes them.
     pub fn repack(&self, packs: &[PackIndex], hook: StepHook<'_>) -> Result<Repacked> {
         let mut out = Repacked::default();
-        let mut builder = super::pack::PackBuilder::new();
+        let mut builder = self.pack_builder();
         let mut written: Vec<PackIndex> = Vec::new();
         let mut copied: HashSet<ChunkId> = HashSet::new();
         let mut flush = |builder: &mut super::pack::PackBuilder,

@@ -347,6 +347,11 @@ impl ChunkStore {
         pack::open_record(self.codec.as_ref(), &self.key, entry, record)
     }
 
+    /// A builder of packs whose salt records are this repository's chunks.
+    pub(super) fn pack_builder(&self) -> PackBuilder {
+        PackBuilder::new(Arc::clone(&self.codec), self.key)
+    }
+
     /// The hashers naming packs.
     pub(super) fn hashers(&self) -> &dyn Hashers {
         self.hashers.as_ref()
@@ -545,12 +550,13 @@ pub struct StreamWriter<S: BorrowMut<ChunkStore>> {
 impl<S: BorrowMut<ChunkStore>> StreamWriter<S> {
     fn start(store: S) -> Result<Self> {
         let s: &ChunkStore = store.borrow();
+        let pack = s.pack_builder();
         Ok(StreamWriter {
             chunker: Some(Chunker::new(s.cutter.clone())),
             pool: Pool::start(&s.codec, s.level)?,
             pending: std::collections::HashSet::new(),
             store,
-            pack: PackBuilder::new(),
+            pack,
             written: Vec::new(),
             summary: StreamSummary::default(),
         })

@@ -412,3 +412,136 @@ fn two_hosts_backing_up_while_prunes_run_keep_every_snapshot_restorable() {
         }
     }
 }
+
+/// A local target that holds the first write of an index fragment after
+/// it is armed, until told to go on (so a backup can be stopped with its
+/// packs stored and not yet indexed).
+#[derive(Debug)]
+struct HoldIndexWrite {
+    inner: std::sync::Arc<dyn backup_core::target::Target>,
+    armed: std::sync::atomic::AtomicBool,
+    reached: std::sync::Mutex<Option<mpsc::SyncSender<()>>>,
+    go: std::sync::Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl backup_core::target::Target for HoldIndexWrite {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn put(&self, key: &str) -> backup_core::Result<Box<dyn backup_core::target::ObjectWriter>> {
+        if key.starts_with("index/") && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            if let Some(tx) = self.reached.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            if let Some(rx) = self.go.lock().unwrap().take() {
+                let _ = rx.recv();
+            }
+        }
+        self.inner.put(key)
+    }
+    fn create_new(&self, key: &str, data: &[u8]) -> backup_core::Result<()> {
+        self.inner.create_new(key, data)
+    }
+    fn get(&self, key: &str) -> backup_core::Result<Box<dyn std::io::Read + Send>> {
+        self.inner.get(key)
+    }
+    fn get_range(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+    ) -> backup_core::Result<Box<dyn std::io::Read + Send>> {
+        self.inner.get_range(key, offset, len)
+    }
+    fn list(&self, prefix: &str) -> backup_core::Result<Vec<backup_core::target::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    fn list_dirs(&self, prefix: &str) -> backup_core::Result<Vec<String>> {
+        self.inner.list_dirs(prefix)
+    }
+    fn stat(&self, key: &str) -> backup_core::Result<backup_core::target::ObjectMeta> {
+        self.inner.stat(key)
+    }
+    fn delete(&self, key: &str) -> backup_core::Result<()> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn a_pack_stored_again_after_a_mark_is_never_the_marked_one() {
+    // A backup that read a mark stores its own copies of the marked
+    // chunks. Stored again, the same chunks must make a pack of another
+    // name: a sweep that deletes the marked pack while this backup runs
+    // (its lock came after the mark, so the sweep does not wait for it)
+    // must not delete what the backup stored.
+    let dir = tempfile::tempdir().unwrap();
+    let target = std::sync::Arc::new(HoldIndexWrite {
+        inner: registry()
+            .open_target(dir.path().join("repo").to_str().unwrap())
+            .unwrap(),
+        armed: std::sync::atomic::AtomicBool::new(false),
+        reached: std::sync::Mutex::new(None),
+        go: std::sync::Mutex::new(None),
+    });
+    let repo = Repository::init_with(
+        registry(),
+        target.clone(),
+        backup_core::repository::InitOptions { dedup: true },
+    )
+    .unwrap()
+    .with_cache_dir(Some(dir.path().join("cache")));
+    let data = dir.path().join("data");
+    write_tree(&data, 1, 100_000, 21);
+    let opts = BackupOptions {
+        paths: vec![data.clone()],
+        host: Some("lab".into()),
+        no_cache: true,
+        ..BackupOptions::default()
+    };
+    let first = repo
+        .backup(&opts, &backup_core::NoProgress, &Cancel::new())
+        .unwrap()
+        .snapshot
+        .unwrap();
+    repo.forget(&[first.id], false).unwrap();
+    let marked = repo.prune(&PruneOptions::default()).unwrap();
+    assert!(marked.marked_packs > 0, "{marked:?}");
+    let old_packs = pack_names(&dir.path().join("repo"));
+
+    let (reached_tx, reached) = mpsc::sync_channel(1);
+    let (go, go_rx) = mpsc::channel();
+    *target.reached.lock().unwrap() = Some(reached_tx);
+    *target.go.lock().unwrap() = Some(go_rx);
+    target
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    std::thread::scope(|s| {
+        let go = go;
+        let backup = s.spawn(|| repo.backup(&opts, &backup_core::NoProgress, &Cancel::new()));
+        reached.recv().unwrap();
+        // The backup's packs are stored, none has a marked pack's name.
+        let now_packs = pack_names(&dir.path().join("repo"));
+        let new: Vec<_> = now_packs.difference(&old_packs).collect();
+        assert!(!new.is_empty(), "the backup stored no pack of a new name");
+        // The old mark is due: its packs are deleted while the backup
+        // runs.
+        let r = repo.prune(&now()).unwrap();
+        assert_eq!(r.marks_swept, 1, "{r:?}");
+        assert!(r.swept.packs_deleted >= old_packs.len() as u64, "{r:?}");
+        go.send(()).unwrap();
+        let snap = backup.join().unwrap().unwrap().snapshot.unwrap();
+        check_ok(&repo);
+        assert_restores(&repo, &snap.id, &data, &dir.path().join("out"));
+    });
+}
+
+fn pack_names(repo: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for d in fs::read_dir(repo.join("packs")).unwrap().flatten() {
+        for e in fs::read_dir(d.path()).unwrap().flatten() {
+            out.insert(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
