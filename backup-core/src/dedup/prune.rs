@@ -318,10 +318,16 @@ impl ChunkStore {
             let c = counts[n as usize];
             (c.0, c.1)
         };
+        // A fragment written since the first pass (by a backup running
+        // now) is passed over: its packs were not stored when they were
+        // listed, or are unindexed there and marked while the backup's
+        // lock is listed with the mark.
         let mut owner = vec![u32::MAX; referenced.len()];
         self.each_keyed_fragment(&mut |_, packs| {
             for p in packs {
-                let n = number[&p.pack];
+                let Some(&n) = number.get(&p.pack) else {
+                    continue;
+                };
                 for e in &p.entries {
                     if let Some(at) = referenced.position(&e.id) {
                         let o = owner[at];
@@ -335,7 +341,9 @@ impl ChunkStore {
         let mut used: HashMap<String, PackIndex> = HashMap::new();
         self.each_keyed_fragment(&mut |_, packs| {
             for p in packs {
-                let n = number[&p.pack];
+                let Some(&n) = number.get(&p.pack) else {
+                    continue;
+                };
                 let mine: Vec<_> = p
                     .entries
                     .iter()

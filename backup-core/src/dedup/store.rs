@@ -120,6 +120,14 @@ impl ChunkStore {
         }
     }
 
+    /// The same store, cutting the streams written from now on with
+    /// `cutter` (a manifest is cut finer than the tree it lists).
+    #[must_use]
+    pub fn with_cutter(mut self, cutter: Cutter) -> Self {
+        self.cutter = cutter;
+        self
+    }
+
     /// The target the store is on.
     #[must_use]
     pub fn target(&self) -> &Arc<dyn Target> {

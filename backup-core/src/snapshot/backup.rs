@@ -14,8 +14,9 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use crate::archive::Compression;
+use crate::dedup::ChunkStore;
 use crate::hash::SharedHasher;
-use crate::manifest::{MANIFEST_NAME, MANIFEST_ZST_NAME, ManifestWriter};
+use crate::manifest::{MANIFEST_CHUNKS_NAME, MANIFEST_NAME, ManifestWriter};
 use crate::progress::{Cancel, Event, Progress};
 use crate::repository::{Repository, SHA256SUMS, SNAPSHOT_JSON};
 use crate::sink;
@@ -265,26 +266,35 @@ impl Repository {
             }
             DataEnd::Chunked(stream) => {
                 archived?;
-                let (record, chunked) = stream.finish(self, id)?;
-                (record, Some(chunked))
+                let (record, chunked, store) = stream.finish(self, id)?;
+                (record, Some((chunked, store)))
             }
         };
-        let objects = vec![data, close_manifest(manifest)?];
-        Ok((run, objects, chunked))
+        let (manifest, chunked) = match chunked {
+            Some((mut chunked, store)) => {
+                let (record, stored) = self.close_manifest(manifest, id, Some(store))?;
+                chunked.stored_bytes += stored;
+                (record, Some(chunked))
+            }
+            None => (self.close_manifest(manifest, id, None)?.0, None),
+        };
+        Ok((run, vec![data, manifest], chunked))
     }
 
-    /// The manifest's name in this repository: compressed in a
-    /// deduplicated one (format 3), plain otherwise.
+    /// The manifest's name in this repository: stored as chunks in a
+    /// deduplicated one, plain otherwise.
     pub(crate) fn manifest_name(&self) -> &'static str {
         if self.dedup().is_some() {
-            MANIFEST_ZST_NAME
+            MANIFEST_CHUNKS_NAME
         } else {
             MANIFEST_NAME
         }
     }
 
-    /// Starts the manifest of snapshot `id` (compressed in a deduplicated
-    /// repository, hashed as it is stored).
+    /// Starts the manifest of snapshot `id`: an object hashed as it is
+    /// stored, or in a deduplicated repository a temporary file
+    /// (zstd-compressed) that [`Self::close_manifest`] stores into the
+    /// chunk store once the snapshot's stream is stored.
     pub(crate) fn open_manifest(
         &self,
         id: &str,
@@ -292,17 +302,28 @@ impl Repository {
     ) -> Result<ManifestWriter<ManifestOut>> {
         let name = self.manifest_name();
         let key = Repository::key(id, name);
-        let compression = if name == MANIFEST_ZST_NAME {
-            Compression::Zstd
-        } else {
-            Compression::None
-        };
-        let object = SharedObject(Arc::new(Mutex::new(Some(self.target().put(&key)?))));
+        let (compression, level, writer, spool): (_, _, Box<dyn ObjectWriter>, _) =
+            if name == MANIFEST_CHUNKS_NAME {
+                let file = tempfile::tempfile()
+                    .map_err(|e| Error::io("create", "a temporary file for the manifest", e))?;
+                let reader = file
+                    .try_clone()
+                    .map_err(|e| Error::io("open", "the manifest's temporary file", e))?;
+                (
+                    Compression::Zstd,
+                    Some(1),
+                    Box::new(Spool(file)),
+                    Some(reader),
+                )
+            } else {
+                (Compression::None, None, self.target().put(&key)?, None)
+            };
+        let object = SharedObject(Arc::new(Mutex::new(Some(writer))));
         let hash = SharedHasher::new(hashers.sha256());
         let buffered = BufWriter::with_capacity(256 * 1024, object.clone());
         let encoder = self
             .registry()
-            .codec(compression, None)?
+            .codec(compression, level)?
             .encoder(Box::new(hash.writer(buffered)))
             .ctx("start compressing", &key)?;
         let out = ManifestOut {
@@ -311,9 +332,70 @@ impl Repository {
             object,
             name,
             key,
+            spool,
         };
         let key = out.key.clone();
         ManifestWriter::new(out, id).ctx("write", &key)
+    }
+
+    /// Finishes and commits a manifest; returns its record and, for one
+    /// stored as chunks (into `store`, which must then be given), the bytes
+    /// of packs and index written.
+    pub(crate) fn close_manifest(
+        &self,
+        manifest: ManifestWriter<ManifestOut>,
+        id: &str,
+        store: Option<ChunkStore>,
+    ) -> Result<(ObjectRecord, u64)> {
+        let ManifestOut {
+            encoder,
+            hash,
+            object,
+            name,
+            key,
+            spool,
+        } = manifest.into_inner();
+        encoder
+            .into_inner()
+            .map_err(|e| Error::io("write", key.clone(), e.into_error()))?
+            .finish()
+            .ctx("write", &key)?;
+        let (sha256, size) = hash.finish();
+        let mut writer = object
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut w| w.take())
+            .ok_or_else(|| {
+                Error::io(
+                    "write",
+                    key.clone(),
+                    io::Error::other("the manifest is closed"),
+                )
+            })?;
+        writer.flush().ctx("write", &key)?;
+        writer.commit()?;
+        let Some(mut file) = spool else {
+            let record = ObjectRecord {
+                name: name.to_owned(),
+                size,
+                sha256,
+            };
+            return Ok((record, 0));
+        };
+        let store = store
+            .ok_or_else(|| Error::io("write", key.clone(), io::Error::other("no chunk store")))?;
+        io::Seek::rewind(&mut file).ctx("read", "the manifest's temporary file")?;
+        let decoded = self
+            .registry()
+            .codec(Compression::Zstd, None)?
+            .decoder(Box::new(io::BufReader::new(file)))
+            .ctx("read", "the manifest's temporary file")?;
+        // The header is made again by readers (see store_manifest_chunks).
+        let mut lines = io::BufReader::with_capacity(256 * 1024, decoded);
+        io::BufRead::read_until(&mut lines, b'\n', &mut Vec::new())
+            .ctx("read", "the manifest's temporary file")?;
+        self.store_manifest_chunks(id, store, &mut lines)
     }
 
     /// Stores `SHA256SUMS` (every object's SHA-256 and `snapshot.json`'s
@@ -348,6 +430,27 @@ pub(crate) struct ManifestOut {
     object: SharedObject,
     name: &'static str,
     key: String,
+    /// The temporary file a manifest to be stored as chunks is written to
+    /// (read back through this second handle).
+    spool: Option<std::fs::File>,
+}
+
+/// A manifest's temporary file, as the object it is written to.
+struct Spool(std::fs::File);
+
+impl Write for Spool {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl ObjectWriter for Spool {
+    fn commit(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl ManifestOut {
@@ -384,42 +487,6 @@ impl Write for SharedObject {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// Finishes and commits a manifest; returns its record.
-pub(crate) fn close_manifest(manifest: ManifestWriter<ManifestOut>) -> Result<ObjectRecord> {
-    let ManifestOut {
-        encoder,
-        hash,
-        object,
-        name,
-        key,
-    } = manifest.into_inner();
-    encoder
-        .into_inner()
-        .map_err(|e| Error::io("write", key.clone(), e.into_error()))?
-        .finish()
-        .ctx("write", &key)?;
-    let (sha256, size) = hash.finish();
-    let mut writer = object
-        .0
-        .lock()
-        .ok()
-        .and_then(|mut w| w.take())
-        .ok_or_else(|| {
-            Error::io(
-                "write",
-                key.clone(),
-                io::Error::other("the manifest is closed"),
-            )
-        })?;
-    writer.flush().ctx("write", &key)?;
-    writer.commit()?;
-    Ok(ObjectRecord {
-        name: name.to_owned(),
-        size,
-        sha256,
-    })
 }
 
 fn manifest_key_of(m: &ManifestWriter<ManifestOut>) -> String {

@@ -12,7 +12,8 @@
 
 use std::io::{BufReader, Read};
 
-use crate::dedup::{ChunkId, SharedWriter, list};
+use crate::dedup::{ChunkId, ChunkStore, SharedWriter, list};
+use crate::manifest::MANIFEST_CHUNKS_NAME;
 use crate::progress::{Cancel, CancelReader};
 use crate::repository::Repository;
 use crate::snapshot::verify::Expected;
@@ -37,8 +38,8 @@ pub(crate) struct ChunkedStream {
 /// How a finished stream was stored, for its snapshot's metadata.
 pub(crate) struct Chunked {
     info: DedupInfo,
-    /// Packs and index fragments written.
-    stored_bytes: u64,
+    /// Packs and index fragments written (the manifest's too).
+    pub(crate) stored_bytes: u64,
     level: i32,
 }
 
@@ -78,14 +79,34 @@ impl Repository {
     /// Reads a deduplicated snapshot's chunk list, checked against its
     /// recorded SHA-256 and size before any of it is used.
     pub(crate) fn read_chunk_list(&self, meta: &SnapshotMeta) -> Result<Vec<(ChunkId, u32)>> {
+        self.read_chunk_list_named(meta, CHUNKS_NAME)
+    }
+
+    /// Every chunk a snapshot refers to: its stream's, and its manifest's
+    /// if that is stored as chunks.
+    pub(crate) fn snapshot_chunks(&self, meta: &SnapshotMeta) -> Result<Vec<(ChunkId, u32)>> {
+        let mut chunks = self.read_chunk_list(meta)?;
+        if meta.object(MANIFEST_CHUNKS_NAME).is_some() {
+            chunks.extend(self.read_chunk_list_named(meta, MANIFEST_CHUNKS_NAME)?);
+        }
+        Ok(chunks)
+    }
+
+    /// Reads chunk list `name` of a snapshot, checked against its recorded
+    /// SHA-256 and size before any of it is used.
+    pub(crate) fn read_chunk_list_named(
+        &self,
+        meta: &SnapshotMeta,
+        name: &str,
+    ) -> Result<Vec<(ChunkId, u32)>> {
         let damaged = |detail: String| Error::Integrity {
             snapshot: meta.id.clone(),
             detail,
         };
         let record = meta
-            .object(CHUNKS_NAME)
-            .ok_or_else(|| damaged(format!("snapshot.json has no record of {CHUNKS_NAME}")))?;
-        let key = Repository::key(&meta.id, CHUNKS_NAME);
+            .object(name)
+            .ok_or_else(|| damaged(format!("snapshot.json has no record of {name}")))?;
+        let key = Repository::key(&meta.id, name);
         let input = match self.target().get(&key) {
             Err(Error::NotFound { .. }) => {
                 return Err(damaged(format!("object {key} is missing")));
@@ -100,9 +121,23 @@ impl Repository {
         let mut hasher = self.registry().hashers()?.sha256();
         hasher.update(&text);
         if text.len() as u64 != record.size || hasher.finish_hex() != record.sha256 {
-            return Err(damaged(format!("{CHUNKS_NAME} does not match its SHA-256")));
+            return Err(damaged(format!("{name} does not match its SHA-256")));
         }
-        list::read(&mut text.as_slice()).map_err(|e| damaged(format!("{CHUNKS_NAME}: {e}")))
+        list::read(&mut text.as_slice()).map_err(|e| damaged(format!("{name}: {e}")))
+    }
+
+    /// A manifest stored as chunks, as plaintext: the header line (made
+    /// here), then the chunks (each checked against its id as it is read).
+    pub(crate) fn open_manifest_chunks(&self, meta: &SnapshotMeta) -> Result<Box<dyn Read + Send>> {
+        let chunks: Vec<ChunkId> = self
+            .read_chunk_list_named(meta, MANIFEST_CHUNKS_NAME)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let database = meta.kind == crate::snapshot::SnapshotKind::Database;
+        let reader = self.chunk_store(database)?.into_reader(chunks)?;
+        let header = crate::manifest::header_line(&meta.id);
+        Ok(Box::new(std::io::Cursor::new(header).chain(reader)))
     }
 
     /// A deduplicated snapshot's stream, each chunk checked against its
@@ -155,22 +190,15 @@ impl ChunkedStream {
     }
 
     /// Ends the stream (packs, then index fragments), then stores the chunk
-    /// list as snapshot `id`'s data object.
-    pub(crate) fn finish(self, repo: &Repository, id: &str) -> Result<(ObjectRecord, Chunked)> {
-        let (_store, summary) = self.shared.finish()?;
-        // The list is in memory already (`summary.chunks`).
-        let key = Repository::key(id, CHUNKS_NAME);
-        let mut text = Vec::with_capacity(summary.chunks.len() * 72 + 32);
-        list::write(&mut text, &summary.chunks).ctx("write", &key)?;
-        let mut sha = repo.registry().hashers()?.sha256();
-        sha.update(&text);
-        repo.target().put_bytes(&key, &text)?;
-        let (sha256, size) = (sha.finish_hex(), text.len() as u64);
-        let record = ObjectRecord {
-            name: CHUNKS_NAME.to_owned(),
-            size,
-            sha256,
-        };
+    /// list as snapshot `id`'s data object. Gives back the store, which
+    /// knows the stream's chunks (the manifest is stored into it next).
+    pub(crate) fn finish(
+        self,
+        repo: &Repository,
+        id: &str,
+    ) -> Result<(ObjectRecord, Chunked, ChunkStore)> {
+        let (store, summary) = self.shared.finish()?;
+        let record = repo.store_chunk_list(id, CHUNKS_NAME, &summary.chunks)?;
         Ok((
             record,
             Chunked {
@@ -183,7 +211,55 @@ impl ChunkedStream {
                 stored_bytes: summary.stored_bytes,
                 level: self.level,
             },
+            store,
         ))
+    }
+}
+
+impl Repository {
+    /// Stores `chunks` (in memory already) as object `name` of snapshot
+    /// `id`, in the chunk list format; returns its record.
+    pub(crate) fn store_chunk_list(
+        &self,
+        id: &str,
+        name: &str,
+        chunks: &[(ChunkId, u32)],
+    ) -> Result<ObjectRecord> {
+        let key = Repository::key(id, name);
+        let mut text = Vec::with_capacity(chunks.len() * 72 + 32);
+        list::write(&mut text, chunks).ctx("write", &key)?;
+        let mut sha = self.registry().hashers()?.sha256();
+        sha.update(&text);
+        self.target().put_bytes(&key, &text)?;
+        Ok(ObjectRecord {
+            name: name.to_owned(),
+            size: text.len() as u64,
+            sha256: sha.finish_hex(),
+        })
+    }
+
+    /// Stores a manifest's lines after its header (`rest`) into `store` as
+    /// snapshot `id`'s `manifest.chunks`. The header, which names the
+    /// snapshot, is not stored: readers make it from `snapshot.json` (the
+    /// chunk list's SHA-256 there ties the list to its snapshot), so an
+    /// unchanged tree's manifest is all chunks stored before. Returns the
+    /// record and the bytes of packs and index written.
+    pub(crate) fn store_manifest_chunks(
+        &self,
+        id: &str,
+        store: ChunkStore,
+        rest: &mut dyn Read,
+    ) -> Result<(ObjectRecord, u64)> {
+        let key = Repository::key(id, MANIFEST_CHUNKS_NAME);
+        let cutter = self
+            .dedup()
+            .ok_or_else(|| Error::Unsupported("not a deduplicated repository".into()))?
+            .database_cutter(self.registry().chunk_codec()?.as_ref())?;
+        let mut writer = store.with_cutter(cutter).into_writer()?;
+        std::io::copy(rest, &mut writer).ctx("write", &key)?;
+        let summary = writer.finish()?;
+        let record = self.store_chunk_list(id, MANIFEST_CHUNKS_NAME, &summary.chunks)?;
+        Ok((record, summary.stored_bytes))
     }
 }
 

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::archive::Compression;
 use crate::hash::HashingReader;
+use crate::manifest::MANIFEST_CHUNKS_NAME;
 use crate::progress::{Cancel, Event, Progress};
 use crate::repository::{Repository, SHA256SUMS, SNAPSHOT_JSON};
 use crate::sink;
@@ -23,7 +24,7 @@ use crate::snapshot::{
     DEDUP_SNAPSHOT_FORMAT, ObjectRecord, SNAPSHOT_FORMAT, SnapshotKind, SnapshotMeta,
 };
 use crate::target::TargetExt;
-use crate::{Error, Result};
+use crate::{Error, IoContext, Result};
 
 /// What `copy` did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -39,6 +40,12 @@ pub struct CopySummary {
 /// Copy buffer: large enough for object stores' streaming, small enough to
 /// keep memory flat.
 const BUF: usize = 1 << 20;
+
+/// How a converted copy stored the stream on the destination.
+enum Stored {
+    Archive,
+    Chunks(Box<(crate::snapshot::chunked::Chunked, crate::dedup::ChunkStore)>),
+}
 
 impl Repository {
     /// Copies snapshots (all when `ids` is empty; ids, unique prefixes or
@@ -222,13 +229,12 @@ impl Repository {
         let read_error = |e: io::Error| check.read_error(e);
         let mut copied = meta.clone();
         let database = meta.kind == SnapshotKind::Database;
-        let data = if dest.dedup().is_some() {
+        let (data, stored) = if dest.dedup().is_some() {
             let chunked = dest.start_chunked(database)?;
             io::copy(&mut stream, &mut chunked.writer()).map_err(read_error)?;
             source_checked()?;
-            let (record, how) = chunked.finish(dest, &meta.id)?;
-            how.apply(&mut copied, &record);
-            record
+            let (record, how, store) = chunked.finish(dest, &meta.id)?;
+            (record, Stored::Chunks(Box::new((how, store))))
         } else {
             // Out of a deduplicated repository: a zstd archive at the
             // chunks' level, as `backup --compression zstd` writes.
@@ -256,13 +262,6 @@ impl Repository {
                 (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
             };
             writer.commit()?;
-            // The manifest is copied as it is: a compressed one needs
-            // format 3.
-            copied.format = if meta.manifest_compression() == Compression::None {
-                SNAPSHOT_FORMAT
-            } else {
-                DEDUP_SNAPSHOT_FORMAT
-            };
             copied.dedup = None;
             copied.checksum = format!("sha256:{sha256}");
             copied.size_bytes = size;
@@ -270,17 +269,50 @@ impl Repository {
             copied.compression = compression;
             copied.compressed = true;
             copied.level = level;
-            ObjectRecord { name, size, sha256 }
+            (ObjectRecord { name, size, sha256 }, Stored::Archive)
         };
         progress.event(&Event::File {
             path: Repository::key(&meta.id, &data.name),
             bytes: data.size,
         });
         let mut bytes = data.size;
-        let mut buf = vec![0u8; BUF];
         let manifest = crate::verify::record(meta, meta.manifest_name())?;
-        bytes += self.copy_object(dest, meta, manifest, &mut buf, progress, cancel)?;
-        copied.objects = vec![data, manifest.clone()];
+        let manifest = match stored {
+            Stored::Archive if meta.manifest_name() != MANIFEST_CHUNKS_NAME => {
+                // A plain or compressed manifest is copied as it is: a
+                // compressed one needs format 3.
+                copied.format = if meta.manifest_compression() == Compression::None {
+                    SNAPSHOT_FORMAT
+                } else {
+                    DEDUP_SNAPSHOT_FORMAT
+                };
+                let mut buf = vec![0u8; BUF];
+                bytes += self.copy_object(dest, meta, manifest, &mut buf, progress, cancel)?;
+                manifest.clone()
+            }
+            stored => {
+                // Written anew, the destination's way, from the entries
+                // as every reader checks them.
+                let mut written = dest.open_manifest(&meta.id, hashers.as_ref())?;
+                self.list_entries(meta, &mut |e| written.push(e).ctx("write", "manifest"))?;
+                let record = match stored {
+                    Stored::Chunks(chunks) => {
+                        let (mut how, store) = *chunks;
+                        let (record, size) = dest.close_manifest(written, &meta.id, Some(store))?;
+                        how.stored_bytes += size;
+                        how.apply(&mut copied, &data);
+                        record
+                    }
+                    Stored::Archive => {
+                        copied.format = SNAPSHOT_FORMAT;
+                        dest.close_manifest(written, &meta.id, None)?.0
+                    }
+                };
+                bytes += record.size;
+                record
+            }
+        };
+        copied.objects = vec![data, manifest];
         dest.commit_snapshot(&copied, cancel)?;
         Ok(bytes)
     }

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{Compression, Entry, EntryKind, StreamCodec};
-use crate::backup::close_manifest;
 use crate::database::{DatabaseSource, RowCounts};
 use crate::hash::{Hashers, HashingWriter, SharedHasher};
 use crate::lock;
@@ -282,7 +281,7 @@ impl Repository {
             sha256,
         };
         let entry = dump_entry(dump_name, blake3, size, now);
-        self.dumped(id, &entry, data, rows, hashers)
+        Ok(self.dumped(id, &entry, data, rows, hashers, None)?.0)
     }
 
     /// Dumps `source` uncompressed into the chunk store (so that a small
@@ -301,13 +300,16 @@ impl Repository {
         let mut content = HashingWriter::new(stream.writer(), hashers.blake3());
         let rows = source.dump(&mut content, cancel)?;
         let (_, blake3, size) = content.finish();
-        let (data, chunked) = stream.finish(self, id)?;
+        let (data, mut chunked, store) = stream.finish(self, id)?;
         let entry = dump_entry(dump_name, blake3, size, now);
-        let dumped = self.dumped(id, &entry, data, rows, hashers)?;
+        let (dumped, stored) = self.dumped(id, &entry, data, rows, hashers, Some(store))?;
+        chunked.stored_bytes += stored;
         Ok((dumped, Some(chunked)))
     }
 
-    /// Writes the one-entry manifest of a dump stored as `data`.
+    /// Writes the one-entry manifest of a dump stored as `data` (into
+    /// `store`, in a deduplicated repository); also returns the bytes of
+    /// packs and index that cost.
     fn dumped(
         &self,
         id: &str,
@@ -315,16 +317,18 @@ impl Repository {
         data: ObjectRecord,
         rows: RowCounts,
         hashers: &dyn Hashers,
-    ) -> Result<Dumped> {
+        store: Option<crate::dedup::ChunkStore>,
+    ) -> Result<(Dumped, u64)> {
         let mut manifest = self.open_manifest(id, hashers)?;
         manifest.push(entry).ctx("write", "manifest")?;
-        let manifest = close_manifest(manifest)?;
-        Ok(Dumped {
+        let (manifest, stored) = self.close_manifest(manifest, id, store)?;
+        let dumped = Dumped {
             data,
             manifest,
             size: entry.size,
             rows,
-        })
+        };
+        Ok((dumped, stored))
     }
 
     /// Restores a database snapshot into the database `target` names (a

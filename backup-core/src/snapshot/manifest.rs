@@ -17,6 +17,10 @@ pub const MANIFEST_NAME: &str = "manifest.jsonl";
 /// Name of the manifest of a deduplicated snapshot (format 3): the same
 /// lines, zstd-compressed (`zstdcat manifest.jsonl.zst | jq`).
 pub const MANIFEST_ZST_NAME: &str = "manifest.jsonl.zst";
+/// Name of the manifest of a deduplicated snapshot stored as chunks: the
+/// chunk list (as `chunks`) of the manifest's lines, so that what did not
+/// change since an earlier snapshot is not stored again.
+pub const MANIFEST_CHUNKS_NAME: &str = "manifest.chunks";
 
 /// The first line of a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,14 +35,21 @@ pub struct ManifestWriter<W: Write> {
     out: W,
 }
 
+/// The header line of snapshot `snapshot`'s manifest, newline included.
+#[must_use]
+pub fn header_line(snapshot: &str) -> Vec<u8> {
+    let header = ManifestHeader {
+        backupkit_manifest: 1,
+        snapshot: snapshot.to_owned(),
+    };
+    let mut line = serde_json::to_vec(&header).expect("a header serializes");
+    line.push(b'\n');
+    line
+}
+
 impl<W: Write> ManifestWriter<W> {
     pub fn new(mut out: W, snapshot: &str) -> std::io::Result<Self> {
-        let header = ManifestHeader {
-            backupkit_manifest: 1,
-            snapshot: snapshot.to_owned(),
-        };
-        serde_json::to_writer(&mut out, &header)?;
-        out.write_all(b"\n")?;
+        out.write_all(&header_line(snapshot))?;
         Ok(Self { out })
     }
 

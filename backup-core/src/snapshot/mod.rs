@@ -179,10 +179,13 @@ impl SnapshotMeta {
         self.objects.iter().find(|o| o.name == name)
     }
 
-    /// The manifest's name: `manifest.jsonl`, or (format 3 on, as every
-    /// deduplicated snapshot has it) `manifest.jsonl.zst`.
+    /// The manifest's name: `manifest.jsonl`, or (format 3 on)
+    /// `manifest.jsonl.zst`, or in a deduplicated snapshot
+    /// `manifest.chunks`, the chunk list of the manifest's lines.
     pub fn manifest_name(&self) -> &'static str {
-        if self.object(crate::manifest::MANIFEST_ZST_NAME).is_some() {
+        if self.object(crate::manifest::MANIFEST_CHUNKS_NAME).is_some() {
+            crate::manifest::MANIFEST_CHUNKS_NAME
+        } else if self.object(crate::manifest::MANIFEST_ZST_NAME).is_some() {
             crate::manifest::MANIFEST_ZST_NAME
         } else {
             crate::manifest::MANIFEST_NAME
@@ -232,6 +235,7 @@ impl SnapshotMeta {
             .filter(|o| {
                 o.name == crate::manifest::MANIFEST_NAME
                     || o.name == crate::manifest::MANIFEST_ZST_NAME
+                    || o.name == crate::manifest::MANIFEST_CHUNKS_NAME
             })
             .count()
         {
@@ -242,6 +246,12 @@ impl SnapshotMeta {
         if self.manifest_compression() != Compression::None && self.format < DEDUP_SNAPSHOT_FORMAT {
             return Err(format!(
                 "a compressed manifest needs snapshot format {DEDUP_SNAPSHOT_FORMAT}"
+            ));
+        }
+        if self.manifest_name() == crate::manifest::MANIFEST_CHUNKS_NAME && self.dedup.is_none() {
+            return Err(format!(
+                "only a deduplicated snapshot has {}",
+                crate::manifest::MANIFEST_CHUNKS_NAME
             ));
         }
         let Some(data) = self.data_object() else {

@@ -270,7 +270,8 @@ impl Repository {
             if meta.dedup.is_none() {
                 continue;
             }
-            let list = self.read_chunk_list(meta)?;
+            // The stream's chunks and the manifest's.
+            let list = self.snapshot_chunks(meta)?;
             referenced.extend(list.iter().map(|(id, _)| id));
         }
         report.referenced_chunks = referenced.len() as u64;

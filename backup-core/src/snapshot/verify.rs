@@ -13,6 +13,9 @@ use crate::snapshot::{ObjectRecord, SnapshotKind, SnapshotMeta};
 use crate::target::TargetExt;
 use crate::{Error, Result};
 
+/// A manifest's entries, read from its decompressed lines.
+type PlainManifest = ManifestReader<Box<dyn Read + Send>>;
+
 fn integrity(meta: &SnapshotMeta, detail: impl Into<String>) -> Error {
     Error::Integrity {
         snapshot: meta.id.clone(),
@@ -118,18 +121,25 @@ impl Repository {
                 each(&entry)?;
             }
         }
-        let (sha, size) = shared.finish();
-        check_digest(meta, record, &sha, size)?;
+        if let Some(shared) = shared {
+            let (sha, size) = shared.finish();
+            check_digest(meta, record, &sha, size)?;
+        }
         rules.finish()
     }
 
     /// The manifest's entries, decompressed, and the hasher of its stored
-    /// bytes.
+    /// bytes (none for a manifest stored as chunks: its chunk list is
+    /// checked before it is used, each chunk against its id as it is read).
     fn manifest_reader(
         &self,
         meta: &SnapshotMeta,
-    ) -> Result<(ManifestReader<Box<dyn Read + Send>>, SharedHasher)> {
+    ) -> Result<(PlainManifest, Option<SharedHasher>)> {
         let name = meta.manifest_name();
+        if name == crate::manifest::MANIFEST_CHUNKS_NAME {
+            let plain = self.open_manifest_chunks(meta)?;
+            return Ok((ManifestReader::new(plain, name, &meta.id)?, None));
+        }
         let key = Repository::key(&meta.id, name);
         let shared = SharedHasher::new(self.registry().hashers()?.sha256());
         let stored = shared.reader(self.open_object(meta, &key)?);
@@ -138,7 +148,7 @@ impl Repository {
             .codec(meta.manifest_compression(), None)?
             .decoder(Box::new(stored))
             .map_err(|e| Error::io("decompress", key.clone(), e))?;
-        Ok((ManifestReader::new(decoded, name, &meta.id)?, shared))
+        Ok((ManifestReader::new(decoded, name, &meta.id)?, Some(shared)))
     }
 
     fn open_object(&self, meta: &SnapshotMeta, key: &str) -> Result<Box<dyn Read + Send>> {

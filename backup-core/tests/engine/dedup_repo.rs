@@ -135,24 +135,21 @@ fn a_deduplicated_repository_round_trips_every_kind_of_entry() {
     let meta = fx.backup(&[&src], "lab1");
     assert_eq!(meta.format, 3);
     assert_eq!(meta.files_included, ["chunks"]);
-    // The manifest is compressed and reads with zstd alone.
-    let manifest = fx
-        .path("repo/snapshots")
-        .join(&meta.id)
-        .join("manifest.jsonl.zst");
-    let lines = std::process::Command::new("zstd")
-        .arg("-dc")
-        .arg(&manifest)
-        .output()
-        .unwrap();
-    assert!(lines.status.success());
-    let text = String::from_utf8(lines.stdout).unwrap();
-    assert_eq!(
-        text.lines().count() as u64,
-        meta.entry_count + 1,
-        "header and entries"
+    // The manifest is stored as chunks (restore.py --manifest prints it,
+    // as a test below shows); its chunk list is an object of its own.
+    assert_eq!(meta.manifest_name(), "manifest.chunks");
+    assert!(
+        fx.path("repo/snapshots")
+            .join(&meta.id)
+            .join("manifest.chunks")
+            .is_file()
     );
-    assert!(text.contains("\"blake3\""));
+    assert!(
+        !fx.path("repo/snapshots")
+            .join(&meta.id)
+            .join("manifest.jsonl.zst")
+            .exists()
+    );
     let info = meta.dedup.clone().unwrap();
     assert!(info.chunks >= 3, "{info:?}");
     assert_eq!(info.new_chunks, info.chunks);
@@ -296,7 +293,13 @@ fn damage_to_packs_index_and_chunk_lists_is_found() {
     assert!(check(&fx.repo, true).is_ok());
 
     // A flipped byte in a pack: the pack and the snapshot that needs it.
-    let pack = fx.pack_files().remove(0);
+    // (The largest pack holds the tree; the manifest's chunks, which every
+    // check reads, are in a small one.)
+    let pack = fx
+        .pack_files()
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
     let good = fs::read(&pack).unwrap();
     let mut bad = good.clone();
     let at = bad.len() / 2;
@@ -353,11 +356,11 @@ fn damage_to_packs_index_and_chunk_lists_is_found() {
     );
     fs::write(&list, &text).unwrap();
 
-    // A flipped byte in the compressed manifest.
+    // A flipped byte in the manifest's chunk list.
     let manifest = fx
         .path("repo/snapshots")
         .join(&meta.id)
-        .join("manifest.jsonl.zst");
+        .join("manifest.chunks");
     let good_manifest = fs::read(&manifest).unwrap();
     for at in [0, good_manifest.len() / 2, good_manifest.len() - 1] {
         let mut bad = good_manifest.clone();
@@ -407,9 +410,20 @@ fn copy_converts_between_the_kinds_and_stores_only_missing_chunks() {
     let copied = plain.load_snapshot(&second.id).unwrap();
     assert!(copied.dedup.is_none());
     assert_eq!(copied.files_included, ["files.tar.zst"]);
-    // The compressed manifest is copied as it is, which needs format 3.
-    assert_eq!(copied.manifest_name(), "manifest.jsonl.zst");
-    assert_eq!(copied.format, 3);
+    // The manifest is written anew as the archive repository's own: plain
+    // lines, the same entries.
+    assert_eq!(copied.manifest_name(), "manifest.jsonl");
+    assert_eq!(copied.format, backup_core::snapshot::SNAPSHOT_FORMAT);
+    let entries = |repo: &Repository, meta: &SnapshotMeta| {
+        let mut all = Vec::new();
+        repo.list_entries(meta, &mut |e| {
+            all.push(e.clone());
+            Ok(())
+        })
+        .unwrap();
+        all
+    };
+    assert_eq!(entries(&plain, &copied), entries(&fx.repo, &second));
     assert!(check(&plain, true).is_ok());
     let out = fx.path("out-plain");
     restore(&plain, &second.id, &out);
@@ -565,15 +579,42 @@ fn restore_py_restores_a_backup_byte_identical() {
         }
     }
 
+    // The manifest, as JSON lines: the header, then every entry with its
+    // BLAKE3, as backupkit lists them.
+    let printed = run_restore_py(&python, &fx, &["--manifest", &meta.id]);
+    let lines: Vec<serde_json::Value> = String::from_utf8(printed)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["snapshot"], meta.id.as_str());
+    let mut listed = Vec::new();
+    fx.repo
+        .list_entries(&meta, &mut |e| {
+            listed.push(serde_json::to_value(e).unwrap());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(lines[1..], listed[..]);
+    assert!(listed.iter().any(|e| e["blake3"].is_string()));
+
     // A database snapshot: the dump itself.
     let dump = FakeDump {
         rows: 20_000,
         changed: 0..0,
     };
     let db = fx.backup_dump(&dump);
-    let run = std::process::Command::new(&python)
+    let restored = run_restore_py(&python, &fx, &[&db.id]);
+    let mut expected = Vec::new();
+    dump.dump(&mut expected, &Cancel::new()).unwrap();
+    assert!(restored == expected, "the dump differs");
+}
+
+/// Runs `restore.py ARGS REPOSITORY`, which must succeed; its output.
+fn run_restore_py(python: &str, fx: &Dedup, args: &[&str]) -> Vec<u8> {
+    let run = std::process::Command::new(python)
         .arg(fx.path("repo/restore.py"))
-        .arg(&db.id)
+        .args(args)
         .arg(fx.path("repo"))
         .output()
         .unwrap();
@@ -582,9 +623,7 @@ fn restore_py_restores_a_backup_byte_identical() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let mut expected = Vec::new();
-    dump.dump(&mut expected, &Cancel::new()).unwrap();
-    assert!(run.stdout == expected, "the dump differs");
+    run.stdout
 }
 
 #[test]
@@ -649,5 +688,65 @@ fn an_unchanged_large_file_is_not_read_again_and_a_rewritten_one_is() {
     let out = fx.path("out5");
     restore(&fx.repo, &s.snapshot.unwrap().id, &out);
     assert!(fs::read(out.join(rel(&big))).unwrap() == second_content);
+    check_ok(&fx.repo);
+}
+
+/// The chunk ids of a snapshot's `manifest.chunks`.
+fn manifest_chunks(fx: &Dedup, meta: &SnapshotMeta) -> Vec<String> {
+    let text = fs::read_to_string(
+        fx.path("repo/snapshots")
+            .join(&meta.id)
+            .join("manifest.chunks"),
+    )
+    .unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("backupkit-chunks 1"));
+    lines
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_manifest_is_stored_as_chunks_and_one_changed_file_changes_few() {
+    let fx = Dedup::new();
+    let src = fx.path("src");
+    for d in 0..60 {
+        let dir = src.join(format!("day{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            fs::write(dir.join(format!("run{f:03}.csv")), format!("{d},{f}\n")).unwrap();
+        }
+    }
+    let first = fx.backup(&[&src], "lab1");
+    let one = manifest_chunks(&fx, &first);
+    assert!(one.len() >= 3, "{} chunks", one.len());
+
+    // No change: the same manifest chunks, nothing stored.
+    let again = fx.backup(&[&src], "lab1");
+    assert_eq!(manifest_chunks(&fx, &again), one);
+    assert_eq!(again.size_bytes, 0);
+
+    // One file changed in the middle of the tree: its line and the chunks
+    // around it are new, the rest of the manifest is not stored again.
+    fs::write(src.join("day30/run050.csv"), "changed\n").unwrap();
+    let changed = fx.backup(&[&src], "lab1");
+    let two = manifest_chunks(&fx, &changed);
+    let new = two.iter().filter(|c| !one.contains(c)).count();
+    assert!(
+        (1..=2).contains(&new),
+        "{new} of {} manifest chunks are new",
+        two.len()
+    );
+    // And it reads back: the changed entry is listed with its new size.
+    let mut size = None;
+    fx.repo
+        .list_entries(&changed, &mut |e| {
+            if e.path.ends_with("day30/run050.csv") {
+                size = Some(e.size);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(size, Some(8));
     check_ok(&fx.repo);
 }

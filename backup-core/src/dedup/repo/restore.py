@@ -3,6 +3,7 @@
 backupkit: writes the snapshot's tar stream to standard output.
 
     python3 restore.py SNAPSHOT [REPOSITORY] | tar -x
+    python3 restore.py --manifest SNAPSHOT [REPOSITORY] | jq .
 
 SNAPSHOT is a snapshot id or a unique prefix of one; REPOSITORY is the
 repository's directory (by default, the one this script is in). Needs
@@ -12,8 +13,10 @@ anything is written, then every chunk (its record header, which names it,
 and its zstd frame checksum and length) and the stream's length. On damage
 the script names what is damaged and exits 1; what it wrote before then
 must not be trusted. A database snapshot's stream is the dump itself
-(`python3 restore.py SNAPSHOT > results.db`). FORMAT.md describes every
-file.
+(`python3 restore.py SNAPSHOT > results.db`). With --manifest, the script
+writes the snapshot's manifest instead (JSON lines: a header, then every
+entry with its size, mode, times and BLAKE3), checked the same way.
+FORMAT.md describes every file.
 """
 import hashlib
 import json
@@ -86,21 +89,9 @@ def load_locations(repo, wanted):
     return found
 
 
-def main():
-    if len(sys.argv) not in (2, 3):
-        sys.exit(__doc__)
-    repo = sys.argv[2] if len(sys.argv) == 3 else os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(repo, "backupkit.json")) as f:
-        config = json.load(f).get("dedup")
-    if not config or config.get("format") != 1:
-        fail("%s is not a deduplicated repository of format 1" % repo)
-    snap = find_snapshot(repo, sys.argv[1])
-    snap_dir = os.path.join(repo, "snapshots", snap)
-    with open(os.path.join(snap_dir, "snapshot.json")) as f:
-        meta = json.load(f)
-    chunks = read_chunk_list(os.path.join(snap_dir, "chunks"), meta["checksum"])
+def write_chunks(repo, chunks, out):
+    """Writes the chunks' plaintext to out, each checked; returns the bytes."""
     where = load_locations(repo, set(c for c, _ in chunks))
-    out = sys.stdout.buffer
     written = 0
     decompressor = zstandard.ZstdDecompressor()
     for chunk, length in chunks:
@@ -126,6 +117,53 @@ def main():
             fail("%s holds %d bytes, not %d" % (what, len(data), raw))
         written += len(data)
         out.write(data)
+    return written
+
+
+def write_manifest(repo, snap_dir, meta, out):
+    """Writes the manifest: from its chunks, or an older snapshot's file."""
+    records = dict((o["name"], o["sha256"]) for o in meta["objects"])
+    if "manifest.chunks" in records:
+        # The header line is not stored (snapshot.json names the snapshot).
+        header = {"backupkit_manifest": 1, "snapshot": meta["id"]}
+        out.write((json.dumps(header, separators=(",", ":")) + "\n").encode())
+        chunks = read_chunk_list(os.path.join(snap_dir, "manifest.chunks"),
+                                 "sha256:" + records["manifest.chunks"])
+        write_chunks(repo, chunks, out)
+        return
+    name = "manifest.jsonl.zst" if "manifest.jsonl.zst" in records else "manifest.jsonl"
+    with open(os.path.join(snap_dir, name), "rb") as f:
+        data = f.read()
+    if hashlib.sha256(data).hexdigest() != records.get(name):
+        fail("%s does not match the SHA-256 in snapshot.json" % name)
+    if name.endswith(".zst"):
+        data = zstandard.ZstdDecompressor().stream_reader(data).read()
+    out.write(data)
+
+
+def main():
+    args = sys.argv[1:]
+    manifest = args[:1] == ["--manifest"]
+    if manifest:
+        args = args[1:]
+    if len(args) not in (1, 2):
+        sys.exit(__doc__)
+    repo = args[1] if len(args) == 2 else os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(repo, "backupkit.json")) as f:
+        config = json.load(f).get("dedup")
+    if not config or config.get("format") != 1:
+        fail("%s is not a deduplicated repository of format 1" % repo)
+    snap = find_snapshot(repo, args[0])
+    snap_dir = os.path.join(repo, "snapshots", snap)
+    with open(os.path.join(snap_dir, "snapshot.json")) as f:
+        meta = json.load(f)
+    out = sys.stdout.buffer
+    if manifest:
+        write_manifest(repo, snap_dir, meta, out)
+        out.flush()
+        return
+    chunks = read_chunk_list(os.path.join(snap_dir, "chunks"), meta["checksum"])
+    written = write_chunks(repo, chunks, out)
     out.flush()
     if written != meta["dedup"]["stream_bytes"]:
         fail("the restored stream has %d bytes, snapshot.json records %d: do not trust it"
