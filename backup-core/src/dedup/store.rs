@@ -46,7 +46,6 @@ struct Location {
 }
 
 /// A deduplicated repository's chunks.
-#[derive(Debug)]
 pub struct ChunkStore {
     target: Arc<dyn Target>,
     codec: Arc<dyn ChunkCodec>,
@@ -68,6 +67,18 @@ pub struct ChunkStore {
     marked: std::collections::HashSet<ChunkId>,
     /// Whether `marked` was read.
     marks_read: bool,
+}
+
+impl std::fmt::Debug for ChunkStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the dedup key.
+        f.debug_struct("ChunkStore")
+            .field("target", &self.target.location())
+            .field("indexed", &self.indexed.len())
+            .field("added", &self.added.len())
+            .field("marked", &self.marked.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The part of an id the membership array keeps.

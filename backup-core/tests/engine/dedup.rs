@@ -476,6 +476,20 @@ fn dedup_settings_refuse_what_this_build_cannot_read_and_hide_the_key() {
     use backup_core::dedup::DedupConfig;
     let config = DedupConfig::new([0xab; 32]);
     assert!(!format!("{config:?}").contains("abab"), "{config:?}");
+    // Nor does a chunk store's debug output show its key.
+    let dir = tempfile::tempdir().unwrap();
+    let target: Arc<dyn Target> = Arc::new(LocalTarget::new(dir.path()).unwrap());
+    let s = ChunkStore::new(
+        target,
+        Arc::new(ZstdChunks),
+        Arc::new(StdHashers),
+        [0xab; 32],
+        config.file_cutter(&ZstdChunks).unwrap(),
+        3,
+    );
+    let shown = format!("{s:?}");
+    assert!(shown.contains("ChunkStore"), "{shown}");
+    assert!(!shown.contains("171"), "{shown}");
     assert_eq!(config.chunker.avg_size, 1 << 20);
     assert_eq!(config.database_chunker.avg_size, 256 << 10);
     let json = serde_json::to_string(&config).unwrap();
