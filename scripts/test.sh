@@ -10,10 +10,11 @@ root=$(pwd)
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-# Debian packages: tools the tests run, and the system SQLite that backupkit
-# links (shared with Python's sqlite3; see Cargo.toml).
+# Debian packages: tools the tests run (jq: the README's manifest command),
+# and the system SQLite that backupkit links (shared with Python's sqlite3;
+# see Cargo.toml).
 need_apt=()
-for tool in tar gzip zstd setpriv mount script pkg-config; do
+for tool in tar gzip zstd jq setpriv mount script pkg-config; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 dpkg -s libsqlite3-dev >/dev/null 2>&1 || need_apt+=(libsqlite3-dev)
@@ -24,7 +25,7 @@ command -v promtool >/dev/null 2>&1 || need_apt+=(promtool)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing Debian packages for: ${need_apt[*]}"
   apt-get update -qq
-  apt-get install -y -qq tar gzip zstd util-linux bsdutils mount pkg-config libsqlite3-dev sshfs >/dev/null
+  apt-get install -y -qq tar gzip zstd jq util-linux bsdutils mount pkg-config libsqlite3-dev sshfs >/dev/null
   command -v promtool >/dev/null 2>&1 ||
     apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi

@@ -145,6 +145,64 @@ fn main_job_backs_up_lists_restores_and_checks() {
     );
 }
 
+/// The README's `zstdcat | jq` command prints every entry of a manifest
+/// with its whole path (stored, a line in the directory of the line before
+/// gives only its name), as `ls --json` lists them.
+#[test]
+fn the_readme_jq_command_gives_every_manifest_entry_its_whole_path() {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme
+        .find("zstdcat manifest.jsonl.zst | jq")
+        .expect("the README gives the command");
+    let command = &readme[start..start + readme[start..].find("\n```").unwrap()];
+    let env = Env::new();
+    env.init();
+    let data = env.data();
+    for name in ["sub/c.json", "sub/d.json", "z.txt"] {
+        fs::write(data.join(name), name).unwrap();
+    }
+    let id = env.backup_ok(&[data.to_str().unwrap()]);
+    let dir = env.path("repo/snapshots").join(&id);
+    let o = Command::new("sh")
+        .args(["-c", "zstdcat manifest.jsonl.zst"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let stored = stdout(&o);
+    assert!(stored.contains("\"name\":\"d.json\""), "{stored}");
+    let o = Command::new("sh")
+        .args(["-c", command])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{command}: {}", stderr(&o));
+    let printed: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert!(e["name"].is_null(), "{l}");
+            e["path"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let o = env.bk(&["ls", &id, "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let listed: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            e["path"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches('/')
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(printed, listed);
+    assert!(printed.iter().any(|p| p.ends_with("data/sub/d.json")));
+}
+
 #[test]
 fn quiet_success_prints_nothing_and_env_names_the_repository() {
     let env = Env::new();
@@ -1370,7 +1428,7 @@ fn a_symlinked_snapshot_directory_is_never_read_or_deleted_through() {
     // would look like a snapshot.
     for name in [
         "files.tar.gz",
-        "manifest.jsonl",
+        "manifest.jsonl.zst",
         "SHA256SUMS",
         "snapshot.json",
     ] {

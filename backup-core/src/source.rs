@@ -1,8 +1,9 @@
 //! The file-tree source: walks several paths in a stable order, applying
 //! exclude globs the way restic and the seeds' filters do.
 
-use std::fs::Metadata;
+use std::fs::{File, Metadata};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -89,14 +90,38 @@ impl Excludes {
 #[derive(Debug)]
 pub enum Walked {
     /// An entry to store; `name` is the absolute path without its leading
-    /// `/`, which is the entry's path in the archive.
+    /// `/`, which is the entry's path in the archive; `parent` its open
+    /// directory (none for a root), see [`open_file`].
     Entry {
         abs: PathBuf,
         name: String,
         meta: Metadata,
+        parent: Option<Parent>,
     },
     /// Something that could not be walked; the walk goes on.
     Warning { path: String, message: String },
+}
+
+/// An open directory of the walk, for opening its children relative to it.
+#[derive(Debug, Clone)]
+pub struct Parent(Arc<File>);
+
+/// Opens the regular file `abs` for reading: relative to its open `parent`
+/// directory when there is one (`openat`), which spares the kernel a walk
+/// of the whole path for each of a million small files, and never through
+/// a symlink put in its place since it was listed.
+///
+/// # Errors
+///
+/// Those of `open`; a file replaced by a symlink gives `ELOOP`.
+pub fn open_file(abs: &Path, parent: Option<&Parent>) -> std::io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY;
+    let fd = match (parent, abs.file_name()) {
+        (Some(Parent(dir)), Some(name)) => rustix::fs::openat(&**dir, name, flags, Mode::empty()),
+        _ => rustix::fs::open(abs, flags, Mode::empty()),
+    }?;
+    Ok(File::from(fd))
 }
 
 /// A set of source paths and excludes.
@@ -176,7 +201,7 @@ impl FileTreeSource {
                 }
             };
             let is_dir = meta.is_dir();
-            if let Some(item) = entry(root.clone(), meta) {
+            if let Some(item) = entry(root.clone(), meta, None) {
                 visit(item)?;
             }
             if is_dir {
@@ -196,16 +221,17 @@ impl FileTreeSource {
         // level. Stat'ing a directory's children together, before any is
         // read, widens the window in which a change is noticed (the size and
         // mtime are compared again after reading).
-        let mut stack: Vec<std::vec::IntoIter<Child>> = Vec::new();
+        let mut stack: Vec<(Parent, std::vec::IntoIter<Child>)> = Vec::new();
         match self.children(root) {
-            Ok(c) => stack.push(c.into_iter()),
+            Ok(c) => stack.push(c),
             Err(e) => visit(warning(root, &e))?,
         }
-        while let Some(level) = stack.last_mut() {
+        while let Some((parent, level)) = stack.last_mut() {
             let Some((path, meta)) = level.next() else {
                 stack.pop();
                 continue;
             };
+            let parent = parent.clone();
             cancel.check()?;
             let meta = match meta {
                 Ok(m) => m,
@@ -215,11 +241,11 @@ impl FileTreeSource {
                 }
             };
             let is_dir = meta.is_dir();
-            if let Some(item) = entry(path.clone(), meta) {
+            if let Some(item) = entry(path.clone(), meta, Some(parent)) {
                 visit(item)?;
                 if is_dir {
                     match self.children(&path) {
-                        Ok(c) => stack.push(c.into_iter()),
+                        Ok(c) => stack.push(c),
                         Err(e) => visit(warning(&path, &e))?,
                     }
                 }
@@ -228,11 +254,23 @@ impl FileTreeSource {
         Ok(())
     }
 
-    fn children(&self, dir: &Path) -> std::io::Result<Vec<Child>> {
+    /// The directory `dir`, open, and its children, stat'ed.
+    fn children(&self, dir: &Path) -> std::io::Result<(Parent, std::vec::IntoIter<Child>)> {
         // Stat'ed relative to the open directory (`fstatat`, not following
         // links), which spares the kernel a walk of the whole path per
         // child; sorted by name bytes, which for children of one directory
         // is the order of their paths, without comparing path components.
+        // The directory is opened once more, for opening its files
+        // relative to it (std's listing does not lend its descriptor).
+        let opened = rustix::fs::open(
+            dir,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC
+                | rustix::fs::OFlags::NOFOLLOW,
+            rustix::fs::Mode::empty(),
+        )?;
+        let parent = Parent(Arc::new(File::from(opened)));
         let mut children = Vec::new();
         for de in std::fs::read_dir(dir)? {
             let de = de?;
@@ -243,7 +281,8 @@ impl FileTreeSource {
             }
         }
         children.sort_unstable_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
-        Ok(children.into_iter().map(|(_, child)| child).collect())
+        let children: Vec<Child> = children.into_iter().map(|(_, child)| child).collect();
+        Ok((parent, children.into_iter()))
     }
 }
 
@@ -262,7 +301,7 @@ fn warning(path: &Path, e: &std::io::Error) -> Walked {
     }
 }
 
-fn entry(abs: PathBuf, meta: Metadata) -> Option<Walked> {
+fn entry(abs: PathBuf, meta: Metadata, parent: Option<Parent>) -> Option<Walked> {
     let Some(s) = abs.to_str() else {
         return Some(Walked::Warning {
             path: abs.display().to_string(),
@@ -274,7 +313,12 @@ fn entry(abs: PathBuf, meta: Metadata) -> Option<Walked> {
         // The root directory itself: its children carry the content.
         return None;
     }
-    Some(Walked::Entry { abs, name, meta })
+    Some(Walked::Entry {
+        abs,
+        name,
+        meta,
+        parent,
+    })
 }
 
 /// Removes `.` and resolves `..` lexically (like `filepath.Clean`), so

@@ -85,6 +85,17 @@ impl Fixture {
     fn snapshot_dir(&self, id: &str) -> PathBuf {
         self.path("repo/snapshots").join(id)
     }
+    /// The paths of a snapshot's entries, as every reader lists them.
+    fn listed_paths(&self, meta: &backup_core::SnapshotMeta) -> Vec<String> {
+        let mut listed = Vec::new();
+        self.repo
+            .list_entries(meta, &mut |e| {
+                listed.push(e.path.clone());
+                Ok(())
+            })
+            .unwrap();
+        listed
+    }
 }
 
 fn rel(p: &Path) -> &Path {
@@ -222,6 +233,56 @@ fn round_trip_keeps_everything_for_every_compression() {
     }
 }
 
+/// An archive snapshot's manifest is zstd-compressed and does not spell a
+/// directory out for each of its files: a line whose entry is in the
+/// directory of the line before gives only its name. Every reader gets
+/// whole paths back.
+#[test]
+fn an_archive_manifest_is_compressed_and_names_siblings_by_name() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    make_tree(&src);
+    let many = src.join("csv/deep/many");
+    fs::create_dir_all(&many).unwrap();
+    for i in 0..500 {
+        fs::write(many.join(format!("f{i:04}.csv")), format!("{i}\n")).unwrap();
+    }
+    let meta = fx.backup(&[&src]).snapshot.unwrap();
+    assert_eq!(meta.format, backup_core::snapshot::SNAPSHOT_FORMAT);
+    assert_eq!(meta.manifest_name(), "manifest.jsonl.zst");
+    let dir = fx.snapshot_dir(&meta.id);
+    assert!(!dir.join("manifest.jsonl").exists());
+    let text = manifest_text(&dir);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["backupkit_manifest"], 2);
+    assert_eq!(lines[0]["snapshot"], meta.id.as_str());
+    let named = lines[1..]
+        .iter()
+        .filter(|l| l["name"].as_str().is_some_and(|n| n.starts_with("f0")))
+        .count();
+    assert_eq!(named, 499, "the first file of many/ gives its path");
+    // many/'s path: on its own line and on its first file's, nowhere else.
+    assert_eq!(text.matches("csv/deep/many").count(), 2, "{text}");
+    let stored = fs::metadata(dir.join("manifest.jsonl.zst")).unwrap().len();
+    assert!(stored * 4 < text.len() as u64, "{stored} of {}", text.len());
+
+    let listed = fx.listed_paths(&meta);
+    assert_eq!(listed.len() as u64, meta.entry_count);
+    let prefix = format!("{}/csv/deep/many", rel(&src).display());
+    for i in 0..500 {
+        let want = format!("{prefix}/f{i:04}.csv");
+        assert!(listed.contains(&want), "{want} not listed");
+    }
+    assert!(listed.contains(&format!("{}/hard_a.csv", rel(&src).display())));
+    let out = fx.path("out");
+    fx.restore(&meta.id, &out).unwrap();
+    assert_same_tree(&src, &out.join(rel(&src)));
+    assert!(fx.check_all().is_ok());
+}
+
 #[test]
 fn several_paths_excludes_and_exclude_file() {
     let fx = Fixture::new();
@@ -243,13 +304,7 @@ fn several_paths_excludes_and_exclude_file() {
     let meta = s.snapshot.unwrap();
     assert_eq!(meta.paths.len(), 2, "nested path dropped: {:?}", meta.paths);
     assert_eq!(meta.tags, vec!["raw".to_owned()]);
-    let mut listed = Vec::new();
-    fx.repo
-        .list_entries(&meta, &mut |e| {
-            listed.push(e.path.clone());
-            Ok(())
-        })
-        .unwrap();
+    let listed = fx.listed_paths(&meta);
     let names: Vec<&str> = listed
         .iter()
         .map(|p| p.rsplit('/').next().unwrap())
@@ -274,6 +329,51 @@ fn backup_with_hook(
         ..BackupOptions::default()
     };
     fx.repo.backup(&opts, &progress, &Cancel::new()).unwrap()
+}
+
+/// A file replaced by a symlink after its directory was listed is not read
+/// through the link: files are opened relative to their directory, without
+/// following a link, so a backup never stores what the link points to.
+#[test]
+fn a_file_swapped_for_a_symlink_while_backing_up_is_not_followed() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.csv"), "first").unwrap();
+    fs::write(src.join("b.csv"), "plain data").unwrap();
+    let secret = fx.path("secret.txt");
+    fs::write(&secret, "SECRET-OUTSIDE-THE-SOURCE").unwrap();
+    let b = src.join("b.csv");
+    let s = backup_with_hook(&fx, &src, |path| {
+        if path.ends_with("a.csv") {
+            fs::remove_file(&b).unwrap();
+            std::os::unix::fs::symlink(&secret, &b).unwrap();
+        }
+    });
+    let meta = s.snapshot.unwrap();
+    assert_eq!(meta.status, SnapshotStatus::Incomplete);
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.path.ends_with("b.csv") && w.message.contains("cannot read")),
+        "{:?}",
+        s.warnings
+    );
+    let data = fs::read(fx.snapshot_dir(&meta.id).join("files.tar.gz")).unwrap();
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(data.as_slice()), &mut tar)
+        .unwrap();
+    assert!(
+        !tar.windows(6).any(|w| w == b"SECRET"),
+        "the link's target was stored"
+    );
+    let out = fx.path("out");
+    fx.restore(&meta.id, &out).unwrap();
+    assert_eq!(
+        fs::read(out.join(rel(&src)).join("a.csv")).unwrap(),
+        b"first"
+    );
+    assert!(!out.join(rel(&src)).join("b.csv").exists());
 }
 
 #[test]
@@ -384,12 +484,11 @@ fn check_finds_flipped_truncated_and_missing_data_and_a_lying_manifest() {
 
     // A manifest edited consistently with its checksum record, so only the
     // comparison with the archive can catch it.
-    let manifest = fx.snapshot_dir(&ids[3]).join("manifest.jsonl");
-    let text = fs::read_to_string(&manifest)
-        .unwrap()
-        .replace("\"size\":3145728", "\"size\":3145729");
-    fs::write(&manifest, &text).unwrap();
-    reseal(&fx.snapshot_dir(&ids[3]));
+    let dir = fx.snapshot_dir(&ids[3]);
+    let text = manifest_text(&dir);
+    assert!(text.contains("\"size\":3145728"), "{text}");
+    write_manifest_text(&dir, &text.replace("\"size\":3145728", "\"size\":3145729"));
+    reseal(&dir);
 
     let report = fx.check_all();
     let damaged: Vec<&str> = report
@@ -439,14 +538,11 @@ fn reseal(dir: &Path) {
     meta["checksum"] = format!("sha256:{}", sha256_hex(&body)).into();
     meta["size_bytes"] = body.len().into();
     let (mut files, mut dirs, mut entries, mut bytes) = (0u64, 0u64, 0u64, 0u64);
-    for line in fs::read_to_string(dir.join("manifest.jsonl"))
-        .unwrap()
-        .lines()
-    {
+    for line in manifest_text(dir).lines() {
         let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if e.get("path").is_none() {
+        if e.get("snapshot").is_some() {
             continue; // the header line
         }
         entries += 1;
@@ -479,6 +575,22 @@ fn reseal(dir: &Path) {
     sums.push_str(&sha256_hex(&json));
     sums.push_str("  snapshot.json\n");
     fs::write(dir.join("SHA256SUMS"), sums).unwrap();
+}
+
+/// The manifest of the archive snapshot in `dir`, decompressed, as stored
+/// (`manifest.jsonl.zst`, or a forged or older snapshot's `manifest.jsonl`).
+fn manifest_text(dir: &Path) -> String {
+    match fs::read(dir.join("manifest.jsonl.zst")) {
+        Ok(stored) => String::from_utf8(zstd::decode_all(stored.as_slice()).unwrap()).unwrap(),
+        Err(_) => fs::read_to_string(dir.join("manifest.jsonl")).unwrap(),
+    }
+}
+
+/// Replaces the manifest of the archive snapshot in `dir` with `text`
+/// (checksums are left to [`reseal`]).
+fn write_manifest_text(dir: &Path, text: &str) {
+    let stored = zstd::encode_all(text.as_bytes(), 3).unwrap();
+    fs::write(dir.join("manifest.jsonl.zst"), stored).unwrap();
 }
 
 fn sha256_hex(body: &[u8]) -> String {
@@ -666,15 +778,17 @@ fn a_tampered_manifest_is_refused_before_anything_is_written() {
     let src = fx.path("src");
     make_tree(&src);
     let id = fx.backup(&[&src]).snapshot.unwrap().id;
-    let manifest = fx.snapshot_dir(&id).join("manifest.jsonl");
-    let original = fs::read_to_string(&manifest).unwrap();
+    let dir = fx.snapshot_dir(&id);
+    let original = manifest_text(&dir);
+    // A file given by its whole path (the others in its directory give
+    // their name).
     let first_file = original
         .lines()
-        .find(|l| l.contains("\"kind\":\"file\""))
+        .find(|l| l.contains("\"kind\":\"file\"") && l.contains("\"path\""))
         .unwrap();
     let path: serde_json::Value = serde_json::from_str(first_file).unwrap();
     let evil = original.replacen(path["path"].as_str().unwrap(), "../../evil.csv", 1);
-    fs::write(&manifest, &evil).unwrap();
+    write_manifest_text(&dir, &evil);
     let target = fx.path("t");
     // Checksum mismatch first...
     let r = fx.restore(&id, &target);

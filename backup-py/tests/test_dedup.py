@@ -26,7 +26,7 @@ def test_dedup_repository_round_trip_rerun_copy_and_export(source: Path, tmp_pat
     assert (tmp_path / "dedup" / "restore.py").is_file()
     first = repo.backup(source)
     meta = first.to_dict()
-    assert meta["files_included"] == ["chunks"] and meta["format"] == 3
+    assert meta["files_included"] == ["chunks"] and meta["format"] == 4
     assert meta["dedup"]["new_chunks"] == meta["dedup"]["chunks"] > 0
     again = repo.backup(source, no_cache=True)
     assert again.to_dict()["dedup"]["new_chunks"] == 0

@@ -17,7 +17,7 @@ use crate::manifest::MANIFEST_CHUNKS_NAME;
 use crate::progress::{Cancel, CancelReader};
 use crate::repository::Repository;
 use crate::snapshot::verify::Expected;
-use crate::snapshot::{CHUNKS_NAME, DEDUP_SNAPSHOT_FORMAT, DedupInfo, ObjectRecord, SnapshotMeta};
+use crate::snapshot::{CHUNKS_NAME, DedupInfo, ObjectRecord, SNAPSHOT_FORMAT, SnapshotMeta};
 use crate::target::TargetExt;
 use crate::{Error, IoContext, Result};
 
@@ -136,7 +136,8 @@ impl Repository {
             .collect();
         let database = meta.kind == crate::snapshot::SnapshotKind::Database;
         let reader = self.chunk_store(database)?.into_reader(chunks)?;
-        let header = crate::manifest::header_line(&meta.id);
+        let header =
+            crate::manifest::header_line(&meta.id, crate::manifest::lines_format(meta.format));
         Ok(Box::new(std::io::Cursor::new(header).chain(reader)))
     }
 
@@ -267,7 +268,7 @@ impl Chunked {
     /// Makes the metadata of an archive snapshot that of this stream,
     /// whose chunk list is stored as `list`.
     pub(crate) fn apply(self, meta: &mut SnapshotMeta, list: &ObjectRecord) {
-        meta.format = DEDUP_SNAPSHOT_FORMAT;
+        meta.format = SNAPSHOT_FORMAT;
         meta.checksum = format!("sha256:{}", list.sha256);
         meta.size_bytes = self.stored_bytes;
         meta.files_included = vec![CHUNKS_NAME.to_owned()];

@@ -20,9 +20,7 @@ use crate::manifest::MANIFEST_CHUNKS_NAME;
 use crate::progress::{Cancel, Event, Progress};
 use crate::repository::{Repository, SHA256SUMS, SNAPSHOT_JSON};
 use crate::sink;
-use crate::snapshot::{
-    DEDUP_SNAPSHOT_FORMAT, ObjectRecord, SNAPSHOT_FORMAT, SnapshotKind, SnapshotMeta,
-};
+use crate::snapshot::{ObjectRecord, SNAPSHOT_FORMAT, SnapshotKind, SnapshotMeta};
 use crate::target::TargetExt;
 use crate::{Error, IoContext, Result};
 
@@ -279,13 +277,10 @@ impl Repository {
         let manifest = crate::verify::record(meta, meta.manifest_name())?;
         let manifest = match stored {
             Stored::Archive if meta.manifest_name() != MANIFEST_CHUNKS_NAME => {
-                // A plain or compressed manifest is copied as it is: a
-                // compressed one needs format 3.
-                copied.format = if meta.manifest_compression() == Compression::None {
-                    SNAPSHOT_FORMAT
-                } else {
-                    DEDUP_SNAPSHOT_FORMAT
-                };
+                // A plain or compressed manifest is copied as it is, in
+                // its snapshot's format (a deduplicated snapshot's is 3 or
+                // later, which a compressed manifest needs).
+                copied.format = meta.format;
                 let mut buf = vec![0u8; BUF];
                 bytes += self.copy_object(dest, meta, manifest, &mut buf, progress, cancel)?;
                 manifest.clone()

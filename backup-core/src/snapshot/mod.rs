@@ -31,18 +31,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::Compression;
 
-/// Version of the `snapshot.json` format this build writes for archive
-/// snapshots.
+/// Version of the `snapshot.json` format this build writes, for both kinds
+/// of repository.
 ///
 /// Format 2 adds `snapshot.json`'s own SHA-256 to `SHA256SUMS`, so damage to
 /// the commit object is found (and `sha256sum -c SHA256SUMS` covers it).
-pub const SNAPSHOT_FORMAT: u32 = 2;
-/// Version of the `snapshot.json` format of a deduplicated snapshot: format
-/// 2 plus `dedup`, the stream stored as a chunk list. Archive snapshots keep
-/// format 2, so that builds which know only archives still read them.
+/// Format 3 adds `dedup`, the stream stored as a chunk list, and a
+/// compressed manifest. Format 4 ([`NAMED_LINES_SNAPSHOT_FORMAT`]) writes
+/// manifest lines of format 2, and archive snapshots' manifest
+/// zstd-compressed (`manifest.jsonl.zst`).
+pub const SNAPSHOT_FORMAT: u32 = 4;
+/// The first `snapshot.json` format of deduplicated snapshots (and of
+/// compressed manifests).
 pub const DEDUP_SNAPSHOT_FORMAT: u32 = 3;
+/// The first `snapshot.json` format whose manifest lines may give an
+/// entry's name instead of its path (manifest line format 2).
+pub const NAMED_LINES_SNAPSHOT_FORMAT: u32 = 4;
 /// The newest `snapshot.json` format this build reads.
-pub const NEWEST_SNAPSHOT_FORMAT: u32 = DEDUP_SNAPSHOT_FORMAT;
+pub const NEWEST_SNAPSHOT_FORMAT: u32 = SNAPSHOT_FORMAT;
 /// The oldest `snapshot.json` format this build reads.
 pub const OLDEST_SNAPSHOT_FORMAT: u32 = 1;
 
@@ -179,7 +185,7 @@ impl SnapshotMeta {
         self.objects.iter().find(|o| o.name == name)
     }
 
-    /// The manifest's name: `manifest.jsonl`, or (format 3 on)
+    /// The manifest's name: `manifest.jsonl` (format 2 and earlier), or
     /// `manifest.jsonl.zst`, or in a deduplicated snapshot
     /// `manifest.chunks`, the chunk list of the manifest's lines.
     pub fn manifest_name(&self) -> &'static str {

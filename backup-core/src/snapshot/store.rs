@@ -180,12 +180,17 @@ impl<'p> Run<'p> {
         data_key: &str,
         manifest_key: &str,
     ) -> Result<()> {
-        let (abs, name, meta) = match w {
+        let (abs, name, meta, parent) = match w {
             Walked::Warning { path, message } => {
                 self.warn(path, message);
                 return Ok(());
             }
-            Walked::Entry { abs, name, meta } => (abs, name, meta),
+            Walked::Entry {
+                abs,
+                name,
+                meta,
+                parent,
+            } => (abs, name, meta, parent),
         };
         let ft = meta.file_type();
         let mut entry = Entry {
@@ -230,7 +235,8 @@ impl<'p> Run<'p> {
             } else {
                 entry.kind = EntryKind::File;
                 entry.size = meta.len();
-                if !self.store_file(&abs, &meta, &mut entry, packer, cancel, data_key)? {
+                let file = (abs.as_path(), parent.as_ref());
+                if !self.store_file(file, &meta, &mut entry, packer, cancel, data_key)? {
                     return Ok(());
                 }
                 if meta.nlink() > 1 {
@@ -258,7 +264,7 @@ impl<'p> Run<'p> {
     /// Stores one regular file; `false` when it was skipped with a warning.
     fn store_file(
         &mut self,
-        abs: &std::path::Path,
+        (abs, parent): (&std::path::Path, Option<&crate::source::Parent>),
         meta: &std::fs::Metadata,
         entry: &mut Entry,
         packer: &mut dyn Packer,
@@ -269,7 +275,7 @@ impl<'p> Run<'p> {
             return Ok(true);
         }
         let shown = abs.display().to_string();
-        let file = match File::open(abs) {
+        let file = match crate::source::open_file(abs, parent) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.warn(shown, "vanished before it could be read; skipped".into());

@@ -136,9 +136,10 @@ impl Repository {
         meta: &SnapshotMeta,
     ) -> Result<(PlainManifest, Option<SharedHasher>)> {
         let name = meta.manifest_name();
+        let lines = crate::manifest::lines_format(meta.format);
         if name == crate::manifest::MANIFEST_CHUNKS_NAME {
             let plain = self.open_manifest_chunks(meta)?;
-            return Ok((ManifestReader::new(plain, name, &meta.id)?, None));
+            return Ok((ManifestReader::new(plain, name, &meta.id, lines)?, None));
         }
         let key = Repository::key(&meta.id, name);
         let shared = SharedHasher::new(self.registry().hashers()?.sha256());
@@ -148,7 +149,10 @@ impl Repository {
             .codec(meta.manifest_compression(), None)?
             .decoder(Box::new(stored))
             .map_err(|e| Error::io("decompress", key.clone(), e))?;
-        Ok((ManifestReader::new(decoded, name, &meta.id)?, Some(shared)))
+        Ok((
+            ManifestReader::new(decoded, name, &meta.id, lines)?,
+            Some(shared),
+        ))
     }
 
     fn open_object(&self, meta: &SnapshotMeta, key: &str) -> Result<Box<dyn Read + Send>> {

@@ -133,7 +133,7 @@ fn a_deduplicated_repository_round_trips_every_kind_of_entry() {
     let src = fx.path("src");
     make_tree(&src);
     let meta = fx.backup(&[&src], "lab1");
-    assert_eq!(meta.format, 3);
+    assert_eq!(meta.format, backup_core::snapshot::SNAPSHOT_FORMAT);
     assert_eq!(meta.files_included, ["chunks"]);
     // The manifest is stored as chunks (restore.py --manifest prints it,
     // as a test below shows); its chunk list is an object of its own.
@@ -410,9 +410,9 @@ fn copy_converts_between_the_kinds_and_stores_only_missing_chunks() {
     let copied = plain.load_snapshot(&second.id).unwrap();
     assert!(copied.dedup.is_none());
     assert_eq!(copied.files_included, ["files.tar.zst"]);
-    // The manifest is written anew as the archive repository's own: plain
-    // lines, the same entries.
-    assert_eq!(copied.manifest_name(), "manifest.jsonl");
+    // The manifest is written anew as the archive repository's own:
+    // compressed lines, the same entries.
+    assert_eq!(copied.manifest_name(), "manifest.jsonl.zst");
     assert_eq!(copied.format, backup_core::snapshot::SNAPSHOT_FORMAT);
     let entries = |repo: &Repository, meta: &SnapshotMeta| {
         let mut all = Vec::new();
@@ -588,6 +588,14 @@ fn restore_py_restores_a_backup_byte_identical() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines[0]["snapshot"], meta.id.as_str());
+    // Stored, a line in the directory of the line before gives only its
+    // name; printed, every line has its whole path.
+    assert_eq!(lines[0]["backupkit_manifest"], 2);
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l["path"].is_string() && l["name"].is_null())
+    );
     let mut listed = Vec::new();
     fx.repo
         .list_entries(&meta, &mut |e| {

@@ -306,7 +306,7 @@ fn corruption_sweep_finds_every_damaged_byte() {
     let mut found: Sweep = Vec::new();
     for name in [
         "files.tar.gz",
-        "manifest.jsonl",
+        "manifest.jsonl.zst",
         "SHA256SUMS",
         "snapshot.json",
     ] {
@@ -431,14 +431,13 @@ fn per_file_hashes_and_metadata_are_checked_on_their_own() {
         tar[at] = b'U';
     });
     assert!(fx.check_all().is_ok());
-    let manifest = fx.snapshot_dir(&id).join("manifest.jsonl");
-    let text = fs::read_to_string(&manifest).unwrap();
+    let dir = fx.snapshot_dir(&id);
+    let text = manifest_text(&dir);
     assert!(text.contains("\"mtime\":1650000000"), "{text}");
-    fs::write(
-        &manifest,
-        text.replace("\"mtime\":1650000000", "\"mtime\":1650000001"),
-    )
-    .unwrap();
+    write_manifest_text(
+        &dir,
+        &text.replace("\"mtime\":1650000000", "\"mtime\":1650000001"),
+    );
     reseal(&fx.snapshot_dir(&id));
     let report = fx.check_all();
     assert_eq!(report.problems.len(), 1, "{report:?}");

@@ -15,7 +15,8 @@ the script names what is damaged and exits 1; what it wrote before then
 must not be trusted. A database snapshot's stream is the dump itself
 (`python3 restore.py SNAPSHOT > results.db`). With --manifest, the script
 writes the snapshot's manifest instead (JSON lines: a header, then every
-entry with its size, mode, times and BLAKE3), checked the same way.
+entry with its whole path, size, mode, times and BLAKE3), checked the same
+way.
 FORMAT.md describes every file.
 """
 import hashlib
@@ -120,16 +121,54 @@ def write_chunks(repo, chunks, out):
     return written
 
 
+class WholePaths:
+    """Writes manifest lines with every entry's whole path: a line of format
+    2 may give only the `name` of an entry in the same directory as the
+    entry of the line before."""
+
+    def __init__(self, out):
+        self.out, self.rest, self.dir = out, b"", None
+
+    def write(self, data):
+        lines = (self.rest + data).split(b"\n")
+        self.rest = lines.pop()
+        for line in lines:
+            self.out.write(self.line(line) + b"\n")
+
+    def line(self, line):
+        entry = json.loads(line)
+        if "snapshot" in entry:
+            return line
+        if "name" in entry:
+            name = entry.pop("name")
+            if self.dir is None or "path" in entry or not name or "/" in name:
+                fail("the manifest has a damaged line: %r" % line[:200])
+            path = self.dir + "/" + name if self.dir else name
+            entry = dict([("path", path)] + list(entry.items()))
+        elif "path" not in entry:
+            fail("the manifest has a line without a path: %r" % line[:200])
+        self.dir = entry["path"].rpartition("/")[0]
+        return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def close(self):
+        if self.rest:
+            fail("the manifest ends in the middle of a line")
+
+
 def write_manifest(repo, snap_dir, meta, out):
     """Writes the manifest: from its chunks, or an older snapshot's file."""
+    out = WholePaths(out)
     records = dict((o["name"], o["sha256"]) for o in meta["objects"])
     if "manifest.chunks" in records:
-        # The header line is not stored (snapshot.json names the snapshot).
-        header = {"backupkit_manifest": 1, "snapshot": meta["id"]}
+        # The header line is not stored (snapshot.json names the snapshot
+        # and its format: lines of format 2 from snapshot format 4 on).
+        lines = 2 if meta["format"] >= 4 else 1
+        header = {"backupkit_manifest": lines, "snapshot": meta["id"]}
         out.write((json.dumps(header, separators=(",", ":")) + "\n").encode())
         chunks = read_chunk_list(os.path.join(snap_dir, "manifest.chunks"),
                                  "sha256:" + records["manifest.chunks"])
         write_chunks(repo, chunks, out)
+        out.close()
         return
     name = "manifest.jsonl.zst" if "manifest.jsonl.zst" in records else "manifest.jsonl"
     with open(os.path.join(snap_dir, name), "rb") as f:
@@ -139,6 +178,7 @@ def write_manifest(repo, snap_dir, meta, out):
     if name.endswith(".zst"):
         data = zstandard.ZstdDecompressor().stream_reader(data).read()
     out.write(data)
+    out.close()
 
 
 def main():
