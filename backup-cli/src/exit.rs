@@ -42,7 +42,7 @@ pub fn code_for(e: &Error) -> i32 {
         | Error::SnapshotAmbiguous { .. }
         | Error::NotFound { .. } => NOT_FOUND,
         Error::RepositoryNotFound { .. } => REPOSITORY_NOT_FOUND,
-        Error::Locked { .. } | Error::MirrorLocked { .. } => LOCKED,
+        Error::Locked { .. } | Error::MirrorLocked { .. } | Error::LockLost { .. } => LOCKED,
         Error::Integrity { .. } | Error::UnsafePath { .. } | Error::MirrorMismatch { .. } => {
             INTEGRITY
         }

@@ -66,6 +66,14 @@ pub enum Error {
     #[error("repository is locked by {holder} (if that process is gone, run `backupkit unlock`)")]
     Locked { holder: String },
 
+    /// This command's own lock went so long without a stored refresh that
+    /// another host may have taken it for stale (see
+    /// [`crate::lock::LockTiming`]); the command committed nothing.
+    #[error(
+        "this command's repository lock went {seconds} s without a refresh (a machine asleep, or the repository out of reach), so a prune may have taken it for stale; nothing was committed: run it again"
+    )]
+    LockLost { seconds: u64 },
+
     /// Stored data does not match its recorded checksum, size or manifest.
     #[error("integrity failure in snapshot {snapshot}: {detail}")]
     Integrity { snapshot: String, detail: String },

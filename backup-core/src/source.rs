@@ -211,6 +211,45 @@ impl FileTreeSource {
         Ok(())
     }
 
+    /// As [`Self::walk`], with the walk (listing and stat'ing directories)
+    /// on a thread of its own, up to [`WALK_AHEAD`] entries ahead of
+    /// `visit`: for a million small files, half of a backup's time is
+    /// those system calls, which then overlap with reading and packing.
+    /// Stops the walk at the first error `visit` returns, and returns it.
+    pub fn walk_ahead(
+        &self,
+        cancel: &Cancel,
+        visit: &mut dyn FnMut(Walked) -> Result<()>,
+    ) -> Result<()> {
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Walked>(WALK_AHEAD);
+            let walker = std::thread::Builder::new()
+                .name("backupkit-walk".into())
+                .spawn_scoped(s, move || {
+                    // A send fails only once `visit` has stopped, with its
+                    // own error, which is the one returned.
+                    self.walk(cancel, &mut |w| tx.send(w).map_err(|_| Error::Cancelled))
+                })
+                .map_err(|e| Error::io("start", "the walk's thread", e))?;
+            let mut visited = Ok(());
+            for w in &rx {
+                visited = visit(w);
+                if visited.is_err() {
+                    break;
+                }
+            }
+            drop(rx);
+            let walk_result = walker.join().unwrap_or_else(|_| {
+                Err(Error::io(
+                    "walk",
+                    "the source",
+                    std::io::Error::other("the walk's thread panicked"),
+                ))
+            });
+            visited.and(walk_result)
+        })
+    }
+
     fn walk_dir(
         &self,
         root: &Path,
@@ -285,6 +324,9 @@ impl FileTreeSource {
         Ok((parent, children.into_iter()))
     }
 }
+
+/// How many entries [`FileTreeSource::walk_ahead`] may walk ahead.
+pub const WALK_AHEAD: usize = 4096;
 
 /// A directory child and its metadata, read when the directory was listed.
 type Child = (PathBuf, std::io::Result<Metadata>);

@@ -32,7 +32,7 @@ create_exception!(
     backupkit,
     LockedError,
     BackupError,
-    "Another process holds a conflicting lock on the repository."
+    "Another process holds a conflicting lock on the repository, or this command's own lock went so long without a refresh that it committed nothing."
 );
 create_exception!(
     backupkit,
@@ -83,7 +83,9 @@ pub(crate) fn to_py(e: &Error) -> PyErr {
         Error::SnapshotNotFound { .. } | Error::SnapshotAmbiguous { .. } => {
             SnapshotNotFoundError::new_err(msg)
         }
-        Error::Locked { .. } | Error::MirrorLocked { .. } => LockedError::new_err(msg),
+        Error::Locked { .. } | Error::MirrorLocked { .. } | Error::LockLost { .. } => {
+            LockedError::new_err(msg)
+        }
         Error::Integrity { .. } | Error::UnsafePath { .. } => IntegrityError::new_err(msg),
         Error::MirrorMismatch { .. } => MirrorMismatchError::new_err(msg),
         Error::WouldOverwrite { .. } => {

@@ -135,7 +135,7 @@ impl Repository {
         }
 
         let id = new_snapshot_id(SnapshotKind::Files, now);
-        let _lock = self.lock_shared(Some(id.clone()))?;
+        let lock = self.lock_shared(Some(id.clone()))?;
         // Leftovers of killed runs; failing to remove them must not stop a
         // backup (check reports them, the next run tries again).
         let removed = self.remove_unfinished().unwrap_or_default();
@@ -188,7 +188,7 @@ impl Repository {
             let list = meta.objects[0].clone();
             chunked.apply(&mut meta, &list);
         }
-        if let Err(e) = self.commit_snapshot(&meta, cancel) {
+        if let Err(e) = self.commit_snapshot(&meta, &lock, cancel) {
             let _ = self.delete_snapshot_objects(&id);
             return Err(e);
         }
@@ -233,7 +233,7 @@ impl Repository {
         let mut manifest = self.open_manifest(id, hashers)?;
         let manifest_key = manifest_key_of(&manifest);
         let walked = source
-            .walk(cancel, &mut |w| {
+            .walk_ahead(cancel, &mut |w| {
                 run.store(
                     w,
                     packer.as_mut(),
@@ -408,8 +408,16 @@ impl Repository {
     }
 
     /// Stores `SHA256SUMS` (every object's SHA-256 and `snapshot.json`'s
-    /// own), then `snapshot.json`: the commit point.
-    pub(crate) fn commit_snapshot(&self, meta: &SnapshotMeta, cancel: &Cancel) -> Result<()> {
+    /// own), then `snapshot.json`: the commit point. A deduplicated
+    /// snapshot is committed only if `lock` was kept fresh all along (its
+    /// chunks stored before were found under that lock, which a prune
+    /// respects only while it is fresh).
+    pub(crate) fn commit_snapshot(
+        &self,
+        meta: &SnapshotMeta,
+        lock: &crate::lock::LockGuard,
+        cancel: &Cancel,
+    ) -> Result<()> {
         let body = serde_json::to_vec_pretty(meta).expect("snapshot metadata serializes");
         let mut hasher = self.registry().hashers()?.sha256();
         hasher.update(&body);
@@ -417,6 +425,9 @@ impl Repository {
         self.target()
             .put_bytes(&Repository::key(&meta.id, SHA256SUMS), sums.as_bytes())?;
         cancel.check()?;
+        if meta.dedup.is_some() {
+            lock.check_fresh()?;
+        }
         self.target()
             .put_bytes(&Repository::key(&meta.id, SNAPSHOT_JSON), &body)
     }

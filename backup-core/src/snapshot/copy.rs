@@ -131,13 +131,13 @@ impl Repository {
     ) -> Result<u64> {
         // The lock names the snapshot, so a concurrent backup's clean-up on
         // the destination leaves this unfinished directory alone.
-        let _dest_lock = dest.lock_shared(Some(meta.id.clone()))?;
+        let dest_lock = dest.lock_shared(Some(meta.id.clone()))?;
         // Leftovers of an earlier, interrupted copy of this snapshot.
         dest.delete_snapshot_objects(&meta.id)?;
         // A snapshot whose commit does not hold together is not copied.
         self.verify_commit(meta)?;
         if self.dedup().is_some() || dest.dedup().is_some() {
-            return self.copy_converted(dest, meta, progress, cancel);
+            return self.copy_converted((dest, &dest_lock), meta, progress, cancel);
         }
         let mut buf = vec![0u8; BUF];
         let mut bytes = 0;
@@ -208,7 +208,7 @@ impl Repository {
     /// byte; `snapshot.json` keeps everything but how the data is stored.
     fn copy_converted(
         &self,
-        dest: &Repository,
+        (dest, dest_lock): (&Repository, &crate::lock::LockGuard),
         meta: &SnapshotMeta,
         progress: &dyn Progress,
         cancel: &Cancel,
@@ -308,7 +308,7 @@ impl Repository {
             }
         };
         copied.objects = vec![data, manifest];
-        dest.commit_snapshot(&copied, cancel)?;
+        dest.commit_snapshot(&copied, dest_lock, cancel)?;
         Ok(bytes)
     }
 

@@ -103,7 +103,7 @@ impl Repository {
         let started = Instant::now();
         let now = Utc::now();
         let id = new_snapshot_id(SnapshotKind::Database, now);
-        let _lock = self.lock_shared(Some(id.clone()))?;
+        let lock = self.lock_shared(Some(id.clone()))?;
         let _ = self.remove_unfinished();
         progress.event(&Event::Started {
             operation: "backup",
@@ -170,7 +170,7 @@ impl Repository {
             let list = meta.objects[0].clone();
             chunked.apply(&mut meta, &list);
         }
-        if let Err(e) = self.commit_snapshot(&meta, cancel) {
+        if let Err(e) = self.commit_snapshot(&meta, &lock, cancel) {
             let _ = self.delete_snapshot_objects(&id);
             return Err(e);
         }

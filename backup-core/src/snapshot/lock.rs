@@ -8,8 +8,17 @@
 //! removes it. A prune takes a prune lock: it runs beside backups and
 //! readers (its mark-and-sweep protocol keeps what they use), but not beside
 //! another prune or a deleting command.
+//!
+//! A lock's holder counts on it only while it keeps it fresh: a command
+//! that commits what a prune must not delete beneath it (a backup into a
+//! deduplicated repository reuses chunks stored before) checks, before its
+//! commit, that its lock never went longer than [`LockTiming::trusted_gap`]
+//! without a refresh that was stored. A machine asleep, or a repository out
+//! of reach, for longer than that fails the command instead: another host
+//! may have taken the lock for stale meanwhile.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -22,8 +31,57 @@ use crate::{Error, Result};
 
 /// A lock older than this without a refresh is stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
-/// How often a held lock is refreshed.
-const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+/// How a held lock is kept fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockTiming {
+    /// How often a held lock is refreshed (5 minutes).
+    pub refresh_every: Duration,
+    /// The longest time without a stored refresh after which the holder no
+    /// longer trusts its lock (15 minutes: half of [`STALE_AFTER`], which
+    /// leaves room for the clocks of two hosts to differ by minutes).
+    pub trusted_gap: Duration,
+}
+
+impl Default for LockTiming {
+    fn default() -> Self {
+        Self {
+            refresh_every: Duration::from_secs(5 * 60),
+            trusted_gap: STALE_AFTER / 2,
+        }
+    }
+}
+
+/// When a lock was last confirmed stored, and its longest time without,
+/// in milliseconds of the wall clock (which, unlike a monotonic clock, goes
+/// on while a machine sleeps, as other hosts' clocks do).
+#[derive(Debug)]
+struct Freshness {
+    last_ok: AtomicI64,
+    longest: AtomicI64,
+}
+
+impl Freshness {
+    fn new(now: DateTime<Utc>) -> Self {
+        Self {
+            last_ok: AtomicI64::new(now.timestamp_millis()),
+            longest: AtomicI64::new(0),
+        }
+    }
+
+    /// A refresh was stored at `now`.
+    fn confirm(&self, now: DateTime<Utc>) {
+        let now = now.timestamp_millis();
+        let last = self.last_ok.swap(now, Ordering::SeqCst);
+        self.longest.fetch_max(now - last, Ordering::SeqCst);
+    }
+
+    /// The longest time the lock went without a stored refresh, up to `now`.
+    fn longest_gap(&self, now: DateTime<Utc>) -> Duration {
+        let since = now.timestamp_millis() - self.last_ok.load(Ordering::SeqCst);
+        let longest = self.longest.load(Ordering::SeqCst).max(since);
+        Duration::from_millis(u64::try_from(longest).unwrap_or(0))
+    }
+}
 
 pub(crate) const LOCKS_PREFIX: &str = "locks/";
 
@@ -176,6 +234,8 @@ pub struct LockGuard {
     key: String,
     stop: Option<mpsc::Sender<()>>,
     refresher: Option<JoinHandle<()>>,
+    fresh: Arc<Freshness>,
+    trusted_gap: Duration,
 }
 
 impl LockGuard {
@@ -185,6 +245,7 @@ impl LockGuard {
         target: Arc<dyn Target>,
         mode: LockMode,
         snapshot: Option<String>,
+        timing: LockTiming,
     ) -> Result<Self> {
         let host = this_host();
         let mut info = LockInfo {
@@ -230,19 +291,21 @@ impl LockGuard {
             });
         }
 
+        let fresh = Arc::new(Freshness::new(info.time));
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let refresher = {
-            let target = Arc::clone(&target);
-            let key = key.clone();
+            let (target, key, fresh) = (Arc::clone(&target), key.clone(), Arc::clone(&fresh));
             std::thread::Builder::new()
                 .name("backupkit-lock".into())
                 .spawn(move || {
                     while let Err(mpsc::RecvTimeoutError::Timeout) =
-                        stop_rx.recv_timeout(REFRESH_EVERY)
+                        stop_rx.recv_timeout(timing.refresh_every)
                     {
                         info.time = Utc::now();
                         let body = serde_json::to_vec(&info).expect("lock info serializes");
-                        let _ = target.put_bytes(&key, &body);
+                        if target.put_bytes(&key, &body).is_ok() {
+                            fresh.confirm(info.time);
+                        }
                     }
                 })
                 .map_err(|e| Error::io("start", "lock refresher", e))?
@@ -252,6 +315,8 @@ impl LockGuard {
             key,
             stop: Some(stop_tx),
             refresher: Some(refresher),
+            fresh,
+            trusted_gap: timing.trusted_gap,
         })
     }
 }
@@ -261,6 +326,22 @@ impl LockGuard {
     #[must_use]
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Checks that the lock was kept fresh all along: never longer than
+    /// its trusted gap without a stored refresh.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockLost`] when it was not.
+    pub fn check_fresh(&self) -> Result<()> {
+        let gap = self.fresh.longest_gap(Utc::now());
+        if gap > self.trusted_gap {
+            return Err(Error::LockLost {
+                seconds: gap.as_secs(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -286,4 +367,25 @@ pub fn unlock(target: &dyn Target, all: bool) -> Result<Vec<ListedLock>> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freshness_keeps_the_longest_gap_between_stored_refreshes() {
+        let t0 = Utc::now();
+        let at = |minutes: i64| t0 + chrono::Duration::minutes(minutes);
+        let fresh = Freshness::new(t0);
+        fresh.confirm(at(5));
+        fresh.confirm(at(10));
+        assert_eq!(fresh.longest_gap(at(11)), Duration::from_secs(5 * 60));
+        // No refresh stored since: the gap so far counts.
+        assert_eq!(fresh.longest_gap(at(30)), Duration::from_secs(20 * 60));
+        // A machine asleep for 40 minutes, refreshed on waking: the lock
+        // is fresh again, but another host may have seen it stale.
+        fresh.confirm(at(50));
+        assert_eq!(fresh.longest_gap(at(51)), Duration::from_secs(40 * 60));
+    }
 }

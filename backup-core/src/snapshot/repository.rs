@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::dedup::{ChunkStore, DedupConfig};
-use crate::lock::{self, LockGuard, LockMode};
+use crate::lock::{self, LockGuard, LockMode, LockTiming};
 use crate::registry::Registry;
 use crate::snapshot::{SnapshotMeta, is_valid_id};
 use crate::target::{Target, TargetExt};
@@ -89,6 +89,8 @@ pub struct Repository {
     dedup: Option<Arc<DedupConfig>>,
     /// Where a deduplicated repository's stat cache is kept (`None`: none).
     cache_dir: Option<std::path::PathBuf>,
+    /// How locks taken are kept fresh.
+    lock_timing: LockTiming,
 }
 
 impl Repository {
@@ -157,6 +159,7 @@ impl Repository {
             target,
             registry,
             read_locks: true,
+            lock_timing: LockTiming::default(),
             dedup: dedup.map(Arc::new),
             cache_dir: crate::snapshot::statcache::default_dir(),
         })
@@ -226,6 +229,7 @@ impl Repository {
             target,
             registry,
             read_locks: true,
+            lock_timing: LockTiming::default(),
             dedup,
             cache_dir: crate::snapshot::statcache::default_dir(),
         })
@@ -497,17 +501,42 @@ impl Repository {
 
     /// Takes a shared lock (several backups may run at once).
     pub fn lock_shared(&self, snapshot: Option<String>) -> Result<LockGuard> {
-        LockGuard::acquire(Arc::clone(&self.target), LockMode::Shared, snapshot)
+        LockGuard::acquire(
+            Arc::clone(&self.target),
+            LockMode::Shared,
+            snapshot,
+            self.lock_timing,
+        )
     }
 
     /// Takes an exclusive lock (deleting commands).
     pub fn lock_exclusive(&self) -> Result<LockGuard> {
-        LockGuard::acquire(Arc::clone(&self.target), LockMode::Exclusive, None)
+        LockGuard::acquire(
+            Arc::clone(&self.target),
+            LockMode::Exclusive,
+            None,
+            self.lock_timing,
+        )
     }
 
     /// Takes a prune lock (beside backups, not beside another prune).
     pub fn lock_prune(&self) -> Result<LockGuard> {
-        LockGuard::acquire(Arc::clone(&self.target), LockMode::Prune, None)
+        LockGuard::acquire(
+            Arc::clone(&self.target),
+            LockMode::Prune,
+            None,
+            self.lock_timing,
+        )
+    }
+
+    /// Keeps locks fresh with other timing than the default (5 minutes
+    /// between refreshes, 15 without a stored one before a command stops
+    /// trusting its lock): for tests, which cannot wait that long.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_lock_timing(mut self, timing: LockTiming) -> Self {
+        self.lock_timing = timing;
+        self
     }
 
     /// Removes stale locks, or every lock with `all`.

@@ -472,21 +472,7 @@ fn a_pack_stored_again_after_a_mark_is_never_the_marked_one() {
     // (its lock came after the mark, so the sweep does not wait for it)
     // must not delete what the backup stored.
     let dir = tempfile::tempdir().unwrap();
-    let target = std::sync::Arc::new(HoldIndexWrite {
-        inner: registry()
-            .open_target(dir.path().join("repo").to_str().unwrap())
-            .unwrap(),
-        armed: std::sync::atomic::AtomicBool::new(false),
-        reached: std::sync::Mutex::new(None),
-        go: std::sync::Mutex::new(None),
-    });
-    let repo = Repository::init_with(
-        registry(),
-        target.clone(),
-        backup_core::repository::InitOptions { dedup: true },
-    )
-    .unwrap()
-    .with_cache_dir(Some(dir.path().join("cache")));
+    let (target, repo) = held_repo(dir.path());
     let data = dir.path().join("data");
     write_tree(&data, 1, 100_000, 21);
     let opts = BackupOptions {
@@ -505,13 +491,7 @@ fn a_pack_stored_again_after_a_mark_is_never_the_marked_one() {
     assert!(marked.marked_packs > 0, "{marked:?}");
     let old_packs = pack_names(&dir.path().join("repo"));
 
-    let (reached_tx, reached) = mpsc::sync_channel(1);
-    let (go, go_rx) = mpsc::channel();
-    *target.reached.lock().unwrap() = Some(reached_tx);
-    *target.go.lock().unwrap() = Some(go_rx);
-    target
-        .armed
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (reached, go) = target.arm();
     std::thread::scope(|s| {
         let go = go;
         let backup = s.spawn(|| repo.backup(&opts, &backup_core::NoProgress, &Cancel::new()));
@@ -530,6 +510,108 @@ fn a_pack_stored_again_after_a_mark_is_never_the_marked_one() {
         check_ok(&repo);
         assert_restores(&repo, &snap.id, &data, &dir.path().join("out"));
     });
+}
+
+impl HoldIndexWrite {
+    /// Holds the next `index/` put: returns the signal that it is reached
+    /// and the sender that lets it go on.
+    fn arm(&self) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+        let (reached_tx, reached) = mpsc::sync_channel(1);
+        let (go, go_rx) = mpsc::channel();
+        *self.reached.lock().unwrap() = Some(reached_tx);
+        *self.go.lock().unwrap() = Some(go_rx);
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        (reached, go)
+    }
+}
+
+/// A new deduplicated repository in `dir` on a [`HoldIndexWrite`] target.
+fn held_repo(dir: &Path) -> (std::sync::Arc<HoldIndexWrite>, Repository) {
+    let target = std::sync::Arc::new(HoldIndexWrite {
+        inner: registry()
+            .open_target(dir.join("repo").to_str().unwrap())
+            .unwrap(),
+        armed: std::sync::atomic::AtomicBool::new(false),
+        reached: std::sync::Mutex::new(None),
+        go: std::sync::Mutex::new(None),
+    });
+    let repo = Repository::init_with(
+        registry(),
+        target.clone(),
+        backup_core::repository::InitOptions { dedup: true },
+    )
+    .unwrap()
+    .with_cache_dir(Some(dir.join("cache")));
+    (target, repo)
+}
+
+/// A backup whose lock went longer than its trusted gap without a stored
+/// refresh (as on a machine asleep: another host's prune may have taken
+/// the lock for stale and deleted chunks the backup found) commits nothing
+/// and says why; one whose lock was refreshed meanwhile commits. The
+/// timing is shortened from minutes to milliseconds.
+#[test]
+fn a_backup_whose_lock_went_unrefreshed_commits_nothing() {
+    use backup_core::lock::LockTiming;
+    let dir = tempfile::tempdir().unwrap();
+    let (target, repo) = held_repo(dir.path());
+    let data = dir.path().join("data");
+    write_tree(&data, 1, 100_000, 22);
+    let opts = BackupOptions {
+        paths: vec![data.clone()],
+        no_cache: true,
+        ..BackupOptions::default()
+    };
+    let held_backup = |repo: &Repository| {
+        let (reached, go) = target.arm();
+        std::thread::scope(|s| {
+            let backup = s.spawn(|| repo.backup(&opts, &backup_core::NoProgress, &Cancel::new()));
+            reached
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the backup writes an index fragment");
+            std::thread::sleep(Duration::from_millis(600));
+            go.send(()).unwrap();
+            backup.join().unwrap()
+        })
+    };
+    let never_refreshed = repo.clone().with_lock_timing(LockTiming {
+        refresh_every: Duration::from_secs(3600),
+        trusted_gap: Duration::from_millis(300),
+    });
+    let r = held_backup(&never_refreshed);
+    let Err(e @ Error::LockLost { .. }) = r else {
+        panic!("{r:?}")
+    };
+    assert!(e.to_string().contains("nothing was committed"), "{e}");
+    assert!(repo.snapshots().unwrap().is_empty());
+    assert!(repo.unfinished().unwrap().is_empty());
+
+    // New data, so that the next backup stores chunks (and an index
+    // fragment, where it is held).
+    write_tree(&data, 1, 100_000, 23);
+    let refreshed = repo.clone().with_lock_timing(LockTiming {
+        refresh_every: Duration::from_millis(50),
+        trusted_gap: Duration::from_secs(3),
+    });
+    let snap = held_backup(&refreshed).unwrap().snapshot.unwrap();
+    check_ok(&repo);
+    assert_restores(&repo, &snap.id, &data, &dir.path().join("out"));
+
+    // An archive snapshot relies on nothing stored before: it commits
+    // whatever its lock went through.
+    let plain = Repository::init(registry(), dir.path().join("plain").to_str().unwrap())
+        .unwrap()
+        .with_lock_timing(LockTiming {
+            refresh_every: Duration::from_secs(3600),
+            trusted_gap: Duration::from_millis(300),
+        });
+    let slow = |e: &Event| {
+        if let Event::File { .. } = e {
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    };
+    let s = plain.backup(&opts, &slow, &Cancel::new()).unwrap();
+    assert!(s.snapshot.is_some());
 }
 
 fn pack_names(repo: &Path) -> std::collections::BTreeSet<String> {
