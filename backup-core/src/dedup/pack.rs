@@ -192,6 +192,9 @@ impl PackBuilder {
             raw_len: u32::try_from(plain.len()).map_err(|_| too_big())?,
             stored_len: u32::try_from(frame.len()).map_err(|_| too_big())?,
         };
+        // Room for a whole pack at once: growing by doubling would copy it
+        // again and again, and leave it twice as large as it is.
+        self.buf.reserve(PACK_TARGET + PACK_TARGET / 4);
         self.buf.extend_from_slice(&header.encode());
         self.buf.extend_from_slice(&frame);
         Ok(())

@@ -550,6 +550,73 @@ impl Drop for Pool {
     }
 }
 
+/// Stores built packs on a thread of its own, one at a time, so that the
+/// stream goes on being cut, hashed and compressed while a pack is written
+/// and synced. The channel is a rendezvous: at most one pack is being
+/// stored while the next is built.
+#[derive(Debug)]
+struct PackWriter {
+    packs: Option<std::sync::mpsc::SyncSender<(String, Vec<u8>)>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl PackWriter {
+    fn start(target: Arc<dyn Target>) -> Result<Self> {
+        let (packs, rx) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(0);
+        let thread = std::thread::Builder::new()
+            .name("backupkit-packs".into())
+            .spawn(move || {
+                for (key, bytes) in rx {
+                    target.put_bytes(&key, &bytes)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| Error::io("start", "the pack writer", e))?;
+        Ok(Self {
+            packs: Some(packs),
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands a pack over to be stored.
+    fn send(&mut self, key: String, bytes: Vec<u8>) -> Result<()> {
+        let sent = self
+            .packs
+            .as_ref()
+            .is_some_and(|p| p.send((key, bytes)).is_ok());
+        if sent {
+            return Ok(());
+        }
+        // The writer stopped: at its error.
+        self.finish()?;
+        Err(Error::io(
+            "write",
+            "a pack",
+            io::Error::other("the pack writer stopped"),
+        ))
+    }
+
+    /// Waits until every pack handed over is stored.
+    fn finish(&mut self) -> Result<()> {
+        self.packs.take();
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(stored)) => stored,
+            Some(Err(_)) => Err(Error::io(
+                "write",
+                "a pack",
+                io::Error::other("the pack writer panicked"),
+            )),
+        }
+    }
+}
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
 /// Cuts a stream into chunks and stores the ones the repository lacks.
 /// Nothing is referenced until [`StreamWriter::finish`] has stored every
 /// pack and the index fragment that lists them.
@@ -558,6 +625,7 @@ pub struct StreamWriter<S: BorrowMut<ChunkStore>> {
     store: S,
     chunker: Option<Chunker>,
     pool: Pool,
+    packs: PackWriter,
     /// New chunks sent for compression and not yet stored in a pack.
     pending: std::collections::HashSet<ChunkId>,
     pack: PackBuilder,
@@ -573,6 +641,7 @@ impl<S: BorrowMut<ChunkStore>> StreamWriter<S> {
         Ok(StreamWriter {
             chunker: Some(Chunker::new(s.cutter.clone())),
             pool: Pool::start(&s.codec, s.level)?,
+            packs: PackWriter::start(Arc::clone(&s.target))?,
             pending: std::collections::HashSet::new(),
             store,
             pack,
@@ -648,10 +717,8 @@ impl<S: BorrowMut<ChunkStore>> StreamWriter<S> {
         }
         let store: &mut ChunkStore = self.store.borrow_mut();
         let built = self.pack.finish(store.hashers.as_ref());
-        store
-            .target
-            .put_bytes(&pack::pack_key(&built.id), &built.bytes)?;
         self.summary.stored_bytes += built.bytes.len() as u64;
+        self.packs.send(pack::pack_key(&built.id), built.bytes)?;
         let entry = PackIndex {
             pack: ChunkId::from_hex(&built.id)?,
             entries: built.entries,
@@ -748,6 +815,8 @@ impl<S: BorrowMut<ChunkStore>> StreamWriter<S> {
         chunker.finish(&mut |c: &[u8]| self.take(c))?;
         while self.place_one(true)? {}
         self.flush_pack()?;
+        // Every pack is stored before an index fragment names it.
+        self.packs.finish()?;
         let store: &ChunkStore = self.store.borrow();
         let written = std::mem::take(&mut self.written);
         self.summary.stored_bytes += store.write_fragments(written, &mut |_| Ok(()))?;
