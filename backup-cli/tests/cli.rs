@@ -203,6 +203,39 @@ fn the_readme_jq_command_gives_every_manifest_entry_its_whole_path() {
     assert!(printed.iter().any(|p| p.ends_with("data/sub/d.json")));
 }
 
+/// A walk that runs ahead of the reading holds no open directories for
+/// the entries in flight: a tree of many one-file directories backs up
+/// completely under a small limit of open files.
+#[test]
+fn many_small_directories_back_up_within_a_small_open_file_limit() {
+    let env = Env::new();
+    env.init();
+    let data = env.path("many");
+    for i in 0..600 {
+        let d = data.join(format!("d{i:03}"));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("f.csv"), format!("{i}\n")).unwrap();
+    }
+    let o = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -n 64 && exec \"$0\" -r \"$1\" --json backup \"$2\"",
+            BIN,
+            &env.repo(),
+            data.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["snapshot"]["file_count"], 600, "{summary}");
+    assert_eq!(
+        summary["warnings"].as_array().map_or(0, Vec::len),
+        0,
+        "{summary}"
+    );
+}
+
 #[test]
 fn quiet_success_prints_nothing_and_env_names_the_repository() {
     let env = Env::new();

@@ -3,7 +3,6 @@
 
 use std::fs::{File, Metadata};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -90,38 +89,56 @@ impl Excludes {
 #[derive(Debug)]
 pub enum Walked {
     /// An entry to store; `name` is the absolute path without its leading
-    /// `/`, which is the entry's path in the archive; `parent` its open
-    /// directory (none for a root), see [`open_file`].
+    /// `/`, which is the entry's path in the archive.
     Entry {
         abs: PathBuf,
         name: String,
         meta: Metadata,
-        parent: Option<Parent>,
     },
     /// Something that could not be walked; the walk goes on.
     Warning { path: String, message: String },
 }
 
-/// An open directory of the walk, for opening its children relative to it.
-#[derive(Debug, Clone)]
-pub struct Parent(Arc<File>);
+/// Opens regular files for reading relative to their directory (`openat`,
+/// which spares the kernel a walk of the whole path for each of a million
+/// small files), never through a symlink put in a file's place since it was
+/// listed. It keeps the last directory open: a walk gives a directory's
+/// files one after another. Directories are opened here, by the reader,
+/// rather than lent by the walk, so that entries walked ahead hold no
+/// descriptors (thousands of one-file directories would exhaust them).
+#[derive(Debug, Default)]
+pub struct FileOpener {
+    dir: Option<(PathBuf, File)>,
+}
 
-/// Opens the regular file `abs` for reading: relative to its open `parent`
-/// directory when there is one (`openat`), which spares the kernel a walk
-/// of the whole path for each of a million small files, and never through
-/// a symlink put in its place since it was listed.
-///
-/// # Errors
-///
-/// Those of `open`; a file replaced by a symlink gives `ELOOP`.
-pub fn open_file(abs: &Path, parent: Option<&Parent>) -> std::io::Result<File> {
-    use rustix::fs::{Mode, OFlags};
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY;
-    let fd = match (parent, abs.file_name()) {
-        (Some(Parent(dir)), Some(name)) => rustix::fs::openat(&**dir, name, flags, Mode::empty()),
-        _ => rustix::fs::open(abs, flags, Mode::empty()),
-    }?;
-    Ok(File::from(fd))
+impl FileOpener {
+    /// Opens the regular file `abs`.
+    ///
+    /// # Errors
+    ///
+    /// Those of `open`; a file replaced by a symlink gives `ELOOP`.
+    pub fn open(&mut self, abs: &Path) -> std::io::Result<File> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY;
+        if let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) {
+            if self.dir.as_ref().is_none_or(|(open, _)| open != parent) {
+                let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                // Unopenable (no read permission): by the whole path.
+                self.dir = rustix::fs::open(parent, dir_flags | OFlags::NOFOLLOW, Mode::empty())
+                    .ok()
+                    .map(|fd| (parent.to_path_buf(), File::from(fd)));
+            }
+            if let Some((_, dir)) = &self.dir {
+                return Ok(File::from(rustix::fs::openat(
+                    dir,
+                    name,
+                    flags,
+                    Mode::empty(),
+                )?));
+            }
+        }
+        Ok(File::from(rustix::fs::open(abs, flags, Mode::empty())?))
+    }
 }
 
 /// A set of source paths and excludes.
@@ -201,7 +218,7 @@ impl FileTreeSource {
                 }
             };
             let is_dir = meta.is_dir();
-            if let Some(item) = entry(root.clone(), meta, None) {
+            if let Some(item) = entry(root.clone(), meta) {
                 visit(item)?;
             }
             if is_dir {
@@ -260,17 +277,16 @@ impl FileTreeSource {
         // level. Stat'ing a directory's children together, before any is
         // read, widens the window in which a change is noticed (the size and
         // mtime are compared again after reading).
-        let mut stack: Vec<(Parent, std::vec::IntoIter<Child>)> = Vec::new();
+        let mut stack: Vec<std::vec::IntoIter<Child>> = Vec::new();
         match self.children(root) {
-            Ok(c) => stack.push(c),
+            Ok(c) => stack.push(c.into_iter()),
             Err(e) => visit(warning(root, &e))?,
         }
-        while let Some((parent, level)) = stack.last_mut() {
+        while let Some(level) = stack.last_mut() {
             let Some((path, meta)) = level.next() else {
                 stack.pop();
                 continue;
             };
-            let parent = parent.clone();
             cancel.check()?;
             let meta = match meta {
                 Ok(m) => m,
@@ -280,11 +296,11 @@ impl FileTreeSource {
                 }
             };
             let is_dir = meta.is_dir();
-            if let Some(item) = entry(path.clone(), meta, Some(parent)) {
+            if let Some(item) = entry(path.clone(), meta) {
                 visit(item)?;
                 if is_dir {
                     match self.children(&path) {
-                        Ok(c) => stack.push(c),
+                        Ok(c) => stack.push(c.into_iter()),
                         Err(e) => visit(warning(&path, &e))?,
                     }
                 }
@@ -293,23 +309,11 @@ impl FileTreeSource {
         Ok(())
     }
 
-    /// The directory `dir`, open, and its children, stat'ed.
-    fn children(&self, dir: &Path) -> std::io::Result<(Parent, std::vec::IntoIter<Child>)> {
+    fn children(&self, dir: &Path) -> std::io::Result<Vec<Child>> {
         // Stat'ed relative to the open directory (`fstatat`, not following
         // links), which spares the kernel a walk of the whole path per
         // child; sorted by name bytes, which for children of one directory
         // is the order of their paths, without comparing path components.
-        // The directory is opened once more, for opening its files
-        // relative to it (std's listing does not lend its descriptor).
-        let opened = rustix::fs::open(
-            dir,
-            rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::CLOEXEC
-                | rustix::fs::OFlags::NOFOLLOW,
-            rustix::fs::Mode::empty(),
-        )?;
-        let parent = Parent(Arc::new(File::from(opened)));
         let mut children = Vec::new();
         for de in std::fs::read_dir(dir)? {
             let de = de?;
@@ -320,8 +324,7 @@ impl FileTreeSource {
             }
         }
         children.sort_unstable_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
-        let children: Vec<Child> = children.into_iter().map(|(_, child)| child).collect();
-        Ok((parent, children.into_iter()))
+        Ok(children.into_iter().map(|(_, child)| child).collect())
     }
 }
 
@@ -343,7 +346,7 @@ fn warning(path: &Path, e: &std::io::Error) -> Walked {
     }
 }
 
-fn entry(abs: PathBuf, meta: Metadata, parent: Option<Parent>) -> Option<Walked> {
+fn entry(abs: PathBuf, meta: Metadata) -> Option<Walked> {
     let Some(s) = abs.to_str() else {
         return Some(Walked::Warning {
             path: abs.display().to_string(),
@@ -355,12 +358,7 @@ fn entry(abs: PathBuf, meta: Metadata, parent: Option<Parent>) -> Option<Walked>
         // The root directory itself: its children carry the content.
         return None;
     }
-    Some(Walked::Entry {
-        abs,
-        name,
-        meta,
-        parent,
-    })
+    Some(Walked::Entry { abs, name, meta })
 }
 
 /// Removes `.` and resolves `..` lexically (like `filepath.Clean`), so

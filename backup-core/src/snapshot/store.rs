@@ -56,6 +56,8 @@ pub(crate) struct Run<'p> {
     cache: Option<(StatCache, bool)>,
     /// Files whose content was taken from the stat cache, not read.
     reused: u64,
+    /// Opens files relative to their directory.
+    opener: crate::source::FileOpener,
 }
 
 impl<'p> Run<'p> {
@@ -75,6 +77,7 @@ impl<'p> Run<'p> {
             cuts: None,
             cache: None,
             reused: 0,
+            opener: crate::source::FileOpener::default(),
         }
     }
 
@@ -180,17 +183,12 @@ impl<'p> Run<'p> {
         data_key: &str,
         manifest_key: &str,
     ) -> Result<()> {
-        let (abs, name, meta, parent) = match w {
+        let (abs, name, meta) = match w {
             Walked::Warning { path, message } => {
                 self.warn(path, message);
                 return Ok(());
             }
-            Walked::Entry {
-                abs,
-                name,
-                meta,
-                parent,
-            } => (abs, name, meta, parent),
+            Walked::Entry { abs, name, meta } => (abs, name, meta),
         };
         let ft = meta.file_type();
         let mut entry = Entry {
@@ -235,8 +233,7 @@ impl<'p> Run<'p> {
             } else {
                 entry.kind = EntryKind::File;
                 entry.size = meta.len();
-                let file = (abs.as_path(), parent.as_ref());
-                if !self.store_file(file, &meta, &mut entry, packer, cancel, data_key)? {
+                if !self.store_file(&abs, &meta, &mut entry, packer, cancel, data_key)? {
                     return Ok(());
                 }
                 if meta.nlink() > 1 {
@@ -264,7 +261,7 @@ impl<'p> Run<'p> {
     /// Stores one regular file; `false` when it was skipped with a warning.
     fn store_file(
         &mut self,
-        (abs, parent): (&std::path::Path, Option<&crate::source::Parent>),
+        abs: &std::path::Path,
         meta: &std::fs::Metadata,
         entry: &mut Entry,
         packer: &mut dyn Packer,
@@ -275,7 +272,7 @@ impl<'p> Run<'p> {
             return Ok(true);
         }
         let shown = abs.display().to_string();
-        let file = match crate::source::open_file(abs, parent) {
+        let file = match self.opener.open(abs) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.warn(shown, "vanished before it could be read; skipped".into());
