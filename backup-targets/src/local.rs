@@ -146,16 +146,21 @@ impl LocalTarget {
     }
 
     fn create_tmp(&self, path: &Path, key: &str) -> Result<(File, PathBuf)> {
-        for attempt in 0..2 {
+        // Another process that deletes the last object of a directory
+        // removes the directory (see `prune_dirs`), possibly between our
+        // creating it and our file in it (two backups ending while a prune
+        // takes its lock in `locks/`): create it again, a few times.
+        const ATTEMPTS: usize = 8;
+        for attempt in 1..=ATTEMPTS {
             self.create_parent(path, key)?;
             let tmp = Self::tmp_path(path);
             match OpenOptions::new().write(true).create_new(true).open(&tmp) {
                 Ok(f) => return Ok((f, tmp)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < ATTEMPTS => {}
                 Err(e) => return Err(self.map_err("create", key, e)),
             }
         }
-        unreachable!("the loop returns on its second attempt")
+        unreachable!("the loop returns on its last attempt")
     }
 
     fn walk(&self, dir: &Path, out: &mut Vec<ObjectMeta>) -> Result<()> {
