@@ -230,8 +230,8 @@ fn many_small_directories_back_up_within_a_small_open_file_limit() {
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["snapshot"]["file_count"], 600, "{summary}");
     assert_eq!(
-        summary["warnings"].as_array().map_or(0, Vec::len),
-        0,
+        summary["warnings"].as_array().map(Vec::len),
+        Some(0),
         "{summary}"
     );
 }
